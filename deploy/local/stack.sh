@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# Local Audit Trail stack without Docker: Apache Kafka (KRaft, single node) from Maven Central
+# jars and a private PostgreSQL cluster, both on loopback.
+#
+#   stack.sh up       install what is missing, fetch jars (cached), start Kafka and Postgres
+#   stack.sh down     stop both (data is kept until `stack.sh clean`)
+#   stack.sh status   say what runs
+#   stack.sh env      print the environment that points the services at this stack
+#   stack.sh clean    stop and delete all data
+#
+# Tunables (environment): AUDIT_STACK_DIR, AUDIT_STACK_CACHE, AUDIT_STACK_KAFKA_PORT,
+# AUDIT_STACK_CONTROLLER_PORT, AUDIT_STACK_PG_PORT, AUDIT_STACK_KAFKA_HEAP.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+state=${AUDIT_STACK_DIR:-${TMPDIR:-/tmp}/audit-trail-stack}
+cache=${AUDIT_STACK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/audit-trail}
+kafka_port=${AUDIT_STACK_KAFKA_PORT:-19092}
+controller_port=${AUDIT_STACK_CONTROLLER_PORT:-19093}
+pg_port=${AUDIT_STACK_PG_PORT:-15432}
+kafka_heap=${AUDIT_STACK_KAFKA_HEAP:-512m}
+kafka_version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/pom.xml")
+libs="$cache/kafka-$kafka_version/libs"
+pg_data="$state/postgres"
+kafka_data="$state/kafka"
+
+# `exec_or_run` replaces the subshell when KAFKA_EXEC=1 so the recorded pid is the JVM's.
+exec_or_run() { if [ "${KAFKA_EXEC:-0}" = 1 ]; then exec setsid "$@"; else "$@"; fi; }
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
+
+is_root() { [ "$(id -u)" = 0 ]; }
+
+apt_install() {
+  is_root || die "missing $* and not root: install it (Debian packages: $*)"
+  if [ -z "${_apt_updated:-}" ]; then
+    log "apt-get update"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    _apt_updated=1
+  fi
+  log "apt-get install $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+pg_bin() {
+  local v
+  v=$(ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$v" ] && [ -x "/usr/lib/postgresql/$v/bin/initdb" ] && echo "/usr/lib/postgresql/$v/bin"
+}
+
+ensure_prerequisites() {
+  command -v java >/dev/null || apt_install openjdk-17-jre-headless
+  command -v mvn >/dev/null || apt_install maven
+  [ -n "$(pg_bin)" ] || apt_install postgresql
+  command -v psql >/dev/null || apt_install postgresql-client
+}
+
+# Run a command as the unprivileged database user (initdb and postgres refuse root).
+as_pg() {
+  if is_root; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+fetch_kafka() {
+  if [ -f "$libs/.complete" ]; then return; fi
+  log "fetching Apache Kafka $kafka_version jars from Maven Central into $libs"
+  rm -rf "$libs"
+  mkdir -p "$libs"
+  mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies \
+    -DoutputDirectory="$libs" -DincludeScope=runtime >&2
+  touch "$libs/.complete"
+}
+
+kafka_java() {
+  exec_or_run java -Xms"$kafka_heap" -Xmx"$kafka_heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -Djava.awt.headless=true -Dlog4j2.configurationFile="$here/log4j2.xml" \
+    -cp "$libs/*" "$@"
+}
+
+kafka_pid() { [ -f "$state/kafka.pid" ] && kill -0 "$(cat "$state/kafka.pid")" 2>/dev/null && cat "$state/kafka.pid"; }
+
+kafka_ready() { (exec 3<>"/dev/tcp/127.0.0.1/$kafka_port") 2>/dev/null && grep -q "Kafka Server started" "$state/kafka.log"; }
+
+start_kafka() {
+  if kafka_pid >/dev/null; then log "kafka already running on 127.0.0.1:$kafka_port"; return; fi
+  mkdir -p "$kafka_data"
+  sed -e "s#@DATA_DIR@#$kafka_data#" -e "s#@KAFKA_PORT@#$kafka_port#" \
+      -e "s#@CONTROLLER_PORT@#$controller_port#" "$here/server.properties" > "$state/server.properties"
+  if [ ! -f "$kafka_data/meta.properties" ]; then
+    local cluster_id
+    cluster_id=$(kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
+    log "formatting KRaft storage (cluster $cluster_id)"
+    kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$state/server.properties" >"$state/kafka-format.log" 2>&1 \
+      || { cat "$state/kafka-format.log" >&2; die "kafka storage format failed"; }
+  fi
+  log "starting kafka on 127.0.0.1:$kafka_port"
+  : > "$state/kafka.log"
+  (KAFKA_EXEC=1 kafka_java kafka.Kafka "$state/server.properties" </dev/null >>"$state/kafka.log" 2>&1) &
+  echo $! > "$state/kafka.pid"
+  local deadline=$((SECONDS + 90))
+  until kafka_ready; do
+    kafka_pid >/dev/null || { tail -n 40 "$state/kafka.log" >&2; die "kafka exited during start"; }
+    [ $SECONDS -lt $deadline ] || { tail -n 40 "$state/kafka.log" >&2; die "kafka not ready after 90 s"; }
+    sleep 0.5
+  done
+  log "kafka ready"
+}
+
+pg_running() { [ -f "$pg_data/postmaster.pid" ] && as_pg "$(pg_bin)/pg_ctl" -D "$pg_data" status >/dev/null 2>&1; }
+
+start_postgres() {
+  local bin
+  bin=$(pg_bin)
+  mkdir -p "$state"
+  if is_root; then chmod 755 "$state"; fi
+  if [ ! -f "$pg_data/PG_VERSION" ]; then
+    log "initialising a private PostgreSQL cluster in $pg_data"
+    mkdir -p "$pg_data"
+    if is_root; then chown postgres:postgres "$pg_data"; fi
+    chmod 700 "$pg_data"
+    as_pg "$bin/initdb" -D "$pg_data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+      --encoding=UTF8 --locale=C.UTF-8 >"$state/initdb.log" 2>&1 || { cat "$state/initdb.log" >&2; die "initdb failed"; }
+  fi
+  if pg_running; then log "postgres already running on 127.0.0.1:$pg_port"; else
+    log "starting postgres on 127.0.0.1:$pg_port"
+    as_pg "$bin/pg_ctl" -D "$pg_data" -l "$pg_data/server.log" -w -t 60 \
+      -o "-p $pg_port -k $pg_data -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=on" start >/dev/null \
+      || { tail -n 30 "$pg_data/server.log" >&2; die "postgres failed to start"; }
+  fi
+  log "bootstrapping roles and database"
+  as_pg psql -q -h "$pg_data" -p "$pg_port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
+    -f "$here/../sql/bootstrap.sql" >/dev/null
+  as_pg psql -q -h "$pg_data" -p "$pg_port" -U postgres -d postgres -tAc \
+    "SELECT 1 FROM pg_database WHERE datname = 'audit'" | grep -q 1 \
+    || as_pg psql -q -h "$pg_data" -p "$pg_port" -U postgres -d postgres -c "CREATE DATABASE audit OWNER audit_owner" >/dev/null
+  as_pg psql -q -h "$pg_data" -p "$pg_port" -U postgres -d audit -c "REVOKE CREATE ON SCHEMA public FROM PUBLIC" >/dev/null
+  log "postgres ready"
+}
+
+print_env() {
+  local pg="127.0.0.1:$pg_port/audit"
+  cat <<EOF
+export AUDIT_KAFKA_BOOTSTRAP=127.0.0.1:$kafka_port
+export AUDIT_POSTGRES_ADMIN_DSN=postgresql://postgres@127.0.0.1:$pg_port/audit?host=$pg_data
+export AUDIT_OWNER_DSN=postgresql://audit_owner:audit_owner@$pg
+export AUDIT_PRODUCER_BOOTSTRAP_SERVERS=127.0.0.1:$kafka_port
+export AUDIT_PROJECTOR_BOOTSTRAP_SERVERS=127.0.0.1:$kafka_port
+export AUDIT_PROJECTOR_DATABASE_URL=postgresql://audit_projector:audit_projector@$pg
+export AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL=postgresql://audit_owner:audit_owner@$pg
+export AUDIT_QUERY_BOOTSTRAP_SERVERS=127.0.0.1:$kafka_port
+export AUDIT_QUERY_DATABASE_URL=postgresql://audit_query:audit_query@$pg
+EOF
+}
+
+stop_all() {
+  local pid
+  if pid=$(kafka_pid); then
+    log "stopping kafka (pid $pid)"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$state/kafka.pid"
+  if [ -n "$(pg_bin)" ] && pg_running; then
+    log "stopping postgres"
+    as_pg "$(pg_bin)/pg_ctl" -D "$pg_data" -m fast -w stop >/dev/null || true
+  fi
+}
+
+case "${1:-}" in
+  up)
+    ensure_prerequisites
+    mkdir -p "$state" "$cache"
+    fetch_kafka
+    start_postgres
+    start_kafka
+    print_env > "$state/env"
+    log "stack is up; environment in $state/env"
+    ;;
+  down) stop_all ;;
+  clean) stop_all; rm -rf "$state"; log "removed $state" ;;
+  status)
+    if kafka_pid >/dev/null; then echo "kafka: running on 127.0.0.1:$kafka_port"; else echo "kafka: stopped"; fi
+    if [ -n "$(pg_bin)" ] && pg_running; then echo "postgres: running on 127.0.0.1:$pg_port"; else echo "postgres: stopped"; fi
+    ;;
+  env) print_env ;;
+  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

@@ -1,0 +1,146 @@
+"""CloudEvents 1.0 envelopes in structured mode, and their Kafka protocol binding."""
+
+import json
+from typing import Annotated, Any, Final, Literal
+from uuid import UUID
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
+
+from audit_schemas.actions import Action
+from audit_schemas.events import ActionOutcome, ActionStarted, ExecutionLog
+from audit_schemas.topics import (
+    ACTION_EVENT_TYPE,
+    CONTENT_TYPE,
+    EXECUTION_LOG_EVENT_TYPE,
+    OUTCOME_EVENT_TYPE,
+    TYPE_PREFIX,
+)
+
+Source = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+Subject = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+
+
+class _CloudEvent(BaseModel):
+    # Extension attributes other producers add are kept, not rejected (CloudEvents allows them).
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    specversion: Literal["1.0"] = "1.0"
+    id: UUID
+    source: Source
+    subject: Subject | None = None
+    time: AwareDatetime
+    datacontenttype: Literal["application/json"] = "application/json"
+    dataschema: str | None = None
+    traceparent: str | None = None
+    """Distributed-tracing extension: the action's W3C traceparent."""
+    partitionkey: str | None = None
+    """Kafka binding partitioning extension: the record key."""
+
+
+class ActionEvent(_CloudEvent):
+    """`…audit.action.v1`: an action started."""
+
+    type: Literal["dev.audittrail.audit.action.v1"] = "dev.audittrail.audit.action.v1"
+    data: ActionStarted
+
+
+class OutcomeEvent(_CloudEvent):
+    """`…audit.outcome.v1`: an action ended."""
+
+    type: Literal["dev.audittrail.audit.outcome.v1"] = "dev.audittrail.audit.outcome.v1"
+    data: ActionOutcome
+
+
+class ExecutionLogEvent(_CloudEvent):
+    """`…execution.log.v1`: a log line written during an action."""
+
+    type: Literal["dev.audittrail.execution.log.v1"] = "dev.audittrail.execution.log.v1"
+    data: ExecutionLog
+
+
+AnyEvent = Annotated[ActionEvent | OutcomeEvent | ExecutionLogEvent, Field(discriminator="type")]
+_ANY_EVENT: Final = TypeAdapter[ActionEvent | OutcomeEvent | ExecutionLogEvent](AnyEvent)
+_ACTIONS: Final = frozenset(a.value for a in Action)
+KNOWN_TYPES: Final = frozenset({ACTION_EVENT_TYPE, OUTCOME_EVENT_TYPE, EXECUTION_LOG_EVENT_TYPE})
+
+
+class EnvelopeError(ValueError):
+    """A record that is not a valid event; `reason` is a short machine-readable code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class NewerSchemaError(Exception):
+    """A well-formed event of a version newer than this code understands: upgrade, don't drop."""
+
+    def __init__(self, event_type: str, schema_version: object) -> None:
+        super().__init__(f"event type {event_type} schema_version {schema_version} is newer than supported")
+        self.event_type = event_type
+        self.schema_version = schema_version
+
+
+def encode(event: ActionEvent | OutcomeEvent | ExecutionLogEvent) -> bytes:
+    """Serialise an envelope for the Kafka record value (structured mode)."""
+    return event.model_dump_json(exclude_none=True).encode()
+
+
+def kafka_headers(event: ActionEvent | OutcomeEvent | ExecutionLogEvent) -> list[tuple[str, bytes]]:
+    """Headers that let routers see the content type and event kind without parsing the value."""
+    return [("content-type", CONTENT_TYPE.encode()), ("ce_type", event.type.encode())]
+
+
+def _newer_version(event_type: str, data: Any) -> bool:
+    """True when the type is ours with a higher `.vN`, or its data claims a newer schema_version."""
+    if event_type.startswith(f"{TYPE_PREFIX}.") and event_type not in KNOWN_TYPES:
+        stem, _, version = event_type.rpartition(".v")
+        known_stems = {t.rpartition(".v")[0]: int(t.rpartition(".v")[2]) for t in KNOWN_TYPES}
+        if version.isdigit() and stem in known_stems and int(version) > known_stems[stem]:
+            return True
+    if isinstance(data, dict):
+        version_value = data.get("schema_version")
+        if isinstance(version_value, int) and not isinstance(version_value, bool) and version_value > 1:
+            return True
+    return False
+
+
+def decode(value: bytes | None) -> ActionEvent | OutcomeEvent | ExecutionLogEvent:
+    """Parse a record value; raise EnvelopeError for poison and NewerSchemaError for the future."""
+    if value is None:
+        raise EnvelopeError("empty_value", "record has no value")
+    try:
+        raw = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EnvelopeError("invalid_json", str(e)) from e
+    if not isinstance(raw, dict):
+        raise EnvelopeError("invalid_envelope", "a CloudEvent must be a JSON object")
+    event_type = raw.get("type")
+    if not isinstance(event_type, str):
+        raise EnvelopeError("invalid_envelope", "missing CloudEvents attribute 'type'")
+    if _newer_version(event_type, raw.get("data")):
+        raise NewerSchemaError(event_type, (raw.get("data") or {}).get("schema_version"))
+    if event_type not in KNOWN_TYPES:
+        raise EnvelopeError("unknown_type", f"unknown event type {event_type!r}")
+    data = raw.get("data")
+    if isinstance(data, dict) and "action" in data and data["action"] not in _ACTIONS:
+        raise EnvelopeError("unknown_action", f"action {data['action']!r} is not one of the 13 actions")
+    try:
+        return _ANY_EVENT.validate_python(raw)
+    except ValidationError as e:
+        raise EnvelopeError("schema_validation", _summarise(e)) from e
+
+
+def _summarise(error: ValidationError) -> str:
+    """A compact, single-line list of what failed validation and where."""
+    parts = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in error.errors()[:10]]
+    return "; ".join(parts)

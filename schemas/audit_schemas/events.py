@@ -1,0 +1,147 @@
+"""Event payloads (CloudEvents `data`) for the audit and execution-log topics, schema version 1."""
+
+from typing import Annotated, Literal, Self
+from uuid import UUID
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyAddress,
+    JsonValue,
+    StringConstraints,
+    model_validator,
+)
+
+from audit_schemas.actions import Action, ActorType, LogLevel, OutcomeStatus
+
+SCHEMA_VERSION: Literal[1] = 1
+"""The newest payload version this code understands; a higher one is not poison, it needs an upgrade."""
+
+TenantId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+ModelName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+EntityId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+TraceId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+SpanId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Entity(_Payload):
+    """The thing acted upon: its id and its model (resource, template, integration…)."""
+
+    id: EntityId
+    model: ModelName
+
+
+class Actor(_Payload):
+    """Who acted. Users and service accounts have an id; system actions may name a component."""
+
+    type: ActorType
+    id: ShortText | None = None
+    display_name: ShortText | None = None
+
+    @model_validator(mode="after")
+    def _needs_id(self) -> Self:
+        if self.type is not ActorType.SYSTEM and self.id is None:
+            raise ValueError(f"an actor of type {self.type.value} needs an id")
+        return self
+
+    @classmethod
+    def user(cls, id: str, display_name: str | None = None) -> "Actor":
+        """A human user."""
+        return cls(type=ActorType.USER, id=id, display_name=display_name)
+
+    @classmethod
+    def service_account(cls, id: str, display_name: str | None = None) -> "Actor":
+        """A non-human caller with credentials of its own."""
+        return cls(type=ActorType.SERVICE_ACCOUNT, id=id, display_name=display_name)
+
+    @classmethod
+    def system(cls, component: str | None = None) -> "Actor":
+        """A scheduled or system action: no human user."""
+        return cls(type=ActorType.SYSTEM, id=component, display_name=None)
+
+
+class RequestContext(_Payload):
+    """Where a user-initiated action came from, when the caller knows it."""
+
+    request_id: ShortText | None = None
+    client_ip: IPvAnyAddress | None = None
+    user_agent: Annotated[str, StringConstraints(max_length=1024)] | None = None
+
+
+class ErrorSummary(_Payload):
+    """Why an action failed: the exception type and its message, never a traceback."""
+
+    type: ShortText
+    message: Annotated[str, StringConstraints(max_length=4096)]
+
+
+class FieldChange(_Payload):
+    """One field's value before and after an update."""
+
+    before: JsonValue
+    after: JsonValue
+
+
+class ActionStarted(_Payload):
+    """Published before the action's body runs: who is doing what to which entity."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    audit_id: UUID
+    tenant_id: TenantId
+    action: Action
+    entity: Entity
+    actor: Actor
+    request: RequestContext | None = None
+    correlation_id: ShortText | None = None
+    otel_trace_id: TraceId | None = None
+    otel_span_id: SpanId | None = None
+    started_at: AwareDatetime
+
+    @property
+    def trace_id(self) -> str:
+        """The action's trace id: its audit id as 32 hex digits (a valid W3C trace-id)."""
+        return self.audit_id.hex
+
+
+class ActionOutcome(_Payload):
+    """Published when the action's body ends: how it ended and what only the end knows."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    audit_id: UUID
+    tenant_id: TenantId
+    action: Action
+    entity: Entity
+    status: OutcomeStatus
+    error: ErrorSummary | None = None
+    revision: Annotated[int, Field(ge=0)] | None = None
+    changes: dict[str, FieldChange] | None = None
+    finished_at: AwareDatetime
+    duration_ms: Annotated[float, Field(ge=0)]
+
+    @model_validator(mode="after")
+    def _error_iff_failed(self) -> Self:
+        if (self.status is OutcomeStatus.FAILED) != (self.error is not None):
+            raise ValueError("a failed outcome needs an error and a succeeded one must not have one")
+        return self
+
+
+class ExecutionLog(_Payload):
+    """One execution-log line written while an action ran, tagged with that action's trace id."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    log_id: UUID
+    trace_id: TraceId
+    tenant_id: TenantId | None = None
+    level: LogLevel
+    logger: Annotated[str, StringConstraints(max_length=256)] | None = None
+    message: Annotated[str, StringConstraints(max_length=16384)]
+    fields: dict[str, JsonValue] = Field(default_factory=dict)
+    process: Annotated[str, StringConstraints(max_length=256)] | None = None
+    logged_at: AwareDatetime

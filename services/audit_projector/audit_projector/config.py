@@ -1,0 +1,41 @@
+"""Projector settings, read from `AUDIT_PROJECTOR_*` and validated at start-up."""
+
+from typing import Annotated
+
+from pydantic import Field, PostgresDsn, StringConstraints
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from audit_schemas.topics import AUDIT_TOPIC, DEAD_LETTER_TOPIC, EXECUTION_LOG_TOPIC
+
+SchemaName = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,62}$")]
+
+
+class Settings(BaseSettings):
+    """Where to read from, where to write to, and how big a batch is."""
+
+    model_config = SettingsConfigDict(env_prefix="AUDIT_PROJECTOR_", frozen=True, extra="forbid")
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    database_url: PostgresDsn = PostgresDsn("postgresql://audit_projector@127.0.0.1:15432/audit")
+    migrations_database_url: PostgresDsn | None = None
+    """Owner role's DSN; when set, migrations run at start (the projector's own role cannot run them)."""
+    db_schema: SchemaName = "audit"
+    group_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] = "audit-projector"
+    audit_topic: str = AUDIT_TOPIC
+    execution_log_topic: str = EXECUTION_LOG_TOPIC
+    dead_letter_topic: str = DEAD_LETTER_TOPIC
+    partitions: Annotated[int, Field(ge=1, le=1000)] = 6
+    batch_max_records: Annotated[int, Field(ge=1, le=100_000)] = 2000
+    poll_timeout_ms: Annotated[int, Field(ge=10, le=60_000)] = 500
+    session_timeout_ms: Annotated[int, Field(ge=1000)] = 10_000
+    heartbeat_interval_ms: Annotated[int, Field(ge=100)] = 1000
+    publish_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    months_ahead: Annotated[int, Field(ge=1, le=36)] = 3
+    health_host: str = "127.0.0.1"
+    health_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    """Port of /healthz and /readyz; 0 turns the health server off."""
+
+    @property
+    def topics(self) -> tuple[str, str]:
+        """The topics projected into the read model."""
+        return (self.audit_topic, self.execution_log_topic)

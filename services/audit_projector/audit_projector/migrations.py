@@ -1,0 +1,89 @@
+"""Apply the ordered `.sql` files under an advisory lock, so projectors starting together take turns."""
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from typing import Final
+
+import asyncpg
+import structlog
+
+from audit_projector.errors import MigrationError
+
+log = structlog.get_logger(__name__)
+
+_LOCK_NAMESPACE: Final = 0x41554454  # "AUDT": keeps our advisory locks apart from other users'
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One migration file."""
+
+    version: str
+    """The file name's numeric prefix, e.g. `0001`."""
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        """sha256 of the SQL, to notice a file edited after it was applied."""
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def bundled() -> list[Migration]:
+    """The migrations shipped with this package, in order."""
+    folder = resources.files("audit_projector") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            version, _, name = entry.name.removesuffix(".sql").partition("_")
+            found.append(Migration(version=version, name=name, sql=entry.read_text()))
+    return sorted(found, key=lambda m: m.version)
+
+
+async def migrate(dsn: str, schema: str, migrations: list[Migration] | None = None) -> list[str]:
+    """Bring `schema` up to date; return the versions applied now. Idempotent and concurrency-safe."""
+    todo = bundled() if migrations is None else migrations
+    try:
+        conn = await asyncpg.connect(dsn)
+    except (OSError, asyncpg.PostgresError) as e:
+        raise MigrationError(f"cannot connect to run migrations: {e}") from e
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", _LOCK_NAMESPACE, schema)
+        try:
+            return await _apply(conn, schema, todo)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", _LOCK_NAMESPACE, schema)
+    except asyncpg.PostgresError as e:
+        raise MigrationError(f"migration of schema {schema!r} failed: {e}") from e
+    finally:
+        await conn.close()
+
+
+async def _apply(conn: asyncpg.Connection, schema: str, todo: list[Migration]) -> list[str]:
+    quoted = '"' + schema.replace('"', '""') + '"'
+    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
+    await conn.execute(f"SET search_path TO {quoted}")
+    await conn.execute(
+        """CREATE TABLE IF NOT EXISTS schema_migrations (
+               version text PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
+               applied_at timestamptz NOT NULL DEFAULT now())"""
+    )
+    applied = {r["version"]: r["checksum"] for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")}
+    done = []
+    for migration in todo:
+        if migration.version in applied:
+            if applied[migration.version] != migration.checksum:
+                raise MigrationError(f"migration {migration.version}_{migration.name} changed after it was applied")
+            continue
+        async with conn.transaction():
+            await conn.execute(migration.sql)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                migration.version,
+                migration.name,
+                migration.checksum,
+            )
+        log.info("migration_applied", schema=schema, version=migration.version, name=migration.name)
+        done.append(migration.version)
+    return done

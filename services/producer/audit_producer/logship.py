@@ -1,0 +1,209 @@
+"""Execution logs: tag log events with the running action's trace and ship them to their own topic.
+
+Logging code never waits for Kafka: lines go into a bounded thread-safe queue that one task drains.
+"""
+
+import asyncio
+import contextvars
+import json
+import logging
+import os
+import queue
+import socket
+from collections.abc import MutableMapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from audit_producer.config import Settings
+from audit_producer.context import current_trace
+from audit_producer.errors import PublishError
+from audit_producer.ids import uuid7
+from audit_producer.publisher import EventPublisher
+from audit_schemas import ExecutionLog, ExecutionLogEvent, LogLevel, encode, kafka_headers
+from audit_schemas.tracecontext import new_span_id
+
+# Never ship the Kafka client's own records (or ours): shipping them would feed back into itself.
+IGNORED_LOGGERS: Final = ("aiokafka", "kafka", "audit_producer")
+_RESERVED_KEYS: Final = frozenset({"event", "level", "logger", "timestamp", "trace_id", "span_id", "_record"})
+_LEVELS: Final = {
+    "debug": LogLevel.DEBUG,
+    "info": LogLevel.INFO,
+    "msg": LogLevel.INFO,
+    "warn": LogLevel.WARNING,
+    "warning": LogLevel.WARNING,
+    "error": LogLevel.ERROR,
+    "exception": LogLevel.ERROR,
+    "critical": LogLevel.CRITICAL,
+    "fatal": LogLevel.CRITICAL,
+}
+_STD_RECORD_KEYS: Final = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+_internal = logging.getLogger("audit_producer.logship")
+
+
+def add_trace_context(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Any:
+    """structlog processor: add `trace_id` and `span_id` while an action runs; outside, change nothing."""
+    trace = current_trace()
+    if trace is not None:
+        event_dict.setdefault("trace_id", trace.trace_id)
+        event_dict.setdefault("span_id", trace.span_id)
+    return event_dict
+
+
+class ExecutionLogShipper:
+    """Queues log lines written inside an action and publishes them from one background task."""
+
+    def __init__(self, publisher: EventPublisher, settings: Settings, source: str) -> None:
+        self._publisher = publisher
+        self._settings = settings
+        self._source = source
+        self._process = f"{socket.gethostname()}:{os.getpid()}"
+        self._queue: queue.Queue[ExecutionLog] = queue.Queue(maxsize=settings.log_queue_size)
+        self._wakeup = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.shipped = 0
+        self.dropped = 0
+        self.failed = 0
+
+    def start(self) -> None:
+        """Start draining on the running loop, in a fresh context so the drain itself is never traced."""
+        self._loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
+        self._task = self._loop.create_task(self._drain(), context=contextvars.Context())
+
+    async def stop(self) -> None:
+        """Ship what is queued, then end the drain task."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self._ship_pending()
+
+    def submit(self, line: ExecutionLog) -> None:
+        """Queue a line without blocking; from any thread. A full queue drops the line and counts it."""
+        try:
+            self._queue.put_nowait(line)
+        except queue.Full:
+            self.dropped += 1
+            return
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        if _on_loop_thread(loop):
+            self._wakeup.set()
+        else:
+            loop.call_soon_threadsafe(self._wakeup.set)
+
+    def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Any:
+        """structlog processor: ship a copy of the event when it is written inside an action."""
+        trace = current_trace()
+        name = event_dict.get("logger") or getattr(logger, "name", None)
+        if trace is None or _ignored(name):
+            return event_dict
+        fields = {k: v for k, v in event_dict.items() if k not in _RESERVED_KEYS}
+        self.submit(
+            self.make_line(
+                trace.trace_id,
+                trace.tenant_id,
+                _LEVELS.get(method_name, LogLevel.INFO),
+                name if isinstance(name, str) else None,
+                str(event_dict.get("event", "")),
+                fields,
+            )
+        )
+        return event_dict
+
+    def handler(self, level: int = logging.NOTSET) -> logging.Handler:
+        """A stdlib logging handler that ships records written inside an action."""
+        return _ShippingHandler(self, level)
+
+    def make_line(
+        self,
+        trace_id: str,
+        tenant_id: str | None,
+        level: LogLevel,
+        logger: str | None,
+        message: str,
+        fields: dict[str, Any],
+    ) -> ExecutionLog:
+        """An execution-log line stamped now, with fields made JSON-safe."""
+        return ExecutionLog(
+            log_id=uuid7(),
+            trace_id=trace_id,
+            tenant_id=tenant_id,
+            level=level,
+            logger=logger[:256] if logger else None,
+            message=message[:16384],
+            fields=_json_safe(fields),
+            process=self._process,
+            logged_at=datetime.now(UTC),
+        )
+
+    async def _drain(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            await self._ship_pending()
+
+    async def _ship_pending(self) -> None:
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            event = ExecutionLogEvent(
+                id=line.log_id,
+                source=self._source,
+                time=line.logged_at,
+                traceparent=f"00-{line.trace_id}-{new_span_id()}-01",
+                partitionkey=line.trace_id,
+                data=line,
+            )
+            try:
+                await self._publisher.enqueue(
+                    self._settings.execution_log_topic, line.trace_id.encode(), encode(event), kafka_headers(event)
+                )
+                self.shipped += 1
+            except PublishError as e:
+                self.failed += 1
+                _internal.warning("execution log not shipped: %s", e)
+
+
+class _ShippingHandler(logging.Handler):
+    def __init__(self, shipper: ExecutionLogShipper, level: int) -> None:
+        super().__init__(level)
+        self._shipper = shipper
+
+    def emit(self, record: logging.LogRecord) -> None:
+        trace = current_trace()
+        # A dict message came through structlog, whose processor has shipped it already.
+        if trace is None or _ignored(record.name) or isinstance(record.msg, dict):
+            return
+        try:
+            fields = {k: v for k, v in record.__dict__.items() if k not in _STD_RECORD_KEYS}
+            if record.exc_info:
+                fields["exception"] = (self.formatter or logging.Formatter()).formatException(record.exc_info)
+            level = _LEVELS.get(record.levelname.lower(), LogLevel.INFO)
+            self._shipper.submit(
+                self._shipper.make_line(
+                    trace.trace_id, trace.tenant_id, level, record.name, record.getMessage(), fields
+                )
+            )
+        except Exception:
+            self.handleError(record)
+
+
+def _ignored(name: object) -> bool:
+    return isinstance(name, str) and name.startswith(IGNORED_LOGGERS)
+
+
+def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def _json_safe(fields: dict[str, Any]) -> dict[str, Any]:
+    safe: dict[str, Any] = json.loads(json.dumps(fields, default=str))
+    return safe

@@ -1,0 +1,74 @@
+"""The Kafka side: an idempotent, acks=all producer with a deadline on every audit publish."""
+
+import asyncio
+from typing import Protocol
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from audit_producer.errors import PublishError
+
+
+class EventPublisher(Protocol):
+    """Port for sending records; the Kafka implementation is below."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def publish(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        """Send and wait for the acknowledgement, or raise PublishError."""
+
+    async def enqueue(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        """Hand a record to the client's buffer without waiting for its acknowledgement."""
+
+
+class KafkaPublisher:
+    """aiokafka producer configured for an audit log: no duplicates, no loss, bounded waits."""
+
+    def __init__(self, bootstrap_servers: str, timeout_s: float, linger_ms: int) -> None:
+        self._timeout = timeout_s
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap_servers,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=linger_ms,
+            request_timeout_ms=max(1000, int(timeout_s * 1000)),
+            client_id="audit-producer",
+        )
+        self._started = False
+
+    async def start(self) -> None:
+        """Connect; idempotent."""
+        if self._started:
+            return
+        try:
+            async with asyncio.timeout(self._timeout * 3):
+                await self._producer.start()
+        except (KafkaError, TimeoutError, OSError) as e:
+            await self._producer.stop()
+            raise PublishError(f"cannot connect to Kafka: {e!r}") from e
+        self._started = True
+
+    async def stop(self) -> None:
+        """Flush and disconnect; idempotent."""
+        if self._started:
+            self._started = False
+            await self._producer.stop()
+
+    async def publish(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        """Send and wait for acks=all within the deadline."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                ack = await self._producer.send(topic, value=value, key=key, headers=headers)
+                await ack
+        except (KafkaError, TimeoutError) as e:
+            raise PublishError(f"publish to {topic} failed within {self._timeout}s: {e!r}") from e
+
+    async def enqueue(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        """Buffer a record (execution logs); delivery errors surface on the returned future only."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._producer.send(topic, value=value, key=key, headers=headers)
+        except (KafkaError, TimeoutError) as e:
+            raise PublishError(f"enqueue to {topic} failed: {e!r}") from e
