@@ -1,0 +1,72 @@
+"""`audit-producer`: record a single action from the shell, or run the demo service."""
+
+import asyncio
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from audit_producer import demo as demo_module
+from audit_producer.config import Settings
+from audit_producer.errors import AuditError
+from audit_producer.producer import AuditProducer
+from audit_schemas import Actor, ActorType, Entity
+
+app = typer.Typer(help="Publish audit events to Kafka.", no_args_is_help=True)
+console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as e:
+        console.print(f"[red]invalid AUDIT_PRODUCER_* settings:[/red]\n{e}")
+        raise typer.Exit(2) from e
+
+
+@app.command()
+def emit(
+    action: str = typer.Argument(..., help="One of the 13 actions."),
+    model: str = typer.Option(..., help="Entity model, e.g. resource."),
+    entity_id: str = typer.Option(..., help="Entity id."),
+    tenant: str = typer.Option(..., help="Tenant id."),
+    actor_type: ActorType = typer.Option(ActorType.USER, help="user, service_account or system."),
+    actor_id: str | None = typer.Option(None, help="User or service-account id."),
+    actor_name: str | None = typer.Option(None, help="Display name."),
+    source: str = typer.Option("audit-producer-cli", help="CloudEvents source."),
+) -> None:
+    """Record one (already performed) action and print its audit id."""
+
+    async def go() -> str:
+        async with AuditProducer(source, _settings()) as audit:
+            entity = Entity(id=entity_id, model=model)
+            actor = Actor(type=actor_type, id=actor_id, display_name=actor_name)
+            async with audit.action(action, entity=entity, actor=actor, tenant=tenant) as act:
+                return str(act.audit_id)
+
+    try:
+        typer.echo(asyncio.run(go()))
+    except (AuditError, ValidationError) as e:
+        console.print(f"[red]audit-producer: {e}[/red]")
+        raise typer.Exit(1) from e
+
+
+@app.command()
+def demo(
+    api: str = typer.Option("http://127.0.0.1:8080", help="Query API base URL."),
+    tenant: str = typer.Option("demo", help="Tenant to record the actions under."),
+    wait: float = typer.Option(60.0, help="Seconds to wait for the read model."),
+) -> None:
+    """Perform all 13 actions with execution logs, then print the API URLs and a sample from it."""
+
+    async def go() -> None:
+        async with AuditProducer("demo-resource-service", _settings()) as audit:
+            demo_module.configure_logging(audit)
+            ids = await demo_module.perform_all(audit, tenant)
+        await demo_module.show(api.rstrip("/"), ids, wait)
+
+    try:
+        asyncio.run(go())
+    except AuditError as e:
+        console.print(f"[red]audit-producer: {e}[/red]")
+        raise typer.Exit(1) from e

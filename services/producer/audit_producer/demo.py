@@ -1,0 +1,125 @@
+"""A demo upstream service: performs all 13 actions with execution logs, then shows them from the API."""
+
+import asyncio
+import logging
+import random
+import time
+
+import httpx
+import structlog
+
+from audit_producer.context import run_in_executor
+from audit_producer.logship import add_trace_context
+from audit_producer.producer import AuditProducer
+from audit_schemas import Action, Actor, Entity, RequestContext
+
+log = structlog.get_logger(logger="resource_service")
+stdlib_log = logging.getLogger("resource_service.worker")
+
+
+class DemoFailure(RuntimeError):
+    """The failure the demo provokes on purpose, so a failed outcome shows up too."""
+
+
+def configure_logging(audit: AuditProducer) -> None:
+    """Tag and ship execution logs from structlog and from stdlib logging."""
+    structlog.configure(
+        processors=[
+            structlog.stdlib.add_log_level,
+            add_trace_context,
+            audit.logs,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        logger_factory=structlog.PrintLoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+    )
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    root.addHandler(audit.logs.handler())
+
+
+def _blocking_step(resource_id: str) -> str:
+    """Work in a thread: its stdlib log lines still carry the action's trace."""
+    stdlib_log.info("rendered template for %s in a worker thread", resource_id)
+    return f"plan-{resource_id}"
+
+
+async def perform_all(audit: AuditProducer, tenant: str) -> list[str]:
+    """One action of each type on a handful of entities; returns their audit ids."""
+    alice = Actor.user("u-alice", "Alice Example")
+    bob = Actor.user("u-bob", "Bob Example")
+    ci = Actor.service_account("sa-ci", "CI pipeline")
+    request = RequestContext(request_id=f"req-{random.randrange(10**6)}", client_ip="127.0.0.1", user_agent="demo")
+    resource = Entity(id=f"res-{int(time.time())}", model="resource")
+    template = Entity(id="tmpl-web", model="template")
+    integration = Entity(id="int-github", model="integration")
+    plan: list[tuple[Action, Entity, Actor]] = [
+        (Action.CREATE, resource, alice),
+        (Action.UPDATE, resource, alice),
+        (Action.DRYRUN, resource, ci),
+        (Action.APPROVE, resource, bob),
+        (Action.EXECUTE, resource, ci),
+        (Action.REJECT, template, bob),
+        (Action.SYNC, integration, Actor.system("scheduler")),
+        (Action.DISABLE, integration, alice),
+        (Action.ENABLE, integration, alice),
+        (Action.RETRY, resource, ci),
+        (Action.DESTROY, resource, alice),
+        (Action.RECREATE, resource, alice),
+        (Action.DELETE, template, bob),
+    ]
+    ids = []
+    revision = 0
+    for action, entity, actor in plan:
+        try:
+            async with audit.action(action, entity=entity, actor=actor, tenant=tenant, request=request) as act:
+                ids.append(str(act.audit_id))
+                log.info("action_started", action=action.value, entity=entity.id)
+                if action is Action.UPDATE:
+                    act.change("replicas", 1, 3)
+                if action is Action.EXECUTE:
+                    result = await run_in_executor(None, _blocking_step, entity.id)
+                    log.info("execution_step", step="apply", plan=result)
+                if action is Action.REJECT:
+                    raise DemoFailure("template failed policy check: missing owner tag")
+                revision += 1
+                act.revision = revision
+                log.info("action_finished", revision=revision)
+        except DemoFailure:
+            log.warning("demo_failure_recorded", action=action.value)
+    return ids
+
+
+async def show(api: str, audit_ids: list[str], timeout_s: float) -> None:
+    """Wait until the API serves every entry, then print where to look and a sample."""
+    async with httpx.AsyncClient(base_url=api, timeout=5) as client:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = 0
+            for audit_id in audit_ids:
+                response = await client.get(f"/v1/audit/{audit_id}")
+                found += response.status_code == 200 and response.json()["entry"]["outcome"]["status"] != "in_progress"
+            if found == len(audit_ids) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        page = (await client.get("/v1/audit", params={"limit": 13})).json()
+        print(f"\n{found}/{len(audit_ids)} demo actions are in the read model.\n")
+        print(f"{'time':<27} {'user':<24} {'event':<9} {'entity id':<16} {'model':<12} {'outcome':<10} audit log id")
+        for e in page["data"]:
+            user = e["user"]["display_name"] or e["user"]["id"] or e["user"]["type"]
+            print(
+                f"{e['time']:<27} {user:<24} {e['event']:<9} {e['entity']['id']:<16} {e['entity']['model']:<12} "
+                f"{e['outcome']['status']:<10} {e['audit_id']}"
+            )
+        execute_id = audit_ids[4]
+        detail = (await client.get(f"/v1/audit/{execute_id}")).json()
+        print(f"\nExecution logs of the execute action ({execute_id}):")
+        for line in detail["logs"]:
+            print(f"  {line['time']}  {line['level']:<7} {line['logger'] or '':<24} {line['message']}")
+        print(f"\nWeb UI:        {api}/")
+        print(f"OpenAPI docs:  {api}/docs")
+        print(f"Audit log:     {api}/v1/audit")
+        print(f"Trace view:    {api}/v1/traces/{detail['entry']['trace_id']}")
+        if found != len(audit_ids):
+            raise SystemExit(f"only {found} of {len(audit_ids)} actions reached the API in {timeout_s}s")

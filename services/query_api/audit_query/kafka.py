@@ -1,0 +1,51 @@
+"""Kafka reachability and end offsets, for readiness and projector lag."""
+
+import asyncio
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from audit_query.errors import StoreUnavailableError
+
+
+class KafkaProbe:
+    """A group-less consumer used only to read metadata and end offsets; reconnects after a failure."""
+
+    def __init__(self, bootstrap_servers: str, timeout_s: float = 3.0) -> None:
+        self._bootstrap = bootstrap_servers
+        self._timeout = timeout_s
+        self._consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+
+    async def end_offsets(self, topics: tuple[str, ...]) -> dict[tuple[str, int], int]:
+        """End offset of every partition of `topics`; StoreUnavailableError when Kafka does not answer."""
+        async with self._lock:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    consumer = await self._connected(topics)
+                    partitions = [
+                        TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())
+                    ]
+                    ends = await consumer.end_offsets(partitions) if partitions else {}
+            except (KafkaError, TimeoutError, OSError) as e:
+                await self.close()
+                raise StoreUnavailableError(f"kafka unreachable: {e!r}") from e
+        return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
+
+    async def _connected(self, topics: tuple[str, ...]) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            # Naming the topics makes the client keep their metadata, so partitions_for_topic answers.
+            consumer = AIOKafkaConsumer(*topics, bootstrap_servers=self._bootstrap, enable_auto_commit=False)
+            try:
+                await consumer.start()
+            except BaseException:
+                await consumer.stop()
+                raise
+            self._consumer = consumer
+        return self._consumer
+
+    async def close(self) -> None:
+        """Disconnect."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()

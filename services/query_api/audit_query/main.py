@@ -1,0 +1,56 @@
+"""The FastAPI application: routes, lifespan resources and error mapping."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from importlib import resources
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from audit_query.config import Settings
+from audit_query.cursor import CursorCodec
+from audit_query.errors import QueryError
+from audit_query.kafka import KafkaProbe
+from audit_query.repository import AuditRepository
+from audit_query.routes import audit, entities, health, traces
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; resources open in the lifespan so importing this module connects to nothing."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.cursor_codec = CursorCodec(settings.cursor_secret.get_secret_value().encode())
+        app.state.repository = await AuditRepository.open(
+            str(settings.database_url), settings.db_schema, timedelta(seconds=settings.unknown_after_s)
+        )
+        app.state.kafka = KafkaProbe(settings.bootstrap_servers)
+        try:
+            yield
+        finally:
+            await app.state.kafka.close()
+            await app.state.repository.close()
+
+    app = FastAPI(
+        title="Audit Trail query API",
+        version="1.0.0",
+        description="Who did what to which entity, and when — with each action's execution logs.",
+        lifespan=lifespan,
+    )
+    for module in (audit, entities, traces, health):
+        app.include_router(module.router)
+
+    @app.exception_handler(QueryError)
+    async def query_error(request: Request, exc: QueryError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)
+
+    index = (resources.files("audit_query") / "static" / "index.html").read_text()
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def ui() -> HTMLResponse:
+        return HTMLResponse(index)
+
+    return app

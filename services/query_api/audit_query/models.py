@@ -1,0 +1,146 @@
+"""Response and filter models of the HTTP API."""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from audit_schemas import Action, ActorType
+
+
+class _Public(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class SortField(StrEnum):
+    """What the global audit log can be sorted by; ties are always broken by time, then audit id."""
+
+    TIME = "time"
+    USER = "user"
+    EVENT = "event"
+
+
+class SortOrder(StrEnum):
+    """Direction of the sort."""
+
+    ASC = "asc"
+    DESC = "desc"
+
+
+class AuditFilter(_Public):
+    """Filters of the global audit log; all optional and combined with AND."""
+
+    tenant: str | None = None
+    actions: tuple[Action, ...] = ()
+    user_id: str | None = None
+    actor_type: ActorType | None = None
+    model: str | None = None
+    entity_id: str | None = None
+    correlation_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class UserPublic(_Public):
+    """Who acted; `id` and `display_name` are null for system actions without a component name."""
+
+    type: ActorType
+    id: str | None
+    display_name: str | None
+
+
+class EntityPublic(_Public):
+    """The entity acted upon."""
+
+    id: str
+    model: str
+
+
+class RequestPublic(_Public):
+    """Request context, when the caller supplied it."""
+
+    request_id: str | None
+    client_ip: str | None
+    user_agent: str | None
+
+
+class ErrorPublic(_Public):
+    """Why a failed action failed."""
+
+    type: str
+    message: str
+
+
+class OutcomePublic(_Public):
+    """How the action ended; `in_progress` until its outcome event arrives, `unknown` after a while."""
+
+    status: Literal["succeeded", "failed", "in_progress", "unknown"]
+    error: ErrorPublic | None = None
+    revision: int | None = None
+    changes: dict[str, Any] | None = None
+    finished_at: datetime | None = None
+    duration_ms: float | None = None
+
+
+class AuditEntryPublic(_Public):
+    """One audit log entry: the seed's six fields (time, user, event, entity id, model, audit id) and more."""
+
+    audit_id: UUID
+    trace_id: str = Field(description="The audit id as 32 hex digits; tags this action's execution logs.")
+    time: datetime
+    tenant_id: str
+    event: Action
+    user: UserPublic
+    entity: EntityPublic
+    request: RequestPublic | None
+    correlation_id: str | None
+    otel_trace_id: str | None
+    source: str
+    outcome: OutcomePublic
+
+
+class AuditPage(_Public):
+    """A page of entries; pass `next_cursor` back unchanged (with the same query) for the next one."""
+
+    data: list[AuditEntryPublic]
+    count: int
+    next_cursor: str | None
+
+
+class ExecutionLogPublic(_Public):
+    """One execution-log line of an action."""
+
+    log_id: UUID
+    time: datetime
+    level: str
+    logger: str | None
+    message: str
+    fields: dict[str, Any]
+    process: str | None
+    source: str
+
+
+class AuditEntryDetail(_Public):
+    """An audit entry with its correlated execution logs, in time order."""
+
+    entry: AuditEntryPublic
+    logs: list[ExecutionLogPublic]
+    logs_truncated: bool
+
+
+class TraceView(_Public):
+    """Everything recorded under one trace id: the entry (once projected), its outcome and every log line."""
+
+    trace_id: str
+    entry: AuditEntryPublic | None
+    logs: list[ExecutionLogPublic]
+    logs_truncated: bool
+
+
+class Health(_Public):
+    """Liveness or readiness with per-dependency detail."""
+
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, Any]

@@ -1,0 +1,70 @@
+"""The global audit log and single entries with their execution logs."""
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Query
+from pydantic import AwareDatetime
+
+from audit_query.cursor import Cursor, scope_of
+from audit_query.deps import CodecDep, RepositoryDep, SettingsDep
+from audit_query.errors import BadRequestError, NotFoundError
+from audit_query.models import AuditEntryDetail, AuditFilter, AuditPage, SortField, SortOrder
+from audit_schemas import Action, ActorType
+
+router = APIRouter(prefix="/v1/audit", tags=["audit log"])
+
+LimitQuery = Annotated[int | None, Query(ge=1, le=5000, description="Page size (capped by the server's maximum).")]
+CursorQuery = Annotated[str | None, Query(description="`next_cursor` of the previous page, unchanged.")]
+
+
+@router.get("", response_model=AuditPage, summary="Global audit log")
+async def list_audit_entries(
+    repo: RepositoryDep,
+    codec: CodecDep,
+    settings: SettingsDep,
+    event: Annotated[list[Action] | None, Query(description="Action(s) to keep; repeat for several.")] = None,
+    user_id: Annotated[str | None, Query(max_length=256)] = None,
+    actor_type: ActorType | None = None,
+    model: Annotated[str | None, Query(max_length=64)] = None,
+    entity_id: Annotated[str | None, Query(max_length=256)] = None,
+    tenant: Annotated[str | None, Query(max_length=64)] = None,
+    correlation_id: Annotated[str | None, Query(max_length=256)] = None,
+    since: Annotated[AwareDatetime | None, Query(description="Inclusive lower bound (ISO 8601 with offset).")] = None,
+    until: Annotated[AwareDatetime | None, Query(description="Exclusive upper bound (ISO 8601 with offset).")] = None,
+    sort: SortField = SortField.TIME,
+    order: SortOrder = SortOrder.DESC,
+    limit: LimitQuery = None,
+    cursor: CursorQuery = None,
+) -> AuditPage:
+    """Every entry, filtered and sorted, with keyset pagination stable under concurrent inserts."""
+    if since is not None and until is not None and since >= until:
+        raise BadRequestError("`since` must be earlier than `until`")
+    filters = AuditFilter(
+        tenant=tenant,
+        actions=tuple(sorted(set(event or ()))),
+        user_id=user_id,
+        actor_type=actor_type,
+        model=model,
+        entity_id=entity_id,
+        correlation_id=correlation_id,
+        since=since,
+        until=until,
+    )
+    scope = scope_of(view="audit", sort=sort.value, order=order.value, filters=filters.model_dump(mode="json"))
+    after = codec.decode(cursor, scope).key if cursor else None
+    size = min(limit or settings.default_limit, settings.max_limit)
+    rows = await repo.list_entries(filters, sort, order, size, after)
+    page, more = rows[:size], len(rows) > size
+    next_cursor = codec.encode(Cursor(scope, page[-1].sort_values)) if more else None
+    return AuditPage(data=[r.entry for r in page], count=len(page), next_cursor=next_cursor)
+
+
+@router.get("/{audit_id}", response_model=AuditEntryDetail, summary="One entry with its execution logs")
+async def get_audit_entry(audit_id: UUID, repo: RepositoryDep, settings: SettingsDep) -> AuditEntryDetail:
+    """The entry, its outcome and every execution-log line of its trace, in time order."""
+    entry = await repo.entry(audit_id)
+    if entry is None:
+        raise NotFoundError(f"no audit entry {audit_id}")
+    logs, truncated = await repo.logs(audit_id, settings.max_logs)
+    return AuditEntryDetail(entry=entry, logs=logs, logs_truncated=truncated)
