@@ -91,8 +91,13 @@ class NewerSchemaError(Exception):
 
 
 def encode(event: ActionEvent | OutcomeEvent | ExecutionLogEvent) -> bytes:
-    """Serialise an envelope for the Kafka record value (structured mode)."""
-    return event.model_dump_json(exclude_none=True).encode()
+    """Serialise an envelope for the Kafka record value (structured mode).
+
+    Unset optional attributes are left out of the envelope; inside `data`, null is a value and stays.
+    """
+    body = event.model_dump(mode="json", exclude_none=True, exclude={"data"})
+    body["data"] = event.data.model_dump(mode="json")
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def kafka_headers(event: ActionEvent | OutcomeEvent | ExecutionLogEvent) -> list[tuple[str, bytes]]:

@@ -13,7 +13,7 @@ from audit_producer.logship import add_trace_context
 from audit_producer.producer import AuditProducer
 from audit_schemas import Action, Actor, Entity, RequestContext
 
-log = structlog.get_logger(logger="resource_service")
+log = structlog.get_logger().bind(logger="resource_service")
 stdlib_log = logging.getLogger("resource_service.worker")
 
 

@@ -1,0 +1,40 @@
+# The two commands of the README: `make demo` and `make test`. Everything else is a helper.
+SHELL := /bin/bash
+VENV := .venv/bin
+
+.PHONY: demo test check pytest stack down clean schemas
+
+## Start Kafka + Postgres, the projector and query API, and run the demo service against them.
+demo: stack
+	deploy/local/services.sh start
+	source $${AUDIT_STACK_DIR:-$${TMPDIR:-/tmp}/audit-trail-stack}/env && $(VENV)/audit-producer demo --api http://127.0.0.1:$${AUDIT_QUERY_PORT:-8080}
+
+## Lint, type-check and run the whole test suite (the suite starts the stack itself if needed).
+test: check pytest
+
+check: .venv/.ok
+	$(VENV)/ruff check .
+	$(VENV)/ruff format --check .
+	$(VENV)/mypy
+
+pytest: .venv/.ok
+	$(VENV)/pytest
+
+stack: .venv/.ok
+	deploy/local/stack.sh up
+
+.venv/.ok: pyproject.toml deploy/local/python-env.sh
+	deploy/local/python-env.sh
+	touch $@
+
+## Stop the services and the stack (data kept); `make clean` also deletes the data.
+down:
+	-deploy/local/services.sh stop
+	deploy/local/stack.sh down
+
+clean: down
+	deploy/local/stack.sh clean
+
+## Regenerate the committed JSON Schema files from the pydantic contracts.
+schemas: .venv/.ok
+	$(VENV)/audit-schemas export

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Start or stop the projector and query API in the background against the local stack.
+#   services.sh start | stop
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+state=${AUDIT_STACK_DIR:-${TMPDIR:-/tmp}/audit-trail-stack}
+bin="$root/.venv/bin"
+query_port=${AUDIT_QUERY_PORT:-8080}
+health_port=${AUDIT_PROJECTOR_HEALTH_PORT:-8081}
+
+stop_one() {
+  local pidfile="$state/$1.pid"
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    kill "$(cat "$pidfile")"
+    for _ in $(seq 1 50); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.2; done
+  fi
+  rm -f "$pidfile"
+}
+
+wait_http() {
+  local url=$1 deadline=$((SECONDS + 60))
+  until "$bin/python" -c "import sys, httpx; sys.exit(httpx.get('$url', timeout=2).status_code != 200)" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || { echo "[services] $url not ready after 60 s" >&2; return 1; }
+    sleep 0.5
+  done
+}
+
+case "${1:-}" in
+  start)
+    # shellcheck disable=SC1091
+    source "$state/env"
+    stop_one projector; stop_one query
+    "$bin/audit-projector" migrate
+    "$bin/audit-projector" topics
+    nohup "$bin/audit-projector" run --health-port "$health_port" >"$state/projector.log" 2>&1 &
+    echo $! > "$state/projector.pid"
+    AUDIT_QUERY_PORT=$query_port nohup "$bin/audit-query" serve >"$state/query.log" 2>&1 &
+    echo $! > "$state/query.pid"
+    wait_http "http://127.0.0.1:$health_port/readyz"
+    wait_http "http://127.0.0.1:$query_port/readyz"
+    echo "[services] projector (health :$health_port) and query API (:$query_port) running; logs in $state" >&2
+    ;;
+  stop) stop_one projector; stop_one query ;;
+  *) echo "usage: services.sh start|stop" >&2; exit 2 ;;
+esac

@@ -1,0 +1,5 @@
+"""`python -m audit_projector`."""
+
+from audit_projector.cli import app
+
+app()

@@ -1,0 +1,191 @@
+"""Fixtures: the real Kafka + Postgres stack, and an isolated schema and set of topics per test."""
+
+import asyncio
+import contextlib
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import uuid4
+
+import httpx
+import pytest
+import uvicorn
+
+from audit_producer import AuditProducer
+from audit_producer.config import Settings as ProducerSettings
+from audit_projector.config import Settings as ProjectorSettings
+from audit_projector.migrations import migrate
+from audit_projector.service import serve
+from audit_projector.topics import ensure_topics
+from audit_query.config import Settings as QuerySettings
+from audit_query.main import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+STACK = ROOT / "deploy" / "local" / "stack.sh"
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Addresses of the running Kafka broker and Postgres server."""
+
+    bootstrap: str
+    owner_dsn: str
+    projector_dsn: str
+    query_dsn: str
+
+
+def _env_stack() -> Stack | None:
+    """A stack given in the environment (AUDIT_TEST_*), e.g. one started by docker compose."""
+    names = ("AUDIT_TEST_KAFKA_BOOTSTRAP", "AUDIT_TEST_OWNER_DSN", "AUDIT_TEST_PROJECTOR_DSN", "AUDIT_TEST_QUERY_DSN")
+    values = [os.environ.get(n) for n in names]
+    if not all(values):
+        return None
+    bootstrap, owner, projector, query = (str(v) for v in values)
+    return Stack(bootstrap, owner, projector, query)
+
+
+def _local_stack_env() -> dict[str, str]:
+    out = subprocess.run(["bash", str(STACK), "env"], check=True, capture_output=True, text=True).stdout
+    env = {}
+    for line in out.splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = shlex.split(value)[0] if value else ""
+    return env
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    """Use the stack named in the environment, else start the local one (and stop it if we started it)."""
+    given = _env_stack()
+    if given is not None:
+        yield given
+        return
+    status = subprocess.run(["bash", str(STACK), "status"], capture_output=True, text=True).stdout
+    already = "kafka: running" in status and "postgres: running" in status
+    if not already:
+        subprocess.run(["bash", str(STACK), "up"], check=True)
+    env = _local_stack_env()
+    yield Stack(
+        env["AUDIT_KAFKA_BOOTSTRAP"],
+        env["AUDIT_OWNER_DSN"],
+        env["AUDIT_PROJECTOR_DATABASE_URL"],
+        env["AUDIT_QUERY_DATABASE_URL"],
+    )
+    if not already and os.environ.get("AUDIT_KEEP_STACK") != "1":
+        subprocess.run(["bash", str(STACK), "down"], check=False)
+
+
+@dataclass(frozen=True)
+class Isolated:
+    """One test's own schema, topics and consumer group, and settings for each service that use them."""
+
+    stack: Stack
+    name: str
+    producer: ProducerSettings
+    projector: ProjectorSettings
+    query: QuerySettings
+
+    def projector_env(self) -> dict[str, str]:
+        """Environment for an `audit-projector run` subprocess pointed at this test's resources."""
+        p = self.projector
+        return {
+            **os.environ,
+            "AUDIT_PROJECTOR_BOOTSTRAP_SERVERS": p.bootstrap_servers,
+            "AUDIT_PROJECTOR_DATABASE_URL": str(p.database_url),
+            "AUDIT_PROJECTOR_DB_SCHEMA": p.db_schema,
+            "AUDIT_PROJECTOR_GROUP_ID": p.group_id,
+            "AUDIT_PROJECTOR_AUDIT_TOPIC": p.audit_topic,
+            "AUDIT_PROJECTOR_EXECUTION_LOG_TOPIC": p.execution_log_topic,
+            "AUDIT_PROJECTOR_DEAD_LETTER_TOPIC": p.dead_letter_topic,
+            "AUDIT_PROJECTOR_SESSION_TIMEOUT_MS": str(p.session_timeout_ms),
+            "AUDIT_PROJECTOR_HEARTBEAT_INTERVAL_MS": str(p.heartbeat_interval_ms),
+            "AUDIT_PROJECTOR_BATCH_MAX_RECORDS": str(p.batch_max_records),
+        }
+
+
+@pytest.fixture
+async def isolated(stack: Stack) -> Isolated:
+    """A fresh schema (migrated as the owner) and fresh topics for this test only."""
+    name = f"t{uuid4().hex[:12]}"
+    topics = {"audit_topic": f"{name}.audit", "execution_log_topic": f"{name}.logs"}
+    projector = ProjectorSettings(
+        bootstrap_servers=stack.bootstrap,
+        database_url=stack.projector_dsn,  # type: ignore[arg-type]
+        db_schema=name,
+        group_id=f"{name}-projector",
+        dead_letter_topic=f"{name}.dlq",
+        session_timeout_ms=3000,
+        heartbeat_interval_ms=300,
+        poll_timeout_ms=100,
+        **topics,
+    )
+    query = QuerySettings(
+        environment="test",
+        database_url=stack.query_dsn,  # type: ignore[arg-type]
+        db_schema=name,
+        bootstrap_servers=stack.bootstrap,
+        projector_group=projector.group_id,
+        topics=(topics["audit_topic"], topics["execution_log_topic"]),
+        unknown_after_s=3600,
+    )
+    producer = ProducerSettings(bootstrap_servers=stack.bootstrap, publish_timeout_s=10, **topics)
+    await migrate(stack.owner_dsn, name)
+    await ensure_topics(stack.bootstrap, [*projector.topics, projector.dead_letter_topic], projector.partitions)
+    return Isolated(stack, name, producer, projector, query)
+
+
+@pytest.fixture
+async def audit(isolated: Isolated) -> AsyncIterator[AuditProducer]:
+    """A started producer publishing to this test's topics."""
+    async with AuditProducer("test-service", isolated.producer) as producer:
+        yield producer
+
+
+@contextlib.asynccontextmanager
+async def projector_running(settings: ProjectorSettings) -> AsyncIterator[asyncio.Task[None]]:
+    """Run a projector in this process until the block ends."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(settings, stop))
+    try:
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture
+async def projector(isolated: Isolated) -> AsyncIterator[asyncio.Task[None]]:
+    """One projector instance projecting this test's topics into its schema."""
+    async with projector_running(isolated.projector) as task:
+        yield task
+
+
+@pytest.fixture
+async def api(isolated: Isolated) -> AsyncIterator[httpx.AsyncClient]:
+    """The query API served by uvicorn on a free loopback port, and an HTTP client for it."""
+    config = uvicorn.Config(create_app(isolated.query), host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            await task
+        await asyncio.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        yield client
+    server.should_exit = True
+    await task
+
+
+def projector_process(isolated: Isolated) -> subprocess.Popen[bytes]:
+    """Start `audit-projector run` as a separate OS process (so a test can SIGKILL it)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "audit_projector", "run", "--log-level", "WARNING"],
+        env=isolated.projector_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
