@@ -6,6 +6,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from audit_query.main import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "deploy" / "local" / "stack.sh"
+LOG_DIR = Path(tempfile.gettempdir()) / "audit-trail-test-logs"
+"""Logs of projector subprocesses, one file each, kept for post-mortems."""
 
 
 @dataclass(frozen=True)
@@ -181,11 +184,17 @@ async def api(isolated: Isolated) -> AsyncIterator[httpx.AsyncClient]:
     await task
 
 
-def projector_process(isolated: Isolated) -> subprocess.Popen[bytes]:
+def projector_process(isolated: Isolated, health_port: int = 0) -> subprocess.Popen[bytes]:
     """Start `audit-projector run` as a separate OS process (so a test can SIGKILL it)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "audit_projector", "run", "--log-level", "WARNING"],
-        env=isolated.projector_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    env = {**isolated.projector_env(), "AUDIT_PROJECTOR_HEALTH_PORT": str(health_port)}
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = LOG_DIR / f"{isolated.name}-projector-{uuid4().hex[:6]}.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "audit_projector", "run", "--log-level", "INFO"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    proc.health_port = health_port  # type: ignore[attr-defined]
+    return proc

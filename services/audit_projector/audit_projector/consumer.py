@@ -97,10 +97,7 @@ class Projector:
                 key = (tp.topic, tp.partition)
                 offset = stored.get(key)
                 self._positions[key] = offset
-                if offset is None:
-                    await self._consumer.seek_to_beginning(tp)
-                else:
-                    self._consumer.seek(tp, offset)
+                self._seek(tp, offset)
             self.state.assigned = set(self._positions)
         log.info("partitions_assigned", count=len(assigned), resumed_from_postgres=len(stored))
 
@@ -201,11 +198,16 @@ class Projector:
                 continue
             offset = stored.get(key)
             self._positions[key] = offset
-            tp = TopicPartition(f.topic, f.partition)
-            if offset is None:
-                await self._consumer.seek_to_beginning(tp)
-            else:
-                self._consumer.seek(tp, offset)
+            self._seek(TopicPartition(f.topic, f.partition), offset)
+
+    def _seek(self, tp: TopicPartition, stored: int | None) -> None:
+        """Position a partition at its stored offset, or at the beginning when nothing is stored.
+
+        Offset 0 rather than an awaited seek_to_beginning: the rebalance callback must not wait on a
+        ListOffsets round trip (it stalls the group), and with retention.ms=-1 the log starts at 0; if
+        it ever does not, auto_offset_reset="earliest" turns the out-of-range 0 into the first offset.
+        """
+        self._consumer.seek(tp, 0 if stored is None else stored)
 
 
 def _str(value: object) -> str | None:

@@ -1,0 +1,181 @@
+"""Crash safety and rebalancing: every event lands exactly once however projectors die."""
+
+import asyncio
+import json
+import signal
+import subprocess
+import urllib.request
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from audit_projector.errors import FencedError
+from audit_projector.repository import OffsetFence, ProjectionRepository
+from audit_projector.rows import BatchRows, Coordinates
+from tests.conftest import Isolated, projector_process
+from tests.factories import action_event, publish_events
+from tests.polling import eventually
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
+
+
+async def _count(isolated: Isolated) -> int:
+    conn = await asyncpg.connect(isolated.stack.owner_dsn)
+    try:
+        count: int = await conn.fetchval(f"SELECT count(*) FROM {isolated.name}.audit_entries")
+        return count
+    finally:
+        await conn.close()
+
+
+async def _assert_exactly_once(isolated: Isolated, ids: list[str]) -> None:
+    """Every published id is there once, and the stored offsets equal the topic's end offsets."""
+    conn = await asyncpg.connect(isolated.stack.owner_dsn)
+    try:
+        rows = await conn.fetch(
+            f"SELECT audit_id::text AS id, kafka_topic, kafka_partition, kafka_offset "
+            f"FROM {isolated.name}.audit_entries"
+        )
+        offsets = await conn.fetch(
+            f"SELECT topic, partition, next_offset FROM {isolated.name}.projector_offsets WHERE consumer_group = $1",
+            isolated.projector.group_id,
+        )
+    finally:
+        await conn.close()
+    got = [r["id"] for r in rows]
+    assert len(got) == len(set(got)) == len(ids)
+    assert set(got) == set(ids)
+    coordinates = {(r["kafka_partition"], r["kafka_offset"]) for r in rows}
+    assert len(coordinates) == len(ids), "two rows claim the same Kafka record"
+    consumer = AIOKafkaConsumer(bootstrap_servers=isolated.stack.bootstrap)
+    await consumer.start()
+    try:
+        topic = isolated.projector.audit_topic
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(isolated.projector.partitions)])
+    finally:
+        await consumer.stop()
+    stored = {r["partition"]: r["next_offset"] for r in offsets if r["topic"] == topic}
+    assert stored == {tp.partition: end for tp, end in ends.items() if end > 0}
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+
+
+async def test_projector_killed_mid_stream_and_restarted(isolated: Isolated) -> None:
+    ids = await publish_events(isolated.stack.bootstrap, isolated.projector.audit_topic, 3000)
+    isolated = _small_batches(isolated)
+    first = projector_process(isolated)
+    try:
+        await eventually(lambda: _count_between(isolated, 1, 2999), within=60, interval=0.02)
+        _kill(first)
+        partial = await _count(isolated)
+        assert 0 < partial < 3000, "the kill must land mid-stream"
+    finally:
+        _stop(first)
+    second = projector_process(isolated)
+    try:
+        await eventually(lambda: _count_between(isolated, 3000, 3000), within=90)
+        await _assert_exactly_once(isolated, ids)
+    finally:
+        _stop(second)
+
+
+async def test_two_projectors_one_killed(isolated: Isolated) -> None:
+    isolated = _small_batches(isolated)
+    a = projector_process(isolated, health_port=_free_port())
+    b = projector_process(isolated, health_port=_free_port())
+    try:
+        await eventually(lambda: _both_assigned(a, b), within=60)
+        first = await publish_events(isolated.stack.bootstrap, isolated.projector.audit_topic, 1500)
+        await eventually(lambda: _count_between(isolated, 1, 1499), within=60, interval=0.02)
+        _kill(a)
+        rest = await publish_events(isolated.stack.bootstrap, isolated.projector.audit_topic, 1500)
+        await eventually(lambda: _count_between(isolated, 3000, 3000), within=90)
+        assert len(_health(b)["assigned"]) == 2 * isolated.projector.partitions, "the survivor owns every partition"
+        await _assert_exactly_once(isolated, first + rest)
+    finally:
+        _stop(a)
+        _stop(b)
+
+
+async def test_stale_offset_fence_rolls_the_batch_back(isolated: Isolated) -> None:
+    """A projector that lost its partition cannot commit a late batch: rows and offset both stay put."""
+    settings = isolated.projector
+    old = await ProjectionRepository.connect(str(settings.database_url), settings.db_schema, settings.group_id)
+    new = await ProjectionRepository.connect(str(settings.database_url), settings.db_schema, settings.group_id)
+    topic = settings.audit_topic
+    try:
+        first = BatchRows()
+        first.add(action_event("a"), Coordinates(topic, 0, 0))
+        await old.write_batch(first, [OffsetFence(topic, 0, None, 1)], [])
+        # The new owner resumes from 1 and moves on to 3.
+        moved = BatchRows()
+        moved.add(action_event("b"), Coordinates(topic, 0, 1))
+        moved.add(action_event("c"), Coordinates(topic, 0, 2))
+        await new.write_batch(moved, [OffsetFence(topic, 0, 1, 3)], [])
+        # The old owner's late batch still starts from 1: fenced, nothing of it is written.
+        late = BatchRows()
+        late.add(action_event("zombie"), Coordinates(topic, 0, 1))
+        with pytest.raises(FencedError):
+            await old.write_batch(late, [OffsetFence(topic, 0, 1, 2)], [])
+        # A second first-claim of the same partition is fenced too.
+        with pytest.raises(FencedError):
+            await new.write_batch(BatchRows(), [OffsetFence(topic, 0, None, 5)], [])
+    finally:
+        await old.close()
+        await new.close()
+    assert await _count(isolated) == 3
+    conn = await asyncpg.connect(isolated.stack.owner_dsn)
+    try:
+        assert await conn.fetchval(f"SELECT next_offset FROM {isolated.name}.projector_offsets") == 3
+        assert (
+            await conn.fetchval(f"SELECT count(*) FROM {isolated.name}.audit_entries WHERE entity_id = 'zombie'") == 0
+        )
+    finally:
+        await conn.close()
+
+
+def _small_batches(isolated: Isolated) -> Isolated:
+    projector = isolated.projector.model_copy(update={"batch_max_records": 50})
+    return Isolated(isolated.stack, isolated.name, isolated.producer, projector, isolated.query)
+
+
+async def _count_between(isolated: Isolated, low: int, high: int) -> bool:
+    return low <= await _count(isolated) <= high
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _health(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
+    port = proc.health_port  # type: ignore[attr-defined]
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            body: dict[str, Any] = json.loads(response.read())
+            return body
+    except OSError:
+        return {"assigned": []}
+
+
+async def _both_assigned(a: subprocess.Popen[bytes], b: subprocess.Popen[bytes]) -> bool:
+    health = await asyncio.gather(asyncio.to_thread(_health, a), asyncio.to_thread(_health, b))
+    return all(h["assigned"] for h in health)
