@@ -1,0 +1,121 @@
+"""The read model's guarantees: roles, month partitions, and a rebuild from offset 0."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from audit_producer import Actor, AuditProducer, Entity
+from audit_projector.replay import replay
+from audit_schemas import encode
+from tests.conftest import Isolated
+from tests.e2e.test_poison import _send
+from tests.factories import action_event, publish_events
+from tests.polling import eventually
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
+
+
+async def test_service_roles_cannot_rewrite_history(isolated: Isolated, stack: Any) -> None:
+    projector = await asyncpg.connect(isolated.stack.projector_dsn, server_settings={"search_path": isolated.name})
+    query = await asyncpg.connect(isolated.stack.query_dsn, server_settings={"search_path": isolated.name})
+    try:
+        for sql in (
+            "UPDATE audit_entries SET tenant_id = 'x'",
+            "DELETE FROM audit_entries",
+            "DROP TABLE audit_outcomes",
+            "TRUNCATE execution_logs",
+            "ALTER TABLE audit_entries ADD COLUMN x int",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await projector.execute(sql)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await query.execute(
+                "INSERT INTO dead_letters (kafka_topic, kafka_partition, kafka_offset, reason, detail) "
+                "VALUES ('t', 0, 0, 'r', 'd')"
+            )
+        owner = await projector.fetchval(
+            "SELECT tableowner FROM pg_tables WHERE schemaname = $1 AND tablename = 'audit_entries'", isolated.name
+        )
+        assert owner == "audit_owner"
+    finally:
+        await projector.close()
+        await query.close()
+
+
+async def test_unexpected_month_lands_in_the_default_partition(isolated: Isolated, projector: Any) -> None:
+    old = action_event("from-2019")
+    old = old.model_copy(update={"time": datetime(2019, 5, 1, tzinfo=UTC)})
+    await _send(
+        isolated.stack.bootstrap, isolated.projector.audit_topic, [(encode(old), 0), (encode(action_event("now")), 0)]
+    )
+    conn = await asyncpg.connect(isolated.stack.owner_dsn)
+    try:
+
+        async def both() -> bool:
+            return await conn.fetchval(f"SELECT count(*) FROM {isolated.name}.audit_entries") == 2
+
+        await eventually(both)
+        where = await conn.fetch(
+            f"SELECT entity_id, tableoid::regclass::text AS part FROM {isolated.name}.audit_entries ORDER BY 1"
+        )
+        months = await conn.fetchval(
+            "SELECT count(*) FROM pg_inherits JOIN pg_class c ON c.oid = inhrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname LIKE 'audit_entries_y%'",
+            isolated.name,
+        )
+    finally:
+        await conn.close()
+    parts = {r["entity_id"]: r["part"] for r in where}
+    assert parts["from-2019"].endswith("audit_entries_default")
+    assert "audit_entries_y" in parts["now"]
+    assert months >= 4, "this month, the one before and three ahead exist"
+
+
+async def test_replay_rebuilds_the_read_model_from_offset_zero(isolated: Isolated, projector: Any) -> None:
+    ids = await publish_events(isolated.stack.bootstrap, isolated.projector.audit_topic, 500)
+    owner = await asyncpg.connect(isolated.stack.owner_dsn)
+    try:
+
+        async def projected() -> bool:
+            return await owner.fetchval(f"SELECT count(*) FROM {isolated.name}.audit_entries") == 500
+
+        await eventually(projected)
+        target = f"{isolated.name}_rebuild"
+        settings = isolated.projector.model_copy(update={"db_schema": target, "group_id": f"{target}-replay"})
+        result = await replay(settings, isolated.stack.owner_dsn, timeout_s=120)
+        assert result.projected == 500
+        fingerprint = (
+            "SELECT md5(string_agg(audit_id::text || tenant_id || action || entity_id || occurred_at::text, ',' "
+            "ORDER BY audit_id)) FROM {}.audit_entries"
+        )
+        live = await owner.fetchval(fingerprint.format(isolated.name))
+        rebuilt = await owner.fetchval(fingerprint.format(target))
+        count = await owner.fetchval(f"SELECT count(*) FROM {target}.audit_entries")
+    finally:
+        await owner.close()
+    assert count == len(ids)
+    assert rebuilt == live, "the rebuilt read model is identical to the live one"
+
+
+async def test_open_telemetry_span_is_recorded_beside_the_trace(
+    audit: AuditProducer, projector: Any, api: httpx.AsyncClient
+) -> None:
+    tracer = TracerProvider().get_tracer("tests")
+    with tracer.start_as_current_span("handle-request") as span:
+        async with audit.action(
+            "enable", entity=Entity(id="i-1", model="integration"), actor=Actor.user("u"), tenant="a"
+        ):
+            pass
+        otel_trace = f"{span.get_span_context().trace_id:032x}"
+
+    async def recorded() -> dict[str, Any] | None:
+        body = (await api.get("/v1/audit")).json()
+        return body["data"][0] if body["count"] else None
+
+    entry = await eventually(recorded)
+    assert entry["otel_trace_id"] == otel_trace
+    assert entry["trace_id"] != otel_trace, "the audit trace id stays the audit id"
