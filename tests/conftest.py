@@ -114,28 +114,31 @@ class Isolated:
 async def isolated(stack: Stack) -> Isolated:
     """A fresh schema (migrated as the owner) and fresh topics for this test only."""
     name = f"t{uuid4().hex[:12]}"
-    topics = {"audit_topic": f"{name}.audit", "execution_log_topic": f"{name}.logs"}
+    audit_topic, log_topic = f"{name}.audit", f"{name}.logs"
     projector = ProjectorSettings(
         bootstrap_servers=stack.bootstrap,
-        database_url=stack.projector_dsn,  # type: ignore[arg-type]
+        database_url=stack.projector_dsn,
         db_schema=name,
         group_id=f"{name}-projector",
         dead_letter_topic=f"{name}.dlq",
         session_timeout_ms=3000,
         heartbeat_interval_ms=300,
         poll_timeout_ms=100,
-        **topics,
+        audit_topic=audit_topic,
+        execution_log_topic=log_topic,
     )
     query = QuerySettings(
         environment="test",
-        database_url=stack.query_dsn,  # type: ignore[arg-type]
+        database_url=stack.query_dsn,
         db_schema=name,
         bootstrap_servers=stack.bootstrap,
         projector_group=projector.group_id,
-        topics=(topics["audit_topic"], topics["execution_log_topic"]),
+        topics=(audit_topic, log_topic),
         unknown_after_s=3600,
     )
-    producer = ProducerSettings(bootstrap_servers=stack.bootstrap, publish_timeout_s=10, **topics)
+    producer = ProducerSettings(
+        bootstrap_servers=stack.bootstrap, publish_timeout_s=10, audit_topic=audit_topic, execution_log_topic=log_topic
+    )
     await migrate(stack.owner_dsn, name)
     await ensure_topics(stack.bootstrap, [*projector.topics, projector.dead_letter_topic], projector.partitions)
     return Isolated(stack, name, producer, projector, query)

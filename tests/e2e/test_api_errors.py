@@ -51,7 +51,7 @@ async def test_cursor_is_bound_to_its_query(audit: AuditProducer, projector: Any
             pass
 
     async def three() -> bool:
-        return (await api.get("/v1/audit")).json()["count"] == 3
+        return bool((await api.get("/v1/audit")).json()["count"] == 3)
 
     await eventually(three)
     cursor = (await api.get("/v1/audit", params={"limit": 1, "sort": "time"})).json()["next_cursor"]

@@ -265,7 +265,7 @@ async def test_pagination_is_stable_while_new_events_arrive(
             original.append(str(act.audit_id))
 
     async def projected() -> bool:
-        return (await api.get("/v1/audit", params={"limit": 100})).json()["count"] == 30
+        return bool((await api.get("/v1/audit", params={"limit": 100})).json()["count"] == 30)
 
     await eventually(projected)
     for order in ("asc", "desc"):
@@ -287,7 +287,7 @@ async def test_pagination_is_stable_while_new_events_arrive(
                     pass
 
             async def landed(before: int = before) -> bool:
-                return (await api.get("/v1/audit", params={"limit": 500})).json()["count"] == before + 3
+                return bool((await api.get("/v1/audit", params={"limit": 500})).json()["count"] == before + 3)
 
             await eventually(landed)
             if cursor is None:
@@ -338,6 +338,6 @@ async def test_unknown_after_configured_time(
     audit_id = await task
 
     async def finished() -> bool:
-        return (await api.get(f"/v1/audit/{audit_id}")).json()["entry"]["outcome"]["status"] == "succeeded"
+        return bool((await api.get(f"/v1/audit/{audit_id}")).json()["entry"]["outcome"]["status"] == "succeeded")
 
     await eventually(finished)

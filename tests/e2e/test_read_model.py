@@ -56,7 +56,7 @@ async def test_unexpected_month_lands_in_the_default_partition(isolated: Isolate
     try:
 
         async def both() -> bool:
-            return await conn.fetchval(f"SELECT count(*) FROM {isolated.name}.audit_entries") == 2
+            return bool(await conn.fetchval(f"SELECT count(*) FROM {isolated.name}.audit_entries") == 2)
 
         await eventually(both)
         where = await conn.fetch(
@@ -81,7 +81,7 @@ async def test_replay_rebuilds_the_read_model_from_offset_zero(isolated: Isolate
     try:
 
         async def projected() -> bool:
-            return await owner.fetchval(f"SELECT count(*) FROM {isolated.name}.audit_entries") == 500
+            return bool(await owner.fetchval(f"SELECT count(*) FROM {isolated.name}.audit_entries") == 500)
 
         await eventually(projected)
         target = f"{isolated.name}_rebuild"
