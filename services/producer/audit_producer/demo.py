@@ -13,7 +13,6 @@ from audit_producer.logship import add_trace_context
 from audit_producer.producer import AuditProducer
 from audit_schemas import Action, Actor, Entity, RequestContext
 
-log = structlog.get_logger().bind(logger="resource_service")
 stdlib_log = logging.getLogger("resource_service.worker")
 
 
@@ -47,6 +46,7 @@ def _blocking_step(resource_id: str) -> str:
 
 async def perform_all(audit: AuditProducer, tenant: str) -> list[str]:
     """One action of each type on a handful of entities; returns their audit ids."""
+    log = structlog.get_logger().bind(logger="resource_service")  # bound after configure_logging()
     alice = Actor.user("u-alice", "Alice Example")
     bob = Actor.user("u-bob", "Bob Example")
     ci = Actor.service_account("sa-ci", "CI pipeline")
@@ -100,7 +100,8 @@ async def show(api: str, audit_ids: list[str], timeout_s: float) -> None:
             for audit_id in audit_ids:
                 response = await client.get(f"/v1/audit/{audit_id}")
                 found += response.status_code == 200 and response.json()["entry"]["outcome"]["status"] != "in_progress"
-            if found == len(audit_ids) or time.monotonic() > deadline:
+            logs = (await client.get(f"/v1/audit/{audit_ids[4]}")).json().get("logs", []) if found else []
+            if (found == len(audit_ids) and len(logs) >= 4) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.5)
         page = (await client.get("/v1/audit", params={"limit": 13})).json()
