@@ -44,3 +44,14 @@ async def publish_events(bootstrap: str, topic: str, count: int, entities: int =
         return ids
     finally:
         await producer.stop()
+
+
+async def send_raw(bootstrap: str, topic: str, records: list[tuple[bytes, int]]) -> None:
+    """Send raw values (valid or not) to explicit partitions, in order, waiting for each ack."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for value, partition in records:
+            await producer.send_and_wait(topic, value, key=b"acme/resource/x", partition=partition)
+    finally:
+        await producer.stop()

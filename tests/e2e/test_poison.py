@@ -6,25 +6,14 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
 from audit_schemas import encode, kafka_headers
 from tests.conftest import Isolated
-from tests.factories import action_event
+from tests.factories import action_event, send_raw
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
-
-
-async def _send(bootstrap: str, topic: str, records: list[tuple[bytes, int]]) -> None:
-    """Send raw values to explicit partitions, in order."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
-    try:
-        for value, partition in records:
-            await producer.send_and_wait(topic, value, key=b"acme/resource/x", partition=partition)
-    finally:
-        await producer.stop()
 
 
 async def _read_all(bootstrap: str, topic: str, expected: int) -> list[Any]:
@@ -62,7 +51,7 @@ async def test_poison_is_dead_lettered_and_valid_events_behind_it_are_projected(
     unknown_action = json.loads(encode(action_event("bad-action")))
     unknown_action["data"]["action"] = "teleport"
     topic = isolated.projector.audit_topic
-    await _send(
+    await send_raw(
         isolated.stack.bootstrap,
         topic,
         [
@@ -110,7 +99,7 @@ async def test_newer_schema_stops_its_partition_and_flips_readiness(
     newer["data"]["schema_version"] = 2
     newer["data"]["new_field"] = "unknown to this projector"
     topic = isolated.projector.audit_topic
-    await _send(
+    await send_raw(
         isolated.stack.bootstrap,
         topic,
         [
@@ -151,3 +140,24 @@ async def _has(isolated: Isolated, wanted: set[str]) -> bool:
 def test_headers_name_the_content_type() -> None:
     event = action_event("x")
     assert dict(kafka_headers(event))["content-type"] == b"application/cloudevents+json; charset=UTF-8"
+
+
+async def test_redelivered_events_are_a_no_op(isolated: Isolated, projector: Any) -> None:
+    """The same event published three times (a producer retry, a replayed batch) is one row."""
+    event = encode(action_event("once"))
+    await send_raw(isolated.stack.bootstrap, isolated.projector.audit_topic, [(event, 0), (event, 3), (event, 0)])
+    conn = await asyncpg.connect(isolated.stack.owner_dsn)
+    try:
+
+        async def consumed() -> bool:
+            stored = await conn.fetchval(
+                f"SELECT coalesce(sum(next_offset), 0) FROM {isolated.name}.projector_offsets WHERE topic = $1",
+                isolated.projector.audit_topic,
+            )
+            return bool(stored == 3)
+
+        await eventually(consumed)
+        count = await conn.fetchval(f"SELECT count(*) FROM {isolated.name}.audit_entries")
+    finally:
+        await conn.close()
+    assert count == 1

@@ -12,8 +12,7 @@ from audit_producer import Actor, AuditProducer, Entity
 from audit_projector.replay import replay
 from audit_schemas import encode
 from tests.conftest import Isolated
-from tests.e2e.test_poison import _send
-from tests.factories import action_event, publish_events
+from tests.factories import action_event, publish_events, send_raw
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -49,7 +48,7 @@ async def test_service_roles_cannot_rewrite_history(isolated: Isolated, stack: A
 async def test_unexpected_month_lands_in_the_default_partition(isolated: Isolated, projector: Any) -> None:
     old = action_event("from-2019")
     old = old.model_copy(update={"time": datetime(2019, 5, 1, tzinfo=UTC)})
-    await _send(
+    await send_raw(
         isolated.stack.bootstrap, isolated.projector.audit_topic, [(encode(old), 0), (encode(action_event("now")), 0)]
     )
     conn = await asyncpg.connect(isolated.stack.owner_dsn)
