@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 
-.PHONY: demo test check pytest stack down clean schemas
+.PHONY: demo test check pytest stack down clean schemas bench
 
 ## Start Kafka + Postgres, the projector and query API, and run the demo service against them.
 demo: stack
@@ -38,3 +38,7 @@ clean: down
 ## Regenerate the committed JSON Schema files from the pydantic contracts.
 schemas: .venv/.ok
 	$(VENV)/audit-schemas export
+
+## Projector throughput against a raw COPY of the same rows (prints the ratio).
+bench: stack
+	$(VENV)/python -m bench.projector_vs_copy
