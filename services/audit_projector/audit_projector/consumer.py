@@ -1,6 +1,7 @@
 """The projection loop: Kafka batches into Postgres, with offsets fenced in the same transaction."""
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -42,6 +43,8 @@ class Projector:
         topics: Sequence[str],
         max_records: int,
         poll_timeout_ms: int,
+        months_ahead: int = 3,
+        maintenance_interval_s: float = 3600.0,
     ) -> None:
         self._consumer = consumer
         self._repo = repository
@@ -50,6 +53,8 @@ class Projector:
         self._topics = list(topics)
         self._max_records = max_records
         self._poll_timeout_ms = poll_timeout_ms
+        self._months_ahead = months_ahead
+        self._maintenance_interval = maintenance_interval_s
         # Stored offset each owned partition's next batch must start from (None: no row yet).
         self._positions: dict[Key, int | None] = {}
         # Held for a whole batch, so a revocation waits for the batch in flight to commit or roll back.
@@ -62,12 +67,18 @@ class Projector:
     async def run(self, stop: asyncio.Event) -> None:
         """Poll and project until `stop` is set."""
         self.state.running = True
+        maintained = time.monotonic()
         try:
             while not stop.is_set():
                 batch = await self._consumer.getmany(timeout_ms=self._poll_timeout_ms, max_records=self._max_records)
                 if batch:
                     async with self._batch_lock:
                         await self._project(batch)
+                if time.monotonic() - maintained >= self._maintenance_interval:
+                    # A projector that runs for months keeps creating next months' partitions.
+                    async with self._batch_lock:
+                        await self._repo.ensure_partitions(self._months_ahead)
+                    maintained = time.monotonic()
         finally:
             self.state.running = False
 
@@ -173,9 +184,7 @@ class Projector:
                     tuple(record.headers or ()),
                 )
                 plan.letters.append(letter)
-                plan.rows.dead_letters.append(
-                    (tp.topic, tp.partition, record.offset, e.reason, e.detail, record.key, record.value)
-                )
+                plan.rows.dead_letters.append(letter.row())
                 log.warning(
                     "record_dead_lettered",
                     topic=tp.topic,

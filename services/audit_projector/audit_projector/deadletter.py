@@ -24,6 +24,10 @@ class DeadLetter:
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
 
+    def row(self) -> tuple[str, int, int, str, str, bytes | None, bytes | None]:
+        """The `dead_letters` row, in the column order of rows.DEAD_LETTER_COLUMNS."""
+        return (self.topic, self.partition, self.offset, self.reason, self.detail, self.key, self.value)
+
 
 class DeadLetterSink(Protocol):
     """Where dead letters go before the batch that skips them commits."""

@@ -64,6 +64,7 @@ async def running_projector(settings: Settings, state: ProjectorState) -> AsyncI
             topics=settings.topics,
             max_records=settings.batch_max_records,
             poll_timeout_ms=settings.poll_timeout_ms,
+            months_ahead=settings.months_ahead,
         )
         projector.subscribe()
         await consumer.start()
