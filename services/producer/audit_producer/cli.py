@@ -1,7 +1,10 @@
 """`audit-producer`: record a single action from the shell, or run the demo service."""
 
 import asyncio
+import logging
+import sys
 
+import structlog
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -35,7 +38,11 @@ def emit(
     actor_name: str | None = typer.Option(None, help="Display name."),
     source: str = typer.Option("audit-producer-cli", help="CloudEvents source."),
 ) -> None:
-    """Record one (already performed) action and print its audit id."""
+    """Record one (already performed) action and print its audit id (alone on stdout, for scripts)."""
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
 
     async def go() -> str:
         async with AuditProducer(source, _settings()) as audit:
