@@ -124,6 +124,11 @@ def decode(value: bytes | None) -> ActionEvent | OutcomeEvent | ExecutionLogEven
     if value is None:
         raise EnvelopeError("empty_value", "record has no value")
     try:
+        # Fast path for the common case: pydantic-core parses and validates in one pass.
+        return _ANY_EVENT.validate_json(value)
+    except ValidationError:
+        pass  # classify the failure below: poison, or a newer schema
+    try:
         raw = json.loads(value)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise EnvelopeError("invalid_json", str(e)) from e
