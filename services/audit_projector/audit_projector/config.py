@@ -5,7 +5,7 @@ from typing import Annotated
 from pydantic import Field, PostgresDsn, StringConstraints
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from audit_schemas.topics import AUDIT_TOPIC, DEAD_LETTER_TOPIC, EXECUTION_LOG_TOPIC
+from audit_schemas.topics import AUDIT_TOPIC, DEAD_LETTER_TOPIC, DEFAULT_PARTITIONS, EXECUTION_LOG_TOPIC
 
 SchemaName = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,62}$")]
 
@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     audit_topic: str = AUDIT_TOPIC
     execution_log_topic: str = EXECUTION_LOG_TOPIC
     dead_letter_topic: str = DEAD_LETTER_TOPIC
-    partitions: Annotated[int, Field(ge=1, le=1000)] = 6
+    partitions: Annotated[int, Field(ge=1, le=1000)] = DEFAULT_PARTITIONS
     batch_max_records: Annotated[int, Field(ge=1, le=100_000)] = 2000
     poll_timeout_ms: Annotated[int, Field(ge=10, le=60_000)] = 500
     session_timeout_ms: Annotated[int, Field(ge=1000)] = 10_000

@@ -17,7 +17,7 @@ from audit_producer.context import (
 )
 from audit_producer.errors import AuditError, InvalidActionError, NotStartedError, PublishError
 from audit_producer.logship import ExecutionLogShipper, add_trace_context
-from audit_producer.producer import AuditProducer, new_audit_id
+from audit_producer.producer import AuditProducer
 from audit_producer.scope import ActionScope
 from audit_schemas import Action, Actor, ActorType, Entity, RequestContext
 
@@ -39,7 +39,6 @@ __all__ = [
     "add_trace_context",
     "current_trace",
     "current_traceparent",
-    "new_audit_id",
     "resume_trace",
     "run_in_executor",
     "with_current_trace",

@@ -21,4 +21,3 @@ class Settings(BaseSettings):
     linger_ms: Annotated[int, Field(ge=0, le=1000)] = 5
     log_queue_size: Annotated[int, Field(ge=1)] = 10_000
     """Execution-log lines waiting to be shipped; beyond this, lines are dropped and counted."""
-    log_batch_size: Annotated[int, Field(ge=1)] = 500

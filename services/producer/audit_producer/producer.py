@@ -8,7 +8,6 @@ import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
-from uuid import UUID
 
 import structlog
 from pydantic import ValidationError
@@ -232,8 +231,3 @@ def _explain(error: ValueError) -> str:
     if isinstance(error, ValidationError):
         return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
     return str(error)
-
-
-def new_audit_id() -> UUID:
-    """A fresh, time-ordered audit id (for callers that need one before the action starts)."""
-    return uuid7()
