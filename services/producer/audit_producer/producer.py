@@ -35,7 +35,7 @@ from audit_schemas import (
     kafka_headers,
 )
 from audit_schemas.topics import audit_key
-from audit_schemas.tracecontext import new_span_id
+from audit_schemas.tracecontext import Traceparent, new_span_id
 
 log = structlog.get_logger(__name__)
 
@@ -108,8 +108,9 @@ class AuditProducer:
         """
         if not self._started:
             raise NotStartedError("AuditProducer.start() was not called (use `async with`)")
-        started = self._started_event(action, entity, actor, tenant, request, correlation_id)
-        trace = TraceContext(audit_id=started.data.audit_id, span_id=new_span_id(), tenant_id=tenant)
+        span_id = new_span_id()
+        started = self._started_event(action, entity, actor, tenant, request, correlation_id, span_id)
+        trace = TraceContext(audit_id=started.data.audit_id, span_id=span_id, tenant_id=tenant)
         scope = ActionScope(started.data.audit_id, started.data.action, entity, tenant, trace.traceparent)
         await self._publish(started)
         clock = time.perf_counter()
@@ -161,6 +162,7 @@ class AuditProducer:
         tenant: str,
         request: RequestContext | None,
         correlation_id: str | None,
+        span_id: str,
     ) -> ActionEvent:
         audit_id = uuid7()
         now = datetime.now(UTC)
@@ -185,7 +187,7 @@ class AuditProducer:
             source=self.source,
             subject=f"{entity.model}/{entity.id}",
             time=now,
-            traceparent=f"00-{audit_id.hex}-{new_span_id()}-01",
+            traceparent=str(Traceparent(trace_id=audit_id.hex, span_id=span_id)),
             partitionkey=audit_key(tenant, entity.model, entity.id),
             data=data,
         )
