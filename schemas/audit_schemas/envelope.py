@@ -101,8 +101,11 @@ def encode(event: ActionEvent | OutcomeEvent | ExecutionLogEvent) -> bytes:
 
 
 def kafka_headers(event: ActionEvent | OutcomeEvent | ExecutionLogEvent) -> list[tuple[str, bytes]]:
-    """Headers that let routers see the content type and event kind without parsing the value."""
-    return [("content-type", CONTENT_TYPE.encode()), ("ce_type", event.type.encode())]
+    """Headers that let routers and tracing tools see the content type, kind and trace without parsing."""
+    headers = [("content-type", CONTENT_TYPE.encode()), ("ce_type", event.type.encode())]
+    if event.traceparent:
+        headers.append(("traceparent", event.traceparent.encode()))
+    return headers
 
 
 def _newer_version(event_type: str, data: Any) -> bool:

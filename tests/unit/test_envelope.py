@@ -15,6 +15,7 @@ from audit_schemas import (
     NewerSchemaError,
     decode,
     encode,
+    kafka_headers,
 )
 from audit_schemas.jsonschema import drifted
 
@@ -95,3 +96,11 @@ def test_newer_schema_is_not_poison(change: dict[str, object]) -> None:
 
 def test_committed_json_schema_matches_the_models() -> None:
     assert drifted() == [], "run `make schemas` and commit schemas/json"
+
+
+def test_kafka_headers_carry_content_type_kind_and_trace() -> None:
+    traceparent = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+    headers = dict(kafka_headers(_event().model_copy(update={"traceparent": traceparent})))
+    assert headers["content-type"] == b"application/cloudevents+json; charset=UTF-8"
+    assert headers["ce_type"] == b"dev.audittrail.audit.action.v1"
+    assert headers["traceparent"] == traceparent.encode()
