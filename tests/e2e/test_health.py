@@ -1,0 +1,69 @@
+"""Liveness and readiness report Postgres, Kafka and projector lag as they really are."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from audit_query.config import Settings
+from audit_query.main import create_app
+from tests.conftest import Isolated, projector_running
+from tests.factories import publish_events
+from tests.polling import eventually
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
+
+
+@asynccontextmanager
+async def _client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://query") as client,
+    ):
+        yield client
+
+
+async def test_lag_is_reported_until_the_projector_catches_up(isolated: Isolated) -> None:
+    await publish_events(isolated.stack.bootstrap, isolated.projector.audit_topic, 40)
+    async with _client(isolated.query) as client:
+        body = (await client.get("/readyz")).json()
+        assert body["checks"]["projector_lag"]["total"] == 40, "nothing projected yet"
+        strict = isolated.query.model_copy(update={"max_ready_lag": 10})
+        async with _client(strict) as strict_client:
+            assert (await strict_client.get("/readyz")).status_code == 503, "too far behind to be ready"
+        async with projector_running(isolated.projector):
+
+            async def caught_up() -> dict[str, Any] | None:
+                response = await client.get("/readyz")
+                body = response.json()
+                done = response.status_code == 200 and body["checks"]["projector_lag"]["total"] == 0
+                return body if done else None
+
+            body = await eventually(caught_up)
+    assert body["checks"]["postgres"] == {"ok": True}
+    assert body["checks"]["kafka"] == {"ok": True}
+    assert body["checks"]["blocked_partitions"] == []
+
+
+@pytest.mark.parametrize("broken", ["kafka", "postgres"])
+async def test_unreachable_dependency_is_not_ready_but_alive(isolated: Isolated, broken: str) -> None:
+    update: dict[str, Any] = (
+        {"bootstrap_servers": "127.0.0.1:1"}
+        if broken == "kafka"
+        else {"database_url": "postgresql://audit_query:audit_query@127.0.0.1:1/audit"}
+    )
+    async with _client(isolated.query.model_copy(update=update)) as client:
+        assert (await client.get("/healthz")).status_code == 200
+        response = await client.get("/readyz")
+        assert response.status_code == 503
+        body = response.json()
+        assert body["status"] == "unavailable"
+        assert body["checks"][broken]["ok"] is False
+        assert body["checks"][broken]["error"]
+        if broken == "postgres":
+            audit = await client.get("/v1/audit")
+            assert audit.status_code == 503
+            assert "unavailable" in audit.json()["detail"]
