@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import os
 import shlex
+import socket
 import subprocess
 import sys
 import tempfile
@@ -201,3 +202,11 @@ def projector_process(isolated: Isolated, health_port: int = 0) -> subprocess.Po
         )
     proc.health_port = health_port  # type: ignore[attr-defined]
     return proc
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

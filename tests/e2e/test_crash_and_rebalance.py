@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from audit_projector.errors import FencedError
 from audit_projector.repository import OffsetFence, ProjectionRepository
 from audit_projector.rows import BatchRows, Coordinates
-from tests.conftest import Isolated, projector_process
+from tests.conftest import Isolated, free_port, projector_process
 from tests.factories import action_event, publish_events
 from tests.polling import eventually
 
@@ -95,8 +95,8 @@ async def test_projector_killed_mid_stream_and_restarted(isolated: Isolated) -> 
 
 async def test_two_projectors_one_killed(isolated: Isolated) -> None:
     isolated = _small_batches(isolated)
-    a = projector_process(isolated, health_port=_free_port())
-    b = projector_process(isolated, health_port=_free_port())
+    a = projector_process(isolated, health_port=free_port())
+    b = projector_process(isolated, health_port=free_port())
     try:
         await eventually(lambda: _both_assigned(a, b), within=60)
         first = await publish_events(isolated.stack.bootstrap, isolated.projector.audit_topic, 1500)
@@ -155,15 +155,6 @@ def _small_batches(isolated: Isolated) -> Isolated:
 
 async def _count_between(isolated: Isolated, low: int, high: int) -> bool:
     return low <= await _count(isolated) <= high
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _health(proc: subprocess.Popen[bytes]) -> dict[str, Any]:

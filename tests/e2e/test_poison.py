@@ -9,7 +9,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from audit_schemas import encode, kafka_headers
-from tests.conftest import Isolated
+from tests.conftest import Isolated, free_port, projector_running
 from tests.factories import action_event, send_raw
 from tests.polling import eventually
 
@@ -92,9 +92,27 @@ async def test_poison_is_dead_lettered_and_valid_events_behind_it_are_projected(
     assert (await api.get("/readyz")).status_code == 200
 
 
-async def test_newer_schema_stops_its_partition_and_flips_readiness(
-    isolated: Isolated, projector: Any, api: httpx.AsyncClient
-) -> None:
+async def test_newer_schema_stops_its_partition_and_flips_readiness(isolated: Isolated, api: httpx.AsyncClient) -> None:
+    port = free_port()
+    settings = isolated.projector.model_copy(update={"health_port": port})
+    async with projector_running(settings):
+        await _block_on_newer_schema(isolated, api, port)
+    # A restart without an upgrade stops at the same event again: nothing is skipped.
+    async with projector_running(settings):
+        await eventually(lambda: _projector_blocked(port))
+        assert await _entity_ids(isolated) == {"before", "other-partition"}
+
+
+async def _projector_blocked(port: int) -> bool:
+    async with httpx.AsyncClient() as client:
+        try:
+            response = await client.get(f"http://127.0.0.1:{port}/readyz")
+        except httpx.TransportError:
+            return False
+    return response.status_code == 503 and bool(response.json()["blocked"])
+
+
+async def _block_on_newer_schema(isolated: Isolated, api: httpx.AsyncClient, port: int) -> None:
     newer = json.loads(encode(action_event("from-the-future")))
     newer["data"]["schema_version"] = 2
     newer["data"]["new_field"] = "unknown to this projector"
@@ -131,6 +149,10 @@ async def test_newer_schema_stops_its_partition_and_flips_readiness(
         await conn.close()
     assert offset == 1, "the stored offset waits on the newer event for an upgraded projector"
     assert dead == 0, "a newer schema is not poison"
+    async with httpx.AsyncClient() as client:
+        own = (await client.get(f"http://127.0.0.1:{port}/readyz")).json()
+    assert own["ready"] is False
+    assert own["blocked"][f"{topic}/1"]["offset"] == 1
 
 
 async def _has(isolated: Isolated, wanted: set[str]) -> bool:
