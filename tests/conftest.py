@@ -40,6 +40,8 @@ class Stack:
     owner_dsn: str
     projector_dsn: str
     query_dsn: str
+    admin_dsn: str | None = None
+    """A superuser DSN, when the stack is ours to disturb (the local one; AUDIT_TEST_ADMIN_DSN otherwise)."""
 
 
 def _env_stack() -> Stack | None:
@@ -49,7 +51,7 @@ def _env_stack() -> Stack | None:
     if not all(values):
         return None
     bootstrap, owner, projector, query = (str(v) for v in values)
-    return Stack(bootstrap, owner, projector, query)
+    return Stack(bootstrap, owner, projector, query, os.environ.get("AUDIT_TEST_ADMIN_DSN"))
 
 
 def _local_stack_env() -> dict[str, str]:
@@ -78,6 +80,7 @@ def stack() -> Iterator[Stack]:
         env["AUDIT_OWNER_DSN"],
         env["AUDIT_PROJECTOR_DATABASE_URL"],
         env["AUDIT_QUERY_DATABASE_URL"],
+        env["AUDIT_POSTGRES_ADMIN_DSN"],
     )
     if not already and os.environ.get("AUDIT_KEEP_STACK") != "1":
         subprocess.run(["bash", str(STACK), "down"], check=False)

@@ -141,7 +141,7 @@ print_env() {
   local pg="127.0.0.1:$pg_port/audit"
   cat <<EOF
 export AUDIT_KAFKA_BOOTSTRAP=127.0.0.1:$kafka_port
-export AUDIT_POSTGRES_ADMIN_DSN=postgresql://postgres@127.0.0.1:$pg_port/audit?host=$pg_data
+export AUDIT_POSTGRES_ADMIN_DSN="postgresql://postgres@/audit?host=$pg_data&port=$pg_port"
 export AUDIT_OWNER_DSN=postgresql://audit_owner:audit_owner@$pg
 export AUDIT_PRODUCER_BOOTSTRAP_SERVERS=127.0.0.1:$kafka_port
 export AUDIT_PROJECTOR_BOOTSTRAP_SERVERS=127.0.0.1:$kafka_port

@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from audit_projector.errors import FencedError
 from audit_projector.repository import OffsetFence, ProjectionRepository
 from audit_projector.rows import BatchRows, Coordinates
-from tests.conftest import Isolated, free_port, projector_process
+from tests.conftest import Isolated, free_port, projector_process, projector_running
 from tests.factories import action_event, publish_events
 from tests.polling import eventually
 
@@ -170,3 +170,25 @@ def _health(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
 async def _both_assigned(a: subprocess.Popen[bytes], b: subprocess.Popen[bytes]) -> bool:
     health = await asyncio.gather(asyncio.to_thread(_health, a), asyncio.to_thread(_health, b))
     return all(h["assigned"] for h in health)
+
+
+async def test_projector_survives_losing_its_database_connection(isolated: Isolated) -> None:
+    """Postgres drops the projector's session mid-stream; it reconnects, resumes from stored offsets."""
+    if isolated.stack.admin_dsn is None:
+        pytest.skip("needs a superuser DSN (AUDIT_TEST_ADMIN_DSN) to terminate sessions")
+    settings = _small_batches(isolated).projector
+    ids = await publish_events(isolated.stack.bootstrap, settings.audit_topic, 3000)
+    admin = await asyncpg.connect(isolated.stack.admin_dsn)
+    try:
+        async with projector_running(settings) as task:
+            await eventually(lambda: _count_between(isolated, 1, 2999), within=60, interval=0.02)
+            killed = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+                f"audit-projector/{settings.group_id}",
+            )
+            assert killed == 1
+            await eventually(lambda: _count_between(isolated, 3000, 3000), within=90)
+            assert not task.done(), "the projector kept running"
+    finally:
+        await admin.close()
+    await _assert_exactly_once(isolated, ids)

@@ -4,6 +4,15 @@
 class ProjectorError(RuntimeError):
     """Root of everything the projector raises on purpose."""
 
+    retriable = False
+    """True when the same work may succeed after reconnecting (the service restarts its pipeline)."""
+
+
+class DependencyUnavailableError(ProjectorError):
+    """Postgres or Kafka dropped or refused the connection; nothing was committed, try again."""
+
+    retriable = True
+
 
 class MigrationError(ProjectorError):
     """A migration failed, or an applied migration file was changed afterwards."""
@@ -19,3 +28,5 @@ class FencedError(ProjectorError):
 
 class DeadLetterError(ProjectorError):
     """The dead-letter topic did not acknowledge a record, so the batch must not be committed."""
+
+    retriable = True

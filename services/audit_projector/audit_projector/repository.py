@@ -1,12 +1,14 @@
 """All of the projector's SQL: staged batch writes, fenced offsets, partition blocks."""
 
-from collections.abc import Iterable, Sequence
+import asyncio
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import asyncpg
 
-from audit_projector.errors import FencedError, ProjectorError
+from audit_projector.errors import DependencyUnavailableError, FencedError, ProjectorError
 from audit_projector.rows import DEAD_LETTER_COLUMNS, ENTRY_COLUMNS, LOG_COLUMNS, OUTCOME_COLUMNS, BatchRows
 
 # (table, staging table, columns, conflict target)
@@ -21,6 +23,28 @@ _TARGETS: Final = (
         "(kafka_topic, kafka_partition, kafka_offset)",
     ),
 )
+
+
+_CONNECTION_ERRORS: Final = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.CannotConnectNowError,
+)
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """Driver errors become ProjectorError; a lost or refused connection is the retriable kind."""
+    try:
+        yield
+    except FencedError:
+        raise
+    except _CONNECTION_ERRORS as e:
+        raise DependencyUnavailableError(f"{what}: database connection lost: {e}") from e
+    except asyncpg.PostgresError as e:
+        raise ProjectorError(f"{what}: {e}") from e
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,32 +79,35 @@ class ProjectionRepository:
     @classmethod
     async def connect(cls, dsn: str, schema: str, group_id: str) -> "ProjectionRepository":
         """Open the connection with `schema` first on the search path and create the staging tables."""
-        try:
-            conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+        with _translated("cannot open the read-model connection"):
+            conn = await asyncpg.connect(
+                dsn, server_settings={"search_path": schema, "application_name": f"audit-projector/{group_id}"}
+            )
             for table, stage, _, _ in _TARGETS:
                 await conn.execute(
                     f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
                 )
-        except (OSError, asyncpg.PostgresError) as e:
-            raise ProjectorError(f"cannot open the read-model connection: {e}") from e
         return cls(conn, group_id)
 
     async def close(self) -> None:
-        """Close the connection."""
-        await self._conn.close()
+        """Close the connection; a lost one is just dropped."""
+        if self._conn.is_closed():
+            return
+        try:
+            await asyncio.wait_for(self._conn.close(), 5)
+        except (*_CONNECTION_ERRORS, TimeoutError):
+            self._conn.terminate()
 
     async def ensure_partitions(self, months_ahead: int) -> int:
         """Create the coming months' partitions (through the owner's SECURITY DEFINER function)."""
-        try:
+        with _translated("cannot create month partitions"):
             created: int = await self._conn.fetchval("SELECT ensure_month_partitions($1, 1)", months_ahead)
-        except asyncpg.PostgresError as e:
-            raise ProjectorError(f"cannot create month partitions: {e}") from e
         return created
 
     async def load_offsets(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """Stored next offsets of the given partitions (absent: never projected)."""
         wanted = list(partitions)
-        try:
+        with _translated("cannot load offsets"):
             rows = await self._conn.fetch(
                 """SELECT o.topic, o.partition, o.next_offset
                      FROM projector_offsets o
@@ -91,13 +118,11 @@ class ProjectionRepository:
                 [t for t, _ in wanted],
                 [p for _, p in wanted],
             )
-        except asyncpg.PostgresError as e:
-            raise ProjectorError(f"cannot load offsets: {e}") from e
         return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
 
     async def write_batch(self, rows: BatchRows, fences: Sequence[OffsetFence], blocks: Sequence[Block]) -> None:
         """Rows, dead letters, blocks and offsets in one transaction; FencedError rolls all of it back."""
-        try:
+        with _translated("batch write failed"):
             async with self._conn.transaction():
                 await self._fence(fences)
                 for (table, stage, columns, conflict), records in zip(
@@ -106,10 +131,6 @@ class ProjectionRepository:
                     if records:
                         await self._stage_and_insert(table, stage, columns, conflict, records)
                 await self._record_blocks(fences, blocks)
-        except FencedError:
-            raise
-        except asyncpg.PostgresError as e:
-            raise ProjectorError(f"batch write failed: {e}") from e
 
     async def _fence(self, fences: Sequence[OffsetFence]) -> None:
         lost = []

@@ -13,7 +13,7 @@ from aiokafka.errors import KafkaError
 from audit_projector.config import Settings
 from audit_projector.consumer import Projector
 from audit_projector.deadletter import KafkaDeadLetterSink
-from audit_projector.errors import ProjectorError
+from audit_projector.errors import DependencyUnavailableError, ProjectorError
 from audit_projector.health import create_health_app
 from audit_projector.migrations import migrate
 from audit_projector.repository import ProjectionRepository
@@ -21,6 +21,9 @@ from audit_projector.state import ProjectorState
 from audit_projector.topics import ensure_topics
 
 log = structlog.get_logger(__name__)
+
+_BACKOFF_START_S = 0.5
+_BACKOFF_MAX_S = 30.0
 
 
 async def prepare(settings: Settings) -> None:
@@ -70,7 +73,8 @@ async def running_projector(settings: Settings, state: ProjectorState) -> AsyncI
         await consumer.start()
         yield projector
     except KafkaError as e:
-        raise ProjectorError(f"kafka client failed: {e!r}") from e
+        kind = DependencyUnavailableError if e.retriable else ProjectorError
+        raise kind(f"kafka client failed: {e!r}") from e
     finally:
         await consumer.stop()
         await producer.stop()
@@ -85,7 +89,6 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     state = ProjectorState()
-    await prepare(settings)
     health: asyncio.Task[None] | None = None
     server: uvicorn.Server | None = None
     if settings.health_port:
@@ -99,16 +102,35 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         server = uvicorn.Server(config)
         health = asyncio.create_task(server.serve())
     try:
-        async with running_projector(settings, state) as projector:
-            log.info(
-                "projector_started", group=settings.group_id, topics=list(settings.topics), schema=settings.db_schema
-            )
-            await projector.run(stop)
-    except ProjectorError as e:
-        state.last_error = str(e)
-        raise
+        await _supervise(settings, state, stop)
     finally:
         if server is not None and health is not None:
             server.should_exit = True
             await health
         log.info("projector_stopped", projected=state.projected, dead_lettered=state.dead_lettered)
+
+
+async def _supervise(settings: Settings, state: ProjectorState, stop: asyncio.Event) -> None:
+    """Run the pipeline; after a lost connection rebuild it from Postgres' offsets, with backoff."""
+    backoff = _BACKOFF_START_S
+    while not stop.is_set():
+        try:
+            await prepare(settings)
+            async with running_projector(settings, state) as projector:
+                state.last_error = None
+                backoff = _BACKOFF_START_S
+                log.info(
+                    "projector_started",
+                    group=settings.group_id,
+                    topics=list(settings.topics),
+                    schema=settings.db_schema,
+                )
+                await projector.run(stop)
+        except ProjectorError as e:
+            state.last_error = str(e)
+            if not e.retriable:
+                raise
+            log.warning("projector_restarting", error=str(e), after_s=backoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+            backoff = min(backoff * 2, _BACKOFF_MAX_S)

@@ -5,7 +5,7 @@ import contextlib
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from audit_projector.errors import ProjectorError
+from audit_projector.errors import DependencyUnavailableError, ProjectorError
 from audit_schemas.topics import TOPIC_CONFIG
 
 
@@ -25,6 +25,7 @@ async def ensure_topics(bootstrap_servers: str, names: list[str], partitions: in
                 await admin.create_topics(topics)
         return missing
     except KafkaError as e:
-        raise ProjectorError(f"cannot create topics {names}: {e!r}") from e
+        kind = DependencyUnavailableError if e.retriable else ProjectorError
+        raise kind(f"cannot create topics {names}: {e!r}") from e
     finally:
         await admin.close()
