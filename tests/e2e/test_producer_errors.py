@@ -81,3 +81,20 @@ async def test_decorator_records_a_failure_and_reraises(
     assert entry["outcome"]["error"] == {"type": "TimeoutError", "message": "upstream int-9 did not answer"}
     assert entry["correlation_id"] == "run-1"
     assert entry["user"] == {"type": "system", "id": "scheduler", "display_name": None}
+
+
+async def test_a_bad_outcome_value_is_recorded_as_the_failure(
+    audit: AuditProducer, projector: Any, api: httpx.AsyncClient
+) -> None:
+    with pytest.raises(InvalidActionError):
+        async with audit.action("update", entity=ENTITY, actor=ACTOR, tenant="acme") as act:
+            act.revision = -3
+
+    async def recorded() -> dict[str, Any] | None:
+        body = (await api.get("/v1/audit")).json()
+        done = body["count"] == 1 and body["data"][0]["outcome"]["status"] == "failed"
+        return body["data"][0] if done else None
+
+    entry = await eventually(recorded)
+    assert entry["outcome"]["error"]["type"] == "InvalidActionError"
+    assert "revision" in entry["outcome"]["error"]["message"]

@@ -2,7 +2,9 @@
 
 from uuid import uuid4
 
-from audit_producer import Action, ActionScope, Entity
+import pytest
+
+from audit_producer import Action, ActionScope, Entity, InvalidActionError
 
 
 def test_change_set_from_two_snapshots_keeps_only_differences() -> None:
@@ -13,3 +15,18 @@ def test_change_set_from_two_snapshots_keeps_only_differences() -> None:
         "new": (None, [1]),
         "size": (1, 3),
     }
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "7", True])
+def test_bad_revision_fails_inside_the_body(bad: object) -> None:
+    scope = ActionScope(uuid4(), Action.UPDATE, Entity(id="r", model="resource"), "acme", "00-x")
+    with pytest.raises(InvalidActionError, match="revision"):
+        scope.revision = bad  # type: ignore[assignment]
+    scope.revision = 4
+    assert scope.revision == 4
+
+
+def test_non_json_change_fails_inside_the_body() -> None:
+    scope = ActionScope(uuid4(), Action.UPDATE, Entity(id="r", model="resource"), "acme", "00-x")
+    with pytest.raises(InvalidActionError, match="not JSON-compatible"):
+        scope.change("handle", None, object())

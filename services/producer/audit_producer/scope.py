@@ -4,12 +4,19 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+from pydantic import ValidationError
+
+from audit_producer.errors import InvalidActionError
 from audit_schemas import Action, Entity, FieldChange
 
 
 @dataclass(slots=True)
 class ActionScope:
-    """Yielded by `AuditProducer.action()`; set `revision` and record changes before the body ends."""
+    """Yielded by `AuditProducer.action()`; set `revision` and record changes before the body ends.
+
+    Values are checked when they are set, inside the body, so a bad one fails the action (and is
+    recorded as its failure) instead of leaving an outcome that cannot be published.
+    """
 
     audit_id: UUID
     """The audit log id; also the trace id."""
@@ -18,8 +25,19 @@ class ActionScope:
     tenant_id: str
     traceparent: str
     """Hand this to work running elsewhere so its logs join this action."""
-    revision: int | None = None
     changes: dict[str, FieldChange] = field(default_factory=dict)
+    _revision: int | None = None
+
+    @property
+    def revision(self) -> int | None:
+        """The entity's revision after this action, if the body set one."""
+        return self._revision
+
+    @revision.setter
+    def revision(self, value: int | None) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise InvalidActionError(f"revision must be a non-negative integer, not {value!r}")
+        self._revision = value
 
     @property
     def trace_id(self) -> str:
@@ -28,7 +46,10 @@ class ActionScope:
 
     def change(self, name: str, before: Any, after: Any) -> None:
         """Record one field's before and after values (JSON-compatible)."""
-        self.changes[name] = FieldChange(before=before, after=after)
+        try:
+            self.changes[name] = FieldChange(before=before, after=after)
+        except ValidationError as e:
+            raise InvalidActionError(f"change of {name!r} is not JSON-compatible: {e.errors()[0]['msg']}") from e
 
     def set_changes(self, before: dict[str, Any], after: dict[str, Any]) -> None:
         """Record every field whose value differs between two snapshots."""
