@@ -61,6 +61,7 @@ class ExecutionLogShipper:
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.shipped = 0
         self.dropped = 0
         self.failed = 0
@@ -69,15 +70,17 @@ class ExecutionLogShipper:
         """Start draining on the running loop, in a fresh context so the drain itself is never traced."""
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
+        self._stopping = False
         self._task = self._loop.create_task(self._drain(), context=contextvars.Context())
 
     async def stop(self) -> None:
-        """Ship what is queued, then end the drain task."""
+        """Let the drain task ship what is queued and end (a line mid-send is not cut off)."""
         task, self._task = self._task, None
+        self._stopping = True
+        self._wakeup.set()
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        await self._ship_pending()
+            await task
+        await self._ship_pending()  # lines queued while not started, or from threads during the stop
 
     def submit(self, line: ExecutionLog) -> None:
         """Queue a line without blocking; from any thread. A full queue drops the line and counts it."""
@@ -140,7 +143,7 @@ class ExecutionLogShipper:
         )
 
     async def _drain(self) -> None:
-        while True:
+        while not self._stopping:
             await self._wakeup.wait()
             self._wakeup.clear()
             await self._ship_pending()
