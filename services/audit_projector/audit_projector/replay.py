@@ -6,7 +6,6 @@ from dataclasses import dataclass
 import structlog
 
 from audit_projector.config import Settings
-from audit_projector.migrations import migrate
 from audit_projector.service import prepare, running_projector
 from audit_projector.state import ProjectorState
 
@@ -25,8 +24,7 @@ class ReplayResult:
 
 async def replay(settings: Settings, owner_dsn: str, timeout_s: float) -> ReplayResult:
     """Project every record up to the end offsets seen at start into `settings.db_schema`."""
-    await migrate(owner_dsn, settings.db_schema)
-    await prepare(settings)
+    await prepare(settings.model_copy(update={"migrations_database_url": owner_dsn}))
     state = ProjectorState()
     stop = asyncio.Event()
     async with running_projector(settings, state) as projector:

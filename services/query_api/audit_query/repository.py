@@ -108,22 +108,6 @@ class AuditRepository:
         rows = await self._fetch(sql, *where.args)
         return [Row(self._entry(r), _sort_values(r, sort)) for r in rows]
 
-    async def entity_history(
-        self, tenant: str | None, model: str, entity_id: str, limit: int, after: Sequence[Any] | None
-    ) -> list[Row]:
-        """All actions on one entity, oldest first (revisions grow along it), `limit + 1` rows."""
-        where = _Where()
-        where.add("e.entity_model = {}", model)
-        where.add("e.entity_id = {}", entity_id)
-        if tenant is not None:
-            where.add("e.tenant_id = {}", tenant)
-        if after is not None:
-            where.add("(e.occurred_at, e.audit_id) > ({}::text::timestamptz, {}::text::uuid)", *after)
-        where.args.append(limit + 1)
-        sql = f"{_ENTRY_SELECT} {where.sql()} ORDER BY e.occurred_at, e.audit_id LIMIT ${len(where.args)}"
-        rows = await self._fetch(sql, *where.args)
-        return [Row(self._entry(r), _sort_values(r, SortField.TIME)) for r in rows]
-
     async def entry(self, audit_id: UUID) -> AuditEntryPublic | None:
         """One entry with its outcome, or None."""
         rows = await self._fetch(f"{_ENTRY_SELECT} WHERE e.audit_id = $1 LIMIT 1", audit_id)
@@ -244,9 +228,6 @@ def _apply_filters(where: _Where, f: AuditFilter) -> None:
 
 
 def _sort_values(r: asyncpg.Record, sort: SortField) -> tuple[str, ...]:
-    tail = (r["occurred_at"].isoformat(), str(r["audit_id"]))
-    if sort is SortField.USER:
-        return (r["user_sort"], *tail)
-    if sort is SortField.EVENT:
-        return (r["action"], *tail)
-    return tail
+    """The row's values of the sort columns, as text a cursor can carry (cast back in SQL)."""
+    values = (r[column.removeprefix("e.")] for column, _ in SORT_KEYS[sort])
+    return tuple(v.isoformat() if isinstance(v, datetime) else str(v) for v in values)

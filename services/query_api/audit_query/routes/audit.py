@@ -6,10 +6,10 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
-from audit_query.cursor import Cursor, scope_of
 from audit_query.deps import CodecDep, RepositoryDep, SettingsDep
 from audit_query.errors import BadRequestError, NotFoundError
 from audit_query.models import AuditEntryDetail, AuditFilter, AuditPage, SortField, SortOrder
+from audit_query.pages import read_page
 from audit_schemas import Action, ActorType
 
 router = APIRouter(prefix="/v1/audit", tags=["audit log"])
@@ -51,13 +51,9 @@ async def list_audit_entries(
         since=since,
         until=until,
     )
-    scope = scope_of(view="audit", sort=sort.value, order=order.value, filters=filters.model_dump(mode="json"))
-    after = codec.decode(cursor, scope).key if cursor else None
-    size = min(limit or settings.default_limit, settings.max_limit)
-    rows = await repo.list_entries(filters, sort, order, size, after)
-    page, more = rows[:size], len(rows) > size
-    next_cursor = codec.encode(Cursor(scope, page[-1].sort_values)) if more else None
-    return AuditPage(data=[r.entry for r in page], count=len(page), next_cursor=next_cursor)
+    return await read_page(
+        repo, codec, settings, view="audit", filters=filters, sort=sort, order=order, limit=limit, cursor=cursor
+    )
 
 
 @router.get("/{audit_id}", response_model=AuditEntryDetail, summary="One entry with its execution logs")

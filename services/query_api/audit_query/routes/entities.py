@@ -4,10 +4,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from audit_query.cursor import Cursor, scope_of
 from audit_query.deps import CodecDep, RepositoryDep, SettingsDep
 from audit_query.errors import NotFoundError
-from audit_query.models import AuditPage
+from audit_query.models import AuditFilter, AuditPage, SortField, SortOrder
+from audit_query.pages import read_page
 from audit_query.routes.audit import CursorQuery, LimitQuery
 
 router = APIRouter(prefix="/v1/entities", tags=["entity history"])
@@ -25,12 +25,18 @@ async def entity_history(
     cursor: CursorQuery = None,
 ) -> AuditPage:
     """Every action on the entity, oldest first, so revisions read in order."""
-    scope = scope_of(view="entity", model=model, entity_id=entity_id, tenant=tenant)
-    after = codec.decode(cursor, scope).key if cursor else None
-    size = min(limit or settings.default_limit, settings.max_limit)
-    rows = await repo.entity_history(tenant, model, entity_id, size, after)
-    if not rows and after is None:
+    filters = AuditFilter(tenant=tenant, model=model, entity_id=entity_id)
+    page = await read_page(
+        repo,
+        codec,
+        settings,
+        view="entity",
+        filters=filters,
+        sort=SortField.TIME,
+        order=SortOrder.ASC,
+        limit=limit,
+        cursor=cursor,
+    )
+    if not page.data and cursor is None:
         raise NotFoundError(f"no audit entries for {model}/{entity_id}")
-    page, more = rows[:size], len(rows) > size
-    next_cursor = codec.encode(Cursor(scope, page[-1].sort_values)) if more else None
-    return AuditPage(data=[r.entry for r in page], count=len(page), next_cursor=next_cursor)
+    return page

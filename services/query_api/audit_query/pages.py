@@ -1,0 +1,28 @@
+"""One page of audit entries: cursor in, rows from the repository, signed cursor out."""
+
+from audit_query.config import Settings
+from audit_query.cursor import Cursor, CursorCodec, scope_of
+from audit_query.models import AuditFilter, AuditPage, SortField, SortOrder
+from audit_query.repository import AuditRepository
+
+
+async def read_page(
+    repo: AuditRepository,
+    codec: CursorCodec,
+    settings: Settings,
+    *,
+    view: str,
+    filters: AuditFilter,
+    sort: SortField,
+    order: SortOrder,
+    limit: int | None,
+    cursor: str | None,
+) -> AuditPage:
+    """Keyset page; the cursor is bound to `view`, sort, order and filters, so no other query takes it."""
+    scope = scope_of(view=view, sort=sort.value, order=order.value, filters=filters.model_dump(mode="json"))
+    after = codec.decode(cursor, scope).key if cursor else None
+    size = min(limit or settings.default_limit, settings.max_limit)
+    rows = await repo.list_entries(filters, sort, order, size, after)
+    page, more = rows[:size], len(rows) > size
+    next_cursor = codec.encode(Cursor(scope, page[-1].sort_values)) if more else None
+    return AuditPage(data=[r.entry for r in page], count=len(page), next_cursor=next_cursor)
