@@ -1,11 +1,24 @@
 """Valid events built directly (not through the producer library), for load and poison tests."""
 
+import json
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
 
 from audit_producer.ids import uuid7
-from audit_schemas import ActionEvent, ActionStarted, Actor, Entity, encode, kafka_headers
+from audit_schemas import (
+    ActionEvent,
+    ActionOutcome,
+    ActionStarted,
+    Actor,
+    Entity,
+    ErrorSummary,
+    ExecutionLog,
+    ExecutionLogEvent,
+    OutcomeEvent,
+    encode,
+    kafka_headers,
+)
 from audit_schemas.topics import audit_key
 
 
@@ -55,3 +68,76 @@ async def send_raw(bootstrap: str, topic: str, records: list[tuple[bytes, int]])
             await producer.send_and_wait(topic, value, key=b"acme/resource/x", partition=partition)
     finally:
         await producer.stop()
+
+
+def outcome_event(start: ActionEvent, status: str = "succeeded", **data: object) -> OutcomeEvent:
+    """A valid outcome for `start` (same audit id, tenant, action and entity)."""
+    s = start.data
+    now = datetime.now(UTC)
+    error = ErrorSummary(type="RuntimeError", message="boom") if status == "failed" else None
+    outcome = ActionOutcome.model_validate(
+        {
+            "audit_id": s.audit_id,
+            "tenant_id": s.tenant_id,
+            "action": s.action,
+            "entity": s.entity,
+            "status": status,
+            "error": error,
+            "finished_at": now,
+            "duration_ms": 1.5,
+            **data,
+        }
+    )
+    return OutcomeEvent(
+        id=uuid7(), source="tests", subject=start.subject, time=now, partitionkey=start.partitionkey, data=outcome
+    )
+
+
+def log_event(start: ActionEvent, message: str = "working", **fields: object) -> ExecutionLogEvent:
+    """A valid execution-log line of `start`'s action."""
+    now = datetime.now(UTC)
+    line = ExecutionLog(
+        log_id=uuid7(),
+        trace_id=start.data.trace_id,
+        tenant_id=start.data.tenant_id,
+        level="info",
+        logger="tests",
+        message=message,
+        fields=fields,
+        logged_at=now,
+    )
+    return ExecutionLogEvent(id=line.log_id, source="tests", time=now, data=line)
+
+
+def _mutated(event: ActionEvent | OutcomeEvent | ExecutionLogEvent, path: str, value: object) -> bytes:
+    """The event's JSON with the field at dotted `path` set to `value` (NaN/Infinity written as JS literals)."""
+    raw = json.loads(encode(event))
+    *parents, last = path.split(".")
+    node = raw
+    for name in parents:
+        node = node[name]
+    node[last] = value
+    return json.dumps(raw, ensure_ascii=True, allow_nan=True).encode()
+
+
+def poison_records() -> dict[str, tuple[str, bytes]]:
+    """Name → (kind, raw record value) for inputs PostgreSQL cannot store; kind is `audit` or `log`."""
+    start = action_event("poison-host")
+    failed = outcome_event(start, "failed")
+    done = outcome_event(start, changes={"replicas": {"before": 1, "after": 2}})
+    line = log_event(start, ratio=0.5)
+    return {
+        "nul_entity_id": ("audit", _mutated(start, "data.entity.id", "a\x00b")),
+        "nul_display_name": ("audit", _mutated(start, "data.actor.display_name", "Ada\x00")),
+        "nul_correlation_id": ("audit", _mutated(start, "data.correlation_id", "c-\x00")),
+        "nul_error_message": ("audit", _mutated(failed, "data.error.message", "boom\x00")),
+        "nul_log_message": ("log", _mutated(line, "data.message", "x\x00y")),
+        "nul_in_change_set": ("audit", _mutated(done, "data.changes", {"k": {"before": "a\x00", "after": 1}})),
+        "nan_in_change_set": ("audit", _mutated(done, "data.changes", {"k": {"before": float("nan"), "after": 1}})),
+        "nan_log_field": ("log", _mutated(line, "data.fields", {"ratio": float("nan")})),
+        "infinity_log_field": ("log", _mutated(line, "data.fields", {"ratio": float("inf")})),
+        "nul_log_field_key": ("log", _mutated(line, "data.fields", {"k\x00": 1})),
+        "revision_over_bigint": ("audit", _mutated(done, "data.revision", 2**63)),
+        "lone_surrogate_entity_id": ("audit", _mutated(start, "data.entity.id", "\ud800")),
+        "time_out_of_utc_range": ("audit", _mutated(start, "time", "0001-01-01T00:00:00+01:00")),
+    }

@@ -5,17 +5,19 @@ from typing import Annotated, Any, Final, Literal
 from uuid import UUID
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
+    model_validator,
 )
 
 from audit_schemas.actions import Action
 from audit_schemas.events import ActionOutcome, ActionStarted, ExecutionLog
+from audit_schemas.storable import StorableDatetime, Text
 from audit_schemas.topics import (
     ACTION_EVENT_TYPE,
     CONTENT_TYPE,
@@ -24,24 +26,41 @@ from audit_schemas.topics import (
     TYPE_PREFIX,
 )
 
-Source = Annotated[str, StringConstraints(min_length=1, max_length=512)]
-Subject = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+Source = Annotated[Text, StringConstraints(min_length=1, max_length=512)]
+Subject = Annotated[Text, StringConstraints(min_length=1, max_length=512)]
+WIRE: Final = {"wire": True}
+"""Validation context for records read off the wire: the attributes below must be present, not defaulted."""
+WIRE_REQUIRED: Final = ("specversion", "type", "datacontenttype")
+
+
+def _wire_required(schema: dict[str, Any]) -> None:
+    """JSON Schema: what the wire requires, although Python callers may leave these to their defaults."""
+    schema["required"] = sorted({*schema.get("required", ()), *WIRE_REQUIRED})
 
 
 class _CloudEvent(BaseModel):
     # Extension attributes other producers add are kept, not rejected (CloudEvents allows them).
-    model_config = ConfigDict(frozen=True, extra="allow")
+    model_config = ConfigDict(frozen=True, extra="allow", json_schema_extra=_wire_required)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _present_on_the_wire(cls, raw: Any, info: ValidationInfo) -> Any:
+        if info.context and info.context.get("wire") and isinstance(raw, dict):
+            missing = [name for name in WIRE_REQUIRED if name not in raw]
+            if missing:
+                raise ValueError(f"missing CloudEvents attributes {missing}")
+        return raw
 
     specversion: Literal["1.0"] = "1.0"
     id: UUID
     source: Source
     subject: Subject | None = None
-    time: AwareDatetime
+    time: StorableDatetime
     datacontenttype: Literal["application/json"] = "application/json"
-    dataschema: str | None = None
-    traceparent: str | None = None
+    dataschema: Text | None = None
+    traceparent: Text | None = None
     """Distributed-tracing extension: the action's W3C traceparent."""
-    partitionkey: str | None = None
+    partitionkey: Text | None = None
     """Kafka binding partitioning extension: the record key."""
 
 
@@ -50,6 +69,12 @@ class ActionEvent(_CloudEvent):
 
     type: Literal["dev.audittrail.audit.action.v1"] = "dev.audittrail.audit.action.v1"
     data: ActionStarted
+
+    @model_validator(mode="after")
+    def _id_is_the_audit_id(self) -> "ActionEvent":
+        if self.id != self.data.audit_id:
+            raise ValueError("an action event's id must equal its data.audit_id")
+        return self
 
 
 class OutcomeEvent(_CloudEvent):
@@ -128,7 +153,7 @@ def decode(value: bytes | None) -> ActionEvent | OutcomeEvent | ExecutionLogEven
         raise EnvelopeError("empty_value", "record has no value")
     try:
         # Fast path for the common case: pydantic-core parses and validates in one pass.
-        return _ANY_EVENT.validate_json(value)
+        return _ANY_EVENT.validate_json(value, context=WIRE)
     except ValidationError:
         pass  # classify the failure below: poison, or a newer schema
     try:
@@ -148,7 +173,7 @@ def decode(value: bytes | None) -> ActionEvent | OutcomeEvent | ExecutionLogEven
     if isinstance(data, dict) and "action" in data and data["action"] not in _ACTIONS:
         raise EnvelopeError("unknown_action", f"action {data['action']!r} is not one of the 13 actions")
     try:
-        return _ANY_EVENT.validate_python(raw)
+        return _ANY_EVENT.validate_python(raw, context=WIRE)
     except ValidationError as e:
         raise EnvelopeError("schema_validation", _summarise(e)) from e
 

@@ -3,28 +3,20 @@
 from typing import Annotated, Literal, Self
 from uuid import UUID
 
-from pydantic import (
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    IPvAnyAddress,
-    JsonValue,
-    StringConstraints,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, StringConstraints, model_validator
 
 from audit_schemas.actions import Action, ActorType, LogLevel, OutcomeStatus
+from audit_schemas.storable import Bigint, FiniteFloat, StorableDatetime, StorableJson, Text
 
 SCHEMA_VERSION: Literal[1] = 1
 """The newest payload version this code understands; a higher one is not poison, it needs an upgrade."""
 
 TenantId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 ModelName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
-EntityId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+EntityId = Annotated[Text, StringConstraints(min_length=1, max_length=256)]
 TraceId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 SpanId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
-ShortText = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+ShortText = Annotated[Text, StringConstraints(min_length=1, max_length=256)]
 
 
 class _Payload(BaseModel):
@@ -72,21 +64,21 @@ class RequestContext(_Payload):
 
     request_id: ShortText | None = None
     client_ip: IPvAnyAddress | None = None
-    user_agent: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    user_agent: Annotated[Text, StringConstraints(max_length=1024)] | None = None
 
 
 class ErrorSummary(_Payload):
     """Why an action failed: the exception type and its message, never a traceback."""
 
     type: ShortText
-    message: Annotated[str, StringConstraints(max_length=4096)]
+    message: Annotated[Text, StringConstraints(max_length=4096)]
 
 
 class FieldChange(_Payload):
     """One field's value before and after an update."""
 
-    before: JsonValue
-    after: JsonValue
+    before: StorableJson
+    after: StorableJson
 
 
 class ActionStarted(_Payload):
@@ -102,7 +94,7 @@ class ActionStarted(_Payload):
     correlation_id: ShortText | None = None
     otel_trace_id: TraceId | None = None
     otel_span_id: SpanId | None = None
-    started_at: AwareDatetime
+    started_at: StorableDatetime
 
     @property
     def trace_id(self) -> str:
@@ -120,10 +112,10 @@ class ActionOutcome(_Payload):
     entity: Entity
     status: OutcomeStatus
     error: ErrorSummary | None = None
-    revision: Annotated[int, Field(ge=0)] | None = None
-    changes: dict[str, FieldChange] | None = None
-    finished_at: AwareDatetime
-    duration_ms: Annotated[float, Field(ge=0)]
+    revision: Bigint | None = None
+    changes: dict[Text, FieldChange] | None = None
+    finished_at: StorableDatetime
+    duration_ms: FiniteFloat
 
     @model_validator(mode="after")
     def _error_iff_failed(self) -> Self:
@@ -140,8 +132,8 @@ class ExecutionLog(_Payload):
     trace_id: TraceId
     tenant_id: TenantId | None = None
     level: LogLevel
-    logger: Annotated[str, StringConstraints(max_length=256)] | None = None
-    message: Annotated[str, StringConstraints(max_length=16384)]
-    fields: dict[str, JsonValue] = Field(default_factory=dict)
-    process: Annotated[str, StringConstraints(max_length=256)] | None = None
-    logged_at: AwareDatetime
+    logger: Annotated[Text, StringConstraints(max_length=256)] | None = None
+    message: Annotated[Text, StringConstraints(max_length=16384)]
+    fields: dict[Text, StorableJson] = Field(default_factory=dict)
+    process: Annotated[Text, StringConstraints(max_length=256)] | None = None
+    logged_at: StorableDatetime
