@@ -15,13 +15,12 @@ from uuid import uuid4
 
 import asyncpg
 from tests.factories import action_event, publish_events
-from tests.polling import eventually
 
 from audit_projector import logs
 from audit_projector.config import Settings
 from audit_projector.migrations import migrate
+from audit_projector.replay import catch_up
 from audit_projector.rows import ENTRY_COLUMNS, Coordinates, entry_row
-from audit_projector.service import running_projector
 from audit_projector.state import ProjectorState
 from audit_projector.topics import ensure_topics
 
@@ -36,7 +35,7 @@ async def baseline(events: int) -> float:
     """Seconds to COPY `events` prepared rows into a fresh audit_entries."""
     schema = f"bench_copy_{uuid4().hex[:8]}"
     await migrate(OWNER, schema)
-    rows = [entry_row(action_event(f"e-{i % 500}"), Coordinates("bench", 0, i)) for i in range(events)]
+    rows = [entry_row(action_event(f"e-{i % 500}"), Coordinates("bench", 0, i)).values for i in range(events)]
     conn = await asyncpg.connect(OWNER, server_settings={"search_path": schema})
     try:
         started = time.perf_counter()
@@ -63,16 +62,9 @@ async def projector(events: int, batch: int) -> float:
     await migrate(OWNER, name)
     await ensure_topics(BOOTSTRAP, [*settings.topics, settings.dead_letter_topic], settings.partitions)
     await publish_events(BOOTSTRAP, settings.audit_topic, events, entities=500)
-    state = ProjectorState()
-    stop = asyncio.Event()
-    async with running_projector(settings, state) as proj:
-        targets = await proj.end_offsets()
-        started = time.perf_counter()
-        run = asyncio.create_task(proj.run(stop))
-        await eventually(lambda: _true(proj.caught_up(targets)), within=600, interval=0.01)
-        elapsed = time.perf_counter() - started
-        stop.set()
-        await run
+    started = time.perf_counter()
+    await catch_up(settings, ProjectorState(), timeout_s=600)
+    elapsed = time.perf_counter() - started
     conn = await asyncpg.connect(OWNER)
     try:
         count = await conn.fetchval(f"SELECT count(*) FROM {name}.audit_entries")
@@ -81,10 +73,6 @@ async def projector(events: int, batch: int) -> float:
         await conn.close()
     assert count == events, f"projected {count} of {events}"
     return elapsed
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def main() -> None:

@@ -12,7 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from audit_projector.errors import FencedError
-from audit_projector.repository import OffsetFence, ProjectionRepository
+from audit_projector.repository import Batch, OffsetFence, ProjectionRepository
 from audit_projector.rows import BatchRows, Coordinates
 from tests.conftest import Isolated, free_port, projector_process, projector_running
 from tests.factories import action_event, publish_events
@@ -114,26 +114,26 @@ async def test_two_projectors_one_killed(isolated: Isolated) -> None:
 async def test_stale_offset_fence_rolls_the_batch_back(isolated: Isolated) -> None:
     """A projector that lost its partition cannot commit a late batch: rows and offset both stay put."""
     settings = isolated.projector
-    old = await ProjectionRepository.connect(str(settings.database_url), settings.db_schema, settings.group_id)
-    new = await ProjectionRepository.connect(str(settings.database_url), settings.db_schema, settings.group_id)
+    old = await ProjectionRepository.connect(str(settings.database_url), settings.db_schema, settings.group_id, "old")
+    new = await ProjectionRepository.connect(str(settings.database_url), settings.db_schema, settings.group_id, "new")
     topic = settings.audit_topic
     try:
         first = BatchRows()
         first.add(action_event("a"), Coordinates(topic, 0, 0))
-        await old.write_batch(first, [OffsetFence(topic, 0, None, 1)], [])
+        await old.write_batch(Batch(first, [OffsetFence(topic, 0, None, 1)]))
         # The new owner resumes from 1 and moves on to 3.
         moved = BatchRows()
         moved.add(action_event("b"), Coordinates(topic, 0, 1))
         moved.add(action_event("c"), Coordinates(topic, 0, 2))
-        await new.write_batch(moved, [OffsetFence(topic, 0, 1, 3)], [])
+        await new.write_batch(Batch(moved, [OffsetFence(topic, 0, 1, 3)]))
         # The old owner's late batch still starts from 1: fenced, nothing of it is written.
         late = BatchRows()
         late.add(action_event("zombie"), Coordinates(topic, 0, 1))
         with pytest.raises(FencedError):
-            await old.write_batch(late, [OffsetFence(topic, 0, 1, 2)], [])
+            await old.write_batch(Batch(late, [OffsetFence(topic, 0, 1, 2)]))
         # A second first-claim of the same partition is fenced too.
         with pytest.raises(FencedError):
-            await new.write_batch(BatchRows(), [OffsetFence(topic, 0, None, 5)], [])
+            await new.write_batch(Batch(BatchRows(), [OffsetFence(topic, 0, None, 5)]))
     finally:
         await old.close()
         await new.close()
@@ -162,9 +162,9 @@ def _health(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
             body: dict[str, Any] = json.loads(response.read())
-            return body
     except OSError:
         return {"assigned": []}
+    return {"assigned": [p for pipeline in body["pipelines"].values() for p in pipeline["assigned"]]}
 
 
 async def _both_assigned(a: subprocess.Popen[bytes], b: subprocess.Popen[bytes]) -> bool:
@@ -184,7 +184,7 @@ async def test_projector_survives_losing_its_database_connection(isolated: Isola
             await eventually(lambda: _count_between(isolated, 1, 2999), within=60, interval=0.02)
             killed = await admin.fetchval(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
-                f"audit-projector/{settings.group_id}",
+                f"audit-projector/audit/{settings.group_id}",
             )
             assert killed == 1
             await eventually(lambda: _count_between(isolated, 3000, 3000), within=90)

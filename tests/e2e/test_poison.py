@@ -128,11 +128,12 @@ async def _block_on_newer_schema(isolated: Isolated, api: httpx.AsyncClient, por
         ],
     )
 
-    async def not_ready() -> dict[str, Any] | None:
+    async def degraded() -> dict[str, Any] | None:
         response = await api.get("/readyz")
-        return response.json() if response.status_code == 503 else None
+        assert response.status_code == 200, "a blocked partition does not take the read API out of service"
+        return response.json() if response.json()["status"] == "degraded" else None
 
-    body = await eventually(not_ready)
+    body = await eventually(degraded)
     [block] = body["checks"]["blocked_partitions"]
     assert (block["topic"], block["partition"], block["offset"]) == (topic, 1, 1)
     assert block["schema_version"] == "2"
@@ -153,6 +154,7 @@ async def _block_on_newer_schema(isolated: Isolated, api: httpx.AsyncClient, por
         own = (await client.get(f"http://127.0.0.1:{port}/readyz")).json()
     assert own["ready"] is False
     assert own["blocked"][f"{topic}/1"]["offset"] == 1
+    assert own["blocked"][f"{topic}/1"]["reason"] == "newer_schema"
 
 
 async def _has(isolated: Isolated, wanted: set[str]) -> bool:

@@ -1,5 +1,6 @@
 """The read model's guarantees: roles, month partitions, and a rebuild from offset 0."""
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,7 +46,8 @@ async def test_service_roles_cannot_rewrite_history(isolated: Isolated, stack: A
         await query.close()
 
 
-async def test_unexpected_month_lands_in_the_default_partition(isolated: Isolated, projector: Any) -> None:
+async def test_old_history_creates_the_months_it_needs(isolated: Isolated, projector: Any) -> None:
+    """A late or replayed event from 2019 gets its own month partition instead of filling the default one."""
     old = action_event("from-2019")
     old = old.model_copy(update={"time": datetime(2019, 5, 1, tzinfo=UTC)})
     await send_raw(
@@ -69,9 +71,34 @@ async def test_unexpected_month_lands_in_the_default_partition(isolated: Isolate
     finally:
         await conn.close()
     parts = {r["entity_id"]: r["part"] for r in where}
-    assert parts["from-2019"].endswith("audit_entries_default")
+    assert parts["from-2019"].endswith("audit_entries_y2019m05")
     assert "audit_entries_y" in parts["now"]
-    assert months >= 4, "this month, the one before and three ahead exist"
+    assert months >= 5, "2019-05, this month and three ahead exist"
+
+
+async def test_month_creation_is_race_free_and_moves_default_rows(isolated: Isolated) -> None:
+    """Projectors creating the same month at once take turns; rows already in the default partition move."""
+    schema = isolated.name
+    owner = await asyncpg.connect(isolated.stack.owner_dsn)
+    writers = [await asyncpg.connect(str(isolated.projector.database_url)) for _ in range(4)]
+    try:
+        await owner.execute(
+            f"INSERT INTO {schema}.execution_logs (logged_at, log_id, trace_id, level, message, source, schema_version,"
+            " kafka_topic, kafka_partition, kafka_offset) VALUES ('2011-03-04T05:06:07Z', gen_random_uuid(),"
+            " gen_random_uuid(), 'info', 'early', 's', 1, 't', 0, 0)"
+        )
+        made = await asyncio.gather(
+            *(w.fetchval(f"SELECT {schema}.ensure_month_partition($1, 'execution_logs', '2011-03-20')", schema) for w in writers)
+        )
+        assert sorted(made) == [False, False, False, True], "exactly one call made the month"
+        where = await owner.fetchval(f"SELECT tableoid::regclass::text FROM {schema}.execution_logs")
+        assert where.endswith("execution_logs_y2011m03")
+        with pytest.raises(asyncpg.RaiseError, match="not a partitioned"):
+            await writers[0].fetchval(f"SELECT {schema}.ensure_month_partition($1, 'dead_letters', '2011-03-01')", schema)
+    finally:
+        await owner.close()
+        for w in writers:
+            await w.close()
 
 
 async def test_replay_rebuilds_the_read_model_from_offset_zero(isolated: Isolated, projector: Any) -> None:

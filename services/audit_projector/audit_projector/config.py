@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     heartbeat_interval_ms: Annotated[int, Field(ge=100)] = 1000
     publish_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
     months_ahead: Annotated[int, Field(ge=1, le=36)] = 3
+    stall_after_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """Readiness fails when the broker has not answered, or lag has not shrunk, for this long."""
+    probe_interval_s: Annotated[float, Field(gt=0, le=300)] = 5.0
+    """How often each pipeline asks the broker for end offsets (lag) and re-checks blocked partitions."""
+    shutdown_timeout_s: Annotated[float, Field(gt=0, le=300)] = 15.0
+    """On SIGTERM, how long the batch in flight may take to commit before it is rolled back."""
     health_host: str = "127.0.0.1"
     health_port: Annotated[int, Field(ge=0, le=65535)] = 0
     """Port of /healthz and /readyz; 0 turns the health server off."""
@@ -39,3 +45,8 @@ class Settings(BaseSettings):
     def topics(self) -> tuple[str, str]:
         """The topics projected into the read model."""
         return (self.audit_topic, self.execution_log_topic)
+
+    def kafka_group(self, topic: str) -> str:
+        """Consumer group of `topic`'s pipeline: one group per topic, so one stream's rebalances never stall the
+        other's. Stored offsets are keyed by `group_id` and topic either way."""
+        return self.group_id if topic == self.audit_topic else f"{self.group_id}.logs"

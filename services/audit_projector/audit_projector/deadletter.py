@@ -1,6 +1,8 @@
 """Publish refused records to the dead-letter topic, with why and where they came from."""
 
 import asyncio
+import base64
+import json
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -8,6 +10,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from audit_projector.errors import DeadLetterError
+from audit_projector.rows import Coordinates, Row
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,9 +27,16 @@ class DeadLetter:
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
 
-    def row(self) -> tuple[str, int, int, str, str, bytes | None, bytes | None]:
+    @property
+    def at(self) -> Coordinates:
+        """Where the refused record sits."""
+        return Coordinates(self.topic, self.partition, self.offset)
+
+    def row(self) -> Row:
         """The `dead_letters` row, in the column order of rows.DEAD_LETTER_COLUMNS."""
-        return (self.topic, self.partition, self.offset, self.reason, self.detail, self.key, self.value)
+        headers = json.dumps([[k, base64.b64encode(v or b"").decode()] for k, v in self.headers])
+        values = (self.topic, self.partition, self.offset, self.reason, self.detail, self.key, self.value, headers)
+        return Row(self.at, values)
 
 
 class DeadLetterSink(Protocol):
@@ -62,8 +72,14 @@ def _headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
     return [
         *letter.headers,
         ("dlq.reason", letter.reason.encode()),
-        ("dlq.detail", letter.detail.encode()[:4096]),
+        ("dlq.detail", letter.detail.encode(errors="replace")[:4096]),
         ("dlq.source.topic", letter.topic.encode()),
         ("dlq.source.partition", str(letter.partition).encode()),
         ("dlq.source.offset", str(letter.offset).encode()),
     ]
+
+
+def safe_detail(text: str, limit: int = 8192) -> str:
+    """A reason's detail as text PostgreSQL and Kafka headers can carry: no NUL, no lone surrogates, bounded."""
+    cleaned = text.replace("\x00", "\\x00").encode("utf-8", errors="backslashreplace").decode("utf-8")
+    return cleaned[:limit]

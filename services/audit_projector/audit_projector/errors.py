@@ -1,4 +1,12 @@
-"""The projector's exceptions: one root, driver errors translated at the boundary."""
+"""The projector's exceptions, and the one place that classifies driver errors into them."""
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final
+
+import asyncpg
+from aiokafka.errors import KafkaError
 
 
 class ProjectorError(RuntimeError):
@@ -30,3 +38,102 @@ class DeadLetterError(ProjectorError):
     """The dead-letter topic did not acknowledge a record, so the batch must not be committed."""
 
     retriable = True
+
+
+class RecordDataError(ProjectorError):
+    """The database refused a value of the batch (a data error): some record may be poison; isolate it."""
+
+
+class DatabaseError(ProjectorError):
+    """The database failed for a reason that is not a record's fault (privileges, constraints, disk, bugs)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A record the database or the registry refused on its own, with the reason its dead letter carries."""
+
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+    detail: str
+
+
+class RecordsRejectedError(ProjectorError):
+    """Records of the batch were refused on their own; the batch rolled back and is retried without them."""
+
+    def __init__(self, rejections: list[Rejection]) -> None:
+        super().__init__(f"{len(rejections)} record(s) refused: {[r.reason for r in rejections][:5]}")
+        self.rejections = rejections
+
+
+_CONNECTION_ERRORS: Final = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,  # 57P01 admin shutdown, 57P03 cannot connect now
+    asyncpg.InsufficientResourcesError,  # 53: too many connections, out of memory, disk full — may pass
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+)
+_CLIENT_DATA_ERRORS: Final = (
+    asyncpg.exceptions._base.DataError,  # an argument asyncpg could not encode
+    UnicodeEncodeError,  # a lone surrogate in a string
+    OverflowError,  # an integer or date out of PostgreSQL's range, found while encoding
+)
+_RECORD_SQLSTATE_CLASSES: Final = ("22", "54")
+"""Data exception (22xxx: bad encoding, out of range, invalid text) and program limit (54xxx: value too big)."""
+
+
+def is_record_data_error(error: BaseException) -> bool:
+    """True for errors a single bad value can cause; everything else is not a record's fault."""
+    if isinstance(error, _CLIENT_DATA_ERRORS):
+        return True
+    state = getattr(error, "sqlstate", None)
+    return isinstance(error, asyncpg.PostgresError) and isinstance(state, str) and state[:2] in _RECORD_SQLSTATE_CLASSES
+
+
+def classify_db_error(what: str, error: BaseException) -> ProjectorError:
+    """Map an asyncpg (or encoding) error to the projector's own kind; the caller raises it `from` the cause."""
+    if isinstance(error, ProjectorError):
+        return error
+    if isinstance(error, _CONNECTION_ERRORS) or (
+        isinstance(error, asyncpg.InterfaceError) and not isinstance(error, asyncpg.exceptions._base.DataError)
+    ):
+        return DependencyUnavailableError(f"{what}: database connection lost: {error}")
+    if is_record_data_error(error):
+        state = getattr(error, "sqlstate", None) or type(error).__name__
+        return RecordDataError(f"{what}: [{state}] {error}")
+    state = getattr(error, "sqlstate", None)
+    return DatabaseError(f"{what}: [{state or type(error).__name__}] {error}")
+
+
+@contextlib.contextmanager
+def db_errors(what: str) -> Iterator[None]:
+    """Translate driver errors raised inside the block; the projector's own errors pass through."""
+    try:
+        yield
+    except ProjectorError:
+        raise
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, *_CONNECTION_ERRORS, *_CLIENT_DATA_ERRORS) as e:
+        raise classify_db_error(what, e) from e
+
+
+@contextlib.contextmanager
+def kafka_errors(what: str) -> Iterator[None]:
+    """Translate Kafka client errors: retriable ones (broker away, leader moving) restart the pipeline."""
+    try:
+        yield
+    except ProjectorError:
+        raise
+    except KafkaError as e:
+        raise classify_kafka_error(what, e) from e
+
+
+def classify_kafka_error(what: str, error: KafkaError) -> ProjectorError:
+    """Retriable Kafka errors (broker away, leader moving) are the kind that rebuilds the pipeline."""
+    kind = DependencyUnavailableError if error.retriable or _is_connection(error) else ProjectorError
+    return kind(f"{what}: {error!r}")
+
+
+def _is_connection(error: KafkaError) -> bool:
+    return type(error).__name__ in {"KafkaConnectionError", "NodeNotReadyError", "RequestTimedOutError"}

@@ -1,12 +1,13 @@
 """Rebuild a read model from offset 0 into a fresh schema, then stop once it has caught up."""
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 import structlog
 
 from audit_projector.config import Settings
-from audit_projector.service import prepare, running_projector
+from audit_projector.service import prepare, running_pipeline
 from audit_projector.state import ProjectorState
 
 log = structlog.get_logger(__name__)
@@ -22,26 +23,38 @@ class ReplayResult:
     dead_lettered: int
 
 
+async def catch_up(settings: Settings, state: ProjectorState, timeout_s: float) -> int:
+    """Run a pipeline per topic until each has projected up to the end offsets seen at its start.
+
+    Returns how many records those end offsets cover.
+    """
+    stop = asyncio.Event()
+    async with contextlib.AsyncExitStack() as stack:
+        pipelines = [
+            await stack.enter_async_context(running_pipeline(settings, state.pipeline(t))) for t in settings.topics
+        ]
+        targets = [await p.end_offsets() for p in pipelines]
+        runs = [asyncio.create_task(p.run(stop)) for p in pipelines]
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not all(p.caught_up(t) for p, t in zip(pipelines, targets, strict=True)):
+                    for run in runs:
+                        if run.done():
+                            await run  # surface the pipeline's error
+                    await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await asyncio.gather(*runs, return_exceptions=True)
+    return sum(sum(t.values()) for t in targets)
+
+
 async def replay(settings: Settings, owner_dsn: str, timeout_s: float) -> ReplayResult:
     """Project every record up to the end offsets seen at start into `settings.db_schema`."""
     await prepare(settings.model_copy(update={"migrations_database_url": owner_dsn}))
     state = ProjectorState()
-    stop = asyncio.Event()
-    async with running_projector(settings, state) as projector:
-        targets = await projector.end_offsets()
-        total = sum(targets.values())
-        run = asyncio.create_task(projector.run(stop))
-        try:
-            async with asyncio.timeout(timeout_s):
-                while not projector.caught_up(targets):
-                    if run.done():
-                        await run  # surface the projector's error
-                    await asyncio.sleep(0.2)
-        finally:
-            stop.set()
-            await run
+    total = await catch_up(settings, state, timeout_s)
     log.info("replay_done", schema=settings.db_schema, records=total, projected=state.projected)
     return ReplayResult(settings.db_schema, total, state.projected, state.dead_lettered)
 
 
-__all__ = ["ReplayResult", "replay"]
+__all__ = ["ReplayResult", "catch_up", "replay"]

@@ -1,50 +1,56 @@
-"""All of the projector's SQL: staged batch writes, fenced offsets, partition blocks."""
+"""All of the projector's SQL: fenced batch writes, the audit-id registry, partitions, blocks and skips."""
 
 import asyncio
-import contextlib
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from typing import Any, Final
+from uuid import UUID
 
 import asyncpg
 
-from audit_projector.errors import DependencyUnavailableError, FencedError, ProjectorError
-from audit_projector.rows import DEAD_LETTER_COLUMNS, ENTRY_COLUMNS, LOG_COLUMNS, OUTCOME_COLUMNS, BatchRows
-
-# (table, staging table, columns, conflict target)
-_TARGETS: Final = (
-    ("audit_entries", "stage_audit_entries", ENTRY_COLUMNS, "(occurred_at, audit_id)"),
-    ("audit_outcomes", "stage_audit_outcomes", OUTCOME_COLUMNS, "(audit_id)"),
-    ("execution_logs", "stage_execution_logs", LOG_COLUMNS, "(logged_at, log_id)"),
-    (
-        "dead_letters",
-        "stage_dead_letters",
-        DEAD_LETTER_COLUMNS,
-        "(kafka_topic, kafka_partition, kafka_offset)",
-    ),
+from audit_projector.errors import (
+    FencedError,
+    RecordDataError,
+    RecordsRejectedError,
+    Rejection,
+    db_errors,
+    is_record_data_error,
+)
+from audit_projector.rows import (
+    DEAD_LETTER_COLUMNS,
+    ENTRY_COLUMNS,
+    LOG_COLUMNS,
+    OUTCOME_COLUMNS,
+    BatchRows,
+    Coordinates,
+    Row,
 )
 
 
-_CONNECTION_ERRORS: Final = (
-    OSError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.OperatorInterventionError,
-    asyncpg.CannotConnectNowError,
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """A read-model table, its session staging table, columns and conflict target."""
+
+    table: str
+    stage: str
+    columns: tuple[str, ...]
+    conflict: str
+
+
+_ENTRIES: Final = _Target("audit_entries", "stage_audit_entries", ENTRY_COLUMNS, "(occurred_at, audit_id)")
+_OUTCOMES: Final = _Target("audit_outcomes", "stage_audit_outcomes", OUTCOME_COLUMNS, "(audit_id)")
+_LOGS: Final = _Target("execution_logs", "stage_execution_logs", LOG_COLUMNS, "(logged_at, log_id)")
+_DEAD: Final = _Target(
+    "dead_letters", "stage_dead_letters", DEAD_LETTER_COLUMNS, "(kafka_topic, kafka_partition, kafka_offset)"
 )
+_PARTITIONED: Final = {"audit_entries": _ENTRIES, "execution_logs": _LOGS}
 
-
-@contextlib.contextmanager
-def _translated(what: str) -> Iterator[None]:
-    """Driver errors become ProjectorError; a lost or refused connection is the retriable kind."""
-    try:
-        yield
-    except FencedError:
-        raise
-    except _CONNECTION_ERRORS as e:
-        raise DependencyUnavailableError(f"{what}: database connection lost: {e}") from e
-    except asyncpg.PostgresError as e:
-        raise ProjectorError(f"{what}: {e}") from e
+SESSION_SETTINGS: Final = {
+    "lock_timeout": "15s",
+    # Longer than a dead-letter publish, so only a stuck client loses its transaction.
+    "idle_in_transaction_session_timeout": "120s",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,34 +66,74 @@ class OffsetFence:
 
 @dataclass(frozen=True, slots=True)
 class Block:
-    """A partition stopped at an event newer than this projector understands."""
+    """A partition stopped before a record: newer schema, offset out of range or a database failure."""
 
     topic: str
     partition: int
     offset: int
-    event_type: str
-    schema_version: str | None
+    reason: str
+    detail: str | None = None
+    event_type: str | None = None
+    schema_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """An operator's request to dead-letter the record at `offset`, or to move the partition to `offset`."""
+
+    topic: str
+    partition: int
+    offset: int
+    kind: str
+    reason: str
+    requested_by: str
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one transaction writes: rows, offset fences and blocks."""
+
+    rows: BatchRows = field(default_factory=BatchRows)
+    fences: list[OffsetFence] = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What a committed batch inserted, and the re-sends it dropped as identical to what was stored."""
+
+    duplicates: tuple[Coordinates, ...]
 
 
 class ProjectionRepository:
     """Writes batches over one dedicated connection, whose session holds the staging tables."""
 
-    def __init__(self, conn: asyncpg.Connection, group_id: str) -> None:
+    def __init__(self, conn: asyncpg.Connection, schema: str, group_id: str) -> None:
         self._conn = conn
+        self._schema = schema
         self._group = group_id
+        self._months: set[tuple[str, date]] = set()
 
     @classmethod
-    async def connect(cls, dsn: str, schema: str, group_id: str) -> "ProjectionRepository":
-        """Open the connection with `schema` first on the search path and create the staging tables."""
-        with _translated("cannot open the read-model connection"):
+    async def connect(cls, dsn: str, schema: str, group_id: str, purpose: str) -> "ProjectionRepository":
+        """Open the connection with `schema` first on the search path, session timeouts and staging tables."""
+        with db_errors("cannot open the read-model connection"):
             conn = await asyncpg.connect(
-                dsn, server_settings={"search_path": schema, "application_name": f"audit-projector/{group_id}"}
+                dsn,
+                server_settings={
+                    "search_path": schema,
+                    "application_name": f"audit-projector/{purpose}/{group_id}"[:63],
+                    **SESSION_SETTINGS,
+                },
             )
-            for table, stage, _, _ in _TARGETS:
+            for t in (_ENTRIES, _OUTCOMES, _LOGS, _DEAD):
                 await conn.execute(
-                    f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                    f"CREATE TEMP TABLE IF NOT EXISTS {t.stage} (LIKE {t.table} INCLUDING DEFAULTS)"
+                    " ON COMMIT DELETE ROWS"
                 )
-        return cls(conn, group_id)
+        repo = cls(conn, schema, group_id)
+        await repo._load_months()
+        return repo
 
     async def close(self) -> None:
         """Close the connection; a lost one is just dropped."""
@@ -95,19 +141,42 @@ class ProjectionRepository:
             return
         try:
             await asyncio.wait_for(self._conn.close(), 5)
-        except (*_CONNECTION_ERRORS, TimeoutError):
+        except Exception:
             self._conn.terminate()
 
-    async def ensure_partitions(self, months_ahead: int) -> int:
-        """Create the coming months' partitions (through the owner's SECURITY DEFINER function)."""
-        with _translated("cannot create month partitions"):
-            created: int = await self._conn.fetchval("SELECT ensure_month_partitions($1, 1)", months_ahead)
+    async def _load_months(self) -> None:
+        with db_errors("cannot list month partitions"):
+            rows = await self._conn.fetch(
+                """SELECT p.relname AS parent, c.relname AS child
+                     FROM pg_inherits i
+                     JOIN pg_class c ON c.oid = i.inhrelid
+                     JOIN pg_class p ON p.oid = i.inhparent
+                     JOIN pg_namespace n ON n.oid = p.relnamespace
+                    WHERE n.nspname = $1 AND p.relname = ANY($2::text[])""",
+                self._schema,
+                list(_PARTITIONED),
+            )
+        for r in rows:
+            suffix = r["child"].removeprefix(f"{r['parent']}_y")
+            if len(suffix) == 7 and suffix[4] == "m":
+                self._months.add((r["parent"], date(int(suffix[:4]), int(suffix[5:]), 1)))
+
+    async def ensure_months(self, months: Iterable[tuple[str, date]]) -> int:
+        """Create each month partition not known to exist yet (outside any batch transaction); return how many."""
+        created = 0
+        for parent, month in sorted(set(months) - self._months):
+            with db_errors(f"cannot create the {month:%Y-%m} partition of {parent}"):
+                made = await self._conn.fetchval(
+                    "SELECT ensure_month_partition($1, $2, $3)", self._schema, parent, month
+                )
+            self._months.add((parent, month))
+            created += bool(made)
         return created
 
     async def load_offsets(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """Stored next offsets of the given partitions (absent: never projected)."""
         wanted = list(partitions)
-        with _translated("cannot load offsets"):
+        with db_errors("cannot load offsets"):
             rows = await self._conn.fetch(
                 """SELECT o.topic, o.partition, o.next_offset
                      FROM projector_offsets o
@@ -120,17 +189,64 @@ class ProjectionRepository:
             )
         return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
 
-    async def write_batch(self, rows: BatchRows, fences: Sequence[OffsetFence], blocks: Sequence[Block]) -> None:
-        """Rows, dead letters, blocks and offsets in one transaction; FencedError rolls all of it back."""
-        with _translated("batch write failed"):
+    async def load_skips(self, partitions: Iterable[tuple[str, int]]) -> list[Skip]:
+        """Operator skip requests at or after the stored offset of the given partitions."""
+        wanted = list(partitions)
+        if not wanted:
+            return []
+        with db_errors("cannot load skip requests"):
+            rows = await self._conn.fetch(
+                """SELECT s.topic, s.partition, s.kafka_offset, s.kind, s.reason, s.requested_by
+                     FROM projector_skips s
+                     JOIN unnest($2::text[], $3::int[]) AS w(topic, partition)
+                       ON s.topic = w.topic AND s.partition = w.partition
+                     LEFT JOIN projector_offsets o
+                       ON o.consumer_group = s.consumer_group AND o.topic = s.topic AND o.partition = s.partition
+                    WHERE s.consumer_group = $1 AND s.kafka_offset >= coalesce(o.next_offset, 0)
+                    ORDER BY s.topic, s.partition, s.kafka_offset""",
+                self._group,
+                [t for t, _ in wanted],
+                [p for _, p in wanted],
+            )
+        return [Skip(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+    async def write_batch(self, batch: Batch, *, isolate: bool = False) -> WriteResult:
+        """Rows, registry claims, blocks and offsets in one transaction; any error rolls all of it back.
+
+        A data error raises RecordDataError; with `isolate` the rows are instead written in halves under
+        savepoints until each refused row stands alone, and RecordsRejectedError names them.
+        """
+        months = {(t.table, _month(r.values[0])) for t in (_ENTRIES, _LOGS) for r in self._rows(batch.rows, t)}
+        await self.ensure_months(months)
+        rejected: list[Rejection] = []
+        with db_errors("batch write failed"):
             async with self._conn.transaction():
-                await self._fence(fences)
-                for (table, stage, columns, conflict), records in zip(
-                    _TARGETS, (rows.entries, rows.outcomes, rows.logs, rows.dead_letters), strict=True
-                ):
-                    if records:
-                        await self._stage_and_insert(table, stage, columns, conflict, records)
-                await self._record_blocks(fences, blocks)
+                await self._fence(batch.fences)
+                duplicates = await self._claim(batch.rows, rejected)
+                if rejected and not isolate:
+                    raise RecordsRejectedError(rejected)
+                skip = set(duplicates) | {Coordinates(r.topic, r.partition, r.offset) for r in rejected}
+                for target in (_ENTRIES, _OUTCOMES, _LOGS, _DEAD):
+                    rows = [r for r in self._rows(batch.rows, target) if r.at not in skip]
+                    if not rows:
+                        continue
+                    if isolate:
+                        await self._insert_isolating(target, rows, rejected)
+                    else:
+                        await self._insert(target, rows, truncate=False)
+                if rejected:
+                    raise RecordsRejectedError(rejected)
+                await self._record_blocks(batch.fences, batch.blocks)
+        return WriteResult(tuple(duplicates))
+
+    @staticmethod
+    def _rows(rows: BatchRows, target: _Target) -> list[Row]:
+        return {
+            _ENTRIES.table: rows.entries,
+            _OUTCOMES.table: rows.outcomes,
+            _LOGS.table: rows.logs,
+            _DEAD.table: rows.dead_letters,
+        }[target.table]
 
     async def _fence(self, fences: Sequence[OffsetFence]) -> None:
         lost = []
@@ -145,9 +261,11 @@ class ProjectionRepository:
                     f.next_offset,
                 )
             else:
+                # Only forward: a batch that would move the offset back matches no row and is fenced.
                 moved = await self._conn.fetchval(
                     """UPDATE projector_offsets SET next_offset = $5, updated_at = now()
                         WHERE consumer_group = $1 AND topic = $2 AND partition = $3 AND next_offset = $4
+                          AND $5 >= $4
                        RETURNING 1""",
                     self._group,
                     f.topic,
@@ -160,18 +278,141 @@ class ProjectionRepository:
         if lost:
             raise FencedError(lost)
 
-    async def _stage_and_insert(
-        self, table: str, stage: str, columns: Sequence[str], conflict: str, records: list[tuple[Any, ...]]
-    ) -> None:
-        # COPY has no ON CONFLICT: copy into the session's staging table, then insert what is new.
-        await self._conn.copy_records_to_table(stage, records=records, columns=list(columns))
-        column_list = ", ".join(columns)
+    async def _claim(self, rows: BatchRows, rejected: list[Rejection]) -> list[Coordinates]:
+        """Register the batch's audit ids; reject conflicting events, return identical re-sends to drop.
+
+        The registry's primary key serialises projectors that see the same id on different partitions:
+        the second insert waits for the first transaction and then finds its claim.
+        """
+        events = [r for r in (*rows.entries, *rows.outcomes) if r.claim is not None]
+        if not events:
+            return []
+        events.sort(key=lambda r: (r.at.topic, r.at.partition, r.at.offset))
+        ids = list({r.claim.audit_id: None for r in events if r.claim is not None})
+        first: dict[UUID, Row] = {}
+        for r in events:
+            assert r.claim is not None
+            first.setdefault(r.claim.audit_id, r)
         await self._conn.execute(
-            f"INSERT INTO {table} ({column_list}) SELECT {column_list} FROM {stage} ON CONFLICT {conflict} DO NOTHING"
+            """INSERT INTO audit_ids (audit_id, tenant_id, entity_model, entity_id, action,
+                                      kafka_topic, kafka_partition, kafka_offset)
+               SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                    $6::text[], $7::int[], $8::bigint[])
+               ON CONFLICT (audit_id) DO NOTHING""",
+            *_claim_columns(list(first.values())),
         )
+        claims = {
+            r["audit_id"]: r
+            for r in await self._conn.fetch(
+                """SELECT audit_id, tenant_id, entity_model, entity_id, action,
+                          kafka_topic, kafka_partition, kafka_offset
+                     FROM audit_ids WHERE audit_id = ANY($1::uuid[])""",
+                ids,
+            )
+        }
+        stored = await self._stored_digests(events, claims)
+        duplicates: list[Coordinates] = []
+        for r in events:
+            claim = r.claim
+            assert claim is not None
+            owner = claims[claim.audit_id]
+            owner_at = Coordinates(owner["kafka_topic"], owner["kafka_partition"], owner["kafka_offset"])
+            if (claim.tenant_id, claim.entity_model, claim.entity_id, claim.action) != (
+                owner["tenant_id"],
+                owner["entity_model"],
+                owner["entity_id"],
+                owner["action"],
+            ):
+                reason = "audit_id_conflict" if claim.kind == "start" else "outcome_mismatch"
+                rejected.append(
+                    Rejection(
+                        r.at.topic,
+                        r.at.partition,
+                        r.at.offset,
+                        reason,
+                        f"audit id {claim.audit_id} belongs to {owner['tenant_id']}/{owner['entity_model']}/"
+                        f"{owner['entity_id']} ({owner['action']}), claimed at {owner_at}; this {claim.kind} "
+                        f"names {claim.tenant_id}/{claim.entity_model}/{claim.entity_id} ({claim.action})",
+                    )
+                )
+                continue
+            key = (claim.kind, claim.audit_id)
+            earlier = stored.get(key)
+            if earlier is None:
+                stored[key] = (claim.digest, r.at)
+            elif earlier[0] == claim.digest:
+                duplicates.append(r.at)
+            else:
+                rejected.append(
+                    Rejection(
+                        r.at.topic,
+                        r.at.partition,
+                        r.at.offset,
+                        "duplicate_audit_id" if claim.kind == "start" else "duplicate_outcome",
+                        f"a different {claim.kind} event for audit id {claim.audit_id} is already recorded at "
+                        f"{earlier[1]}",
+                    )
+                )
+        return duplicates
+
+    async def _stored_digests(
+        self, events: list[Row], claims: dict[UUID, asyncpg.Record]
+    ) -> dict[tuple[str, UUID], tuple[bytes, Coordinates]]:
+        """Digests of starts and outcomes already stored for the batch's ids (none on the common path)."""
+        starts = [
+            r.claim.audit_id
+            for r in events
+            if r.claim is not None
+            and r.claim.kind == "start"
+            and (claims[r.claim.audit_id]["kafka_partition"], claims[r.claim.audit_id]["kafka_offset"])
+            != (r.at.partition, r.at.offset)
+        ]
+        outcomes = [r.claim.audit_id for r in events if r.claim is not None and r.claim.kind == "outcome"]
+        found: dict[tuple[str, UUID], tuple[bytes, Coordinates]] = {}
+        for kind, table, wanted in (("start", "audit_entries", starts), ("outcome", "audit_outcomes", outcomes)):
+            if not wanted:
+                continue
+            for rec in await self._conn.fetch(
+                f"""SELECT audit_id, content_digest, kafka_topic, kafka_partition, kafka_offset
+                      FROM {table} WHERE audit_id = ANY($1::uuid[])""",
+                wanted,
+            ):
+                at = Coordinates(rec["kafka_topic"], rec["kafka_partition"], rec["kafka_offset"])
+                found[(kind, rec["audit_id"])] = (rec["content_digest"] or b"", at)
+        return found
+
+    async def _insert(self, target: _Target, rows: list[Row], *, truncate: bool = True) -> None:
+        # COPY has no ON CONFLICT: copy into the session's staging table, then insert what is new.
+        await self._conn.copy_records_to_table(
+            target.stage, records=[r.values for r in rows], columns=list(target.columns)
+        )
+        columns = ", ".join(target.columns)
+        await self._conn.execute(
+            f"INSERT INTO {target.table} ({columns}) SELECT {columns} FROM {target.stage}"
+            f" ON CONFLICT {target.conflict} DO NOTHING"
+        )
+        if truncate:  # the next chunk of the same table is staged in this transaction
+            await self._conn.execute(f"TRUNCATE {target.stage}")
+
+    async def _insert_isolating(self, target: _Target, rows: list[Row], rejected: list[Rejection]) -> None:
+        """Insert under a savepoint; on a data error split in halves until the refused rows stand alone."""
+        try:
+            async with self._conn.transaction():
+                await self._insert(target, rows)
+        except Exception as e:
+            if not is_record_data_error(e):
+                raise
+            if len(rows) == 1:
+                at = rows[0].at
+                state = getattr(e, "sqlstate", None) or type(e).__name__
+                rejected.append(Rejection(at.topic, at.partition, at.offset, "database_refused", f"[{state}] {e}"))
+                return
+            half = len(rows) // 2
+            await self._insert_isolating(target, rows[:half], rejected)
+            await self._insert_isolating(target, rows[half:], rejected)
 
     async def _record_blocks(self, fences: Sequence[OffsetFence], blocks: Sequence[Block]) -> None:
-        # A partition that moved past its block (after an upgrade) is unblocked.
+        # A partition that moved past its block (after an upgrade or a skip) is unblocked.
         if fences:
             await self._conn.execute(
                 """DELETE FROM projector_blocks b
@@ -184,19 +425,62 @@ class ProjectionRepository:
                 [f.next_offset for f in fences],
             )
         for b in blocks:
-            await self._conn.execute(
-                "DELETE FROM projector_blocks WHERE consumer_group = $1 AND topic = $2 AND partition = $3",
-                self._group,
-                b.topic,
-                b.partition,
-            )
-            await self._conn.execute(
-                """INSERT INTO projector_blocks (consumer_group, topic, partition, kafka_offset, event_type,
-                                                 schema_version) VALUES ($1, $2, $3, $4, $5, $6)""",
-                self._group,
-                b.topic,
-                b.partition,
-                b.offset,
-                b.event_type,
-                b.schema_version,
-            )
+            await self._upsert_block(b)
+
+    async def record_block(self, block: Block) -> None:
+        """Record a block on its own (offset out of range, database failure), replacing an older one."""
+        with db_errors("cannot record a blocked partition"):
+            async with self._conn.transaction():
+                await self._upsert_block(block)
+
+    async def _upsert_block(self, b: Block) -> None:
+        await self._conn.execute(
+            "DELETE FROM projector_blocks WHERE consumer_group = $1 AND topic = $2 AND partition = $3",
+            self._group,
+            b.topic,
+            b.partition,
+        )
+        await self._conn.execute(
+            """INSERT INTO projector_blocks (consumer_group, topic, partition, kafka_offset, event_type,
+                                             schema_version, reason, detail)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+            self._group,
+            b.topic,
+            b.partition,
+            b.offset,
+            b.event_type,
+            b.schema_version,
+            b.reason,
+            b.detail,
+        )
+
+
+def _claim_columns(rows: list[Row]) -> list[list[Any]]:
+    claims = [(r.claim, r.at) for r in rows if r.claim is not None]
+    return [
+        [c.audit_id for c, _ in claims],
+        [c.tenant_id for c, _ in claims],
+        [c.entity_model for c, _ in claims],
+        [c.entity_id for c, _ in claims],
+        [c.action for c, _ in claims],
+        [at.topic for _, at in claims],
+        [at.partition for _, at in claims],
+        [at.offset for _, at in claims],
+    ]
+
+
+def _month(value: datetime) -> date:
+    utc = value.astimezone(UTC)
+    return date(utc.year, utc.month, 1)
+
+
+__all__ = [
+    "SESSION_SETTINGS",
+    "Batch",
+    "Block",
+    "OffsetFence",
+    "ProjectionRepository",
+    "RecordDataError",
+    "Skip",
+    "WriteResult",
+]

@@ -1,10 +1,12 @@
 """Turn decoded events into row tuples in the column order the repository copies them in."""
 
+import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
+from uuid import UUID
 
-from audit_schemas import ActionEvent, ActorType, ExecutionLogEvent, OutcomeEvent
+from audit_schemas import ActionEvent, ActionOutcome, ActionStarted, ActorType, ExecutionLogEvent, OutcomeEvent
 
 ENTRY_COLUMNS: Final = (
     "occurred_at",
@@ -29,6 +31,7 @@ ENTRY_COLUMNS: Final = (
     "kafka_topic",
     "kafka_partition",
     "kafka_offset",
+    "content_digest",
 )
 OUTCOME_COLUMNS: Final = (
     "audit_id",
@@ -48,6 +51,7 @@ OUTCOME_COLUMNS: Final = (
     "kafka_topic",
     "kafka_partition",
     "kafka_offset",
+    "content_digest",
 )
 LOG_COLUMNS: Final = (
     "logged_at",
@@ -73,6 +77,7 @@ DEAD_LETTER_COLUMNS: Final = (
     "detail",
     "record_key",
     "record_value",
+    "record_headers",
 )
 
 
@@ -84,6 +89,51 @@ class Coordinates:
     partition: int
     offset: int
 
+    def __str__(self) -> str:
+        return f"{self.topic}/{self.partition}@{self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What an action or outcome event says about its audit id; the first event to name an id claims it."""
+
+    audit_id: UUID
+    tenant_id: str
+    entity_model: str
+    entity_id: str
+    action: str
+    kind: Literal["start", "outcome"]
+    digest: bytes
+    """sha256 of the event's data without its timestamps: equal for an identical re-send."""
+
+    def same_subject(self, other: "Claim") -> bool:
+        """True when both name the same tenant, entity and action."""
+        return (self.tenant_id, self.entity_model, self.entity_id, self.action) == (
+            other.tenant_id,
+            other.entity_model,
+            other.entity_id,
+            other.action,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One row to write, where its record sits, and (for audit events) what it claims."""
+
+    at: Coordinates
+    values: tuple[Any, ...]
+    claim: Claim | None = None
+
+
+def content_digest(data: ActionStarted | ActionOutcome, *timestamps: str) -> bytes:
+    """sha256 over the payload's canonical JSON, leaving out fields a re-send may legitimately change."""
+    body = data.model_dump(mode="json", exclude=set(timestamps))
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).digest()
+
+
+def _claim(data: ActionStarted | ActionOutcome, kind: Literal["start", "outcome"], digest: bytes) -> Claim:
+    return Claim(data.audit_id, data.tenant_id, data.entity.model, data.entity.id, data.action.value, kind, digest)
+
 
 def user_sort_key(actor_type: ActorType, actor_id: str | None, display_name: str | None) -> str:
     """People and service accounts sort by name (then id); system actions sort together after them."""
@@ -92,11 +142,12 @@ def user_sort_key(actor_type: ActorType, actor_id: str | None, display_name: str
     return "0" + (display_name or actor_id or "").lower()
 
 
-def entry_row(event: ActionEvent, at: Coordinates) -> tuple[Any, ...]:
+def entry_row(event: ActionEvent, at: Coordinates) -> Row:
     """An `audit_entries` row from an action-started event."""
     d = event.data
     request = d.request
-    return (
+    digest = content_digest(d, "started_at")
+    values = (
         event.time,
         d.audit_id,
         d.tenant_id,
@@ -119,16 +170,19 @@ def entry_row(event: ActionEvent, at: Coordinates) -> tuple[Any, ...]:
         at.topic,
         at.partition,
         at.offset,
+        digest,
     )
+    return Row(at, values, _claim(d, "start", digest))
 
 
-def outcome_row(event: OutcomeEvent, at: Coordinates) -> tuple[Any, ...]:
+def outcome_row(event: OutcomeEvent, at: Coordinates) -> Row:
     """An `audit_outcomes` row from an outcome event."""
     d = event.data
     changes = None
     if d.changes is not None:
         changes = json.dumps({name: change.model_dump(mode="json") for name, change in d.changes.items()})
-    return (
+    digest = content_digest(d, "finished_at", "duration_ms")
+    values = (
         d.audit_id,
         d.tenant_id,
         d.entity.model,
@@ -146,13 +200,15 @@ def outcome_row(event: OutcomeEvent, at: Coordinates) -> tuple[Any, ...]:
         at.topic,
         at.partition,
         at.offset,
+        digest,
     )
+    return Row(at, values, _claim(d, "outcome", digest))
 
 
-def log_row(event: ExecutionLogEvent, at: Coordinates) -> tuple[Any, ...]:
+def log_row(event: ExecutionLogEvent, at: Coordinates) -> Row:
     """An `execution_logs` row from an execution-log event."""
     d = event.data
-    return (
+    values = (
         event.time,
         d.log_id,
         d.trace_id,
@@ -168,16 +224,17 @@ def log_row(event: ExecutionLogEvent, at: Coordinates) -> tuple[Any, ...]:
         at.partition,
         at.offset,
     )
+    return Row(at, values)
 
 
 @dataclass(slots=True)
 class BatchRows:
     """Everything one batch writes, grouped by table."""
 
-    entries: list[tuple[Any, ...]] = field(default_factory=list)
-    outcomes: list[tuple[Any, ...]] = field(default_factory=list)
-    logs: list[tuple[Any, ...]] = field(default_factory=list)
-    dead_letters: list[tuple[Any, ...]] = field(default_factory=list)
+    entries: list[Row] = field(default_factory=list)
+    outcomes: list[Row] = field(default_factory=list)
+    logs: list[Row] = field(default_factory=list)
+    dead_letters: list[Row] = field(default_factory=list)
 
     def add(self, event: ActionEvent | OutcomeEvent | ExecutionLogEvent, at: Coordinates) -> None:
         """Route an event to its table."""
@@ -187,6 +244,12 @@ class BatchRows:
             self.outcomes.append(outcome_row(event, at))
         else:
             self.logs.append(log_row(event, at))
+
+    def without(self, refused: set[Coordinates]) -> None:
+        """Drop the rows of records that will be dead-lettered or skipped instead."""
+        self.entries = [r for r in self.entries if r.at not in refused]
+        self.outcomes = [r for r in self.outcomes if r.at not in refused]
+        self.logs = [r for r in self.logs if r.at not in refused]
 
     def __len__(self) -> int:
         return len(self.entries) + len(self.outcomes) + len(self.logs) + len(self.dead_letters)

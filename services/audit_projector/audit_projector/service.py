@@ -3,27 +3,29 @@
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from typing import Any
 
 import structlog
 import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
+from audit_projector import metrics
 from audit_projector.config import Settings
-from audit_projector.consumer import Projector
 from audit_projector.deadletter import KafkaDeadLetterSink
-from audit_projector.errors import DependencyUnavailableError, ProjectorError
+from audit_projector.errors import ProjectorError, kafka_errors
 from audit_projector.health import create_health_app
 from audit_projector.migrations import migrate
+from audit_projector.pipeline import Pipeline, months_ahead
 from audit_projector.repository import ProjectionRepository
-from audit_projector.state import ProjectorState
+from audit_projector.state import PipelineState, ProjectorState
 from audit_projector.topics import ensure_topics
 
 log = structlog.get_logger(__name__)
 
 _BACKOFF_START_S = 0.5
 _BACKOFF_MAX_S = 30.0
+_CLOSE_TIMEOUT_S = 5.0
 
 
 async def prepare(settings: Settings) -> None:
@@ -37,9 +39,12 @@ async def prepare(settings: Settings) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running_projector(settings: Settings, state: ProjectorState) -> AsyncIterator[Projector]:
-    """A started projector with its connection, consumer and dead-letter producer; all closed on exit."""
-    repo = await ProjectionRepository.connect(str(settings.database_url), settings.db_schema, settings.group_id)
+async def running_pipeline(settings: Settings, state: PipelineState) -> AsyncIterator[Pipeline]:
+    """A started pipeline for `state.topic` with its connection, consumer and dead-letter producer."""
+    purpose = "audit" if state.topic == settings.audit_topic else "logs"
+    repo = await ProjectionRepository.connect(
+        str(settings.database_url), settings.db_schema, settings.group_id, purpose
+    )
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap_servers,
         acks="all",
@@ -48,49 +53,71 @@ async def running_projector(settings: Settings, state: ProjectorState) -> AsyncI
     )
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
-        group_id=settings.group_id,
+        group_id=settings.kafka_group(state.topic),
         enable_auto_commit=False,
-        auto_offset_reset="earliest",
+        # Never reset silently: an offset the broker no longer has is reported and stops its partition.
+        auto_offset_reset="none",
         isolation_level="read_committed",
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=settings.heartbeat_interval_ms,
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
     try:
-        await repo.ensure_partitions(settings.months_ahead)
-        await producer.start()
-        projector = Projector(
-            consumer,
-            repo,
-            KafkaDeadLetterSink(producer, settings.dead_letter_topic, settings.publish_timeout_s),
-            state,
-            topics=settings.topics,
-            max_records=settings.batch_max_records,
-            poll_timeout_ms=settings.poll_timeout_ms,
-            months_ahead=settings.months_ahead,
-        )
-        projector.subscribe()
-        await consumer.start()
-        yield projector
-    except KafkaError as e:
-        kind = DependencyUnavailableError if e.retriable else ProjectorError
-        raise kind(f"kafka client failed: {e!r}") from e
+        await repo.ensure_months(months_ahead(settings.months_ahead))
+        with kafka_errors("cannot start the Kafka clients"):
+            await producer.start()
+            pipeline = Pipeline(
+                consumer,
+                repo,
+                KafkaDeadLetterSink(producer, settings.dead_letter_topic, settings.publish_timeout_s),
+                state,
+                max_records=settings.batch_max_records,
+                poll_timeout_ms=settings.poll_timeout_ms,
+                probe_interval_s=settings.probe_interval_s,
+                months_ahead=settings.months_ahead,
+            )
+            pipeline.subscribe()
+            await consumer.start()
+        yield pipeline
     finally:
-        await consumer.stop()
-        await producer.stop()
+        state.assigned.clear()
+        state.positions.clear()
+        state.lag.clear()
+        await _bounded(consumer.stop(), "consumer")
+        await _bounded(producer.stop(), "dead-letter producer")
         await repo.close()
 
 
+async def _bounded(step: Awaitable[Any], what: str) -> None:
+    """Close a client within a deadline: an unreachable broker must not hold up a shutdown."""
+    try:
+        await asyncio.wait_for(step, _CLOSE_TIMEOUT_S)
+    except Exception as e:
+        log.warning("close_incomplete", client=what, error=repr(e)[:200])
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside the projector's loop; the projector handles SIGTERM/SIGINT itself."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Run one projector instance (and its health server) until SIGINT/SIGTERM or `stop`."""
+    """Run one projector (a pipeline per topic, and its health server) until SIGINT/SIGTERM or `stop`.
+
+    On stop, the batch in flight commits or rolls back within `shutdown_timeout_s`; then clients close.
+    """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    state = ProjectorState()
+    state = ProjectorState(stall_after_s=settings.stall_after_s)
+    metrics.watch(state)
+    server: _EmbeddedServer | None = None
     health: asyncio.Task[None] | None = None
-    server: uvicorn.Server | None = None
     if settings.health_port:
         config = uvicorn.Config(
             create_health_app(state),
@@ -99,38 +126,80 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             log_config=None,
             access_log=False,
         )
-        server = uvicorn.Server(config)
+        server = _EmbeddedServer(config)
         health = asyncio.create_task(server.serve())
+    prepared = _Prepared(settings)
+    supervisors = [
+        asyncio.create_task(_supervise(settings, state.pipeline(topic), prepared, stop), name=f"pipeline:{topic}")
+        for topic in settings.topics
+    ]
     try:
-        await _supervise(settings, state, stop)
+        await _until_stopped_or_failed(supervisors, stop)
     finally:
+        state.alive = False
+        stop.set()
+        await _drain(supervisors, settings.shutdown_timeout_s)
         if server is not None and health is not None:
             server.should_exit = True
             await health
         log.info("projector_stopped", projected=state.projected, dead_lettered=state.dead_lettered)
+    for task in supervisors:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
 
 
-async def _supervise(settings: Settings, state: ProjectorState, stop: asyncio.Event) -> None:
-    """Run the pipeline; after a lost connection rebuild it from Postgres' offsets, with backoff."""
+async def _until_stopped_or_failed(supervisors: list[asyncio.Task[None]], stop: asyncio.Event) -> None:
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([stopped, *supervisors], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+
+
+async def _drain(supervisors: list[asyncio.Task[None]], timeout_s: float) -> None:
+    """Let pipelines finish their batch; past the deadline cancel them, which rolls the batch back."""
+    _, pending = await asyncio.wait(supervisors, timeout=timeout_s)
+    for task in pending:
+        log.warning("shutdown_deadline_passed", task=task.get_name())
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=_CLOSE_TIMEOUT_S * 3)
+
+
+class _Prepared:
+    """Migrations and topics, done once per process by whichever pipeline gets there first."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = asyncio.Lock()
+        self._done = False
+
+    async def ensure(self) -> None:
+        async with self._lock:
+            if not self._done:
+                await prepare(self._settings)
+                self._done = True
+
+
+async def _supervise(settings: Settings, state: PipelineState, prepared: _Prepared, stop: asyncio.Event) -> None:
+    """Run one pipeline; after a lost connection rebuild it from Postgres' offsets, with backoff."""
     backoff = _BACKOFF_START_S
     while not stop.is_set():
         try:
-            await prepare(settings)
-            async with running_projector(settings, state) as projector:
+            await prepared.ensure()
+            async with running_pipeline(settings, state) as pipeline:
                 state.last_error = None
                 backoff = _BACKOFF_START_S
-                log.info(
-                    "projector_started",
-                    group=settings.group_id,
-                    topics=list(settings.topics),
-                    schema=settings.db_schema,
-                )
-                await projector.run(stop)
+                log.info("pipeline_started", topic=state.topic, group=settings.group_id, schema=settings.db_schema)
+                await pipeline.run(stop)
         except ProjectorError as e:
             state.last_error = str(e)
             if not e.retriable:
+                log.error("pipeline_failed", topic=state.topic, error=str(e))
                 raise
-            log.warning("projector_restarting", error=str(e), after_s=backoff)
+            state.restarts += 1
+            metrics.RESTARTS.labels(state.topic).inc()
+            log.warning("pipeline_restarting", topic=state.topic, error=str(e), after_s=backoff)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), backoff)
             backoff = min(backoff * 2, _BACKOFF_MAX_S)

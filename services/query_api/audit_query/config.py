@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     unknown_after_s: Annotated[float, Field(gt=0)] = 900.0
     """An action with no outcome after this long shows as `unknown` rather than `in_progress`."""
     max_ready_lag: Annotated[int, Field(ge=0)] | None = None
-    """When set, readiness fails while the projector is further behind than this many records."""
+    """When set, readiness reports `degraded` while the projector is further behind than this many records."""
     default_limit: Annotated[int, Field(ge=1, le=1000)] = 50
     max_limit: Annotated[int, Field(ge=1, le=5000)] = 500
     max_logs: Annotated[int, Field(ge=1, le=100_000)] = 5000

@@ -142,5 +142,6 @@ class TraceView(_Public):
 class Health(_Public):
     """Liveness or readiness with per-dependency detail."""
 
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "degraded", "unavailable"]
     checks: dict[str, Any]
+    problems: list[str] = []

@@ -16,33 +16,44 @@ async def healthz() -> Health:
     return Health(status="ok", checks={})
 
 
-@router.get("/readyz", response_model=Health, summary="Readiness", responses={503: {"model": Health}})
+@router.get(
+    "/readyz",
+    response_model=Health,
+    summary="Readiness",
+    responses={503: {"model": Health, "description": "PostgreSQL, which every read needs, does not answer"}},
+)
 async def readyz(repo: RepositoryDep, probe: ProbeDep, settings: SettingsDep) -> JSONResponse:
-    """Ready when Postgres and Kafka answer and the projector has no stopped partition (nor too much lag)."""
+    """Ready while PostgreSQL answers: reads need nothing else.
+
+    Kafka unreachable, projector lag over `max_ready_lag` or a blocked partition make the body say
+    `degraded` (the read model may be stale) without taking the read API out of service.
+    """
     checks: dict[str, object] = {}
-    ready = True
+    problems: list[str] = []
     stored: dict[tuple[str, int], int] | None = None
     try:
         await repo.ping()
         stored, blocked = await repo.projector_positions(settings.projector_group)
         checks["postgres"] = {"ok": True}
         checks["blocked_partitions"] = blocked
-        ready &= not blocked
+        if blocked:
+            problems.append(f"{len(blocked)} partition(s) blocked")
     except StoreUnavailableError as e:
         checks["postgres"] = {"ok": False, "error": str(e)}
-        ready = False
+        body = Health(status="unavailable", checks=checks, problems=["postgres unreachable"])
+        return JSONResponse(body.model_dump(mode="json"), status_code=503)
     try:
         ends = await probe.end_offsets(settings.topics)
         checks["kafka"] = {"ok": True}
     except StoreUnavailableError as e:
         checks["kafka"] = {"ok": False, "error": str(e)}
+        problems.append("kafka unreachable")
         ends = None
-        ready = False
-    if stored is not None and ends is not None:
+    if ends is not None:
         per_partition = {f"{t}/{p}": max(0, end - stored.get((t, p), 0)) for (t, p), end in sorted(ends.items())}
         lag = sum(per_partition.values())
         checks["projector_lag"] = {"group": settings.projector_group, "total": lag, "partitions": per_partition}
         if settings.max_ready_lag is not None and lag > settings.max_ready_lag:
-            ready = False
-    body = Health(status="ok" if ready else "unavailable", checks=checks)
-    return JSONResponse(body.model_dump(mode="json"), status_code=200 if ready else 503)
+            problems.append(f"projector {lag} records behind")
+    body = Health(status="degraded" if problems else "ok", checks=checks, problems=problems)
+    return JSONResponse(body.model_dump(mode="json"), status_code=200)
