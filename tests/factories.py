@@ -3,7 +3,7 @@
 import json
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from audit_producer.ids import uuid7
 from audit_schemas import (
@@ -141,3 +141,46 @@ def poison_records() -> dict[str, tuple[str, bytes]]:
         "lone_surrogate_entity_id": ("audit", _mutated(start, "data.entity.id", "\ud800")),
         "time_out_of_utc_range": ("audit", _mutated(start, "time", "0001-01-01T00:00:00+01:00")),
     }
+
+
+async def read_topic(bootstrap: str, topic: str) -> list[ConsumerRecord]:
+    """Every record of `topic` up to its end offsets now, in partition then offset order."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        ends = await consumer.end_offsets(partitions)
+        found: list[ConsumerRecord] = []
+        for _ in range(1000):  # bounded: each round returns what the broker has ready
+            positions = [await consumer.position(tp) for tp in partitions]
+            if all(at >= ends[tp] for at, tp in zip(positions, partitions, strict=True)):
+                break
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                found.extend(r for r in records if r.offset < ends[TopicPartition(r.topic, r.partition)])
+        return sorted(found, key=lambda r: (r.partition, r.offset))
+    finally:
+        await consumer.stop()
+
+
+async def send_keyed(bootstrap: str, topic: str, records: list[tuple[bytes, bytes | None]]) -> list[tuple[int, int]]:
+    """Send raw values with their keys (the default partitioner places them); return (partition, offset) each."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        placed = []
+        for value, key in records:
+            sent = await producer.send_and_wait(topic, value, key=key)
+            placed.append((sent.partition, sent.offset))
+        return placed
+    finally:
+        await producer.stop()
+
+
+def key_of(event: ActionEvent | OutcomeEvent | ExecutionLogEvent) -> bytes:
+    """The record key the producer library would use."""
+    if isinstance(event, ExecutionLogEvent):
+        return event.data.trace_id.encode()
+    return (event.partitionkey or "").encode()

@@ -88,13 +88,18 @@ async def test_month_creation_is_race_free_and_moves_default_rows(isolated: Isol
             " gen_random_uuid(), 'info', 'early', 's', 1, 't', 0, 0)"
         )
         made = await asyncio.gather(
-            *(w.fetchval(f"SELECT {schema}.ensure_month_partition($1, 'execution_logs', '2011-03-20')", schema) for w in writers)
+            *(
+                w.fetchval(f"SELECT {schema}.ensure_month_partition($1, 'execution_logs', '2011-03-20')", schema)
+                for w in writers
+            )
         )
         assert sorted(made) == [False, False, False, True], "exactly one call made the month"
         where = await owner.fetchval(f"SELECT tableoid::regclass::text FROM {schema}.execution_logs")
         assert where.endswith("execution_logs_y2011m03")
         with pytest.raises(asyncpg.RaiseError, match="not a partitioned"):
-            await writers[0].fetchval(f"SELECT {schema}.ensure_month_partition($1, 'dead_letters', '2011-03-01')", schema)
+            await writers[0].fetchval(
+                f"SELECT {schema}.ensure_month_partition($1, 'dead_letters', '2011-03-01')", schema
+            )
     finally:
         await owner.close()
         for w in writers:

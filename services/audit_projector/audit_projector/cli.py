@@ -2,6 +2,7 @@
 
 import asyncio
 from datetime import UTC, datetime
+from pathlib import Path
 
 import typer
 from pydantic import ValidationError
@@ -11,6 +12,8 @@ from audit_projector import logs
 from audit_projector.config import Settings
 from audit_projector.errors import ProjectorError
 from audit_projector.migrations import migrate as run_migrations
+from audit_projector.operations import Selection, request_skip
+from audit_projector.operations import redrive as run_redrive
 from audit_projector.replay import replay as run_replay
 from audit_projector.service import serve
 from audit_projector.topics import ensure_topics
@@ -103,5 +106,61 @@ def replay(
             f"schema {result.schema}: {result.records} records read, {result.projected} projected, "
             f"{result.dead_lettered} dead-lettered"
         )
+
+    _run(go())
+
+
+@app.command()
+def skip(
+    topic: str = typer.Option(..., help="Projected topic of the blocked partition."),
+    partition: int = typer.Option(..., min=0, help="Partition number."),
+    offset: int = typer.Option(
+        ..., min=0, help="Offset of the record to dead-letter (or, with --move-to, to resume at)."
+    ),
+    reason: str = typer.Option(..., help="Why: kept with the dead letter and the request."),
+    move_to: bool = typer.Option(False, "--move-to", help="Move past a range the broker no longer has, to OFFSET."),
+    by: str | None = typer.Option(None, help="Operator name recorded with the request (default: database role)."),
+) -> None:
+    """Unblock a partition: dead-letter the record at OFFSET, or move past a lost range; the projector applies it."""
+    logs.configure("WARNING")
+    settings = _settings()
+
+    async def go() -> None:
+        console.print(await request_skip(settings, topic, partition, offset, reason, move_to=move_to, by=by))
+
+    _run(go())
+
+
+@app.command()
+def redrive(
+    reason: str | None = typer.Option(None, help="Only dead letters with this reason."),
+    topic: str | None = typer.Option(None, help="Only dead letters from this source topic."),
+    partition: int | None = typer.Option(None, min=0, help="… and this partition."),
+    offset: int | None = typer.Option(None, min=0, help="… and this offset."),
+    all_letters: bool = typer.Option(False, "--all", help="Every dead letter not redriven yet."),
+    value_file: Path | None = typer.Option(
+        None, exists=True, dir_okay=False, help="A fixed record value (one record only); checked before sending."
+    ),
+    note: str | None = typer.Option(None, help="Why, recorded with each redrive."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be redriven."),
+) -> None:
+    """Re-publish dead letters to their source topic (once each), unchanged or fixed, and record each redrive."""
+    logs.configure("WARNING")
+    settings = _settings()
+    if not (all_letters or reason or topic is not None):
+        console.print("[red]choose what to redrive: --all, --reason, or --topic/--partition/--offset[/red]")
+        raise typer.Exit(2)
+    selection = Selection(reason, topic, partition, offset)
+    value = value_file.read_bytes() if value_file is not None else None
+
+    async def go() -> None:
+        done = await run_redrive(settings, selection, value=value, note=note, dry_run=dry_run)
+        verb = "would redrive" if dry_run else "redrove"
+        for r in done:
+            target = "" if dry_run else f" -> {r.topic}/{r.new_partition}@{r.new_offset}"
+            console.print(
+                f"{verb} {r.topic}/{r.partition}@{r.offset} ({r.reason}){' fixed' if r.fixed else ''}{target}"
+            )
+        console.print(f"{len(done)} dead letter(s): {verb}")
 
     _run(go())

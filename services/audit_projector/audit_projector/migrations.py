@@ -8,7 +8,7 @@ from typing import Final
 import asyncpg
 import structlog
 
-from audit_projector.errors import DependencyUnavailableError, MigrationError
+from audit_projector.errors import DependencyUnavailableError, MigrationError, classify_db_error
 
 log = structlog.get_logger(__name__)
 
@@ -46,10 +46,11 @@ async def migrate(dsn: str, schema: str, migrations: list[Migration] | None = No
     todo = bundled() if migrations is None else migrations
     try:
         conn = await asyncpg.connect(dsn)
-    except (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError) as e:
-        raise DependencyUnavailableError(f"cannot connect to run migrations: {e}") from e
-    except asyncpg.PostgresError as e:
-        raise MigrationError(f"cannot connect to run migrations: {e}") from e
+    except Exception as e:
+        error = classify_db_error("cannot connect to run migrations", e)
+        if isinstance(error, DependencyUnavailableError):
+            raise error from e
+        raise MigrationError(str(error)) from e
     try:
         await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", _LOCK_NAMESPACE, schema)
         try:

@@ -129,11 +129,13 @@ class Pipeline:
         )
 
     def _reseek(self, tp: object) -> None:
-        """Put a partition back on its stored position; one without a loaded position means the listener failed."""
-        if not isinstance(tp, TopicPartition) or (tp.topic, tp.partition) not in self._positions:
-            self._raise_listener_failure()
-            raise DependencyUnavailableError(f"partition {tp} has no loaded position")
-        self._consumer.seek(tp, self._positions[(tp.topic, tp.partition)] or 0)
+        """Put a partition back on its stored position.
+
+        A partition whose position is not loaded yet is left to the rebalance listener, still running; if the
+        listener failed, its error restarts the pipeline at the top of the loop.
+        """
+        if isinstance(tp, TopicPartition) and (tp.topic, tp.partition) in self._positions:
+            self._consumer.seek(tp, self._positions[(tp.topic, tp.partition)] or 0)
 
     def _raise_listener_failure(self) -> None:
         # aiokafka logs and swallows exceptions raised in a rebalance listener; ours are re-raised here.

@@ -1,4 +1,10 @@
-"""The query API's exceptions; each maps to one HTTP status in `main.py`."""
+"""The query API's exceptions, each with its HTTP status, and the one place that classifies driver errors."""
+
+import contextlib
+from collections.abc import Iterator
+from typing import Final
+
+import asyncpg
 
 
 class QueryError(RuntimeError):
@@ -23,3 +29,37 @@ class StoreUnavailableError(QueryError):
     """The read model could not be reached; retry later."""
 
     status_code = 503
+
+
+_CONNECTION_ERRORS: Final = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,  # "connection is closed", "another operation is in progress" after a lost socket
+    asyncpg.OperatorInterventionError,  # 57P01 terminated by an administrator, 57P03 cannot connect now
+    asyncpg.InsufficientResourcesError,  # 53: too many connections, out of memory
+    asyncpg.CannotConnectNowError,
+)
+
+
+def classify_db_error(error: BaseException) -> QueryError | None:
+    """The one place that maps asyncpg errors to statuses: lost or refused connections and timeouts are 503."""
+    if isinstance(error, asyncpg.QueryCanceledError):
+        return StoreUnavailableError("the query took too long and was cancelled; narrow the filters or retry")
+    if isinstance(error, _CONNECTION_ERRORS):
+        return StoreUnavailableError(f"read model unavailable: {error}")
+    return None
+
+
+@contextlib.contextmanager
+def store_errors() -> Iterator[None]:
+    """Translate driver errors raised inside the block; anything unclassified propagates as a bug (500)."""
+    try:
+        yield
+    except QueryError:
+        raise
+    except Exception as e:
+        mapped = classify_db_error(e)
+        if mapped is None:
+            raise
+        raise mapped from e

@@ -12,6 +12,7 @@ from audit_query.config import Settings
 from audit_query.cursor import CursorCodec
 from audit_query.errors import QueryError
 from audit_query.kafka import KafkaProbe
+from audit_query.metrics import instrument
 from audit_query.repository import AuditRepository
 from audit_query.routes import audit, entities, health, traces
 
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for module in (audit, entities, traces, health):
         app.include_router(module.router)
+    instrument(app)
 
     @app.exception_handler(QueryError)
     async def query_error(request: Request, exc: QueryError) -> JSONResponse:

@@ -13,16 +13,16 @@ async def read_page(
     *,
     view: str,
     filters: AuditFilter,
-    sort: SortField,
+    sort: SortField | str,
     order: SortOrder,
     limit: int | None,
     cursor: str | None,
 ) -> AuditPage:
     """Keyset page; the cursor is bound to `view`, sort, order and filters, so no other query takes it."""
-    scope = scope_of(view=view, sort=sort.value, order=order.value, filters=filters.model_dump(mode="json"))
+    scope = scope_of(view=view, sort=str(sort), order=order.value, filters=filters.model_dump(mode="json"))
     after = codec.decode(cursor, scope).key if cursor else None
     size = min(limit or settings.default_limit, settings.max_limit)
-    rows = await repo.list_entries(filters, sort, order, size, after)
+    rows = await repo.list_entries(filters, str(sort), order, size, after)
     page, more = rows[:size], len(rows) > size
     next_cursor = codec.encode(Cursor(scope, page[-1].sort_values)) if more else None
     return AuditPage(data=[r.entry for r in page], count=len(page), next_cursor=next_cursor)

@@ -9,7 +9,7 @@ from uuid import UUID
 
 import asyncpg
 
-from audit_query.errors import StoreUnavailableError
+from audit_query.errors import store_errors
 from audit_query.models import (
     AuditEntryPublic,
     AuditFilter,
@@ -23,17 +23,28 @@ from audit_query.models import (
     UserPublic,
 )
 
+SESSION_SETTINGS: Final = {
+    "statement_timeout": "20s",
+    "lock_timeout": "5s",
+    "idle_in_transaction_session_timeout": "30s",
+}
+"""Every session's limits: no read holds a lock or a transaction open for long."""
+
+LOG_ORDER: Final = "log"
+"""Entity history's order: the order the log guarantees for one entity (its partition's offsets)."""
+
 # Sort columns per field, with (SQL cast of the cursor value) — ties end on time, then audit id.
-SORT_KEYS: Final[dict[SortField, tuple[tuple[str, str], ...]]] = {
+SORT_KEYS: Final[dict[str, tuple[tuple[str, str], ...]]] = {
     SortField.TIME: (("e.occurred_at", "timestamptz"), ("e.audit_id", "uuid")),
     SortField.USER: (("e.user_sort", "text"), ("e.occurred_at", "timestamptz"), ("e.audit_id", "uuid")),
     SortField.EVENT: (("e.action", "text"), ("e.occurred_at", "timestamptz"), ("e.audit_id", "uuid")),
+    LOG_ORDER: (("e.tenant_id", "text"), ("e.kafka_partition", "int"), ("e.kafka_offset", "bigint")),
 }
 
 _ENTRY_SELECT: Final = """
 SELECT e.audit_id, e.occurred_at, e.tenant_id, e.action, e.entity_model, e.entity_id, e.actor_type,
        e.actor_id, e.actor_display_name, e.user_sort, e.request_id, host(e.client_ip) AS client_ip, e.user_agent,
-       e.correlation_id, e.otel_trace_id, e.source,
+       e.correlation_id, e.otel_trace_id, e.source, e.kafka_partition, e.kafka_offset,
        o.status, o.error_type, o.error_message, o.revision, o.changes, o.finished_at, o.duration_ms
   FROM audit_entries e
   LEFT JOIN audit_outcomes o ON o.audit_id = e.audit_id
@@ -78,7 +89,11 @@ class AuditRepository:
     async def open(cls, dsn: str, schema: str, unknown_after: timedelta) -> "AuditRepository":
         """Create the pool lazily (min_size=0) so the API starts, and reports, while Postgres is down."""
         pool = await asyncpg.create_pool(
-            dsn, min_size=0, max_size=10, server_settings={"search_path": schema}, command_timeout=30
+            dsn,
+            min_size=0,
+            max_size=10,
+            server_settings={"search_path": schema, "application_name": "audit-query", **SESSION_SETTINGS},
+            command_timeout=30,
         )
         return cls(pool, unknown_after)
 
@@ -87,7 +102,7 @@ class AuditRepository:
         await self._pool.close()
 
     async def list_entries(
-        self, filters: AuditFilter, sort: SortField, order: SortOrder, limit: int, after: Sequence[Any] | None
+        self, filters: AuditFilter, sort: str, order: SortOrder, limit: int, after: Sequence[Any] | None
     ) -> list[Row]:
         """One page of the global log, `limit + 1` rows so the caller knows whether more follow."""
         where = _Where()
@@ -166,10 +181,8 @@ class AuditRepository:
         )
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        try:
+        with store_errors():
             rows: list[asyncpg.Record] = await self._pool.fetch(sql, *args)
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError) as e:
-            raise StoreUnavailableError(f"read model unavailable: {e}") from e
         return rows
 
     def _entry(self, r: asyncpg.Record) -> AuditEntryPublic:
@@ -227,7 +240,7 @@ def _apply_filters(where: _Where, f: AuditFilter) -> None:
         where.add("e.occurred_at < {}", f.until)
 
 
-def _sort_values(r: asyncpg.Record, sort: SortField) -> tuple[str, ...]:
+def _sort_values(r: asyncpg.Record, sort: str) -> tuple[str, ...]:
     """The row's values of the sort columns, as text a cursor can carry (cast back in SQL)."""
     values = (r[column.removeprefix("e.")] for column, _ in SORT_KEYS[sort])
     return tuple(v.isoformat() if isinstance(v, datetime) else str(v) for v in values)

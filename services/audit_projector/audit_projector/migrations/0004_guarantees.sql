@@ -19,8 +19,9 @@ CREATE TABLE audit_ids (
 ALTER TABLE audit_entries ADD COLUMN content_digest bytea;
 ALTER TABLE audit_outcomes ADD COLUMN content_digest bytea;
 
--- Entity history reads in log order (one entity's events share a partition).
-CREATE INDEX audit_entries_entity_log ON audit_entries (entity_model, entity_id, kafka_partition, kafka_offset);
+-- Entity history reads in log order: one tenant's entity shares a partition, so offsets order its events.
+CREATE INDEX audit_entries_entity_log
+    ON audit_entries (entity_model, entity_id, tenant_id, kafka_partition, kafka_offset);
 
 -- Dead letters keep the original headers, so a redrive re-publishes the record as it was.
 ALTER TABLE dead_letters ADD COLUMN record_headers jsonb NOT NULL DEFAULT '[]';

@@ -6,8 +6,9 @@ from fastapi import APIRouter, Path, Query
 
 from audit_query.deps import CodecDep, RepositoryDep, SettingsDep
 from audit_query.errors import NotFoundError
-from audit_query.models import AuditFilter, AuditPage, SortField, SortOrder
+from audit_query.models import AuditFilter, AuditPage, SortOrder
 from audit_query.pages import read_page
+from audit_query.repository import LOG_ORDER
 from audit_query.routes.audit import CursorQuery, LimitQuery
 
 router = APIRouter(prefix="/v1/entities", tags=["entity history"])
@@ -24,7 +25,7 @@ async def entity_history(
     limit: LimitQuery = None,
     cursor: CursorQuery = None,
 ) -> AuditPage:
-    """Every action on the entity, oldest first, so revisions read in order."""
+    """Every action on the entity in the order the log holds them (its partition's offsets), not by clocks."""
     filters = AuditFilter(tenant=tenant, model=model, entity_id=entity_id)
     page = await read_page(
         repo,
@@ -32,7 +33,7 @@ async def entity_history(
         settings,
         view="entity",
         filters=filters,
-        sort=SortField.TIME,
+        sort=LOG_ORDER,
         order=SortOrder.ASC,
         limit=limit,
         cursor=cursor,
