@@ -1,0 +1,256 @@
+"""Resume exactly where it stopped: restarts, failed assignments, lost history, and SIGTERM in an outage."""
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+
+from audit_schemas import encode
+from tests.conftest import LOG_DIR, Isolated, free_port, projector_process, projector_running
+from tests.factories import action_event, key_of, publish_events, read_topic, send_keyed
+from tests.polling import eventually
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
+
+
+@contextlib.asynccontextmanager
+async def _owner(isolated: Isolated) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(isolated.stack.owner_dsn, server_settings={"search_path": isolated.name})
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def _offsets(isolated: Isolated) -> dict[tuple[str, int], int]:
+    async with _owner(isolated) as conn:
+        rows = await conn.fetch("SELECT topic, partition, next_offset FROM projector_offsets")
+    return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
+
+
+async def _count(isolated: Isolated, table: str) -> int:
+    async with _owner(isolated) as conn:
+        value: int = await conn.fetchval(f"SELECT count(*) FROM {table}")
+        return value
+
+
+def _terminate(proc: subprocess.Popen[bytes], within: float = 30) -> int:
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=within)
+
+
+async def test_restart_loop_over_a_poisoned_history(isolated: Isolated) -> None:
+    """Six SIGTERM restarts mid-stream: no dead letter published twice, no stored offset ever moves back."""
+    topic = isolated.projector.audit_topic
+    ids = await publish_events(isolated.stack.bootstrap, topic, 1200, entities=60)
+    poison: list[tuple[bytes, bytes | None]] = []
+    for i in range(12):
+        bad = json.loads(encode(action_event(f"bad-{i}")))
+        bad["data"]["action"] = "teleport"
+        poison.append((json.dumps(bad).encode(), f"acme/resource/bad-{i}".encode()))
+    await send_keyed(isolated.stack.bootstrap, topic, poison)
+    ids += await publish_events(isolated.stack.bootstrap, topic, 300, entities=60)
+    small = isolated.projector.model_copy(update={"batch_max_records": 40})
+    env_isolated = Isolated(isolated.stack, isolated.name, isolated.producer, small, isolated.query)
+    seen: dict[tuple[str, int], int] = {}
+    for round_ in range(6):
+        proc = projector_process(env_isolated)
+        try:
+            before = await _count(isolated, "audit_entries")
+            await eventually(lambda b=before: _grew(isolated, b + 60), within=60, interval=0.02)  # type: ignore[misc]
+        finally:
+            code = _terminate(proc)
+        assert code == 0, f"round {round_}: SIGTERM exits 0"
+        now = await _offsets(isolated)
+        for key, offset in seen.items():
+            assert now.get(key, 0) >= offset, f"round {round_}: the stored offset of {key} moved back"
+        seen = now
+    async with projector_running(small):
+        await eventually(lambda: _has(isolated, "audit_entries", len(ids)), within=90)
+        await eventually(lambda: _has(isolated, "dead_letters", len(poison)), within=30)
+    letters = await read_topic(isolated.stack.bootstrap, isolated.projector.dead_letter_topic)
+    sources = [(dict(r.headers)["dlq.source.partition"], dict(r.headers)["dlq.source.offset"]) for r in letters]
+    assert len(letters) == len(poison), f"{len(letters)} dead-letter records for {len(poison)} poison records"
+    assert len(set(sources)) == len(sources)
+
+
+async def _grew(isolated: Isolated, at_least: int) -> bool:
+    return await _count(isolated, "audit_entries") >= at_least
+
+
+async def _has(isolated: Isolated, table: str, count: int) -> bool:
+    return await _count(isolated, table) == count
+
+
+async def _readyz(port: int) -> dict[str, Any]:
+    async with httpx.AsyncClient() as client:
+        try:
+            response = await client.get(f"http://127.0.0.1:{port}/readyz")
+        except httpx.TransportError:
+            return {"ready": False, "problems": ["down"], "pipelines": {}}
+    body: dict[str, Any] = response.json()
+    body["status_code"] = response.status_code
+    return body
+
+
+async def test_a_failed_assignment_restarts_the_pipeline_and_is_reported(isolated: Isolated) -> None:
+    """Loading positions in the rebalance listener fails: the pipeline is rebuilt instead of silently idling."""
+    async with _owner(isolated) as conn:
+        await conn.execute("REVOKE SELECT ON projector_offsets FROM audit_writer")
+    await publish_events(isolated.stack.bootstrap, isolated.projector.audit_topic, 30)
+    port = free_port()
+    settings = isolated.projector.model_copy(update={"health_port": port})
+    async with projector_running(settings):
+
+        async def restarting() -> dict[str, Any] | None:
+            body = await _readyz(port)
+            audit = body["pipelines"].get(settings.audit_topic, {})
+            return body if audit.get("restarts", 0) >= 1 and body["status_code"] == 503 else None
+
+        body = await eventually(restarting, within=30)
+        assert "permission denied" in (body["pipelines"][settings.audit_topic]["last_error"] or "")
+        assert await _count(isolated, "audit_entries") == 0
+        async with _owner(isolated) as conn:
+            await conn.execute("GRANT SELECT ON projector_offsets TO audit_writer")
+        await eventually(lambda: _has(isolated, "audit_entries", 30), within=60)
+
+        async def ready() -> bool:
+            return bool((await _readyz(port))["status_code"] == 200)
+
+        await eventually(ready, within=30)
+
+
+async def test_an_offset_the_broker_lost_blocks_until_an_operator_moves_past(isolated: Isolated) -> None:
+    """History deleted under a stored offset is reported and stops the partition; it is never reset silently."""
+    topic = isolated.projector.audit_topic
+    first = [action_event(f"p0-{i}") for i in range(5)]
+    await _send_to_partition(isolated, topic, first, 0)
+    async with projector_running(isolated.projector):
+        await eventually(lambda: _has(isolated, "audit_entries", 5))
+    later = [action_event(f"p0-late-{i}") for i in range(6)]
+    await _send_to_partition(isolated, topic, later, 0)  # offsets 5..10
+    admin = AIOKafkaAdminClient(bootstrap_servers=isolated.stack.bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_records({TopicPartition(topic, 0): RecordsToDelete(before_offset=8)})
+    finally:
+        await admin.close()
+    port = free_port()
+    settings = isolated.projector.model_copy(update={"health_port": port, "probe_interval_s": 0.5})
+    async with projector_running(settings):
+
+        async def blocked() -> dict[str, Any] | None:
+            body = await _readyz(port)
+            block = body.get("blocked", {}).get(f"{topic}/0")
+            return block if block else None
+
+        block = await eventually(blocked, within=30)
+        assert block["reason"] == "offset_out_of_range"
+        assert block["offset"] == 5
+        assert "log starts at 8" in block["detail"]
+        assert await _count(isolated, "audit_entries") == 5, "nothing skipped silently"
+        code, out, err = await _cli(
+            isolated, "skip", "--topic", topic, "--partition", "0", "--offset", "8", "--move-to",
+            "--reason", "records 5-7 deleted by retention misconfiguration", "--by", "ops",
+        )  # fmt: skip
+        assert code == 0, err
+        assert "move from offset 5 to 8" in out + err
+        await eventually(lambda: _has(isolated, "audit_entries", 8), within=30)
+    assert (await _offsets(isolated))[(topic, 0)] == 11
+    assert await _count(isolated, "projector_blocks") == 0
+
+
+async def _send_to_partition(isolated: Isolated, topic: str, events: list[Any], partition: int) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=isolated.stack.bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for e in events:
+            await producer.send_and_wait(topic, encode(e), key=key_of(e), partition=partition)
+    finally:
+        await producer.stop()
+
+
+async def _cli(isolated: Isolated, *args: str) -> tuple[int, str, str]:
+    env = isolated.projector_env()
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "audit-projector"),
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+@contextlib.contextmanager
+def _broker_frozen(isolated: Isolated) -> Iterator[None]:
+    """SIGSTOP the local Kafka JVM (an unreachable broker), and SIGCONT it after the block."""
+    state = Path(os.environ.get("AUDIT_STACK_DIR") or Path(tempfile.gettempdir()) / "audit-trail-stack")
+    pid_file = state / "kafka.pid"
+    if isolated.stack.admin_dsn is None or not pid_file.is_file():
+        pytest.skip("needs the local stack's Kafka process")
+    pid = int(pid_file.read_text())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+async def test_sigterm_while_the_broker_is_unreachable_exits_zero_within_the_bound(isolated: Isolated) -> None:
+    await publish_events(isolated.stack.bootstrap, isolated.projector.audit_topic, 50)
+    port = free_port()
+    proc = projector_process(isolated, health_port=port)
+    try:
+        await eventually(lambda: _has(isolated, "audit_entries", 50), within=60)
+        with _broker_frozen(isolated):
+            await asyncio.sleep(3)  # the clients notice requests going unanswered
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(proc.wait, 40)
+            took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = _projector_log(isolated)
+    assert code == 0, log[-3000:]
+    assert took < 35, f"shutdown took {took:.1f}s"
+    assert "Traceback" not in log
+    assert "CancelledError" not in log
+    assert "projector_stopped" in log
+
+
+def _projector_log(isolated: Isolated) -> str:
+    return "\n".join(p.read_text() for p in sorted(LOG_DIR.glob(f"{isolated.name}-projector-*.log")))
+
+
+async def test_liveness_stays_up_through_a_database_outage(isolated: Isolated) -> None:
+    """Postgres unreachable: the projector keeps retrying, alive (no needless restart) but not ready."""
+    port = free_port()
+    settings = isolated.projector.model_copy(
+        update={"health_port": port, "database_url": "postgresql://audit_projector:x@127.0.0.1:1/audit"}
+    )
+    async with projector_running(settings), httpx.AsyncClient() as client:
+
+        async def retried() -> bool:
+            body = await _readyz(port)
+            return any(p["restarts"] >= 1 for p in body["pipelines"].values())
+
+        await eventually(retried, within=20)
+        assert (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
+        assert (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 503
