@@ -287,7 +287,8 @@ class ProjectionRepository:
         events = [r for r in (*rows.entries, *rows.outcomes) if r.claim is not None]
         if not events:
             return []
-        events.sort(key=lambda r: (r.at.topic, r.at.partition, r.at.offset))
+        # Within a batch a start claims before an outcome (partitions have no order between them).
+        events.sort(key=lambda r: (r.claim is None or r.claim.kind != "start", r.at.topic, r.at.partition, r.at.offset))
         ids = list({r.claim.audit_id: None for r in events if r.claim is not None})
         first: dict[UUID, Row] = {}
         for r in events:
