@@ -191,9 +191,11 @@ async def api(isolated: Isolated) -> AsyncIterator[httpx.AsyncClient]:
     await task
 
 
-def projector_process(isolated: Isolated, health_port: int = 0) -> subprocess.Popen[bytes]:
+def projector_process(
+    isolated: Isolated, health_port: int = 0, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start `audit-projector run` as a separate OS process (so a test can SIGKILL it)."""
-    env = {**isolated.projector_env(), "AUDIT_PROJECTOR_HEALTH_PORT": str(health_port)}
+    env = {**isolated.projector_env(), "AUDIT_PROJECTOR_HEALTH_PORT": str(health_port), **(extra_env or {})}
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"{isolated.name}-projector-{uuid4().hex[:6]}.log"
     with log_path.open("wb") as log_file:

@@ -36,8 +36,20 @@ case "${1:-}" in
     echo $! > "$state/projector.pid"
     AUDIT_QUERY_PORT=$query_port nohup "$bin/audit-query" serve >"$state/query.log" 2>&1 &
     echo $! > "$state/query.pid"
-    wait_http "http://127.0.0.1:$health_port/readyz"
+    # Alive is enough to go on: a blocked partition keeps the projector unready but must not stop the demo.
+    wait_http "http://127.0.0.1:$health_port/healthz"
     wait_http "http://127.0.0.1:$query_port/readyz"
+    "$bin/python" - "$health_port" <<'PY' || true
+import sys, time, httpx
+url = f"http://127.0.0.1:{sys.argv[1]}/readyz"
+for _ in range(20):
+    body = httpx.get(url, timeout=2).json()
+    if body["ready"]:
+        sys.exit(0)
+    time.sleep(0.5)
+print("[services] warning: the projector is running but not ready:", "; ".join(body["problems"]), file=sys.stderr)
+print("[services] see docs/operations.md (blocked partitions) for the way out", file=sys.stderr)
+PY
     echo "[services] projector (health :$health_port) and query API (:$query_port) running; logs in $state" >&2
     ;;
   stop) stop_one projector; stop_one query ;;

@@ -54,6 +54,7 @@ ensure_prerequisites() {
   command -v mvn >/dev/null || apt_install maven
   [ -n "$(pg_bin)" ] || apt_install postgresql
   command -v psql >/dev/null || apt_install postgresql-client
+  command -v kcat >/dev/null || apt_install kcat  # the wire-contract test publishes with librdkafka
 }
 
 # Run a command as the unprivileged database user (initdb and postgres refuse root).

@@ -3,10 +3,12 @@
 from typing import Any
 from uuid import uuid4
 
+import asyncpg
 import httpx
 import pytest
 
 from audit_producer import Actor, AuditProducer, Entity
+from tests.conftest import Isolated
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -67,3 +69,27 @@ async def test_cursor_is_bound_to_its_query(audit: AuditProducer, projector: Any
     assert entity_cursor is None
     response = await api.get("/v1/entities/resource/c-0/audit", params={"cursor": cursor})
     assert response.status_code == 400
+
+
+async def test_a_connection_closed_under_the_api_is_a_503_then_recovers(
+    isolated: Isolated, api: httpx.AsyncClient
+) -> None:
+    """The database ends the API's sessions: requests get a JSON 503 (never a 500) and the pool reconnects."""
+    if isolated.stack.admin_dsn is None:
+        pytest.skip("needs a superuser DSN to terminate sessions")
+    assert (await api.get("/v1/audit")).status_code == 200
+    admin = await asyncpg.connect(isolated.stack.admin_dsn)
+    try:
+        statuses = []
+        for _ in range(5):
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'audit-query'"
+            )
+            response = await api.get("/v1/audit")
+            statuses.append(response.status_code)
+            assert response.status_code in (200, 503), response.text
+            if response.status_code == 503:
+                assert "unavailable" in response.json()["detail"]
+    finally:
+        await admin.close()
+    assert (await api.get("/v1/audit")).status_code == 200

@@ -213,13 +213,24 @@ def _broker_frozen(isolated: Isolated) -> Iterator[None]:
 
 
 async def test_sigterm_while_the_broker_is_unreachable_exits_zero_within_the_bound(isolated: Isolated) -> None:
+    """The broker stops answering: readiness says so (alive all along), and SIGTERM still exits 0 in time."""
     await publish_events(isolated.stack.bootstrap, isolated.projector.audit_topic, 50)
     port = free_port()
-    proc = projector_process(isolated, health_port=port)
+    stall = {"AUDIT_PROJECTOR_STALL_AFTER_S": "3", "AUDIT_PROJECTOR_PROBE_INTERVAL_S": "0.5"}
+    proc = projector_process(isolated, health_port=port, extra_env=stall)
     try:
         await eventually(lambda: _has(isolated, "audit_entries", 50), within=60)
+        await eventually(lambda: _is_ready(port), within=20)
         with _broker_frozen(isolated):
-            await asyncio.sleep(3)  # the clients notice requests going unanswered
+
+            async def stuck() -> dict[str, Any] | None:
+                body = await _readyz(port)
+                return body if body["status_code"] == 503 else None
+
+            body = await eventually(stuck, within=30)
+            assert any("broker has not answered" in p for p in body["problems"]), body["problems"]
+            async with httpx.AsyncClient() as client:
+                assert (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
             started = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             code = await asyncio.to_thread(proc.wait, 40)
@@ -233,6 +244,10 @@ async def test_sigterm_while_the_broker_is_unreachable_exits_zero_within_the_bou
     assert "Traceback" not in log
     assert "CancelledError" not in log
     assert "projector_stopped" in log
+
+
+async def _is_ready(port: int) -> bool:
+    return bool((await _readyz(port))["status_code"] == 200)
 
 
 def _projector_log(isolated: Isolated) -> str:

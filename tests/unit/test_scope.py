@@ -17,7 +17,7 @@ def test_change_set_from_two_snapshots_keeps_only_differences() -> None:
     }
 
 
-@pytest.mark.parametrize("bad", [-1, 1.5, "7", True])
+@pytest.mark.parametrize("bad", [-1, 1.5, "7", True, 2**63])
 def test_bad_revision_fails_inside_the_body(bad: object) -> None:
     scope = ActionScope(uuid4(), Action.UPDATE, Entity(id="r", model="resource"), "acme", "00-x")
     with pytest.raises(InvalidActionError, match="revision"):
@@ -30,3 +30,13 @@ def test_non_json_change_fails_inside_the_body() -> None:
     scope = ActionScope(uuid4(), Action.UPDATE, Entity(id="r", model="resource"), "acme", "00-x")
     with pytest.raises(InvalidActionError, match="not JSON-compatible"):
         scope.change("handle", None, object())
+
+
+@pytest.mark.parametrize(
+    ("name", "before", "match"),
+    [("ratio", float("nan"), "finite"), ("k", "a\x00b", "NUL"), ("k\x00", 1, "NUL"), ("k", "\ud800", "surrogate")],
+)
+def test_unstorable_change_fails_inside_the_body(name: str, before: object, match: str) -> None:
+    scope = ActionScope(uuid4(), Action.UPDATE, Entity(id="r", model="resource"), "acme", "00-x")
+    with pytest.raises(InvalidActionError, match=match):
+        scope.change(name, before, 1)

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from audit_producer.errors import InvalidActionError
 from audit_schemas import Action, Entity, FieldChange
+from audit_schemas.storable import BIGINT_MAX, check_text
 
 
 @dataclass(slots=True)
@@ -35,8 +36,10 @@ class ActionScope:
 
     @revision.setter
     def revision(self, value: int | None) -> None:
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise InvalidActionError(f"revision must be a non-negative integer, not {value!r}")
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= BIGINT_MAX
+        ):
+            raise InvalidActionError(f"revision must be an integer from 0 to 2**63-1, not {value!r}")
         self._revision = value
 
     @property
@@ -46,6 +49,10 @@ class ActionScope:
 
     def change(self, name: str, before: Any, after: Any) -> None:
         """Record one field's before and after values (JSON-compatible)."""
+        try:
+            check_text(name)
+        except ValueError as e:
+            raise InvalidActionError(f"change name {name!r} {e}") from e
         try:
             self.changes[name] = FieldChange(before=before, after=after)
         except ValidationError as e:
