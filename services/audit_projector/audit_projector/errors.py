@@ -74,6 +74,7 @@ _CONNECTION_ERRORS: Final = (
     asyncpg.OperatorInterventionError,  # 57P01 admin shutdown, 57P03 cannot connect now
     asyncpg.InsufficientResourcesError,  # 53: too many connections, out of memory, disk full — may pass
     asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions._base.InternalClientError,  # protocol state broken by a connection lost mid-operation
 )
 _CLIENT_DATA_ERRORS: Final = (
     asyncpg.exceptions._base.DataError,  # an argument asyncpg could not encode

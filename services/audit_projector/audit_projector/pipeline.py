@@ -5,10 +5,11 @@ execution-log stream never holds up the audit stream.
 """
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from datetime import date
-from typing import Final
+from typing import Final, NamedTuple
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
@@ -27,7 +28,7 @@ from audit_projector.errors import (
     kafka_errors,
 )
 from audit_projector.repository import Batch, Block, OffsetFence, ProjectionRepository, Skip
-from audit_projector.rows import Coordinates
+from audit_projector.rows import Coordinates, Row, Table, row_for
 from audit_projector.state import BlockedPartition, Key, PipelineState
 from audit_schemas import EnvelopeError, NewerSchemaError, decode
 
@@ -37,6 +38,14 @@ _DB_RETRY_START_S: Final = 2.0
 _DB_RETRY_MAX_S: Final = 60.0
 _SYSTEMIC_SHARE: Final = 0.5
 """Above this share of a batch (of 10+ records) refused by the database, the fault is the database's."""
+
+
+class Decoded(NamedTuple):
+    """A polled record, where it sits, and the row it becomes (or why it cannot)."""
+
+    record: ConsumerRecord
+    at: Coordinates
+    item: "tuple[Table, Row] | EnvelopeError | NewerSchemaError"
 
 
 class Pipeline:
@@ -78,38 +87,83 @@ class Pipeline:
         self._consumer.subscribe([self.topic], listener=_Rebalance(self))
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll and project until `stop` is set; raise what needs the pipeline rebuilt."""
+        """Poll and project until `stop` is set; raise what needs the pipeline rebuilt.
+
+        Two batches overlap: the next one is decoded (CPU) while the previous one commits (database), and
+        is assembled against the stored positions only once that commit is known.
+        """
         self.state.running = True
         probed = maintained = 0.0
+        pending: asyncio.Task[None] | None = None
+        probe: asyncio.Task[None] | None = None
         try:
             while not stop.is_set():
                 self._raise_listener_failure()
-                try:
-                    batch = await self._consumer.getmany(
-                        timeout_ms=self._poll_timeout_ms, max_records=self._max_records
-                    )
-                except OffsetOutOfRangeError as e:
-                    await self._out_of_range(e.args[0] if e.args and isinstance(e.args[0], dict) else {})
-                    continue
-                except NoOffsetForPartitionError as e:
-                    # The fetcher looked for a Kafka-committed offset (we keep none) before our seek applied.
-                    self._reseek(e.args[0] if e.args else None)
-                    continue
-                except KafkaError as e:
-                    raise classify_kafka_error("poll failed", e) from e
-                if batch:
-                    async with self._batch_lock:
-                        await self._project(batch)
+                fetched = await self._poll()
+                decoded = await self._decode(fetched) if fetched else None
+                if pending is not None:
+                    task, pending = pending, None
+                    await task
+                if decoded:
+                    pending = asyncio.create_task(self._project_locked(decoded))
                 now = time.monotonic()
-                if now - probed >= self._probe_interval:
+                if now - probed >= self._probe_interval and (probe is None or probe.done()):
                     probed = now
-                    await self._probe()
+                    probe = asyncio.create_task(self._probe())
                     await self._unblock()
                 if now - maintained >= 3600:
                     maintained = now
                     await self._repo.ensure_months(months_ahead(self._months_ahead))
+            if pending is not None:
+                task, pending = pending, None
+                await task
         finally:
+            for leftover in (pending, probe):
+                if leftover is not None and not leftover.done():
+                    leftover.cancel()
+                    with contextlib.suppress(BaseException):
+                        await leftover
             self.state.running = False
+
+    async def _poll(self) -> dict[TopicPartition, list[ConsumerRecord]]:
+        try:
+            fetched: dict[TopicPartition, list[ConsumerRecord]] = await self._consumer.getmany(
+                timeout_ms=self._poll_timeout_ms, max_records=self._max_records
+            )
+        except OffsetOutOfRangeError as e:
+            await self._out_of_range(e.args[0] if e.args and isinstance(e.args[0], dict) else {})
+            return {}
+        except NoOffsetForPartitionError as e:
+            # The fetcher looked for a Kafka-committed offset (we keep none) before our seek applied.
+            self._reseek(e.args[0] if e.args else None)
+            return {}
+        except KafkaError as e:
+            raise classify_kafka_error("poll failed", e) from e
+        return fetched
+
+    async def _decode(self, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> dict[TopicPartition, list[Decoded]]:
+        """Decode records and build their rows: the CPU half of a batch, independent of stored positions."""
+        out: dict[TopicPartition, list[Decoded]] = {}
+        done = 0
+        for tp, polled in fetched.items():
+            items: list[Decoded] = []
+            for record in polled:
+                at = Coordinates(tp.topic, tp.partition, int(record.offset))
+                item: tuple[Table, Row] | EnvelopeError | NewerSchemaError
+                try:
+                    item = row_for(decode(record.value), at)
+                except (EnvelopeError, NewerSchemaError) as e:
+                    item = e
+                items.append(Decoded(record, at, item))
+                done += 1
+                if done % 64 == 0:
+                    await asyncio.sleep(0)  # let the commit in flight make progress
+            out[tp] = items
+        return out
+
+    async def _project_locked(self, decoded: dict[TopicPartition, list[Decoded]]) -> None:
+        async with self._batch_lock:
+            await self._project(decoded)
 
     async def end_offsets(self) -> dict[Key, int]:
         """Current end offset of every partition of the topic."""
@@ -172,7 +226,7 @@ class Pipeline:
                 self.state.assigned.discard(key)
         log.info("partitions_revoked", topic=self.topic, count=len(revoked))
 
-    async def _project(self, fetched: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    async def _project(self, fetched: dict[TopicPartition, list[Decoded]]) -> None:
         started = time.perf_counter()
         batch = Batch()
         records: dict[Coordinates, ConsumerRecord] = {}
@@ -183,7 +237,7 @@ class Pipeline:
                 continue  # fetched before a revocation, or stopped
             position = self._positions[key]
             # Records fetched before the seek to the stored offset applied are not ours to project again.
-            fresh = [r for r in polled if position is None or r.offset >= position]
+            fresh = [d for d in polled if position is None or d.at.offset >= position]
             if len(fresh) < len(polled):
                 self.state.discarded += len(polled) - len(fresh)
                 metrics.EVENTS.labels(self.topic, "discarded").inc(len(polled) - len(fresh))
@@ -219,30 +273,27 @@ class Pipeline:
         letters: list[DeadLetter],
         records: dict[Coordinates, ConsumerRecord],
         tp: TopicPartition,
-        polled: list[ConsumerRecord],
+        polled: list[Decoded],
     ) -> int | None:
-        """Add a partition's records to the batch; return the offset to store after them."""
+        """Add a partition's decoded records to the batch; return the offset to store after them."""
         next_offset: int | None = None
-        for record in polled:
-            at = Coordinates(tp.topic, tp.partition, int(record.offset))
+        for record, at, item in polled:
             records[at] = record
             skip = self._skips.get(at)
             if skip is not None and skip.kind == "dead_letter":
                 detail = f"skipped by {skip.requested_by}: {skip.reason}"
                 self._letter(batch, letters, record, at, "operator_skip", detail)
-                next_offset = at.offset + 1
-                continue
-            try:
-                batch.rows.add(decode(record.value), at)
-            except NewerSchemaError as e:
-                version = None if e.schema_version is None else str(e.schema_version)
+            elif isinstance(item, NewerSchemaError):
+                version = None if item.schema_version is None else str(item.schema_version)
                 batch.blocks.append(
-                    Block(at.topic, at.partition, at.offset, "newer_schema", str(e), e.event_type, version)
+                    Block(at.topic, at.partition, at.offset, "newer_schema", str(item), item.event_type, version)
                 )
                 # Stop before it: the offset stays on the newer event until an upgraded projector reads it.
                 return at.offset
-            except EnvelopeError as e:
-                self._letter(batch, letters, record, at, e.reason, e.detail)
+            elif isinstance(item, EnvelopeError):
+                self._letter(batch, letters, record, at, item.reason, item.detail)
+            else:
+                batch.rows.put(*item)
             next_offset = at.offset + 1
         return next_offset
 

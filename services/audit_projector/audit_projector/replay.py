@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
 
 import structlog
@@ -23,17 +24,23 @@ class ReplayResult:
     dead_lettered: int
 
 
-async def catch_up(settings: Settings, state: ProjectorState, timeout_s: float) -> int:
-    """Run a pipeline per topic until each has projected up to the end offsets seen at its start.
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    """How many records the end offsets covered, and the seconds spent projecting them (after start-up)."""
 
-    Returns how many records those end offsets cover.
-    """
+    records: int
+    seconds: float
+
+
+async def catch_up(settings: Settings, state: ProjectorState, timeout_s: float) -> CatchUp:
+    """Run a pipeline per topic until each has projected up to the end offsets seen at its start."""
     stop = asyncio.Event()
     async with contextlib.AsyncExitStack() as stack:
         pipelines = [
             await stack.enter_async_context(running_pipeline(settings, state.pipeline(t))) for t in settings.topics
         ]
         targets = [await p.end_offsets() for p in pipelines]
+        started = time.perf_counter()
         runs = [asyncio.create_task(p.run(stop)) for p in pipelines]
         try:
             async with asyncio.timeout(timeout_s):
@@ -42,19 +49,20 @@ async def catch_up(settings: Settings, state: ProjectorState, timeout_s: float) 
                         if run.done():
                             await run  # surface the pipeline's error
                     await asyncio.sleep(0.05)
+            elapsed = time.perf_counter() - started
         finally:
             stop.set()
             await asyncio.gather(*runs, return_exceptions=True)
-    return sum(sum(t.values()) for t in targets)
+    return CatchUp(sum(sum(t.values()) for t in targets), elapsed)
 
 
 async def replay(settings: Settings, owner_dsn: str, timeout_s: float) -> ReplayResult:
     """Project every record up to the end offsets seen at start into `settings.db_schema`."""
     await prepare(settings.model_copy(update={"migrations_database_url": owner_dsn}))
     state = ProjectorState()
-    total = await catch_up(settings, state, timeout_s)
-    log.info("replay_done", schema=settings.db_schema, records=total, projected=state.projected)
-    return ReplayResult(settings.db_schema, total, state.projected, state.dead_lettered)
+    done = await catch_up(settings, state, timeout_s)
+    log.info("replay_done", schema=settings.db_schema, records=done.records, projected=state.projected)
+    return ReplayResult(settings.db_schema, done.records, state.projected, state.dead_lettered)
 
 
-__all__ = ["ReplayResult", "catch_up", "replay"]
+__all__ = ["CatchUp", "ReplayResult", "catch_up", "replay"]

@@ -249,32 +249,38 @@ class ProjectionRepository:
         }[target.table]
 
     async def _fence(self, fences: Sequence[OffsetFence]) -> None:
-        lost = []
-        for f in fences:
-            if f.expected is None:
-                moved = await self._conn.fetchval(
-                    """INSERT INTO projector_offsets (consumer_group, topic, partition, next_offset)
-                       VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING 1""",
-                    self._group,
-                    f.topic,
-                    f.partition,
-                    f.next_offset,
-                )
-            else:
-                # Only forward: a batch that would move the offset back matches no row and is fenced.
-                moved = await self._conn.fetchval(
-                    """UPDATE projector_offsets SET next_offset = $5, updated_at = now()
-                        WHERE consumer_group = $1 AND topic = $2 AND partition = $3 AND next_offset = $4
-                          AND $5 >= $4
-                       RETURNING 1""",
-                    self._group,
-                    f.topic,
-                    f.partition,
-                    f.expected,
-                    f.next_offset,
-                )
-            if moved is None:
-                lost.append((f.topic, f.partition))
+        """Move every partition's stored offset in one statement, or raise FencedError for those that moved."""
+        claims = [f for f in fences if f.expected is None]
+        moves = [f for f in fences if f.expected is not None]
+        moved: set[tuple[str, int]] = set()
+        if claims:
+            rows = await self._conn.fetch(
+                """INSERT INTO projector_offsets (consumer_group, topic, partition, next_offset)
+                   SELECT $1, * FROM unnest($2::text[], $3::int[], $4::bigint[])
+                   ON CONFLICT DO NOTHING RETURNING topic, partition""",
+                self._group,
+                [f.topic for f in claims],
+                [f.partition for f in claims],
+                [f.next_offset for f in claims],
+            )
+            moved |= {(r["topic"], r["partition"]) for r in rows}
+        if moves:
+            # Only forward: a batch that would move the offset back matches no row and is fenced.
+            rows = await self._conn.fetch(
+                """UPDATE projector_offsets o SET next_offset = f.next_offset, updated_at = now()
+                     FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[])
+                          AS f(topic, partition, expected, next_offset)
+                    WHERE o.consumer_group = $1 AND o.topic = f.topic AND o.partition = f.partition
+                      AND o.next_offset = f.expected AND f.next_offset >= f.expected
+                   RETURNING o.topic, o.partition""",
+                self._group,
+                [f.topic for f in moves],
+                [f.partition for f in moves],
+                [f.expected for f in moves],
+                [f.next_offset for f in moves],
+            )
+            moved |= {(r["topic"], r["partition"]) for r in rows}
+        lost = [(f.topic, f.partition) for f in fences if (f.topic, f.partition) not in moved]
         if lost:
             raise FencedError(lost)
 
@@ -294,46 +300,53 @@ class ProjectionRepository:
         for r in events:
             assert r.claim is not None
             first.setdefault(r.claim.audit_id, r)
-        await self._conn.execute(
-            """INSERT INTO audit_ids (audit_id, tenant_id, entity_model, entity_id, action,
-                                      kafka_topic, kafka_partition, kafka_offset)
-               SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                    $6::text[], $7::int[], $8::bigint[])
-               ON CONFLICT (audit_id) DO NOTHING""",
-            *_claim_columns(list(first.values())),
-        )
-        claims = {
-            r["audit_id"]: r
-            for r in await self._conn.fetch(
+        claimed = {
+            rec["audit_id"]
+            for rec in await self._conn.fetch(
+                """INSERT INTO audit_ids (audit_id, tenant_id, entity_model, entity_id, action,
+                                          kafka_topic, kafka_partition, kafka_offset)
+                   SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                        $6::text[], $7::int[], $8::bigint[])
+                   ON CONFLICT (audit_id) DO NOTHING
+                   RETURNING audit_id""",
+                *_claim_columns(list(first.values())),
+            )
+        }
+        # Ids this batch claimed belong to their first row here; only the others need the stored claim.
+        claims: dict[UUID, tuple[str, str, str, str, Coordinates]] = {}
+        for audit_id in claimed:
+            row = first[audit_id]
+            assert row.claim is not None
+            c = row.claim
+            claims[audit_id] = (c.tenant_id, c.entity_model, c.entity_id, c.action, row.at)
+        others = [i for i in ids if i not in claimed]
+        if others:
+            for rec in await self._conn.fetch(
                 """SELECT audit_id, tenant_id, entity_model, entity_id, action,
                           kafka_topic, kafka_partition, kafka_offset
                      FROM audit_ids WHERE audit_id = ANY($1::uuid[])""",
-                ids,
-            )
-        }
+                others,
+            ):
+                at = Coordinates(rec["kafka_topic"], rec["kafka_partition"], rec["kafka_offset"])
+                claims[rec["audit_id"]] = (rec["tenant_id"], rec["entity_model"], rec["entity_id"], rec["action"], at)
         stored = await self._stored_digests(events, claims)
         duplicates: list[Coordinates] = []
         for r in events:
             claim = r.claim
             assert claim is not None
-            owner = claims[claim.audit_id]
-            owner_at = Coordinates(owner["kafka_topic"], owner["kafka_partition"], owner["kafka_offset"])
-            if (claim.tenant_id, claim.entity_model, claim.entity_id, claim.action) != (
-                owner["tenant_id"],
-                owner["entity_model"],
-                owner["entity_id"],
-                owner["action"],
-            ):
+            *subject, owner_at = claims[claim.audit_id]
+            if (claim.tenant_id, claim.entity_model, claim.entity_id, claim.action) != tuple(subject):
                 reason = "audit_id_conflict" if claim.kind == "start" else "outcome_mismatch"
+                tenant, model, entity, action = subject
                 rejected.append(
                     Rejection(
                         r.at.topic,
                         r.at.partition,
                         r.at.offset,
                         reason,
-                        f"audit id {claim.audit_id} belongs to {owner['tenant_id']}/{owner['entity_model']}/"
-                        f"{owner['entity_id']} ({owner['action']}), claimed at {owner_at}; this {claim.kind} "
-                        f"names {claim.tenant_id}/{claim.entity_model}/{claim.entity_id} ({claim.action})",
+                        f"audit id {claim.audit_id} belongs to {tenant}/{model}/{entity} ({action}), claimed at "
+                        f"{owner_at}; this {claim.kind} names {claim.tenant_id}/{claim.entity_model}/"
+                        f"{claim.entity_id} ({claim.action})",
                     )
                 )
                 continue
@@ -357,16 +370,13 @@ class ProjectionRepository:
         return duplicates
 
     async def _stored_digests(
-        self, events: list[Row], claims: dict[UUID, asyncpg.Record]
+        self, events: list[Row], claims: dict[UUID, tuple[str, str, str, str, Coordinates]]
     ) -> dict[tuple[str, UUID], tuple[bytes, Coordinates]]:
         """Digests of starts and outcomes already stored for the batch's ids (none on the common path)."""
         starts = [
             r.claim.audit_id
             for r in events
-            if r.claim is not None
-            and r.claim.kind == "start"
-            and (claims[r.claim.audit_id]["kafka_partition"], claims[r.claim.audit_id]["kafka_offset"])
-            != (r.at.partition, r.at.offset)
+            if r.claim is not None and r.claim.kind == "start" and claims[r.claim.audit_id][4] != r.at
         ]
         outcomes = [r.claim.audit_id for r in events if r.claim is not None and r.claim.kind == "outcome"]
         found: dict[tuple[str, UUID], tuple[bytes, Coordinates]] = {}

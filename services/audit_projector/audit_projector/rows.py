@@ -69,6 +69,11 @@ LOG_COLUMNS: Final = (
     "kafka_partition",
     "kafka_offset",
 )
+_ENTRY_TIME: Final = ENTRY_COLUMNS.index("occurred_at")
+_ENTRY_EVENT_ID: Final = ENTRY_COLUMNS.index("event_id")
+_OUTCOME_FINISHED: Final = OUTCOME_COLUMNS.index("finished_at")
+_OUTCOME_DURATION: Final = OUTCOME_COLUMNS.index("duration_ms")
+_OUTCOME_EVENT_ID: Final = OUTCOME_COLUMNS.index("event_id")
 DEAD_LETTER_COLUMNS: Final = (
     "kafka_topic",
     "kafka_partition",
@@ -125,10 +130,16 @@ class Row:
     claim: Claim | None = None
 
 
-def content_digest(data: ActionStarted | ActionOutcome, *timestamps: str) -> bytes:
-    """sha256 over the payload's canonical JSON, leaving out fields a re-send may legitimately change."""
-    body = data.model_dump(mode="json", exclude=set(timestamps))
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).digest()
+def content_digest(values: tuple[Any, ...], *skip: int) -> bytes:
+    """sha256 over a row's projected values, leaving out the columns a re-send may legitimately change
+    (its timestamps, its envelope id) and where the record sits. Equal digests project to the same row."""
+    kept: tuple[Any, ...] = ()
+    start = 0
+    for index in sorted(skip):
+        kept += values[start:index]
+        start = index + 1
+    kept += values[start:]
+    return hashlib.sha256(repr(kept).encode()).digest()
 
 
 def _claim(data: ActionStarted | ActionOutcome, kind: Literal["start", "outcome"], digest: bytes) -> Claim:
@@ -146,7 +157,6 @@ def entry_row(event: ActionEvent, at: Coordinates) -> Row:
     """An `audit_entries` row from an action-started event."""
     d = event.data
     request = d.request
-    digest = content_digest(d, "started_at")
     values = (
         event.time,
         d.audit_id,
@@ -167,12 +177,9 @@ def entry_row(event: ActionEvent, at: Coordinates) -> Row:
         event.source,
         event.id,
         d.schema_version,
-        at.topic,
-        at.partition,
-        at.offset,
-        digest,
     )
-    return Row(at, values, _claim(d, "start", digest))
+    digest = content_digest(values, _ENTRY_TIME, _ENTRY_EVENT_ID)
+    return Row(at, (*values, at.topic, at.partition, at.offset, digest), _claim(d, "start", digest))
 
 
 def outcome_row(event: OutcomeEvent, at: Coordinates) -> Row:
@@ -181,7 +188,6 @@ def outcome_row(event: OutcomeEvent, at: Coordinates) -> Row:
     changes = None
     if d.changes is not None:
         changes = json.dumps({name: change.model_dump(mode="json") for name, change in d.changes.items()})
-    digest = content_digest(d, "finished_at", "duration_ms")
     values = (
         d.audit_id,
         d.tenant_id,
@@ -197,12 +203,9 @@ def outcome_row(event: OutcomeEvent, at: Coordinates) -> Row:
         event.source,
         event.id,
         d.schema_version,
-        at.topic,
-        at.partition,
-        at.offset,
-        digest,
     )
-    return Row(at, values, _claim(d, "outcome", digest))
+    digest = content_digest(values, _OUTCOME_FINISHED, _OUTCOME_DURATION, _OUTCOME_EVENT_ID)
+    return Row(at, (*values, at.topic, at.partition, at.offset, digest), _claim(d, "outcome", digest))
 
 
 def log_row(event: ExecutionLogEvent, at: Coordinates) -> Row:
@@ -227,6 +230,18 @@ def log_row(event: ExecutionLogEvent, at: Coordinates) -> Row:
     return Row(at, values)
 
 
+Table = Literal["entries", "outcomes", "logs"]
+
+
+def row_for(event: ActionEvent | OutcomeEvent | ExecutionLogEvent, at: Coordinates) -> tuple[Table, Row]:
+    """The row an event becomes, and which table it goes to."""
+    if isinstance(event, ActionEvent):
+        return "entries", entry_row(event, at)
+    if isinstance(event, OutcomeEvent):
+        return "outcomes", outcome_row(event, at)
+    return "logs", log_row(event, at)
+
+
 @dataclass(slots=True)
 class BatchRows:
     """Everything one batch writes, grouped by table."""
@@ -238,12 +253,11 @@ class BatchRows:
 
     def add(self, event: ActionEvent | OutcomeEvent | ExecutionLogEvent, at: Coordinates) -> None:
         """Route an event to its table."""
-        if isinstance(event, ActionEvent):
-            self.entries.append(entry_row(event, at))
-        elif isinstance(event, OutcomeEvent):
-            self.outcomes.append(outcome_row(event, at))
-        else:
-            self.logs.append(log_row(event, at))
+        self.put(*row_for(event, at))
+
+    def put(self, table: Table, row: Row) -> None:
+        """Add a row built by `row_for`."""
+        {"entries": self.entries, "outcomes": self.outcomes, "logs": self.logs}[table].append(row)
 
     def without(self, refused: set[Coordinates]) -> None:
         """Drop the rows of records that will be dead-lettered or skipped instead."""

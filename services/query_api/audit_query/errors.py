@@ -39,6 +39,7 @@ _CONNECTION_ERRORS: Final = (
     asyncpg.OperatorInterventionError,  # 57P01 terminated by an administrator, 57P03 cannot connect now
     asyncpg.InsufficientResourcesError,  # 53: too many connections, out of memory
     asyncpg.CannotConnectNowError,
+    asyncpg.exceptions._base.InternalClientError,  # protocol state broken by a connection lost mid-operation
 )
 
 
