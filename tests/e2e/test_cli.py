@@ -107,3 +107,25 @@ async def test_query_cli_refuses_a_placeholder_secret_in_production() -> None:
     code, _, err = await _run("audit-query", "serve", env={"AUDIT_QUERY_ENVIRONMENT": "production"})
     assert code == 2
     assert "cursor_secret" in err.lower()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["skip", "--topic", "nope", "--partition", "0", "--offset", "1", "--reason", "r"], 1, "not a projected topic"),
+        (["skip", "--topic", "{audit}", "--partition", "0", "--offset", "1", "--reason", " "], 1, "needs a reason"),
+        (["skip", "--topic", "{audit}", "--partition", "-1", "--offset", "1", "--reason", "r"], 2, "partition"),
+        (["redrive"], 2, "choose what to redrive"),
+        (["redrive", "--reason", "x", "--value-file", "{file}"], 1, "replaces one record"),
+        (["redrive", "--topic", "{audit}", "--partition", "0", "--offset", "99"], 1, "no dead letter"),
+    ],
+)
+async def test_operator_cli_bad_input(
+    isolated: Isolated, tmp_path: Path, args: list[str], code: int, message: str
+) -> None:
+    value = tmp_path / "v.json"
+    await asyncio.to_thread(value.write_text, "{}")
+    filled = [a.format(audit=isolated.projector.audit_topic, file=value) for a in args]
+    got, out, err = await _run("audit-projector", *filled, env=isolated.projector_env())
+    assert got == code, out + err
+    assert message in out + err

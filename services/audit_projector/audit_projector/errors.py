@@ -101,10 +101,12 @@ def classify_db_error(what: str, error: BaseException) -> ProjectorError:
         isinstance(error, asyncpg.InterfaceError) and not isinstance(error, asyncpg.exceptions._base.DataError)
     ):
         return DependencyUnavailableError(f"{what}: database connection lost: {error}")
-    if is_record_data_error(error):
-        state = getattr(error, "sqlstate", None) or type(error).__name__
-        return RecordDataError(f"{what}: [{state}] {error}")
     state = getattr(error, "sqlstate", None)
+    if isinstance(state, str) and (state[:2] == "40" or state == "55P03"):
+        # Deadlock, serialization failure, lock timeout: the same work may pass on the next try.
+        return DependencyUnavailableError(f"{what}: transient conflict [{state}] {error}")
+    if is_record_data_error(error):
+        return RecordDataError(f"{what}: [{state or type(error).__name__}] {error}")
     return DatabaseError(f"{what}: [{state or type(error).__name__}] {error}")
 
 

@@ -309,7 +309,8 @@ class ProjectionRepository:
                                         $6::text[], $7::int[], $8::bigint[])
                    ON CONFLICT (audit_id) DO NOTHING
                    RETURNING audit_id""",
-                *_claim_columns(list(first.values())),
+                # In id order, so projectors claiming overlapping ids lock them in the same order (no deadlock).
+                *_claim_columns(sorted(first.values(), key=lambda r: r.claim.audit_id if r.claim else UUID(int=0))),
             )
         }
         # Ids this batch claimed belong to their first row here; only the others need the stored claim.
