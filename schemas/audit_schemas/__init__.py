@@ -15,6 +15,7 @@ from audit_schemas.envelope import (
     kafka_headers,
 )
 from audit_schemas.events import (
+    OUTCOME_SCHEMA_VERSION,
     SCHEMA_VERSION,
     ActionOutcome,
     ActionStarted,
@@ -28,6 +29,7 @@ from audit_schemas.events import (
 from audit_schemas.tracecontext import Traceparent, TraceparentError
 
 __all__ = [
+    "OUTCOME_SCHEMA_VERSION",
     "SCHEMA_VERSION",
     "Action",
     "ActionEvent",

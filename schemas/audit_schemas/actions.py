@@ -30,10 +30,11 @@ class ActorType(StrEnum):
 
 
 class OutcomeStatus(StrEnum):
-    """How an action ended."""
+    """How an action ended; `aborted` (outcome schema version 2) means its body never ran."""
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    ABORTED = "aborted"
 
 
 class LogLevel(StrEnum):

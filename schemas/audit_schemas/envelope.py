@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from audit_schemas.actions import Action
-from audit_schemas.events import ActionOutcome, ActionStarted, ExecutionLog
+from audit_schemas.events import OUTCOME_SCHEMA_VERSION, SCHEMA_VERSION, ActionOutcome, ActionStarted, ExecutionLog
 from audit_schemas.storable import StorableDatetime, Text
 from audit_schemas.topics import (
     ACTION_EVENT_TYPE,
@@ -95,6 +95,12 @@ AnyEvent = Annotated[ActionEvent | OutcomeEvent | ExecutionLogEvent, Field(discr
 _ANY_EVENT: Final = TypeAdapter[ActionEvent | OutcomeEvent | ExecutionLogEvent](AnyEvent)
 _ACTIONS: Final = frozenset(a.value for a in Action)
 KNOWN_TYPES: Final = frozenset({ACTION_EVENT_TYPE, OUTCOME_EVENT_TYPE, EXECUTION_LOG_EVENT_TYPE})
+SUPPORTED_VERSIONS: Final = {
+    ACTION_EVENT_TYPE: SCHEMA_VERSION,
+    OUTCOME_EVENT_TYPE: OUTCOME_SCHEMA_VERSION,
+    EXECUTION_LOG_EVENT_TYPE: SCHEMA_VERSION,
+}
+"""Newest payload `schema_version` understood per type; a higher one is not poison, it needs an upgrade."""
 
 
 class EnvelopeError(ValueError):
@@ -134,7 +140,7 @@ def kafka_headers(event: ActionEvent | OutcomeEvent | ExecutionLogEvent) -> list
 
 
 def _newer_version(event_type: str, data: Any) -> bool:
-    """True when the type is ours with a higher `.vN`, or its data claims a newer schema_version."""
+    """True when the type is ours with a higher `.vN`, or its data claims a newer schema_version than its type's."""
     if event_type.startswith(f"{TYPE_PREFIX}.") and event_type not in KNOWN_TYPES:
         stem, _, version = event_type.rpartition(".v")
         known_stems = {t.rpartition(".v")[0]: int(t.rpartition(".v")[2]) for t in KNOWN_TYPES}
@@ -142,7 +148,8 @@ def _newer_version(event_type: str, data: Any) -> bool:
             return True
     if isinstance(data, dict):
         version_value = data.get("schema_version")
-        if isinstance(version_value, int) and not isinstance(version_value, bool) and version_value > 1:
+        newest = SUPPORTED_VERSIONS.get(event_type, 1)
+        if isinstance(version_value, int) and not isinstance(version_value, bool) and version_value > newest:
             return True
     return False
 

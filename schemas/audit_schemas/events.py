@@ -9,7 +9,10 @@ from audit_schemas.actions import Action, ActorType, LogLevel, OutcomeStatus
 from audit_schemas.storable import Bigint, FiniteFloat, StorableDatetime, StorableJson, Text
 
 SCHEMA_VERSION: Literal[1] = 1
-"""The newest payload version this code understands; a higher one is not poison, it needs an upgrade."""
+"""Payload version of action-started and execution-log events."""
+
+OUTCOME_SCHEMA_VERSION: Literal[2] = 2
+"""Payload version of outcome events: 2 adds status `aborted` and `unrecorded`; version 1 is still read."""
 
 TenantId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 ModelName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
@@ -103,9 +106,13 @@ class ActionStarted(_Payload):
 
 
 class ActionOutcome(_Payload):
-    """Published when the action's body ends: how it ended and what only the end knows."""
+    """Published when the action's body ends: how it ended and what only the end knows.
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    `aborted`: the start event was not acknowledged in time, so the body never ran (the start may still
+    reach Kafka from the client's buffer; this outcome closes it either way).
+    """
+
+    schema_version: Literal[1, 2] = OUTCOME_SCHEMA_VERSION
     audit_id: UUID
     tenant_id: TenantId
     action: Action
@@ -116,11 +123,15 @@ class ActionOutcome(_Payload):
     changes: dict[Text, FieldChange] | None = None
     finished_at: StorableDatetime
     duration_ms: FiniteFloat
+    unrecorded: dict[Text, Annotated[Text, StringConstraints(max_length=1024)]] | None = None
+    """Values set by the body that could not be recorded (name → why); each is a marker in the outcome."""
 
     @model_validator(mode="after")
     def _error_iff_failed(self) -> Self:
         if (self.status is OutcomeStatus.FAILED) != (self.error is not None):
-            raise ValueError("a failed outcome needs an error and a succeeded one must not have one")
+            raise ValueError("a failed outcome needs an error and a succeeded or aborted one must not have one")
+        if self.schema_version < 2 and (self.status is OutcomeStatus.ABORTED or self.unrecorded is not None):
+            raise ValueError("status aborted and unrecorded need outcome schema_version 2")
         return self
 
 

@@ -74,14 +74,19 @@ class ErrorPublic(_Public):
 
 
 class OutcomePublic(_Public):
-    """How the action ended; `in_progress` until its outcome event arrives, `unknown` after a while."""
+    """How the action ended; `in_progress` until its outcome event arrives, `unknown` after a while.
 
-    status: Literal["succeeded", "failed", "in_progress", "unknown"]
+    `aborted`: the start event was not acknowledged in time, so the action's body never ran.
+    """
+
+    status: Literal["succeeded", "failed", "aborted", "in_progress", "unknown"]
     error: ErrorPublic | None = None
     revision: int | None = None
     changes: dict[str, Any] | None = None
     finished_at: datetime | None = None
     duration_ms: float | None = None
+    unrecorded: dict[str, str] | None = None
+    """Values the body set that could not be recorded (name → why); they appear as markers in `changes`."""
 
 
 class AuditEntryPublic(_Public):

@@ -45,7 +45,7 @@ _ENTRY_SELECT: Final = """
 SELECT e.audit_id, e.occurred_at, e.tenant_id, e.action, e.entity_model, e.entity_id, e.actor_type,
        e.actor_id, e.actor_display_name, e.user_sort, e.request_id, host(e.client_ip) AS client_ip, e.user_agent,
        e.correlation_id, e.otel_trace_id, e.source, e.kafka_partition, e.kafka_offset,
-       o.status, o.error_type, o.error_message, o.revision, o.changes, o.finished_at, o.duration_ms
+       o.status, o.error_type, o.error_message, o.revision, o.changes, o.finished_at, o.duration_ms, o.unrecorded
   FROM audit_entries e
   LEFT JOIN audit_outcomes o ON o.audit_id = e.audit_id
 """
@@ -216,6 +216,7 @@ class AuditRepository:
             changes=json.loads(r["changes"]) if r["changes"] is not None else None,
             finished_at=r["finished_at"],
             duration_ms=r["duration_ms"],
+            unrecorded=json.loads(r["unrecorded"]) if r["unrecorded"] is not None else None,
         )
 
 
