@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -215,3 +216,18 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+@contextlib.contextmanager
+def broker_frozen(stack: Stack) -> Iterator[None]:
+    """SIGSTOP the local Kafka JVM (a broker that stops answering), and SIGCONT it after the block."""
+    state = Path(os.environ.get("AUDIT_STACK_DIR") or Path(tempfile.gettempdir()) / "audit-trail-stack")
+    pid_file = state / "kafka.pid"
+    if stack.admin_dsn is None or not pid_file.is_file():
+        pytest.skip("needs the local stack's Kafka process")
+    pid = int(pid_file.read_text())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)

@@ -60,6 +60,8 @@ class _CloudEvent(BaseModel):
     dataschema: Text | None = None
     traceparent: Text | None = None
     """Distributed-tracing extension: the action's W3C traceparent."""
+    tracestate: Text | None = None
+    """Distributed-tracing extension: W3C tracestate; ours carries the tenant (`audittrail=t:<tenant>`)."""
     partitionkey: Text | None = None
     """Kafka binding partitioning extension: the record key."""
 
@@ -136,6 +138,8 @@ def kafka_headers(event: ActionEvent | OutcomeEvent | ExecutionLogEvent) -> list
     headers = [("content-type", CONTENT_TYPE.encode()), ("ce_type", event.type.encode())]
     if event.traceparent:
         headers.append(("traceparent", event.traceparent.encode()))
+    if event.tracestate:
+        headers.append(("tracestate", event.tracestate.encode()))
     return headers
 
 

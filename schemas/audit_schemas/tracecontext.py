@@ -54,3 +54,27 @@ def new_span_id() -> str:
         span = secrets.token_hex(8)
         if span != "0" * 16:
             return span
+
+
+TRACESTATE_KEY: Final = "audittrail"
+"""Our W3C `tracestate` list member: `audittrail=t:<tenant>` carries the action's tenant beside its traceparent."""
+_MEMBER: Final = re.compile(
+    r"^\s*([a-z0-9][_0-9a-z\-*/@]{0,255})=([\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e])\s*$"
+)
+
+
+def tracestate_for(tenant_id: str, existing: str | None = None) -> str:
+    """A `tracestate` with our member first (W3C: the updating vendor moves its member to the front)."""
+    others = [m for m in (existing or "").split(",") if m.strip() and not m.strip().startswith(f"{TRACESTATE_KEY}=")]
+    return ",".join([f"{TRACESTATE_KEY}=t:{tenant_id}", *[m.strip() for m in others][:31]])
+
+
+def tenant_from_tracestate(value: str | None) -> str | None:
+    """The tenant carried in a `tracestate`, or None when our member is absent or malformed."""
+    for member in (value or "").split(",")[:32]:
+        match = _MEMBER.match(member)
+        if match and match.group(1) == TRACESTATE_KEY and match.group(2).startswith("t:"):
+            tenant = match.group(2)[2:]
+            if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", tenant):
+                return tenant
+    return None

@@ -6,7 +6,9 @@ import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
+import asyncpg
 import httpx
 import pytest
 import structlog
@@ -58,10 +60,10 @@ def _thread_step(logger: logging.Logger) -> str:
     return "ok"
 
 
-async def _remote_step(isolated: Isolated, traceparent: str) -> None:
+async def _remote_step(isolated: Isolated, traceparent: str, tracestate: str | None) -> None:
     worker = Path(__file__).with_name("remote_worker.py")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(worker), traceparent, isolated.stack.bootstrap,
+        sys.executable, str(worker), traceparent, tracestate or "", isolated.stack.bootstrap,
         isolated.producer.audit_topic, isolated.producer.execution_log_topic,
     )  # fmt: skip
     assert await asyncio.wait_for(proc.wait(), 60) == 0
@@ -108,7 +110,7 @@ async def _perform(audit: AuditProducer, isolated: Isolated, stdlib: logging.Log
                     act.change("owner", None, "team-a")
                 if action is Action.EXECUTE:
                     assert await run_in_executor(None, _thread_step, stdlib) == "ok"
-                    await _remote_step(isolated, act.traceparent)
+                    await _remote_step(isolated, act.traceparent, act.tracestate)
                 if failed:
                     raise PolicyViolation("missing owner tag")
                 revision += 1
@@ -246,6 +248,14 @@ async def test_all_actions_end_to_end(
     assert detail["logs"][2]["source"] == "remote-worker"
     assert detail["logs"][2]["process"] != detail["logs"][0]["process"]
     assert [line["time"] for line in detail["logs"]] == sorted(line["time"] for line in detail["logs"])
+    conn = await asyncpg.connect(isolated.stack.owner_dsn)
+    try:
+        tenants = await conn.fetch(
+            f"SELECT DISTINCT tenant_id FROM {isolated.name}.execution_logs WHERE trace_id = $1", UUID(execute_id)
+        )
+    finally:
+        await conn.close()
+    assert [r["tenant_id"] for r in tenants] == ["acme"], "lines from the task, a thread and a process carry the tenant"
     trace = (await api.get(f"/v1/traces/{execute_id.replace('-', '')}")).json()
     assert trace["entry"] == detail["entry"]
     assert [line["log_id"] for line in trace["logs"]] == [line["log_id"] for line in detail["logs"]]
@@ -324,7 +334,7 @@ async def test_unknown_after_configured_time(
     entry = await eventually(in_progress)
     assert entry["outcome"] == {
         "status": "in_progress", "error": None, "revision": None, "changes": None, "finished_at": None,
-        "duration_ms": None,
+        "duration_ms": None, "unrecorded": None,
     }  # fmt: skip
     # The query API of a deployment whose cut-off has passed reports it as unknown.
     short = Settings(**{**isolated.query.model_dump(), "unknown_after_s": 0.001})

@@ -3,13 +3,11 @@
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from audit_schemas import encode
-from tests.conftest import LOG_DIR, Isolated, free_port, projector_process, projector_running
+from tests.conftest import LOG_DIR, Isolated, broker_frozen, free_port, projector_process, projector_running
 from tests.factories import action_event, key_of, publish_events, read_topic, send_keyed
 from tests.polling import eventually
 
@@ -197,21 +195,6 @@ async def _cli(isolated: Isolated, *args: str) -> tuple[int, str, str]:
     return proc.returncode or 0, out.decode(), err.decode()
 
 
-@contextlib.contextmanager
-def _broker_frozen(isolated: Isolated) -> Iterator[None]:
-    """SIGSTOP the local Kafka JVM (an unreachable broker), and SIGCONT it after the block."""
-    state = Path(os.environ.get("AUDIT_STACK_DIR") or Path(tempfile.gettempdir()) / "audit-trail-stack")
-    pid_file = state / "kafka.pid"
-    if isolated.stack.admin_dsn is None or not pid_file.is_file():
-        pytest.skip("needs the local stack's Kafka process")
-    pid = int(pid_file.read_text())
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
-
-
 async def test_sigterm_while_the_broker_is_unreachable_exits_zero_within_the_bound(isolated: Isolated) -> None:
     """The broker stops answering: readiness says so (alive all along), and SIGTERM still exits 0 in time."""
     await publish_events(isolated.stack.bootstrap, isolated.projector.audit_topic, 50)
@@ -221,7 +204,7 @@ async def test_sigterm_while_the_broker_is_unreachable_exits_zero_within_the_bou
     try:
         await eventually(lambda: _has(isolated, "audit_entries", 50), within=60)
         await eventually(lambda: _is_ready(port), within=20)
-        with _broker_frozen(isolated):
+        with broker_frozen(isolated.stack):
 
             async def stuck() -> dict[str, Any] | None:
                 body = await _readyz(port)

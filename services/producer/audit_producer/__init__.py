@@ -11,11 +11,20 @@ from audit_producer.context import (
     TraceContext,
     current_trace,
     current_traceparent,
+    current_tracestate,
     resume_trace,
     run_in_executor,
     with_current_trace,
 )
-from audit_producer.errors import AuditError, InvalidActionError, NotStartedError, PublishError
+from audit_producer.errors import (
+    AuditError,
+    InvalidActionError,
+    NotStartedError,
+    OutcomeNotRecordedError,
+    PublishError,
+    SpoolError,
+    SpoolFullError,
+)
 from audit_producer.logship import ExecutionLogShipper, add_trace_context
 from audit_producer.producer import AuditProducer
 from audit_producer.scope import ActionScope
@@ -32,13 +41,17 @@ __all__ = [
     "ExecutionLogShipper",
     "InvalidActionError",
     "NotStartedError",
+    "OutcomeNotRecordedError",
     "PublishError",
     "RequestContext",
     "Settings",
+    "SpoolError",
+    "SpoolFullError",
     "TraceContext",
     "add_trace_context",
     "current_trace",
     "current_traceparent",
+    "current_tracestate",
     "resume_trace",
     "run_in_executor",
     "with_current_trace",

@@ -1,6 +1,8 @@
 """Producer settings, read from `AUDIT_PRODUCER_*`."""
 
-from typing import Annotated
+import os
+from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -8,8 +10,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from audit_schemas.topics import AUDIT_TOPIC, EXECUTION_LOG_TOPIC
 
 
+def _default_spool_dir() -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "audit-producer"
+
+
 class Settings(BaseSettings):
-    """Where events go and how long a publish may take."""
+    """Where events go, how long a publish may take, and what happens when Kafka does not answer."""
 
     model_config = SettingsConfigDict(env_prefix="AUDIT_PRODUCER_", frozen=True, extra="forbid")
 
@@ -21,3 +28,18 @@ class Settings(BaseSettings):
     linger_ms: Annotated[int, Field(ge=0, le=1000)] = 5
     log_queue_size: Annotated[int, Field(ge=1)] = 10_000
     """Execution-log lines waiting to be shipped; beyond this, lines are dropped and counted."""
+    failure_mode: Literal["closed", "open"] = "closed"
+    """closed: no body runs unless its start event is acknowledged. open: when Kafka does not answer, the start
+    event is spooled and the body runs (availability first); spooled events are re-sent in order."""
+    spool_enabled: bool = True
+    """Keep events Kafka did not acknowledge (outcomes, aborted starts; in open mode also starts) on disk."""
+    spool_dir: Path = Field(default_factory=_default_spool_dir)
+    """Durable directory for the spool (a volume in containers); each service uses `<spool_dir>/<source>`."""
+    spool_max_records: Annotated[int, Field(ge=1)] = 100_000
+    spool_max_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024 * 1024
+    max_value_bytes: Annotated[int, Field(ge=64, le=512 * 1024)] = 64 * 1024
+    """Largest encoded change value; a larger one is recorded as a marker saying so."""
+    max_event_bytes: Annotated[int, Field(ge=4096, le=16 * 1024 * 1024)] = 900_000
+    """Largest encoded audit event (below the broker's 1 MiB default); change values give way past it."""
+    stop_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    """How long `stop()` may take to ship queued logs and drain the spool before leaving the rest on disk."""

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 from uuid import UUID
 
-from audit_schemas import Traceparent
-from audit_schemas.tracecontext import new_span_id
+from audit_schemas import Traceparent, TraceparentError
+from audit_schemas.tracecontext import new_span_id, tenant_from_tracestate, tracestate_for
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -35,6 +35,11 @@ class TraceContext:
         """A W3C `traceparent` to hand to another thread, process or service."""
         return str(Traceparent(trace_id=self.trace_id, span_id=self.span_id))
 
+    @property
+    def tracestate(self) -> str | None:
+        """A W3C `tracestate` carrying the tenant: hand it on beside `traceparent`."""
+        return tracestate_for(self.tenant_id) if self.tenant_id else None
+
 
 _current: contextvars.ContextVar[TraceContext | None] = contextvars.ContextVar("audit_trace", default=None)
 
@@ -50,6 +55,12 @@ def current_traceparent() -> str | None:
     return trace.traceparent if trace else None
 
 
+def current_tracestate() -> str | None:
+    """The running action's `tracestate` (its tenant), to hand on beside `traceparent`."""
+    trace = _current.get()
+    return trace.tracestate if trace else None
+
+
 @contextlib.contextmanager
 def bind_trace(trace: TraceContext) -> Iterator[TraceContext]:
     """Make `trace` current for the block."""
@@ -57,14 +68,25 @@ def bind_trace(trace: TraceContext) -> Iterator[TraceContext]:
     try:
         yield trace
     finally:
-        _current.reset(token)
+        # An abandoned action's generator is closed by the garbage collector in another context.
+        with contextlib.suppress(ValueError):
+            _current.reset(token)
 
 
 @contextlib.contextmanager
-def resume_trace(traceparent: str, tenant_id: str | None = None) -> Iterator[TraceContext]:
-    """Continue an action's trace in another process or thread: logs in the block are tagged and shipped."""
+def resume_trace(
+    traceparent: str, tracestate: str | None = None, *, tenant_id: str | None = None
+) -> Iterator[TraceContext]:
+    """Continue an action's trace in another process or thread: logs in the block are tagged and shipped.
+
+    The tenant comes from `tracestate` (`act.tracestate`), or `tenant_id`; execution-log lines always carry
+    it, so a trace handed on without one is refused (TraceparentError).
+    """
     parsed = Traceparent.parse(traceparent)
-    with bind_trace(TraceContext(audit_id=parsed.audit_id, span_id=new_span_id(), tenant_id=tenant_id)) as trace:
+    tenant = tenant_id or tenant_from_tracestate(tracestate)
+    if tenant is None:
+        raise TraceparentError("no tenant: hand on the action's tracestate (act.tracestate) beside its traceparent")
+    with bind_trace(TraceContext(audit_id=parsed.audit_id, span_id=new_span_id(), tenant_id=tenant)) as trace:
         yield trace
 
 

@@ -4,23 +4,25 @@ Logging code never waits for Kafka: lines go into a bounded thread-safe queue th
 """
 
 import asyncio
+import contextlib
 import contextvars
-import json
 import logging
 import os
 import queue
 import socket
+import time
 from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from audit_producer.config import Settings
 from audit_producer.context import current_trace
+from audit_producer.encoding import safe_text, to_json
 from audit_producer.errors import PublishError
 from audit_producer.ids import uuid7
 from audit_producer.publisher import EventPublisher
 from audit_schemas import ExecutionLog, ExecutionLogEvent, LogLevel, encode, kafka_headers
-from audit_schemas.tracecontext import new_span_id
+from audit_schemas.tracecontext import new_span_id, tracestate_for
 
 # Never ship the Kafka client's own records (or ours): shipping them would feed back into itself.
 IGNORED_LOGGERS: Final = ("aiokafka", "kafka", "audit_producer")
@@ -38,6 +40,8 @@ _LEVELS: Final = {
 }
 _STD_RECORD_KEYS: Final = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 _internal = logging.getLogger("audit_producer.logship")
+_MAX_FIELDS_BYTES: Final = 64 * 1024
+_WARN_EVERY_S: Final = 60.0
 
 
 def add_trace_context(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Any:
@@ -50,7 +54,11 @@ def add_trace_context(logger: Any, method_name: str, event_dict: MutableMapping[
 
 
 class ExecutionLogShipper:
-    """Queues log lines written inside an action and publishes them from one background task."""
+    """Queues log lines written inside an action and publishes them from one background task.
+
+    Never raises into the caller's logging call: values are made safe (and counted), a full queue drops
+    (and counts), and every send's result is observed, so `failed` is true.
+    """
 
     def __init__(self, publisher: EventPublisher, settings: Settings, source: str) -> None:
         self._publisher = publisher
@@ -62,9 +70,24 @@ class ExecutionLogShipper:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._in_flight: set[asyncio.Future[Any]] = set()
+        self._burst_failures = 0
+        self._last_warning = 0.0
         self.shipped = 0
         self.dropped = 0
         self.failed = 0
+        self.sanitised = 0
+        """Lines whose fields or message had to be made safe (surrogates, cycles, unknown types, tuple keys)."""
+
+    def stats(self) -> dict[str, int]:
+        """Counters: shipped (acknowledged), dropped (queue full or stop deadline), failed, sanitised, queued."""
+        return {
+            "shipped": self.shipped,
+            "dropped": self.dropped,
+            "failed": self.failed,
+            "sanitised": self.sanitised,
+            "queued": self._queue.qsize() + len(self._in_flight),
+        }
 
     def start(self) -> None:
         """Start draining on the running loop, in a fresh context so the drain itself is never traced."""
@@ -73,14 +96,32 @@ class ExecutionLogShipper:
         self._stopping = False
         self._task = self._loop.create_task(self._drain(), context=contextvars.Context())
 
-    async def stop(self) -> None:
-        """Let the drain task ship what is queued and end (a line mid-send is not cut off)."""
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Ship what is queued and wait for its acknowledgements, for at most `timeout_s`; the rest is dropped."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
         task, self._task = self._task, None
         self._stopping = True
         self._wakeup.set()
-        if task is not None:
-            await task
-        await self._ship_pending()  # lines queued while not started, or from threads during the stop
+        try:
+            async with asyncio.timeout_at(deadline):
+                if task is not None:
+                    await task
+                await self._ship_pending()  # lines queued while not started, or from threads during the stop
+                if self._in_flight:
+                    await asyncio.wait(set(self._in_flight))
+        except TimeoutError:
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            left = self._queue.qsize() + len(self._in_flight)
+            while True:
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            self.dropped += left
+            _internal.warning("stop deadline passed: %d execution-log line(s) not shipped", left)
 
     def submit(self, line: ExecutionLog) -> None:
         """Queue a line without blocking; from any thread. A full queue drops the line and counts it."""
@@ -92,28 +133,34 @@ class ExecutionLogShipper:
         loop = self._loop
         if loop is None or loop.is_closed():
             return
-        if _on_loop_thread(loop):
-            self._wakeup.set()
-        else:
-            loop.call_soon_threadsafe(self._wakeup.set)
+        try:
+            if _on_loop_thread(loop):
+                self._wakeup.set()
+            else:
+                loop.call_soon_threadsafe(self._wakeup.set)
+        except RuntimeError:  # the loop closed in between: the line waits for the next start or stop
+            return
 
     def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Any:
-        """structlog processor: ship a copy of the event when it is written inside an action."""
-        trace = current_trace()
-        name = event_dict.get("logger") or getattr(logger, "name", None)
-        if trace is None or _ignored(name):
-            return event_dict
-        fields = {k: v for k, v in event_dict.items() if k not in _RESERVED_KEYS}
-        self.submit(
-            self.make_line(
-                trace.trace_id,
-                trace.tenant_id,
-                _LEVELS.get(method_name, LogLevel.INFO),
-                name if isinstance(name, str) else None,
-                str(event_dict.get("event", "")),
-                fields,
+        """structlog processor: ship a copy of the event when it is written inside an action; never raises."""
+        try:
+            trace = current_trace()
+            name = event_dict.get("logger") or getattr(logger, "name", None)
+            if trace is None or _ignored(name):
+                return event_dict
+            fields = {k: v for k, v in event_dict.items() if k not in _RESERVED_KEYS}
+            self.submit(
+                self.make_line(
+                    trace.trace_id,
+                    trace.tenant_id,
+                    _LEVELS.get(method_name, LogLevel.INFO),
+                    name if isinstance(name, str) else None,
+                    event_dict.get("event", ""),
+                    fields,
+                )
             )
-        )
+        except Exception:  # a log call must never fail because of the audit trail
+            self.dropped += 1
         return event_dict
 
     def handler(self, level: int = logging.NOTSET) -> logging.Handler:
@@ -126,18 +173,23 @@ class ExecutionLogShipper:
         tenant_id: str | None,
         level: LogLevel,
         logger: str | None,
-        message: str,
-        fields: dict[str, Any],
+        message: object,
+        fields: dict[Any, Any],
     ) -> ExecutionLog:
-        """An execution-log line stamped now, with fields made JSON-safe."""
+        """An execution-log line stamped now, with message and fields made safe for the contract."""
+        problems: dict[str, str] = {}
+        safe = to_json(fields, "fields", problems, max_bytes=_MAX_FIELDS_BYTES, lenient=True)
+        text = safe_text(message, 16384)
+        if problems or text != message:
+            self.sanitised += 1
         return ExecutionLog(
             log_id=uuid7(),
             trace_id=trace_id,
             tenant_id=tenant_id,
             level=level,
-            logger=logger[:256] if logger else None,
-            message=message[:16384],
-            fields=_json_safe(fields),
+            logger=safe_text(logger, 256) if logger else None,
+            message=text,
+            fields=safe if isinstance(safe, dict) else {"fields": safe},
             process=self._process,
             logged_at=datetime.now(UTC),
         )
@@ -159,17 +211,43 @@ class ExecutionLogShipper:
                 source=self._source,
                 time=line.logged_at,
                 traceparent=f"00-{line.trace_id}-{new_span_id()}-01",
+                tracestate=tracestate_for(line.tenant_id) if line.tenant_id else None,
                 partitionkey=line.trace_id,
                 data=line,
             )
             try:
-                await self._publisher.enqueue(
+                future = await self._publisher.enqueue(
                     self._settings.execution_log_topic, line.trace_id.encode(), encode(event), kafka_headers(event)
                 )
-                self.shipped += 1
             except PublishError as e:
-                self.failed += 1
-                _internal.warning("execution log not shipped: %s", e)
+                self._failed(e)
+                continue
+            self._in_flight.add(future)
+            future.add_done_callback(self._delivered)
+
+    def _delivered(self, future: "asyncio.Future[Any]") -> None:
+        """Every send's result is observed: acknowledged lines are shipped, the others failed."""
+        self._in_flight.discard(future)
+        if future.cancelled():
+            self._failed(asyncio.CancelledError())
+        elif (error := future.exception()) is not None:
+            self._failed(error)
+        else:
+            self.shipped += 1
+            if self._burst_failures:
+                _internal.warning("execution-log shipping recovered after %d failed line(s)", self._burst_failures)
+                self._burst_failures = 0
+
+    def _failed(self, error: BaseException) -> None:
+        """Count a failed line; warn once when a burst starts and then at most once a minute, not per line."""
+        self.failed += 1
+        self._burst_failures += 1
+        now = time.monotonic()
+        if self._burst_failures == 1 or now - self._last_warning >= _WARN_EVERY_S:
+            self._last_warning = now
+            _internal.warning(
+                "execution logs not shipped (%d in this burst, %d in all): %s", self._burst_failures, self.failed, error
+            )
 
 
 class _ShippingHandler(logging.Handler):
@@ -187,13 +265,15 @@ class _ShippingHandler(logging.Handler):
             if record.exc_info:
                 fields["exception"] = (self.formatter or logging.Formatter()).formatException(record.exc_info)
             level = _LEVELS.get(record.levelname.lower(), LogLevel.INFO)
+            try:
+                message: object = record.getMessage()
+            except Exception:  # a bad format string: keep what was logged rather than fail
+                message = f"{record.msg!r} % {record.args!r}"
             self._shipper.submit(
-                self._shipper.make_line(
-                    trace.trace_id, trace.tenant_id, level, record.name, record.getMessage(), fields
-                )
+                self._shipper.make_line(trace.trace_id, trace.tenant_id, level, record.name, message, fields)
             )
-        except Exception:
-            self.handleError(record)
+        except Exception:  # never raise into the caller's logging call, nor print a traceback per line
+            self._shipper.dropped += 1
 
 
 def _ignored(name: object) -> bool:
@@ -205,8 +285,3 @@ def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
-
-
-def _json_safe(fields: dict[str, Any]) -> dict[str, Any]:
-    safe: dict[str, Any] = json.loads(json.dumps(fields, default=str))
-    return safe

@@ -1,5 +1,6 @@
 """`AuditProducer`: record every action around the code that performs it."""
 
+import asyncio
 import contextlib
 import functools
 import inspect
@@ -14,7 +15,15 @@ from pydantic import ValidationError
 
 from audit_producer.config import Settings
 from audit_producer.context import TraceContext, bind_trace
-from audit_producer.errors import InvalidActionError, NotStartedError
+from audit_producer.delivery import Delivery
+from audit_producer.encoding import marker, safe_text
+from audit_producer.errors import (
+    InvalidActionError,
+    NotStartedError,
+    OutcomeNotRecordedError,
+    PublishError,
+    SpoolError,
+)
 from audit_producer.ids import uuid7
 from audit_producer.logship import ExecutionLogShipper
 from audit_producer.otel import current_otel_ids
@@ -28,6 +37,7 @@ from audit_schemas import (
     Actor,
     Entity,
     ErrorSummary,
+    FieldChange,
     OutcomeEvent,
     OutcomeStatus,
     RequestContext,
@@ -35,7 +45,7 @@ from audit_schemas import (
     kafka_headers,
 )
 from audit_schemas.topics import audit_key
-from audit_schemas.tracecontext import Traceparent, new_span_id
+from audit_schemas.tracecontext import Traceparent, new_span_id, tracestate_for
 
 log = structlog.get_logger(__name__)
 
@@ -60,24 +70,37 @@ class AuditProducer:
         self._publisher = publisher or KafkaPublisher(
             self.settings.bootstrap_servers, self.settings.publish_timeout_s, self.settings.linger_ms
         )
+        self._delivery = Delivery(self._publisher, self.settings, source)
         self.logs = ExecutionLogShipper(self._publisher, self.settings, source)
         self._started = False
 
     async def start(self) -> None:
-        """Connect to Kafka and start shipping execution logs; idempotent."""
+        """Open the spool, connect to Kafka and start shipping execution logs; idempotent.
+
+        In fail-open mode an unreachable broker does not stop the start: events are spooled until it answers.
+        """
         if self._started:
             return
-        await self._publisher.start()
+        await self._delivery.start()
+        try:
+            await self._publisher.start()
+        except PublishError as e:
+            if self.settings.failure_mode != "open":
+                await self._delivery.stop(0)
+                raise
+            log.warning("audit_broker_unreachable_at_start", error=str(e), failure_mode="open")
         self.logs.start()
         self._started = True
 
     async def stop(self) -> None:
-        """Flush execution logs and disconnect; idempotent."""
+        """Ship queued logs and drain the spool within `stop_timeout_s`, then disconnect; idempotent."""
         if not self._started:
             return
         self._started = False
-        await self.logs.stop()
-        await self._publisher.stop()
+        budget = self.settings.stop_timeout_s
+        await self.logs.stop(budget / 2)
+        await self._delivery.stop(budget / 2)
+        await self._publisher.stop(budget / 2)
 
     async def __aenter__(self) -> "AuditProducer":
         await self.start()
@@ -89,6 +112,10 @@ class AuditProducer:
     def __del__(self) -> None:
         if getattr(self, "_started", False):
             warnings.warn(f"unclosed AuditProducer {self.source!r}", ResourceWarning, stacklevel=1)
+
+    def health(self) -> dict[str, Any]:
+        """Spool depth and age, failure mode and time since Kafka last acknowledged: for the service's readiness."""
+        return {"started": self._started, **self._delivery.health(), "logs": self.logs.stats()}
 
     @contextlib.asynccontextmanager
     async def action(
@@ -103,24 +130,44 @@ class AuditProducer:
     ) -> AsyncIterator[ActionScope]:
         """Record one action: the start event before the body, the outcome event after it.
 
-        The body runs with the action's trace bound, so its logs carry the trace_id. A failed publish
-        raises PublishError; the body's own exception is re-raised after its failed outcome is recorded.
+        Everything knowable is validated before the body runs (InvalidActionError; the body does not run).
+        Fail-closed (default): the body runs only once Kafka acknowledged the start (else PublishError, and the
+        action is recorded as `aborted`). The outcome is published, or spooled and re-sent later; the body's own
+        exception is re-raised unchanged. Only an outcome that can be neither published nor spooled raises
+        OutcomeNotRecordedError (or, when the body raised, is noted on the body's exception).
         """
         if not self._started:
             raise NotStartedError("AuditProducer.start() was not called (use `async with`)")
         span_id = new_span_id()
         started = self._started_event(action, entity, actor, tenant, request, correlation_id, span_id)
         trace = TraceContext(audit_id=started.data.audit_id, span_id=span_id, tenant_id=tenant)
-        scope = ActionScope(started.data.audit_id, started.data.action, entity, tenant, trace.traceparent)
-        await self._publish(started)
+        scope = ActionScope(
+            started.data.audit_id,
+            started.data.action,
+            entity,
+            tenant,
+            trace.traceparent,
+            trace.tracestate,
+            max_value_bytes=self.settings.max_value_bytes,
+        )
+        await self._record_start(started)
         clock = time.perf_counter()
         with bind_trace(trace):
             try:
                 yield scope
-            except BaseException as e:
-                await self._publish(self._outcome_event(started, scope, clock, e))
+            except GeneratorExit:
                 raise
-        await self._publish(self._outcome_event(started, scope, clock, None))
+            except BaseException as e:
+                outcome = self._outcome_event(started, scope, clock, e)
+                problem = await asyncio.shield(self._record_outcome(outcome))
+                if problem is not None:
+                    e.add_note(
+                        f"audit trail: the outcome of action {started.data.audit_id} was not recorded: {problem}"
+                    )
+                raise
+        problem = await asyncio.shield(self._record_outcome(self._outcome_event(started, scope, clock, None)))
+        if problem is not None:
+            raise OutcomeNotRecordedError(started.data.audit_id, problem)
 
     def audited(
         self,
@@ -188,41 +235,141 @@ class AuditProducer:
             subject=f"{entity.model}/{entity.id}",
             time=now,
             traceparent=str(Traceparent(trace_id=audit_id.hex, span_id=span_id)),
+            tracestate=tracestate_for(data.tenant_id),
             partitionkey=audit_key(tenant, entity.model, entity.id),
             data=data,
         )
 
     def _outcome_event(
-        self, started: ActionEvent, scope: ActionScope, clock: float, error: BaseException | None
+        self,
+        started: ActionEvent,
+        scope: ActionScope,
+        clock: float,
+        error: BaseException | None,
+        status: OutcomeStatus | None = None,
     ) -> OutcomeEvent:
+        """The outcome, built so that it cannot fail: every value was encoded when it was set."""
         now = datetime.now(UTC)
-        summary = None if error is None else ErrorSummary(type=type(error).__name__, message=str(error)[:4096])
+        summary = None
+        if error is not None:
+            summary = ErrorSummary(
+                type=safe_text(type(error).__name__, 256) or "BaseException", message=safe_text(error, 4096)
+            )
         data = ActionOutcome(
             audit_id=started.data.audit_id,
             tenant_id=started.data.tenant_id,
             action=started.data.action,
             entity=started.data.entity,
-            status=OutcomeStatus.SUCCEEDED if error is None else OutcomeStatus.FAILED,
+            status=status or (OutcomeStatus.SUCCEEDED if error is None else OutcomeStatus.FAILED),
             error=summary,
             revision=scope.revision,
             changes=scope.changes or None,
+            unrecorded=dict(scope.unrecorded) or None,
             finished_at=now,
-            duration_ms=(time.perf_counter() - clock) * 1000,
+            duration_ms=max(0.0, (time.perf_counter() - clock) * 1000),
         )
-        return OutcomeEvent(
+        event = OutcomeEvent(
             id=uuid7(),
             source=self.source,
             subject=started.subject,
             time=now,
             traceparent=started.traceparent,
+            tracestate=started.tracestate,
             partitionkey=started.partitionkey,
             data=data,
         )
+        return _within(event, self.settings.max_event_bytes)
 
-    async def _publish(self, event: ActionEvent | OutcomeEvent) -> None:
-        key = (event.partitionkey or "").encode()
-        await self._publisher.publish(self.settings.audit_topic, key, encode(event), kafka_headers(event))
-        log.debug("audit_event_published", type=event.type, audit_id=str(event.data.audit_id))
+    async def _record_start(self, started: ActionEvent) -> None:
+        """Publish the start (fail-closed), or spool it and let the body run (fail-open)."""
+        key, value, headers = _record(started)
+        open_mode = self.settings.failure_mode == "open"
+        if open_mode and self._delivery.queued:
+            # Events already wait in the spool: this one goes behind them, so one entity's order holds.
+            await self._spool_or_raise("start", started, PublishError("events are waiting in the spool"))
+            return
+        try:
+            await self._delivery.publish(key, value, headers)
+        except PublishError as e:
+            if open_mode and e.retriable:
+                await self._spool_or_raise("start", started, e)
+                log.warning("audit_start_spooled", audit_id=str(started.data.audit_id), error=str(e))
+                return
+            if e.retriable:
+                # The start may still reach Kafka from the client's buffer: close it as not run.
+                await self._abort(started, e)
+            raise
+        log.debug("audit_event_published", type=started.type, audit_id=str(started.data.audit_id))
+
+    async def _spool_or_raise(self, kind: str, event: ActionEvent, cause: PublishError) -> None:
+        key, value, headers = _record(event)
+        try:
+            await self._delivery.spool_event(kind, key, value, headers)
+        except SpoolError as e:
+            raise PublishError(f"{cause}; and it could not be spooled: {e}") from e
+
+    async def _abort(self, started: ActionEvent, cause: PublishError) -> None:
+        """Spool the start again and an `aborted` outcome after it: the action is recorded as not run."""
+        scope = ActionScope(started.data.audit_id, started.data.action, started.data.entity, started.data.tenant_id, "")
+        aborted = self._outcome_event(started, scope, time.perf_counter(), None, OutcomeStatus.ABORTED)
+        try:
+            await self._delivery.spool_event("start", *_record(started))
+            await self._delivery.spool_event("aborted", *_record(aborted))
+        except SpoolError as e:
+            log.error("audit_abort_not_spooled", audit_id=str(started.data.audit_id), error=str(e))
+            return
+        log.warning("audit_start_not_acknowledged", audit_id=str(started.data.audit_id), error=str(cause))
+
+    async def _record_outcome(self, outcome: OutcomeEvent) -> str | None:
+        """Publish the outcome, else spool it; return why it could be neither (None once it is safe)."""
+        audit_id = str(outcome.data.audit_id)
+        if self.settings.failure_mode == "open" and self._delivery.queued:
+            return await self._spool_outcome(outcome, "events are waiting in the spool")
+        key, value, headers = _record(outcome)
+        try:
+            await self._delivery.publish(key, value, headers)
+        except PublishError as e:
+            if not e.retriable:
+                return await self._spool_outcome(outcome, str(e)) if _too_large(e) else str(e)
+            return await self._spool_outcome(outcome, str(e))
+        log.debug("audit_event_published", type=outcome.type, audit_id=audit_id)
+        return None
+
+    async def _spool_outcome(self, outcome: OutcomeEvent, why: str) -> str | None:
+        try:
+            await self._delivery.spool_event("outcome", *_record(outcome))
+        except SpoolError as e:
+            log.error("audit_outcome_lost", audit_id=str(outcome.data.audit_id), publish=why, spool=str(e))
+            return f"{why}; spool: {e}"
+        log.warning("audit_outcome_spooled", audit_id=str(outcome.data.audit_id), reason=why)
+        return None
+
+
+def _record(event: ActionEvent | OutcomeEvent) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    return (event.partitionkey or "").encode(), encode(event), kafka_headers(event)
+
+
+def _too_large(error: PublishError) -> bool:
+    return "TooLarge" in str(error)
+
+
+def _within(event: OutcomeEvent, limit: int) -> OutcomeEvent:
+    """The outcome with its largest change values replaced by markers until it fits `limit` bytes."""
+    size = len(encode(event))
+    changes = dict(event.data.changes or {})
+    unrecorded = dict(event.data.unrecorded or {})
+    by_size = sorted(changes, key=lambda name: len(changes[name].model_dump_json()), reverse=True)
+    for name in by_size:
+        if size <= limit:
+            break
+        why = f"the outcome was {size} bytes, over the {limit}-byte limit"
+        changes[name] = FieldChange(before=marker(why), after=marker(why))
+        unrecorded[f"changes.{name}"] = why
+        event = event.model_copy(
+            update={"data": event.data.model_copy(update={"changes": changes, "unrecorded": unrecorded})}
+        )
+        size = len(encode(event))
+    return event
 
 
 def _resolve(value: Any, arguments: Mapping[str, Any]) -> Any:

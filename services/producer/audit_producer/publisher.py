@@ -1,12 +1,17 @@
 """The Kafka side: an idempotent, acks=all producer with a deadline on every audit publish."""
 
 import asyncio
-from typing import Protocol
+import contextlib
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from audit_producer.errors import PublishError
+
+_CONNECTION_ERRORS = frozenset(
+    {"KafkaConnectionError", "NodeNotReadyError", "RequestTimedOutError", "KafkaTimeoutError"}
+)
 
 
 class EventPublisher(Protocol):
@@ -14,13 +19,15 @@ class EventPublisher(Protocol):
 
     async def start(self) -> None: ...
 
-    async def stop(self) -> None: ...
+    async def stop(self, timeout_s: float | None = None) -> None: ...
 
     async def publish(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
         """Send and wait for the acknowledgement, or raise PublishError."""
 
-    async def enqueue(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
-        """Hand a record to the client's buffer without waiting for its acknowledgement."""
+    async def enqueue(
+        self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> "asyncio.Future[Any]":
+        """Hand a record to the client's buffer; the returned future settles with its acknowledgement."""
 
 
 class KafkaPublisher:
@@ -31,9 +38,16 @@ class KafkaPublisher:
         self._timeout = timeout_s
         self._linger_ms = linger_ms
         self._producer: AIOKafkaProducer | None = None
+        self._wanted = False
+        self._connecting = asyncio.Lock()
 
     async def start(self) -> None:
         """Connect; idempotent. The client is created here, so an unstarted publisher holds nothing open."""
+        self._wanted = True
+        async with self._connecting:
+            await self._connect()
+
+    async def _connect(self) -> None:
         if self._producer is not None:
             return
         producer = AIOKafkaProducer(
@@ -47,35 +61,54 @@ class KafkaPublisher:
         try:
             async with asyncio.timeout(self._timeout * 3):
                 await producer.start()
-        except (KafkaError, TimeoutError, OSError) as e:
-            await producer.stop()
-            raise PublishError(f"cannot connect to Kafka: {e!r}") from e
+        except BaseException as e:  # also on cancellation: a half-started client must be closed
+            with contextlib.suppress(Exception):
+                await asyncio.shield(producer.stop())
+            if isinstance(e, KafkaError | TimeoutError | OSError):
+                raise PublishError(f"cannot connect to Kafka: {e!r}") from e
+            raise
         self._producer = producer
 
-    async def stop(self) -> None:
-        """Flush and disconnect; idempotent."""
+    async def stop(self, timeout_s: float | None = None) -> None:
+        """Flush and disconnect within a deadline (an unreachable broker must not hold the caller); idempotent."""
+        self._wanted = False
         producer, self._producer = self._producer, None
         if producer is not None:
-            await producer.stop()
+            # Past the deadline what was buffered is given up: audit events waiting for it are in the spool.
+            with contextlib.suppress(TimeoutError, KafkaError, OSError):
+                await asyncio.wait_for(producer.stop(), timeout_s or self._timeout * 2)
+
+    async def _connected(self) -> AIOKafkaProducer:
+        """The started client; after a failed start (fail-open), connect now."""
+        if self._producer is None:
+            if not self._wanted:
+                raise PublishError("the Kafka publisher is not started")
+            async with self._connecting:
+                await self._connect()
+        assert self._producer is not None
+        return self._producer
 
     async def publish(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
         """Send and wait for acks=all within the deadline."""
         try:
             async with asyncio.timeout(self._timeout):
-                ack = await self._started().send(topic, value=value, key=key, headers=headers)
+                ack = await (await self._connected()).send(topic, value=value, key=key, headers=headers)
                 await ack
-        except (KafkaError, TimeoutError) as e:
-            raise PublishError(f"publish to {topic} failed within {self._timeout}s: {e!r}") from e
+        except TimeoutError as e:
+            raise PublishError(f"publish to {topic} not acknowledged within {self._timeout}s") from e
+        except KafkaError as e:
+            retriable = bool(e.retriable) or type(e).__name__ in _CONNECTION_ERRORS
+            raise PublishError(f"publish to {topic} failed: {e!r}", retriable=retriable) from e
 
-    async def enqueue(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
-        """Buffer a record (execution logs); delivery errors surface on the returned future only."""
+    async def enqueue(
+        self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> "asyncio.Future[Any]":
+        """Buffer a record (execution logs); its delivery result is on the returned future for the caller to observe."""
         try:
             async with asyncio.timeout(self._timeout):
-                await self._started().send(topic, value=value, key=key, headers=headers)
+                future: asyncio.Future[Any] = await (await self._connected()).send(
+                    topic, value=value, key=key, headers=headers
+                )
+                return future
         except (KafkaError, TimeoutError) as e:
             raise PublishError(f"enqueue to {topic} failed: {e!r}") from e
-
-    def _started(self) -> AIOKafkaProducer:
-        if self._producer is None:
-            raise PublishError("the Kafka publisher is not started")
-        return self._producer
