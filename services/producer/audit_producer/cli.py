@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import signal
 import sys
 
 import structlog
@@ -76,4 +77,39 @@ def demo(
         asyncio.run(go())
     except AuditError as e:
         console.print(f"[red]audit-producer: {e}[/red]")
+        raise typer.Exit(1) from e
+
+
+@app.command()
+def relay(
+    dsn: str = typer.Option(..., envvar="AUDIT_OUTBOX_DSN", help="The service database holding the outbox."),
+    schema: str = typer.Option("public", help="Schema of the outbox table."),
+    table: str = typer.Option("audit_outbox", help="Outbox table name."),
+) -> None:
+    """Publish committed outbox rows to Kafka until SIGINT/SIGTERM (one relay leads; others stand by)."""
+    import asyncpg  # only services using the outbox need it
+
+    from audit_producer.outbox import OutboxRelay
+    from audit_producer.publisher import KafkaPublisher
+
+    settings = _settings()
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        publisher = KafkaPublisher(settings.bootstrap_servers, settings.publish_timeout_s, settings.linger_ms)
+        await publisher.start()
+        try:
+            async with OutboxRelay(dsn, publisher, schema=schema, table=table) as outbox_relay:
+                await outbox_relay.run(stop)
+                console.print(f"relayed {outbox_relay.published} outbox record(s)")
+        finally:
+            await publisher.stop()
+
+    try:
+        asyncio.run(go())
+    except (AuditError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+        console.print(f"[red]audit-producer relay: {e}[/red]")
         raise typer.Exit(1) from e
