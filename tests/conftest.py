@@ -17,6 +17,8 @@ from uuid import uuid4
 import httpx
 import pytest
 import uvicorn
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from audit_producer import AuditProducer
 from audit_producer.config import Settings as ProducerSettings
@@ -116,7 +118,7 @@ class Isolated:
 
 
 @pytest.fixture
-async def isolated(stack: Stack) -> Isolated:
+async def isolated(stack: Stack) -> AsyncIterator[Isolated]:
     """A fresh schema (migrated as the owner) and fresh topics for this test only."""
     name = f"t{uuid4().hex[:12]}"
     audit_topic, log_topic = f"{name}.audit", f"{name}.logs"
@@ -144,9 +146,23 @@ async def isolated(stack: Stack) -> Isolated:
     producer = ProducerSettings(
         bootstrap_servers=stack.bootstrap, publish_timeout_s=10, audit_topic=audit_topic, execution_log_topic=log_topic
     )
+    topics = [*projector.topics, projector.dead_letter_topic]
     await migrate(stack.owner_dsn, name)
-    await ensure_topics(stack.bootstrap, [*projector.topics, projector.dead_letter_topic], projector.partitions)
-    return Isolated(stack, name, producer, projector, query)
+    await ensure_topics(stack.bootstrap, topics, projector.partitions)
+    yield Isolated(stack, name, producer, projector, query)
+    await _delete_topics(stack.bootstrap, topics)
+
+
+async def _delete_topics(bootstrap: str, topics: list[str]) -> None:
+    """Drop a test's topics, so a long session does not pile thousands of partitions onto one broker."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        await admin.start()
+        await admin.delete_topics(topics)
+    except KafkaError:
+        pass  # best effort: the broker may be the thing a test just disturbed
+    finally:
+        await admin.close()
 
 
 @pytest.fixture
