@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from uuid import uuid4
 
+import asyncpg
 import httpx
 import pytest
 import uvicorn
@@ -98,6 +99,21 @@ class Isolated:
     producer: ProducerSettings
     projector: ProjectorSettings
     query: QuerySettings
+
+    @contextlib.asynccontextmanager
+    async def owner(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection as the schema owner, with this test's schema on the search path."""
+        conn = await asyncpg.connect(self.stack.owner_dsn, server_settings={"search_path": self.name})
+        try:
+            yield conn
+        finally:
+            await conn.close()
+
+    async def count(self, table: str) -> int:
+        """Rows in one of this test's tables."""
+        async with self.owner() as conn:
+            value: int = await conn.fetchval(f"SELECT count(*) FROM {table}")
+            return value
 
     def projector_env(self) -> dict[str, str]:
         """Environment for an `audit-projector run` subprocess pointed at this test's resources."""

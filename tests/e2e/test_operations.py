@@ -1,10 +1,8 @@
 """The operator's way out of a blocked partition, redriving dead letters, and the metrics people alert on."""
 
 import asyncio
-import contextlib
 import json
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +18,8 @@ from tests.polling import eventually
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
 
-@contextlib.asynccontextmanager
-async def _owner(isolated: Isolated) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(isolated.stack.owner_dsn, server_settings={"search_path": isolated.name})
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
 async def _rows(isolated: Isolated, sql: str) -> list[asyncpg.Record]:
-    async with _owner(isolated) as conn:
+    async with isolated.owner() as conn:
         rows: list[asyncpg.Record] = await conn.fetch(sql)
         return rows
 

@@ -1,10 +1,7 @@
 """One bad record never stops the log: contract poison, database-refused values, and faults that are not poison."""
 
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
@@ -17,21 +14,6 @@ from tests.factories import action_event, key_of, log_event, poison_records, rea
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
-
-
-@contextlib.asynccontextmanager
-async def _owner(isolated: Isolated) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(isolated.stack.owner_dsn, server_settings={"search_path": isolated.name})
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
-async def _count(isolated: Isolated, table: str) -> int:
-    async with _owner(isolated) as conn:
-        value: int = await conn.fetchval(f"SELECT count(*) FROM {table}")
-        return value
 
 
 async def test_each_poison_value_is_dead_lettered_and_the_stream_continues(isolated: Isolated) -> None:
@@ -53,8 +35,8 @@ async def test_each_poison_value_is_dead_lettered_and_the_stream_continues(isola
     async with projector_running(isolated.projector.model_copy(update={"health_port": port})):
 
         async def all_good_projected() -> bool:
-            entries = await _count(isolated, "audit_entries")
-            logs = await _count(isolated, "execution_logs")
+            entries = await isolated.count("audit_entries")
+            logs = await isolated.count("execution_logs")
             return entries == len(good) and logs == len(good) - 1
 
         await eventually(all_good_projected, within=60)
@@ -65,7 +47,7 @@ async def test_each_poison_value_is_dead_lettered_and_the_stream_continues(isola
 
             await eventually(ready, within=15)
 
-    async with _owner(isolated) as conn:
+    async with isolated.owner() as conn:
         letters = await conn.fetch(
             "SELECT kafka_topic, kafka_partition, kafka_offset, reason, detail FROM dead_letters"
         )
@@ -116,17 +98,17 @@ async def test_the_database_refusing_a_value_isolates_that_record(isolated: Isol
             await repo.write_batch(Batch(rows, [OffsetFence(topic, 0, None, 16)]), isolate=True)
         assert sorted(r.offset for r in caught.value.rejections) == [3, 11]
         assert {r.reason for r in caught.value.rejections} == {"database_refused"}
-        assert await _count(isolated, "audit_entries") == 0, "a refused batch writes nothing"
+        assert await isolated.count("audit_entries") == 0, "a refused batch writes nothing"
         rows.without({Coordinates(topic, 0, 3), Coordinates(topic, 0, 11)})
         await repo.write_batch(Batch(rows, [OffsetFence(topic, 0, None, 16)]), isolate=True)
     finally:
         await repo.close()
-    assert await _count(isolated, "audit_entries") == 14
+    assert await isolated.count("audit_entries") == 14
 
 
 async def test_a_record_the_database_refuses_is_dead_lettered_end_to_end(isolated: Isolated) -> None:
     """A value the contract allows but this database refuses (a data exception) is dead-lettered with the error."""
-    async with _owner(isolated) as conn:
+    async with isolated.owner() as conn:
         await conn.execute(
             """CREATE FUNCTION refuse_marked() RETURNS trigger LANGUAGE plpgsql AS $$
                BEGIN
@@ -145,7 +127,7 @@ async def test_a_record_the_database_refuses_is_dead_lettered_end_to_end(isolate
     async with projector_running(isolated.projector):
         await eventually(lambda: _has(isolated, "dead_letters", 1))
         await eventually(lambda: _has(isolated, "audit_entries", 5))
-    async with _owner(isolated) as conn:
+    async with isolated.owner() as conn:
         letter = await conn.fetchrow("SELECT reason, detail FROM dead_letters")
     assert letter is not None
     assert letter["reason"] == "database_refused"
@@ -154,13 +136,13 @@ async def test_a_record_the_database_refuses_is_dead_lettered_end_to_end(isolate
 
 
 async def _has(isolated: Isolated, table: str, count: int) -> bool:
-    return await _count(isolated, table) == count
+    return await isolated.count(table) == count
 
 
 async def test_a_database_fault_stops_partitions_without_dead_lettering(isolated: Isolated) -> None:
     """A missing privilege is not the records' fault: log partitions stop, audit events keep flowing, nothing is
     dead-lettered, and the partitions resume by themselves once the fault is fixed."""
-    async with _owner(isolated) as conn:
+    async with isolated.owner() as conn:
         await conn.execute("REVOKE INSERT ON execution_logs FROM audit_writer")
     starts = [action_event(f"a-{i}") for i in range(6)]
     await send_keyed(isolated.stack.bootstrap, isolated.projector.audit_topic, [(encode(e), key_of(e)) for e in starts])
@@ -184,7 +166,7 @@ async def test_a_database_fault_stops_partitions_without_dead_lettering(isolated
         assert "permission denied" in next(iter(body["blocked"].values()))["detail"]
         assert (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 503
         assert (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
-        async with _owner(isolated) as conn:
+        async with isolated.owner() as conn:
             assert await conn.fetchval("SELECT count(*) FROM projector_blocks WHERE reason = 'database_error'") >= 1
             await conn.execute("GRANT INSERT ON execution_logs TO audit_writer")
         await eventually(lambda: _has(isolated, "execution_logs", 6), within=60)
@@ -193,5 +175,5 @@ async def test_a_database_fault_stops_partitions_without_dead_lettering(isolated
             return (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
 
         await eventually(ready, within=30)
-    assert await _count(isolated, "dead_letters") == 0
-    assert await _count(isolated, "projector_blocks") == 0, "blocks are cleared once the partitions move on"
+    assert await isolated.count("dead_letters") == 0
+    assert await isolated.count("projector_blocks") == 0, "blocks are cleared once the partitions move on"

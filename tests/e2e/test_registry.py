@@ -1,12 +1,9 @@
 """One audit id, one entry; an outcome belongs to its start; entity history in the log's order."""
 
-import contextlib
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
@@ -18,17 +15,8 @@ from tests.polling import eventually
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
 
-@contextlib.asynccontextmanager
-async def _owner(isolated: Isolated) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(isolated.stack.owner_dsn, server_settings={"search_path": isolated.name})
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
 async def _consumed(isolated: Isolated, total: int) -> bool:
-    async with _owner(isolated) as conn:
+    async with isolated.owner() as conn:
         stored = await conn.fetchval(
             "SELECT coalesce(sum(next_offset), 0) FROM projector_offsets WHERE topic = $1",
             isolated.projector.audit_topic,
@@ -70,7 +58,7 @@ async def test_resends_are_dropped_and_conflicting_duplicates_dead_lettered(
     await send_keyed(isolated.stack.bootstrap, isolated.projector.audit_topic, records)
     await eventually(lambda: _consumed(isolated, 1 + len(records)))
 
-    async with _owner(isolated) as conn:
+    async with isolated.owner() as conn:
         entries = await conn.fetch("SELECT audit_id, tenant_id, actor_id FROM audit_entries")
         outcomes = await conn.fetch("SELECT status, revision FROM audit_outcomes")
         letters = await conn.fetch("SELECT reason, detail FROM dead_letters ORDER BY kafka_partition, kafka_offset")
@@ -101,7 +89,7 @@ async def test_an_outcome_from_another_tenant_cannot_close_an_action(isolated: I
     ]
     await send_keyed(isolated.stack.bootstrap, isolated.projector.audit_topic, records)
     await eventually(lambda: _consumed(isolated, len(records)))
-    async with _owner(isolated) as conn:
+    async with isolated.owner() as conn:
         outcomes = await conn.fetchval("SELECT count(*) FROM audit_outcomes")
         reasons = [r["reason"] for r in await conn.fetch("SELECT reason FROM dead_letters")]
     assert outcomes == 0, "the action stays open: nobody else closed it"
@@ -125,7 +113,7 @@ async def test_an_outcome_before_its_start_is_kept_and_the_start_checked_against
     ]
     await send_keyed(isolated.stack.bootstrap, isolated.projector.audit_topic, records)
     await eventually(lambda: _consumed(isolated, 3))
-    async with _owner(isolated) as conn:
+    async with isolated.owner() as conn:
         reasons = [r["reason"] for r in await conn.fetch("SELECT reason FROM dead_letters")]
     assert reasons == ["audit_id_conflict"]
     entry = (await api.get(f"/v1/audit/{start.data.audit_id}")).json()["entry"]

@@ -1,17 +1,14 @@
 """Resume exactly where it stopped: restarts, failed assignments, lost history, and SIGTERM in an outage."""
 
 import asyncio
-import contextlib
 import json
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -25,25 +22,10 @@ from tests.polling import eventually
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
 
 
-@contextlib.asynccontextmanager
-async def _owner(isolated: Isolated) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(isolated.stack.owner_dsn, server_settings={"search_path": isolated.name})
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
 async def _offsets(isolated: Isolated) -> dict[tuple[str, int], int]:
-    async with _owner(isolated) as conn:
+    async with isolated.owner() as conn:
         rows = await conn.fetch("SELECT topic, partition, next_offset FROM projector_offsets")
     return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
-
-
-async def _count(isolated: Isolated, table: str) -> int:
-    async with _owner(isolated) as conn:
-        value: int = await conn.fetchval(f"SELECT count(*) FROM {table}")
-        return value
 
 
 def _terminate(proc: subprocess.Popen[bytes], within: float = 30) -> int:
@@ -68,7 +50,7 @@ async def test_restart_loop_over_a_poisoned_history(isolated: Isolated) -> None:
     for round_ in range(6):
         proc = projector_process(env_isolated)
         try:
-            before = await _count(isolated, "audit_entries")
+            before = await isolated.count("audit_entries")
             await eventually(lambda b=before: _grew(isolated, b + 60), within=60, interval=0.02)  # type: ignore[misc]
         finally:
             code = _terminate(proc)
@@ -87,11 +69,11 @@ async def test_restart_loop_over_a_poisoned_history(isolated: Isolated) -> None:
 
 
 async def _grew(isolated: Isolated, at_least: int) -> bool:
-    return await _count(isolated, "audit_entries") >= at_least
+    return await isolated.count("audit_entries") >= at_least
 
 
 async def _has(isolated: Isolated, table: str, count: int) -> bool:
-    return await _count(isolated, table) == count
+    return await isolated.count(table) == count
 
 
 async def _readyz(port: int) -> dict[str, Any]:
@@ -107,7 +89,7 @@ async def _readyz(port: int) -> dict[str, Any]:
 
 async def test_a_failed_assignment_restarts_the_pipeline_and_is_reported(isolated: Isolated) -> None:
     """Loading positions in the rebalance listener fails: the pipeline is rebuilt instead of silently idling."""
-    async with _owner(isolated) as conn:
+    async with isolated.owner() as conn:
         await conn.execute("REVOKE SELECT ON projector_offsets FROM audit_writer")
     await publish_events(isolated.stack.bootstrap, isolated.projector.audit_topic, 30)
     port = free_port()
@@ -121,8 +103,8 @@ async def test_a_failed_assignment_restarts_the_pipeline_and_is_reported(isolate
 
         body = await eventually(restarting, within=30)
         assert "permission denied" in (body["pipelines"][settings.audit_topic]["last_error"] or "")
-        assert await _count(isolated, "audit_entries") == 0
-        async with _owner(isolated) as conn:
+        assert await isolated.count("audit_entries") == 0
+        async with isolated.owner() as conn:
             await conn.execute("GRANT SELECT ON projector_offsets TO audit_writer")
         await eventually(lambda: _has(isolated, "audit_entries", 30), within=60)
 
@@ -160,7 +142,7 @@ async def test_an_offset_the_broker_lost_blocks_until_an_operator_moves_past(iso
         assert block["reason"] == "offset_out_of_range"
         assert block["offset"] == 5
         assert "log starts at 8" in block["detail"]
-        assert await _count(isolated, "audit_entries") == 5, "nothing skipped silently"
+        assert await isolated.count("audit_entries") == 5, "nothing skipped silently"
         code, out, err = await _cli(
             isolated, "skip", "--topic", topic, "--partition", "0", "--offset", "8", "--move-to",
             "--reason", "records 5-7 deleted by retention misconfiguration", "--by", "ops",
@@ -169,7 +151,7 @@ async def test_an_offset_the_broker_lost_blocks_until_an_operator_moves_past(iso
         assert "move from offset 5 to 8" in out + err
         await eventually(lambda: _has(isolated, "audit_entries", 8), within=30)
     assert (await _offsets(isolated))[(topic, 0)] == 11
-    assert await _count(isolated, "projector_blocks") == 0
+    assert await isolated.count("projector_blocks") == 0
 
 
 async def _send_to_partition(isolated: Isolated, topic: str, events: list[Any], partition: int) -> None:

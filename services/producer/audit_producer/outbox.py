@@ -20,13 +20,12 @@ import asyncpg
 import structlog
 from asyncpg.pool import PoolConnectionProxy
 
-from audit_producer.context import TraceContext, bind_trace
+from audit_producer.context import bind_trace
 from audit_producer.errors import InvalidActionError, PublishError
 from audit_producer.producer import AuditProducer
 from audit_producer.publisher import EventPublisher
 from audit_producer.scope import ActionScope
 from audit_schemas import Action, ActionEvent, Actor, Entity, OutcomeEvent, RequestContext, encode, kafka_headers
-from audit_schemas.tracecontext import new_span_id
 
 log = structlog.get_logger(__name__)
 
@@ -92,7 +91,7 @@ class Outbox:
         """
         if conn.is_in_transaction():
             raise InvalidActionError("outbox.transaction() opens the transaction itself: call it outside one")
-        started, scope, trace = self._prepare(action, entity, actor, tenant, request, correlation_id)
+        started, scope, trace = self._producer.begin(action, entity, actor, tenant, request, correlation_id)
         clock = time.perf_counter()
         try:
             with bind_trace(trace):
@@ -126,7 +125,7 @@ class Outbox:
         """
         if not conn.is_in_transaction():
             raise InvalidActionError("outbox.action() runs inside your transaction: open one first")
-        started, scope, trace = self._prepare(action, entity, actor, tenant, request, correlation_id)
+        started, scope, trace = self._producer.begin(action, entity, actor, tenant, request, correlation_id)
         clock = time.perf_counter()
         await self._write(conn, started)
         with bind_trace(trace):
@@ -138,29 +137,6 @@ class Outbox:
                 await self._record_failure(started, scope, clock, e)
                 raise
         await self._write(conn, self._producer._outcome_event(started, scope, clock, None))
-
-    def _prepare(
-        self,
-        action: Action | str,
-        entity: Entity,
-        actor: Actor,
-        tenant: str,
-        request: RequestContext | None,
-        correlation_id: str | None,
-    ) -> tuple[ActionEvent, ActionScope, TraceContext]:
-        span_id = new_span_id()
-        started = self._producer._started_event(action, entity, actor, tenant, request, correlation_id, span_id)
-        trace = TraceContext(audit_id=started.data.audit_id, span_id=span_id, tenant_id=tenant)
-        scope = ActionScope(
-            started.data.audit_id,
-            started.data.action,
-            entity,
-            tenant,
-            trace.traceparent,
-            trace.tracestate,
-            max_value_bytes=self._producer.settings.max_value_bytes,
-        )
-        return started, scope, trace
 
     async def _record_failure(
         self, started: ActionEvent, scope: ActionScope, clock: float, error: BaseException

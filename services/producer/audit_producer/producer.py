@@ -138,18 +138,7 @@ class AuditProducer:
         """
         if not self._started:
             raise NotStartedError("AuditProducer.start() was not called (use `async with`)")
-        span_id = new_span_id()
-        started = self._started_event(action, entity, actor, tenant, request, correlation_id, span_id)
-        trace = TraceContext(audit_id=started.data.audit_id, span_id=span_id, tenant_id=tenant)
-        scope = ActionScope(
-            started.data.audit_id,
-            started.data.action,
-            entity,
-            tenant,
-            trace.traceparent,
-            trace.tracestate,
-            max_value_bytes=self.settings.max_value_bytes,
-        )
+        started, scope, trace = self.begin(action, entity, actor, tenant, request, correlation_id)
         await self._record_start(started)
         clock = time.perf_counter()
         with bind_trace(trace):
@@ -200,6 +189,30 @@ class AuditProducer:
             return wrapper
 
         return decorate
+
+    def begin(
+        self,
+        action: Action | str,
+        entity: Entity,
+        actor: Actor,
+        tenant: str,
+        request: RequestContext | None,
+        correlation_id: str | None,
+    ) -> tuple[ActionEvent, ActionScope, TraceContext]:
+        """A validated start event, the scope its body fills in, and its trace (nothing is sent)."""
+        span_id = new_span_id()
+        started = self._started_event(action, entity, actor, tenant, request, correlation_id, span_id)
+        trace = TraceContext(audit_id=started.data.audit_id, span_id=span_id, tenant_id=tenant)
+        scope = ActionScope(
+            started.data.audit_id,
+            started.data.action,
+            entity,
+            tenant,
+            trace.traceparent,
+            trace.tracestate,
+            max_value_bytes=self.settings.max_value_bytes,
+        )
+        return started, scope, trace
 
     def _started_event(
         self,
