@@ -152,6 +152,7 @@ async def isolated(stack: Stack) -> AsyncIterator[Isolated]:
     )
     query = QuerySettings(
         environment="test",
+        cursor_secret=f"test-cursor-secret-{uuid4().hex}",
         database_url=stack.query_dsn,
         db_schema=name,
         bootstrap_servers=stack.bootstrap,

@@ -30,6 +30,9 @@ case "${1:-}" in
     # shellcheck disable=SC1091
     source "$state/env"
     stop_one projector; stop_one query
+    # The query API refuses the built-in cursor key outside development: one random key per local stack.
+    [ -s "$state/cursor-secret" ] || "$bin/python" -c 'import secrets; print(secrets.token_urlsafe(48))' > "$state/cursor-secret"
+    export AUDIT_QUERY_CURSOR_SECRET="${AUDIT_QUERY_CURSOR_SECRET:-$(cat "$state/cursor-secret")}"
     "$bin/audit-projector" migrate
     "$bin/audit-projector" topics
     nohup "$bin/audit-projector" run --health-port "$health_port" >"$state/projector.log" 2>&1 &

@@ -15,7 +15,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="AUDIT_QUERY_", frozen=True, extra="forbid")
 
-    environment: Literal["development", "test", "production"] = "development"
+    environment: Literal["development", "test", "production"] = "production"
+    """Only `development` may run with the built-in cursor key; everything else needs real secrets."""
     database_url: PostgresDsn = PostgresDsn("postgresql://audit_query@127.0.0.1:15432/audit")
     db_schema: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "audit"
     bootstrap_servers: str = "127.0.0.1:19092"
@@ -34,7 +35,11 @@ class Settings(BaseSettings):
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
 
     @model_validator(mode="after")
-    def _real_secret_in_production(self) -> Self:
-        if self.environment == "production" and self.cursor_secret.get_secret_value() == _DEV_SECRET:
-            raise ValueError("AUDIT_QUERY_CURSOR_SECRET must be set to a real secret in production")
+    def _real_secret_outside_development(self) -> Self:
+        secret = self.cursor_secret.get_secret_value()
+        if self.environment != "development" and (secret == _DEV_SECRET or len(secret) < 32):
+            raise ValueError(
+                "AUDIT_QUERY_CURSOR_SECRET must be set to a random secret of 32+ characters "
+                "(only AUDIT_QUERY_ENVIRONMENT=development may use the built-in key)"
+            )
         return self

@@ -2,7 +2,7 @@
 
 import contextlib
 from collections.abc import Iterator
-from typing import Final
+from typing import Any, Final
 
 import asyncpg
 
@@ -45,6 +45,9 @@ _CONNECTION_ERRORS: Final = (
 
 def classify_db_error(error: BaseException) -> QueryError | None:
     """The one place that maps asyncpg errors to statuses: lost or refused connections and timeouts are 503."""
+    if isinstance(error, asyncpg.DataError | asyncpg.exceptions._base.DataError):
+        # A value that reached SQL and PostgreSQL refused: the request's fault, not the server's.
+        return BadRequestError(f"a request value was refused: {error}")
     if isinstance(error, asyncpg.QueryCanceledError):
         return StoreUnavailableError("the query took too long and was cancelled; narrow the filters or retry")
     if isinstance(error, _CONNECTION_ERRORS):
@@ -64,3 +67,13 @@ def store_errors() -> Iterator[None]:
         if mapped is None:
             raise
         raise mapped from e
+
+
+ERROR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+    400: {"description": "A parameter, cursor or value the API cannot take (the detail says which)."},
+    401: {"description": "No credential, or one that is invalid or expired."},
+    403: {"description": "The credential lacks the scope this route needs."},
+    404: {"description": "No such entry, entity or trace (or not one the caller's tenants may see)."},
+    503: {"description": "The read model is unreachable or a query timed out; retry later."},
+}
+"""Statuses every data route may answer, each with a JSON body `{"detail": ...}`, for the OpenAPI document."""

@@ -1,13 +1,36 @@
 """Response and filter models of the HTTP API."""
 
+import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Final, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from audit_schemas import Action, ActorType
+from audit_schemas.storable import check_utc
+
+_ISO_8601: Final = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+
+
+def _iso_text(value: object) -> object:
+    """Only ISO 8601 text is a timestamp here: `until=0` is not read as Unix seconds."""
+    if isinstance(value, str) and _ISO_8601.match(value):
+        return value
+    if isinstance(value, datetime):
+        return value
+    raise ValueError("must be an ISO 8601 date-time with an offset, e.g. 2026-01-31T00:00:00Z")
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(check_utc)]
+"""A query-string timestamp: ISO 8601 with an offset, within years 1-9999 once converted to UTC."""
+
+
+class Problem(BaseModel):
+    """Every error answer: a JSON object with a human-readable `detail`."""
+
+    detail: Any
 
 
 class _Public(BaseModel):

@@ -3,7 +3,7 @@
 from audit_query.config import Settings
 from audit_query.cursor import Cursor, CursorCodec, scope_of
 from audit_query.models import AuditFilter, AuditPage, SortField, SortOrder
-from audit_query.repository import AuditRepository
+from audit_query.repository import AuditRepository, check_sort_values
 
 
 async def read_page(
@@ -21,6 +21,8 @@ async def read_page(
     """Keyset page; the cursor is bound to `view`, sort, order and filters, so no other query takes it."""
     scope = scope_of(view=view, sort=str(sort), order=order.value, filters=filters.model_dump(mode="json"))
     after = codec.decode(cursor, scope).key if cursor else None
+    if after is not None:
+        check_sort_values(str(sort), after)
     size = min(limit or settings.default_limit, settings.max_limit)
     rows = await repo.list_entries(filters, str(sort), order, size, after)
     page, more = rows[:size], len(rows) > size

@@ -1,7 +1,7 @@
 """All of the query API's SQL: keyset-paginated audit log, entity history, entries and traces."""
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -9,7 +9,7 @@ from uuid import UUID
 
 import asyncpg
 
-from audit_query.errors import store_errors
+from audit_query.errors import BadRequestError, store_errors
 from audit_query.models import (
     AuditEntryPublic,
     AuditFilter,
@@ -49,6 +49,37 @@ SELECT e.audit_id, e.occurred_at, e.tenant_id, e.action, e.entity_model, e.entit
   FROM audit_entries e
   LEFT JOIN audit_outcomes o ON o.audit_id = e.audit_id
 """
+
+
+_PARSERS: Final[dict[str, Callable[[str], object]]] = {
+    "timestamptz": lambda v: datetime.fromisoformat(v).astimezone(UTC),
+    "uuid": UUID,
+    "text": lambda v: v if "\x00" not in v else _refuse(),
+    "int": lambda v: _bounded(int(v), 2**31),
+    "bigint": lambda v: _bounded(int(v), 2**63),
+}
+
+
+def _refuse() -> str:
+    raise ValueError("NUL")
+
+
+def _bounded(value: int, limit: int) -> int:
+    if not -limit <= value < limit:
+        raise ValueError("out of range")
+    return value
+
+
+def check_sort_values(sort: str, values: Sequence[Any]) -> None:
+    """A cursor's sort values must have the shape of its sort's keys (a signed cursor can still be malformed)."""
+    keys = SORT_KEYS[sort]
+    if len(values) != len(keys) or not all(isinstance(v, str) for v in values):
+        raise BadRequestError("malformed cursor: its values do not match the sort")
+    for (_, cast), value in zip(keys, values, strict=True):
+        try:
+            _PARSERS[cast](value)
+        except (ValueError, TypeError, OverflowError) as e:
+            raise BadRequestError("malformed cursor: a value of the wrong shape") from e
 
 
 @dataclass(slots=True)

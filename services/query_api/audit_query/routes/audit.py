@@ -4,11 +4,10 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
 
 from audit_query.deps import CodecDep, RepositoryDep, SettingsDep
 from audit_query.errors import BadRequestError, NotFoundError
-from audit_query.models import AuditEntryDetail, AuditFilter, AuditPage, SortField, SortOrder
+from audit_query.models import AuditEntryDetail, AuditFilter, AuditPage, SortField, SortOrder, Timestamp
 from audit_query.pages import read_page
 from audit_schemas import Action, ActorType
 
@@ -30,8 +29,8 @@ async def list_audit_entries(
     entity_id: Annotated[str | None, Query(max_length=256)] = None,
     tenant: Annotated[str | None, Query(max_length=64)] = None,
     correlation_id: Annotated[str | None, Query(max_length=256)] = None,
-    since: Annotated[AwareDatetime | None, Query(description="Inclusive lower bound (ISO 8601 with offset).")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="Exclusive upper bound (ISO 8601 with offset).")] = None,
+    since: Annotated[Timestamp | None, Query(description="Inclusive lower bound (ISO 8601 with offset).")] = None,
+    until: Annotated[Timestamp | None, Query(description="Exclusive upper bound (ISO 8601 with offset).")] = None,
     sort: SortField = SortField.TIME,
     order: SortOrder = SortOrder.DESC,
     limit: LimitQuery = None,

@@ -14,13 +14,13 @@ from audit_query.routes.audit import CursorQuery, LimitQuery
 router = APIRouter(prefix="/v1/entities", tags=["entity history"])
 
 
-@router.get("/{model}/{entity_id}/audit", response_model=AuditPage, summary="Entity-specific audit log")
+@router.get("/{model}/{entity_id:path}/audit", response_model=AuditPage, summary="Entity-specific audit log")
 async def entity_history(
     repo: RepositoryDep,
     codec: CodecDep,
     settings: SettingsDep,
     model: Annotated[str, Path(pattern=r"^[a-z][a-z0-9_]{0,63}$")],
-    entity_id: Annotated[str, Path(min_length=1, max_length=256)],
+    entity_id: Annotated[str, Path(min_length=1, max_length=256, description="May contain `/`.")],
     tenant: Annotated[str | None, Query(max_length=64)] = None,
     limit: LimitQuery = None,
     cursor: CursorQuery = None,
