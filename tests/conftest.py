@@ -27,8 +27,10 @@ from audit_projector.config import Settings as ProjectorSettings
 from audit_projector.migrations import migrate
 from audit_projector.service import serve
 from audit_projector.topics import ensure_topics
+from audit_query.auth import new_secret, secret_hash
 from audit_query.config import Settings as QuerySettings
 from audit_query.main import create_app
+from audit_query.repository import TokenAdmin
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "deploy" / "local" / "stack.sh"
@@ -115,6 +117,18 @@ class Isolated:
             value: int = await conn.fetchval(f"SELECT count(*) FROM {table}")
             return value
 
+    async def token(self, scopes: tuple[str, ...] = ("audit:read",), tenants: tuple[str, ...] | None = None) -> str:
+        """A new API token in this test's control schema (tenants None: every tenant)."""
+        secret = new_secret()
+        conn = await asyncpg.connect(self.stack.owner_dsn)
+        try:
+            await TokenAdmin(conn, self.query.control_schema).create(
+                uuid4(), f"test-{len(scopes)}", secret_hash(secret), scopes, tenants, "tests", None
+            )
+        finally:
+            await conn.close()
+        return secret
+
     def projector_env(self) -> dict[str, str]:
         """Environment for an `audit-projector run` subprocess pointed at this test's resources."""
         p = self.projector
@@ -142,6 +156,7 @@ async def isolated(stack: Stack) -> AsyncIterator[Isolated]:
         bootstrap_servers=stack.bootstrap,
         database_url=stack.projector_dsn,
         db_schema=name,
+        control_schema=f"{name}_control",
         group_id=f"{name}-projector",
         dead_letter_topic=f"{name}.dlq",
         session_timeout_ms=3000,
@@ -155,6 +170,7 @@ async def isolated(stack: Stack) -> AsyncIterator[Isolated]:
         cursor_secret=f"test-cursor-secret-{uuid4().hex}",
         database_url=stack.query_dsn,
         db_schema=name,
+        control_schema=f"{name}_control",
         bootstrap_servers=stack.bootstrap,
         projector_group=projector.group_id,
         topics=(audit_topic, log_topic),
@@ -164,7 +180,7 @@ async def isolated(stack: Stack) -> AsyncIterator[Isolated]:
         bootstrap_servers=stack.bootstrap, publish_timeout_s=10, audit_topic=audit_topic, execution_log_topic=log_topic
     )
     topics = [*projector.topics, projector.dead_letter_topic]
-    await migrate(stack.owner_dsn, name)
+    await migrate(stack.owner_dsn, name, control_schema=f"{name}_control")
     await ensure_topics(stack.bootstrap, topics, projector.partitions)
     yield Isolated(stack, name, producer, projector, query)
     await _delete_topics(stack.bootstrap, topics)
@@ -219,7 +235,9 @@ async def api(isolated: Isolated) -> AsyncIterator[httpx.AsyncClient]:
             await task
         await asyncio.sleep(0.02)
     port = server.servers[0].sockets[0].getsockname()[1]
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+    admin = await isolated.token(("audit:read", "audit:export", "audit:admin"))
+    headers = {"authorization": f"Bearer {admin}"}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10, headers=headers) as client:
         yield client
     server.should_exit = True
     await task

@@ -340,7 +340,11 @@ async def test_unknown_after_configured_time(
     short = Settings(**{**isolated.query.model_dump(), "unknown_after_s": 0.001})
     app = create_app(short)
     transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+    headers = {"authorization": f"Bearer {await isolated.token()}"}
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers) as c,
+    ):
         await asyncio.sleep(0.01)
         body = (await c.get("/v1/audit")).json()
         assert body["data"][0]["outcome"]["status"] == "unknown"

@@ -17,11 +17,12 @@ pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
 
 @asynccontextmanager
-async def _client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def _client(settings: Settings, token: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
+    headers = {"authorization": f"Bearer {token}"} if token else {}
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://query") as client,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://query", headers=headers) as client,
     ):
         yield client
 
@@ -60,7 +61,8 @@ async def test_unreachable_dependency_degrades_or_takes_reads_out_but_stays_aliv
         if broken == "kafka"
         else {"database_url": "postgresql://audit_query:audit_query@127.0.0.1:1/audit"}
     )
-    async with _client(isolated.query.model_copy(update=update)) as client:
+    token = await isolated.token()
+    async with _client(isolated.query.model_copy(update=update), token) as client:
         assert (await client.get("/healthz")).status_code == 200
         response = await client.get("/readyz")
         assert response.status_code == code

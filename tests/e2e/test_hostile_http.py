@@ -58,11 +58,12 @@ async def test_a_signed_cursor_of_the_wrong_shape_is_a_400(
 ) -> None:
     """Whoever holds the signing key (the built-in one in development) can sign anything: shapes are checked."""
     codec = CursorCodec(isolated.query.cursor_secret.get_secret_value().encode())
-    filters = {
+    filters: dict[str, Any] = {
         "tenant": None, "actions": [], "user_id": None, "actor_type": None, "model": None, "entity_id": None,
         "correlation_id": None, "since": None, "until": None,
     }  # fmt: skip
-    token = codec.encode(Cursor(scope_of(view="audit", sort=sort, order="desc", filters=filters), tuple(key)))
+    scope = scope_of(view="audit", sort=sort, order="desc", filters=filters, tenants="*")
+    token = codec.encode(Cursor(scope, tuple(key)))
     response = await api.get("/v1/audit", params={"sort": sort, "cursor": token})
     assert response.status_code == 400, response.text
     assert "cursor" in response.json()["detail"]

@@ -63,12 +63,12 @@ def migrate(
     if dsn is None:
         console.print("[red]no owner DSN: pass --dsn or set AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL[/red]")
         raise typer.Exit(2)
-    _run(_migrate(dsn, settings.db_schema))
+    _run(_migrate(dsn, settings.db_schema, settings.control_schema))
 
 
-async def _migrate(dsn: str, schema: str) -> None:
-    applied = await run_migrations(dsn, schema)
-    console.print(f"schema {schema}: applied {applied or 'nothing (up to date)'}")
+async def _migrate(dsn: str, schema: str, control: str) -> None:
+    applied = await run_migrations(dsn, schema, control_schema=control)
+    console.print(f"schemas {schema} and {control}: applied {applied or 'nothing (up to date)'}")
 
 
 @app.command()

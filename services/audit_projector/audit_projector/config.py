@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     migrations_database_url: PostgresDsn | None = None
     """Owner role's DSN; when set, migrations run at start (the projector's own role cannot run them)."""
     db_schema: SchemaName = "audit"
+    control_schema: SchemaName = "audit_control"
+    """Tokens, sessions and keys: state a rebuild of the read model never touches; migrated beside it."""
     group_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] = "audit-projector"
     audit_topic: str = AUDIT_TOPIC
     execution_log_topic: str = EXECUTION_LOG_TOPIC

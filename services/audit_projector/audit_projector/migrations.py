@@ -30,9 +30,11 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def bundled() -> list[Migration]:
-    """The migrations shipped with this package, in order."""
+def bundled(kind: str = "read_model") -> list[Migration]:
+    """The migrations shipped with this package, in order: the read model's, or the control schema's."""
     folder = resources.files("audit_projector") / "migrations"
+    if kind == "control":
+        folder = folder / "control"
     found = []
     for entry in folder.iterdir():
         if entry.name.endswith(".sql"):
@@ -41,9 +43,21 @@ def bundled() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
-async def migrate(dsn: str, schema: str, migrations: list[Migration] | None = None) -> list[str]:
-    """Bring `schema` up to date; return the versions applied now. Idempotent and concurrency-safe."""
-    todo = bundled() if migrations is None else migrations
+async def migrate(
+    dsn: str, schema: str, migrations: list[Migration] | None = None, *, control_schema: str | None = None
+) -> list[str]:
+    """Bring `schema` (and the control schema, when named) up to date; return the versions applied now.
+
+    Idempotent and concurrency-safe. The control schema holds what a rebuild of the read model must never
+    touch (API tokens, sessions); it is migrated separately, under its own lock.
+    """
+    applied = await _migrate(dsn, schema, bundled() if migrations is None else migrations)
+    if control_schema is not None:
+        applied += [f"control/{v}" for v in await _migrate(dsn, control_schema, bundled("control"))]
+    return applied
+
+
+async def _migrate(dsn: str, schema: str, todo: list[Migration]) -> list[str]:
     try:
         conn = await asyncpg.connect(dsn)
     except Exception as e:

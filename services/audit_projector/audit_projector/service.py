@@ -31,7 +31,7 @@ _CLOSE_TIMEOUT_S = 5.0
 async def prepare(settings: Settings) -> None:
     """Migrations (when the owner DSN is configured) and topics: safe to run from every instance."""
     if settings.migrations_database_url is not None:
-        await migrate(str(settings.migrations_database_url), settings.db_schema)
+        await migrate(str(settings.migrations_database_url), settings.db_schema, control_schema=settings.control_schema)
     topics = [settings.audit_topic, settings.execution_log_topic, settings.dead_letter_topic]
     created = await ensure_topics(settings.bootstrap_servers, topics, settings.partitions)
     if created:
@@ -83,17 +83,23 @@ async def running_pipeline(settings: Settings, state: PipelineState) -> AsyncIte
         state.assigned.clear()
         state.positions.clear()
         state.lag.clear()
-        await _bounded(consumer.stop(), "consumer")
-        await _bounded(producer.stop(), "dead-letter producer")
+        await _bounded(consumer.stop(), "consumer", consumer._client)
+        await _bounded(producer.stop(), "dead-letter producer", producer.client)
         await repo.close()
 
 
-async def _bounded(step: Awaitable[Any], what: str) -> None:
-    """Close a client within a deadline: an unreachable broker must not hold up a shutdown."""
+async def _bounded(step: Awaitable[Any], what: str, client: Any) -> None:
+    """Close a client within a deadline: an unreachable broker must not hold up a shutdown.
+
+    Past the deadline the client's connections are closed outright (aiokafka's `client.close()` closes every
+    socket before it waits for anything), so nothing is left open behind the stop.
+    """
     try:
         await asyncio.wait_for(step, _CLOSE_TIMEOUT_S)
     except Exception as e:
         log.warning("close_incomplete", client=what, error=repr(e)[:200])
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.close(), 1)
 
 
 class _EmbeddedServer(uvicorn.Server):

@@ -74,9 +74,13 @@ class KafkaPublisher:
         self._wanted = False
         producer, self._producer = self._producer, None
         if producer is not None:
-            # Past the deadline what was buffered is given up: audit events waiting for it are in the spool.
-            with contextlib.suppress(TimeoutError, KafkaError, OSError):
+            # Past the deadline what was buffered is given up (audit events waiting for it are in the spool) and
+            # the sockets are closed outright: aiokafka's client.close() closes them before it waits for anything.
+            try:
                 await asyncio.wait_for(producer.stop(), timeout_s or self._timeout * 2)
+            except (TimeoutError, KafkaError, OSError):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(producer.client.close(), 1)
 
     async def _connected(self) -> AIOKafkaProducer:
         """The started client; after a failed start (fail-open), connect now."""

@@ -1,15 +1,39 @@
-"""`audit-query`: serve the HTTP API and web UI."""
+"""`audit-query`: serve the HTTP API and web UI, and manage API tokens."""
 
+import asyncio
+import getpass
+import re
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
+
+import asyncpg
 import typer
 import uvicorn
 from pydantic import ValidationError
 from rich.console import Console
+from rich.table import Table
 
+from audit_query import selfaudit
+from audit_query.auth import Scope, new_secret, secret_hash
 from audit_query.config import Settings
+from audit_query.errors import QueryError
 from audit_query.main import create_app
+from audit_query.repository import TokenAdmin
+from audit_schemas import Action, Actor
 
 app = typer.Typer(help="Audit Trail query API.", no_args_is_help=True)
+tokens = typer.Typer(help="Create, list and revoke API tokens (shown once, stored as a hash).", no_args_is_help=True)
+app.add_typer(tokens, name="tokens")
 console = Console(stderr=True)
+_DURATION = re.compile(r"^(\d+)([mhd])$")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as e:
+        console.print(f"[red]invalid AUDIT_QUERY_* settings:[/red]\n{e}")
+        raise typer.Exit(2) from e
 
 
 @app.command()
@@ -17,13 +41,157 @@ def serve(
     host: str | None = typer.Option(None, help="Bind address (default AUDIT_QUERY_HOST)."),
     port: int | None = typer.Option(None, help="Port (default AUDIT_QUERY_PORT)."),
 ) -> None:
-    """Serve the API (OpenAPI docs at /docs) and the web UI at /."""
+    """Serve the API (OpenAPI docs at /docs), the console at / and its sign-in page at /login."""
+    settings = _settings()
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level="info",
+        server_header=False,
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
+    )
+
+
+def _admin_dsn(settings: Settings) -> str:
+    if settings.admin_database_url is None:
+        console.print("[red]set AUDIT_QUERY_ADMIN_DATABASE_URL (the owner role) to manage tokens[/red]")
+        raise typer.Exit(2)
+    return str(settings.admin_database_url)
+
+
+def _actor(by: str | None) -> Actor:
+    return Actor.user(by or getpass.getuser())
+
+
+def _run(coro: object) -> object:
     try:
-        settings = Settings()
-    except ValidationError as e:
-        console.print(f"[red]invalid AUDIT_QUERY_* settings:[/red]\n{e}")
-        raise typer.Exit(2) from e
-    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_level="info")
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except (QueryError, asyncpg.PostgresError, OSError) as e:
+        console.print(f"[red]audit-query: {e}[/red]")
+        raise typer.Exit(1) from e
+
+
+@tokens.command("create")
+def create_token(
+    name: str = typer.Option(..., help="What the token is for (shown in lists and in the audit log)."),
+    scope: list[Scope] = typer.Option([Scope.READ], help="Scopes; repeat for several."),
+    tenant: list[str] = typer.Option([], help="Tenants it may read; repeat for several."),
+    all_tenants: bool = typer.Option(False, "--all-tenants", help="Every tenant (platform administrators)."),
+    expires_in: str | None = typer.Option(None, help="Lifetime such as 30d, 12h or 90m (default: no expiry)."),
+    by: str | None = typer.Option(None, help="Who creates it (default: your login name)."),
+) -> None:
+    """Create a token and print its secret once, alone on stdout."""
+    settings = _settings()
+    if all_tenants == bool(tenant):
+        console.print("[red]give --tenant (one or more) or --all-tenants[/red]")
+        raise typer.Exit(2)
+    bad = [t for t in tenant if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", t)]
+    if bad:
+        console.print(f"[red]not tenant ids: {bad}[/red]")
+        raise typer.Exit(2)
+    expires = _expiry(expires_in)
+    secret = new_secret()
+    token_id = uuid4()
+    actor = _actor(by)
+
+    async def go() -> None:
+        conn = await asyncpg.connect(_admin_dsn(settings))
+        try:
+            await TokenAdmin(conn, settings.control_schema).create(
+                token_id,
+                name,
+                secret_hash(secret),
+                sorted({s.value for s in scope}),
+                None if all_tenants else sorted(set(tenant)),
+                actor.id or "unknown",
+                expires,
+            )
+        finally:
+            await conn.close()
+        start, outcome = selfaudit.events(
+            Action.CREATE,
+            "api_token",
+            str(token_id),
+            actor,
+            settings.self_audit_tenant,
+            {"name": name, "scopes": sorted(s.value for s in scope), "tenants": None if all_tenants else tenant},
+        )
+        await selfaudit.record(settings.bootstrap_servers, settings.topics[0], start, outcome)
+
+    _run(go())
+    console.print(f"token {token_id} created; its secret is shown once:")
+    typer.echo(secret)
+
+
+@tokens.command("list")
+def list_tokens() -> None:
+    """Every token with its scopes, tenants and use (never the secrets)."""
+    settings = _settings()
+
+    async def go() -> None:
+        conn = await asyncpg.connect(_admin_dsn(settings))
+        try:
+            rows = await TokenAdmin(conn, settings.control_schema).list()
+        finally:
+            await conn.close()
+        table = Table("id", "name", "scopes", "tenants", "expires", "last used", "revoked")
+        for t in rows:
+            table.add_row(
+                str(t.id),
+                t.name,
+                " ".join(t.scopes),
+                "*" if t.tenants is None else ",".join(t.tenants),
+                _when(t.expires_at),
+                _when(t.last_used_at),
+                _when(t.revoked_at),
+            )
+        Console().print(table)
+
+    _run(go())
+
+
+@tokens.command("revoke")
+def revoke_token(
+    token_id: UUID = typer.Argument(..., help="The token's id (from `tokens list`)."),
+    by: str | None = typer.Option(None, help="Who revokes it (default: your login name)."),
+) -> None:
+    """Revoke a token at once (and every console session opened with it)."""
+    settings = _settings()
+    actor = _actor(by)
+
+    async def go() -> bool:
+        conn = await asyncpg.connect(_admin_dsn(settings))
+        try:
+            revoked = await TokenAdmin(conn, settings.control_schema).revoke(token_id, actor.id or "unknown")
+        finally:
+            await conn.close()
+        if revoked is None:
+            return False
+        start, outcome = selfaudit.events(Action.DELETE, "api_token", str(token_id), actor, settings.self_audit_tenant)
+        await selfaudit.record(settings.bootstrap_servers, settings.topics[0], start, outcome)
+        return True
+
+    if not _run(go()):
+        console.print(f"[red]no live token {token_id}[/red]")
+        raise typer.Exit(1)
+    console.print(f"token {token_id} revoked")
+
+
+def _expiry(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    match = _DURATION.match(text)
+    if match is None or int(match.group(1)) == 0:
+        console.print(f"[red]--expires-in takes a duration such as 30d, 12h or 90m, not {text!r}[/red]")
+        raise typer.Exit(2)
+    unit = {"m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+    return datetime.now(UTC) + timedelta(**{unit: int(match.group(1))})
+
+
+def _when(value: datetime | None) -> str:
+    return value.isoformat(timespec="seconds") if value else "-"
 
 
 @app.callback()

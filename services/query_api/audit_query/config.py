@@ -8,6 +8,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from audit_schemas.topics import AUDIT_TOPIC, EXECUTION_LOG_TOPIC
 
 _DEV_SECRET = "development-only-cursor-secret"
+_UNSAFE_ALGORITHMS = frozenset({"none", "HS256", "HS384", "HS512"})
+SchemaName = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,62}$")]
 
 
 class Settings(BaseSettings):
@@ -18,7 +20,11 @@ class Settings(BaseSettings):
     environment: Literal["development", "test", "production"] = "production"
     """Only `development` may run with the built-in cursor key; everything else needs real secrets."""
     database_url: PostgresDsn = PostgresDsn("postgresql://audit_query@127.0.0.1:15432/audit")
-    db_schema: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "audit"
+    db_schema: SchemaName = "audit"
+    control_schema: SchemaName = "audit_control"
+    """API tokens and sessions: state that a rebuild of the read model never touches."""
+    admin_database_url: PostgresDsn | None = None
+    """Owner DSN for `audit-query tokens` (the service's own role may only read tokens)."""
     bootstrap_servers: str = "127.0.0.1:19092"
     projector_group: str = "audit-projector"
     topics: tuple[str, ...] = (AUDIT_TOPIC, EXECUTION_LOG_TOPIC)
@@ -31,8 +37,39 @@ class Settings(BaseSettings):
     default_limit: Annotated[int, Field(ge=1, le=1000)] = 50
     max_limit: Annotated[int, Field(ge=1, le=5000)] = 500
     max_logs: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    session_ttl_s: Annotated[float, Field(gt=60, le=7 * 24 * 3600)] = 8 * 3600.0
+    """How long a console session lasts after sign-in."""
+    cookie_secure: bool | None = None
+    """Mark the session cookie `Secure`; by default when the request came over TLS."""
+    public_metrics: bool = True
+    """Serve /metrics without a credential (scrapers usually sit inside the network)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses whose X-Forwarded-* headers are believed; none by default."""
+    oidc_issuer: str | None = None
+    """Identity provider whose access tokens (JWTs) are accepted; with `oidc_audience` and `oidc_jwks_url`."""
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+    oidc_algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+    """Accepted JWS algorithms; `none` and HMAC ones are refused (RFC 8725: no algorithm confusion)."""
+    oidc_scopes_claim: str = "scope"
+    """Claim holding the caller's scopes (space-separated string or list); only audit:* scopes count."""
+    oidc_tenants_claim: str = "audit_tenants"
+    """Claim holding the tenants the caller may see (list, or "*" for every tenant)."""
+    jwks_cache_s: Annotated[float, Field(gt=0)] = 300.0
+    self_audit_tenant: str = "platform"
+    """Tenant under which the API records its own actions (token changes, exports)."""
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
+
+    @model_validator(mode="after")
+    def _oidc_complete_and_safe(self) -> Self:
+        oidc = (self.oidc_issuer, self.oidc_audience, self.oidc_jwks_url)
+        if any(oidc) and not all(oidc):
+            raise ValueError("OIDC needs AUDIT_QUERY_OIDC_ISSUER, _AUDIENCE and _JWKS_URL together")
+        unsafe = _UNSAFE_ALGORITHMS & set(self.oidc_algorithms)
+        if unsafe or not self.oidc_algorithms:
+            raise ValueError(f"AUDIT_QUERY_OIDC_ALGORITHMS must name asymmetric algorithms only, not {sorted(unsafe)}")
+        return self
 
     @model_validator(mode="after")
     def _real_secret_outside_development(self) -> Self:

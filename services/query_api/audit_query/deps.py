@@ -1,13 +1,19 @@
-"""FastAPI dependencies: the shared repository, probe, cursor codec and settings."""
+"""FastAPI dependencies: settings, repositories, the cursor codec, and the caller (a Principal)."""
 
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
+from audit_query.auth import SESSION_COOKIE, TOKEN_PREFIX, JwtVerifier, Principal, Scope, secret_hash
 from audit_query.config import Settings
 from audit_query.cursor import CursorCodec
+from audit_query.errors import UnauthorizedError
 from audit_query.kafka import KafkaProbe
-from audit_query.repository import AuditRepository
+from audit_query.repository import AuditRepository, ControlRepository
+
+_bearer = HTTPBearer(auto_error=False, description="An API token (`atr_…`) or an OIDC access token (JWT).")
+_session = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, description="The console's session cookie.")
 
 
 def get_settings(request: Request) -> Settings:
@@ -18,6 +24,11 @@ def get_settings(request: Request) -> Settings:
 def get_repository(request: Request) -> AuditRepository:
     repository: AuditRepository = request.app.state.repository
     return repository
+
+
+def get_control(request: Request) -> ControlRepository:
+    control: ControlRepository = request.app.state.control
+    return control
 
 
 def get_probe(request: Request) -> KafkaProbe:
@@ -32,5 +43,61 @@ def get_codec(request: Request) -> CursorCodec:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RepositoryDep = Annotated[AuditRepository, Depends(get_repository)]
+ControlDep = Annotated[ControlRepository, Depends(get_control)]
 ProbeDep = Annotated[KafkaProbe, Depends(get_probe)]
 CodecDep = Annotated[CursorCodec, Depends(get_codec)]
+
+
+async def authenticate(request: Request, credential: str, control: ControlRepository) -> Principal:
+    """A bearer credential as a Principal: an API token by its prefix, otherwise an OIDC access token."""
+    if credential.startswith(TOKEN_PREFIX):
+        found = await control.token(secret_hash(credential))
+        if found is None:
+            raise UnauthorizedError("invalid, expired or revoked API token", invalid=True)
+        principal, stale = found
+        if stale and principal.token_id is not None:
+            await control.touch(principal.token_id)
+        return principal
+    verifier: JwtVerifier | None = request.app.state.jwt
+    if verifier is None or credential.count(".") != 2:
+        raise UnauthorizedError("unrecognised bearer token", invalid=True)
+    return await verifier.verify(credential)
+
+
+async def current_principal(
+    request: Request,
+    control: ControlDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    session: Annotated[str | None, Depends(_session)],
+) -> Principal:
+    """The caller, from `Authorization: Bearer …` or the console's session cookie; 401 otherwise."""
+    if bearer is not None:
+        principal = await authenticate(request, bearer.credentials, control)
+    elif session:
+        found = await control.session(secret_hash(session))
+        if found is None:
+            raise UnauthorizedError("the session has ended or expired: sign in again", invalid=True)
+        principal = found
+    else:
+        raise UnauthorizedError("a credential is required: an API token, an access token or a session")
+    request.state.principal = principal
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def reader(principal: CurrentPrincipal) -> Principal:
+    """The caller, who must hold audit:read."""
+    principal.require(Scope.READ)
+    return principal
+
+
+def admin(principal: CurrentPrincipal) -> Principal:
+    """The caller, who must hold audit:admin."""
+    principal.require(Scope.ADMIN)
+    return principal
+
+
+ReaderDep = Annotated[Principal, Depends(reader)]
+AdminDep = Annotated[Principal, Depends(admin)]

@@ -19,6 +19,29 @@ class BadRequestError(QueryError, ValueError):
     status_code = 400
 
 
+class UnauthorizedError(QueryError):
+    """No credential, or one that is invalid, expired or revoked."""
+
+    status_code = 401
+
+    def __init__(self, message: str, *, invalid: bool = False) -> None:
+        super().__init__(message)
+        self.invalid = invalid
+
+    @property
+    def challenge(self) -> str:
+        """The `WWW-Authenticate` header (RFC 6750)."""
+        if self.invalid:
+            return 'Bearer realm="audit-trail", error="invalid_token"'
+        return 'Bearer realm="audit-trail"'
+
+
+class ForbiddenError(QueryError):
+    """The credential is valid but lacks the scope the route needs."""
+
+    status_code = 403
+
+
 class NotFoundError(QueryError):
     """No entry, entity history or trace with that id."""
 

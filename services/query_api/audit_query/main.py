@@ -1,4 +1,4 @@
-"""The FastAPI application: routes, lifespan resources and error mapping."""
+"""The FastAPI application: routes, lifespan resources, security, static pages and error mapping."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -7,18 +7,23 @@ from importlib import resources
 
 import structlog
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 
+from audit_query.auth import JwtVerifier
 from audit_query.config import Settings
 from audit_query.cursor import CursorCodec
-from audit_query.errors import ERROR_RESPONSES, QueryError
+from audit_query.errors import ERROR_RESPONSES, QueryError, UnauthorizedError
 from audit_query.guard import InputGuard
 from audit_query.kafka import KafkaProbe
 from audit_query.metrics import instrument
-from audit_query.repository import AuditRepository
-from audit_query.routes import audit, entities, health, traces
+from audit_query.repository import AuditRepository, ControlRepository
+from audit_query.routes import audit, entities, health, session, traces
+from audit_query.security import SecurityHeaders
 
 log = structlog.get_logger(__name__)
+STATIC = resources.files("audit_query") / "static"
+SWAGGER = resources.files("fastapi_offline") / "static"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -32,6 +37,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.repository = await AuditRepository.open(
             str(settings.database_url), settings.db_schema, timedelta(seconds=settings.unknown_after_s)
         )
+        app.state.control = ControlRepository(app.state.repository.pool, settings.control_schema)
+        app.state.jwt = JwtVerifier(settings) if settings.oidc_issuer else None
         app.state.kafka = KafkaProbe(settings.bootstrap_servers)
         try:
             yield
@@ -42,28 +49,43 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Audit Trail query API",
         version="1.0.0",
-        description="Who did what to which entity, and when — with each action's execution logs.",
+        description="Who did what to which entity, and when — with each action's execution logs. Every data "
+        "route needs a credential: an API token or an OIDC access token as `Authorization: Bearer …`, or the "
+        "console's session cookie.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     for module in (audit, entities, traces):
         app.include_router(module.router, responses=ERROR_RESPONSES)
+    app.include_router(session.router, responses={401: ERROR_RESPONSES[401], 400: ERROR_RESPONSES[400]})
     app.include_router(health.router)
-    instrument(app)
+    instrument(app, public=settings.public_metrics)
     app.add_middleware(InputGuard)
+    app.add_middleware(SecurityHeaders)
+    app.mount("/static/swagger", StaticFiles(directory=str(SWAGGER)), name="swagger")
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
     @app.exception_handler(QueryError)
     async def query_error(request: Request, exc: QueryError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)
+        headers = {"www-authenticate": exc.challenge} if isinstance(exc, UnauthorizedError) else None
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled_error", path=request.url.path)
         return JSONResponse({"detail": "internal error; it was logged"}, status_code=500)
 
-    index = (resources.files("audit_query") / "static" / "index.html").read_text()
-
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def ui() -> HTMLResponse:
-        return HTMLResponse(index)
+    async def ui() -> FileResponse:
+        return FileResponse(str(STATIC / "index.html"))
+
+    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    async def login() -> FileResponse:
+        return FileResponse(str(STATIC / "login.html"))
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def docs() -> FileResponse:
+        return FileResponse(str(STATIC / "docs.html"))
 
     return app

@@ -7,6 +7,8 @@ from typing import Final
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 
+from audit_query.deps import AdminDep
+
 REQUEST_SECONDS: Final = Histogram(
     "audit_query_request_duration_seconds",
     "Time to answer a request, by route template, method and status.",
@@ -15,8 +17,8 @@ REQUEST_SECONDS: Final = Histogram(
 )
 
 
-def instrument(app: FastAPI) -> None:
-    """Time every request and serve `/metrics`."""
+def instrument(app: FastAPI, *, public: bool = True) -> None:
+    """Time every request and serve `/metrics` (without a credential when `public`, else to audit:admin)."""
 
     @app.middleware("http")
     async def timed(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -31,6 +33,14 @@ def instrument(app: FastAPI) -> None:
             template = getattr(route, "path", None) or "unmatched"
             REQUEST_SECONDS.labels(template, request.method, str(status)).observe(time.perf_counter() - started)
 
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    if public:
+
+        @app.get("/metrics", include_in_schema=False)
+        async def metrics() -> Response:
+            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    else:
+
+        @app.get("/metrics", include_in_schema=False)
+        async def admin_metrics(principal: AdminDep) -> Response:
+            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

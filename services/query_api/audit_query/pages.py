@@ -1,5 +1,6 @@
 """One page of audit entries: cursor in, rows from the repository, signed cursor out."""
 
+from audit_query.auth import Principal
 from audit_query.config import Settings
 from audit_query.cursor import Cursor, CursorCodec, scope_of
 from audit_query.models import AuditFilter, AuditPage, SortField, SortOrder
@@ -7,6 +8,7 @@ from audit_query.repository import AuditRepository, check_sort_values
 
 
 async def read_page(
+    principal: Principal,
     repo: AuditRepository,
     codec: CursorCodec,
     settings: Settings,
@@ -19,12 +21,19 @@ async def read_page(
     cursor: str | None,
 ) -> AuditPage:
     """Keyset page; the cursor is bound to `view`, sort, order and filters, so no other query takes it."""
-    scope = scope_of(view=view, sort=str(sort), order=order.value, filters=filters.model_dump(mode="json"))
+    # The caller's tenant scope is part of the cursor's scope: a cursor does not carry across principals' views.
+    scope = scope_of(
+        view=view,
+        sort=str(sort),
+        order=order.value,
+        filters=filters.model_dump(mode="json"),
+        tenants=principal.tenant_setting,
+    )
     after = codec.decode(cursor, scope).key if cursor else None
     if after is not None:
         check_sort_values(str(sort), after)
     size = min(limit or settings.default_limit, settings.max_limit)
-    rows = await repo.list_entries(filters, str(sort), order, size, after)
+    rows = await repo.list_entries(principal.tenant_setting, filters, str(sort), order, size, after)
     page, more = rows[:size], len(rows) > size
     next_cursor = codec.encode(Cursor(scope, page[-1].sort_values)) if more else None
     return AuditPage(data=[r.entry for r in page], count=len(page), next_cursor=next_cursor)

@@ -9,6 +9,7 @@ from uuid import UUID
 
 import asyncpg
 
+from audit_query.auth import Principal
 from audit_query.errors import BadRequestError, store_errors
 from audit_query.models import (
     AuditEntryPublic,
@@ -132,8 +133,19 @@ class AuditRepository:
         """Close every connection."""
         await self._pool.close()
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The pool, shared with the control-schema repository."""
+        return self._pool
+
     async def list_entries(
-        self, filters: AuditFilter, sort: str, order: SortOrder, limit: int, after: Sequence[Any] | None
+        self,
+        tenants: str,
+        filters: AuditFilter,
+        sort: str,
+        order: SortOrder,
+        limit: int,
+        after: Sequence[Any] | None,
     ) -> list[Row]:
         """One page of the global log, `limit + 1` rows so the caller knows whether more follow."""
         where = _Where()
@@ -151,21 +163,28 @@ class AuditRepository:
         order_by = ", ".join(f"{c} {direction}" for c, _ in keys)
         where.args.append(limit + 1)
         sql = f"{_ENTRY_SELECT} {where.sql()} ORDER BY {order_by} LIMIT ${len(where.args)}"
-        rows = await self._fetch(sql, *where.args)
+        rows = await self._fetch(sql, *where.args, tenants=tenants)
         return [Row(self._entry(r), _sort_values(r, sort)) for r in rows]
 
-    async def entry(self, audit_id: UUID) -> AuditEntryPublic | None:
-        """One entry with its outcome, or None."""
-        rows = await self._fetch(f"{_ENTRY_SELECT} WHERE e.audit_id = $1 LIMIT 1", audit_id)
+    async def entry(self, tenants: str, audit_id: UUID) -> AuditEntryPublic | None:
+        """One entry with its outcome, or None (also when its tenant is not among `tenants`)."""
+        rows = await self._fetch(f"{_ENTRY_SELECT} WHERE e.audit_id = $1 LIMIT 1", audit_id, tenants=tenants)
         return self._entry(rows[0]) if rows else None
 
-    async def logs(self, trace_id: UUID, limit: int) -> tuple[list[ExecutionLogPublic], bool]:
-        """Execution-log lines of a trace in time order, and whether more than `limit` exist."""
+    async def logs(self, tenants: str, trace_id: UUID, limit: int) -> tuple[list[ExecutionLogPublic], bool]:
+        """Execution-log lines of a trace in time order, and whether more than `limit` exist.
+
+        Only lines whose tenant is their entry's tenant: a guessed trace id never shows another tenant's lines.
+        """
         rows = await self._fetch(
-            """SELECT log_id, logged_at, level, logger, message, fields, process, source
-                 FROM execution_logs WHERE trace_id = $1 ORDER BY logged_at, log_id LIMIT $2""",
+            """SELECT l.log_id, l.logged_at, l.level, l.logger, l.message, l.fields, l.process, l.source
+                 FROM execution_logs l
+                 JOIN audit_entries e ON e.audit_id = $1 AND e.tenant_id = l.tenant_id
+                WHERE l.trace_id = $1
+                ORDER BY l.logged_at, l.log_id LIMIT $2""",
             trace_id,
             limit + 1,
+            tenants=tenants,
         )
         logs = [
             ExecutionLogPublic(
@@ -211,9 +230,19 @@ class AuditRepository:
             ],
         )
 
-    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+    async def _fetch(self, sql: str, *args: Any, tenants: str | None = None) -> list[asyncpg.Record]:
+        """Run one statement; with `tenants`, inside a transaction whose `audit.tenants` names them.
+
+        The setting is transaction-local (`set_config(..., true)`), never a session-wide SET on a pooled
+        connection; row-level security in PostgreSQL then admits only those tenants' rows.
+        """
         with store_errors():
-            rows: list[asyncpg.Record] = await self._pool.fetch(sql, *args)
+            if tenants is None:
+                rows: list[asyncpg.Record] = await self._pool.fetch(sql, *args)
+                return rows
+            async with self._pool.acquire() as conn, conn.transaction(readonly=True):
+                await conn.execute("SELECT set_config('audit.tenants', $1, true)", tenants)
+                rows = await conn.fetch(sql, *args)
         return rows
 
     def _entry(self, r: asyncpg.Record) -> AuditEntryPublic:
@@ -276,3 +305,166 @@ def _sort_values(r: asyncpg.Record, sort: str) -> tuple[str, ...]:
     """The row's values of the sort columns, as text a cursor can carry (cast back in SQL)."""
     values = (r[column.removeprefix("e.")] for column, _ in SORT_KEYS[sort])
     return tuple(v.isoformat() if isinstance(v, datetime) else str(v) for v in values)
+
+
+class ControlRepository:
+    """Tokens and sessions in the control schema (the service's role reads tokens and keeps sessions)."""
+
+    def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
+        self._pool = pool
+        self._schema = _quoted(schema)
+
+    async def token(self, hashed: bytes) -> tuple[Principal, bool] | None:
+        """The live token with this hash, and whether its last use is over a minute old (None: no such token)."""
+        rows = await self._fetch(
+            f"""SELECT id, name, scopes, tenants,
+                       last_used_at IS NULL OR last_used_at < now() - interval '1 minute' AS stale
+                  FROM {self._schema}.api_tokens
+                 WHERE secret_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())""",
+            hashed,
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        tenants = None if r["tenants"] is None else frozenset(r["tenants"])
+        return Principal(r["name"], "token", frozenset(r["scopes"]), tenants, r["id"]), r["stale"]
+
+    async def touch(self, token_id: UUID) -> None:
+        """Record that a token was used (at most once a minute, by the caller's choice)."""
+        await self._fetch(f"UPDATE {self._schema}.api_tokens SET last_used_at = now() WHERE id = $1", token_id)
+
+    async def open_session(self, hashed: bytes, principal: Principal, ttl: timedelta) -> None:
+        """Store a console session by the hash of its id."""
+        await self._fetch(
+            f"INSERT INTO {self._schema}.sessions (id_hash, principal, expires_at) VALUES ($1, $2, now() + $3)",
+            hashed,
+            json.dumps(principal.as_json()),
+            ttl,
+        )
+
+    async def session(self, hashed: bytes) -> Principal | None:
+        """The principal of a live session, or None."""
+        rows = await self._fetch(
+            f"""SELECT s.principal FROM {self._schema}.sessions s
+                 WHERE s.id_hash = $1 AND s.ended_at IS NULL AND s.expires_at > now()""",
+            hashed,
+        )
+        if not rows:
+            return None
+        principal = Principal.from_json(json.loads(rows[0]["principal"]))
+        if principal.token_id is not None and not await self._token_live(principal.token_id):
+            return None  # the token it was opened with has since been revoked or expired
+        return principal
+
+    async def _token_live(self, token_id: UUID) -> bool:
+        rows = await self._fetch(
+            f"""SELECT 1 FROM {self._schema}.api_tokens
+                 WHERE id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())""",
+            token_id,
+        )
+        return bool(rows)
+
+    async def end_session(self, hashed: bytes) -> None:
+        """Sign out: the session ends server-side, whatever the browser keeps."""
+        await self._fetch(
+            f"UPDATE {self._schema}.sessions SET ended_at = now() WHERE id_hash = $1 AND ended_at IS NULL", hashed
+        )
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        with store_errors():
+            rows: list[asyncpg.Record] = await self._pool.fetch(sql, *args)
+        return rows
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """An API token as listed: never its secret."""
+
+    id: UUID
+    name: str
+    scopes: tuple[str, ...]
+    tenants: tuple[str, ...] | None
+    created_by: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenAdmin:
+    """Creates, lists and revokes API tokens over the owner's connection (`audit-query tokens`)."""
+
+    def __init__(self, conn: asyncpg.Connection, schema: str) -> None:
+        self._conn = conn
+        self._schema = _quoted(schema)
+
+    async def create(
+        self,
+        token_id: UUID,
+        name: str,
+        hashed: bytes,
+        scopes: Sequence[str],
+        tenants: Sequence[str] | None,
+        created_by: str,
+        expires_at: datetime | None,
+    ) -> None:
+        await self._conn.execute(
+            f"""INSERT INTO {self._schema}.api_tokens (id, name, secret_hash, scopes, tenants, created_by, expires_at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+            token_id,
+            name,
+            hashed,
+            list(scopes),
+            None if tenants is None else list(tenants),
+            created_by,
+            expires_at,
+        )
+
+    async def list(self) -> list[TokenInfo]:
+        rows = await self._conn.fetch(
+            f"""SELECT id, name, scopes, tenants, created_by, created_at, expires_at, last_used_at, revoked_at
+                  FROM {self._schema}.api_tokens ORDER BY created_at"""
+        )
+        return [
+            TokenInfo(
+                r["id"],
+                r["name"],
+                tuple(r["scopes"]),
+                None if r["tenants"] is None else tuple(r["tenants"]),
+                r["created_by"],
+                r["created_at"],
+                r["expires_at"],
+                r["last_used_at"],
+                r["revoked_at"],
+            )
+            for r in rows
+        ]
+
+    async def revoke(self, token_id: UUID, by: str) -> TokenInfo | None:
+        """Revoke a live token; None when there is no such live token."""
+        row = await self._conn.fetchrow(
+            f"""UPDATE {self._schema}.api_tokens SET revoked_at = now(), revoked_by = $2
+                 WHERE id = $1 AND revoked_at IS NULL
+             RETURNING id, name, scopes, tenants, created_by, created_at, expires_at, last_used_at, revoked_at""",
+            token_id,
+            by,
+        )
+        if row is None:
+            return None
+        return TokenInfo(
+            row["id"],
+            row["name"],
+            tuple(row["scopes"]),
+            None if row["tenants"] is None else tuple(row["tenants"]),
+            row["created_by"],
+            row["created_at"],
+            row["expires_at"],
+            row["last_used_at"],
+            row["revoked_at"],
+        )
+
+
+def _quoted(schema: str) -> str:
+    if not schema.replace("_", "a").isalnum() or (not schema[0].isalpha() and schema[0] != "_"):
+        raise ValueError(f"not a plain schema name: {schema!r}")
+    return f'"{schema}"'

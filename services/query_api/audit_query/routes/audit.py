@@ -5,7 +5,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query
 
-from audit_query.deps import CodecDep, RepositoryDep, SettingsDep
+from audit_query.deps import CodecDep, ReaderDep, RepositoryDep, SettingsDep
 from audit_query.errors import BadRequestError, NotFoundError
 from audit_query.models import AuditEntryDetail, AuditFilter, AuditPage, SortField, SortOrder, Timestamp
 from audit_query.pages import read_page
@@ -19,6 +19,7 @@ CursorQuery = Annotated[str | None, Query(description="`next_cursor` of the prev
 
 @router.get("", response_model=AuditPage, summary="Global audit log")
 async def list_audit_entries(
+    principal: ReaderDep,
     repo: RepositoryDep,
     codec: CodecDep,
     settings: SettingsDep,
@@ -51,15 +52,26 @@ async def list_audit_entries(
         until=until,
     )
     return await read_page(
-        repo, codec, settings, view="audit", filters=filters, sort=sort, order=order, limit=limit, cursor=cursor
+        principal,
+        repo,
+        codec,
+        settings,
+        view="audit",
+        filters=filters,
+        sort=sort,
+        order=order,
+        limit=limit,
+        cursor=cursor,
     )
 
 
 @router.get("/{audit_id}", response_model=AuditEntryDetail, summary="One entry with its execution logs")
-async def get_audit_entry(audit_id: UUID, repo: RepositoryDep, settings: SettingsDep) -> AuditEntryDetail:
+async def get_audit_entry(
+    audit_id: UUID, principal: ReaderDep, repo: RepositoryDep, settings: SettingsDep
+) -> AuditEntryDetail:
     """The entry, its outcome and every execution-log line of its trace, in time order."""
-    entry = await repo.entry(audit_id)
+    entry = await repo.entry(principal.tenant_setting, audit_id)
     if entry is None:
         raise NotFoundError(f"no audit entry {audit_id}")
-    logs, truncated = await repo.logs(audit_id, settings.max_logs)
+    logs, truncated = await repo.logs(principal.tenant_setting, audit_id, settings.max_logs)
     return AuditEntryDetail(entry=entry, logs=logs, logs_truncated=truncated)

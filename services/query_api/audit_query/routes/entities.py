@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from audit_query.deps import CodecDep, RepositoryDep, SettingsDep
+from audit_query.deps import CodecDep, ReaderDep, RepositoryDep, SettingsDep
 from audit_query.errors import NotFoundError
 from audit_query.models import AuditFilter, AuditPage, SortOrder
 from audit_query.pages import read_page
@@ -16,6 +16,7 @@ router = APIRouter(prefix="/v1/entities", tags=["entity history"])
 
 @router.get("/{model}/{entity_id:path}/audit", response_model=AuditPage, summary="Entity-specific audit log")
 async def entity_history(
+    principal: ReaderDep,
     repo: RepositoryDep,
     codec: CodecDep,
     settings: SettingsDep,
@@ -28,6 +29,7 @@ async def entity_history(
     """Every action on the entity in the order the log holds them (its partition's offsets), not by clocks."""
     filters = AuditFilter(tenant=tenant, model=model, entity_id=entity_id)
     page = await read_page(
+        principal,
         repo,
         codec,
         settings,
