@@ -29,7 +29,7 @@ from audit_projector.service import serve
 from audit_projector.topics import ensure_topics
 from audit_query.auth import new_secret, secret_hash
 from audit_query.config import Settings as QuerySettings
-from audit_query.main import create_app
+from audit_query.main import create_app, server_config
 from audit_query.repository import TokenAdmin
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -227,7 +227,7 @@ async def projector(isolated: Isolated) -> AsyncIterator[asyncio.Task[None]]:
 @pytest.fixture
 async def api(isolated: Isolated) -> AsyncIterator[httpx.AsyncClient]:
     """The query API served by uvicorn on a free loopback port, and an HTTP client for it."""
-    config = uvicorn.Config(create_app(isolated.query), host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    config = server_config(create_app(isolated.query), isolated.query, port=0, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

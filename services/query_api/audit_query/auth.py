@@ -137,15 +137,15 @@ class JwtVerifier:
         try:
             header = json.loads(_b64url(token.split(".", 1)[0]))
         except (ValueError, IndexError) as e:
-            raise UnauthorizedError("malformed bearer token") from e
+            raise UnauthorizedError("malformed bearer token", invalid=True) from e
         if not isinstance(header, dict) or header.get("alg") not in self._settings.oidc_algorithms:
-            raise UnauthorizedError("bearer token signed with an algorithm that is not allowed")
+            raise UnauthorizedError("bearer token signed with an algorithm that is not allowed", invalid=True)
         keys = await self._jwks.keys(header.get("kid") if isinstance(header.get("kid"), str) else None)
         try:
             decoded = jwt.decode(token, keys, algorithms=list(self._settings.oidc_algorithms))
             self._claims.validate(decoded.claims)
         except (JoseError, ValueError) as e:
-            raise UnauthorizedError(f"invalid bearer token: {e}") from e
+            raise UnauthorizedError(f"invalid bearer token: {e}", invalid=True) from e
         claims = decoded.claims
         return Principal(
             name=str(claims["sub"]),

@@ -17,7 +17,7 @@ from audit_query import selfaudit
 from audit_query.auth import Scope, new_secret, secret_hash
 from audit_query.config import Settings
 from audit_query.errors import QueryError
-from audit_query.main import create_app
+from audit_query.main import create_app, server_config
 from audit_query.repository import TokenAdmin
 from audit_schemas import Action, Actor
 
@@ -43,15 +43,8 @@ def serve(
 ) -> None:
     """Serve the API (OpenAPI docs at /docs), the console at / and its sign-in page at /login."""
     settings = _settings()
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.host,
-        port=port or settings.port,
-        log_level="info",
-        server_header=False,
-        proxy_headers=bool(settings.trusted_proxies),
-        forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
-    )
+    config = server_config(create_app(settings), settings, host=host or settings.host, port=port or settings.port)
+    uvicorn.Server(config).run()
 
 
 def _admin_dsn(settings: Settings) -> str:

@@ -6,6 +6,7 @@ from datetime import timedelta
 from importlib import resources
 
 import structlog
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -18,7 +19,7 @@ from audit_query.guard import InputGuard
 from audit_query.kafka import KafkaProbe
 from audit_query.metrics import instrument
 from audit_query.repository import AuditRepository, ControlRepository
-from audit_query.routes import audit, entities, health, session, traces
+from audit_query.routes import audit, deadletters, entities, health, session, traces
 from audit_query.security import SecurityHeaders
 
 log = structlog.get_logger(__name__)
@@ -56,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    for module in (audit, entities, traces):
+    for module in (audit, entities, traces, deadletters):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(session.router, responses={401: ERROR_RESPONSES[401], 400: ERROR_RESPONSES[400]})
     app.include_router(health.router)
@@ -89,3 +90,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return FileResponse(str(STATIC / "docs.html"))
 
     return app
+
+
+def server_config(app: FastAPI, settings: Settings, **overrides: object) -> uvicorn.Config:
+    """How uvicorn serves the app: no `server` banner; forwarded headers believed only from configured proxies."""
+    options: dict[str, object] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "info",
+        "server_header": False,
+        "proxy_headers": bool(settings.trusted_proxies),
+        "forwarded_allow_ips": ",".join(settings.trusted_proxies) or "",
+        **overrides,
+    }
+    return uvicorn.Config(app, **options)  # type: ignore[arg-type]

@@ -201,6 +201,19 @@ class AuditRepository:
         ]
         return logs, len(rows) > limit
 
+    async def dead_letters(self, tenants: str, reason: str | None, limit: int) -> list[dict[str, Any]]:
+        """The newest dead letters (visible only when `tenants` is `*`)."""
+        rows = await self._fetch(
+            """SELECT kafka_topic AS topic, kafka_partition AS partition, kafka_offset AS offset, reason, detail,
+                      dead_lettered_at
+                 FROM dead_letters WHERE $1::text IS NULL OR reason = $1
+                ORDER BY dead_lettered_at DESC, kafka_topic, kafka_partition, kafka_offset LIMIT $2""",
+            reason,
+            limit,
+            tenants=tenants,
+        )
+        return [dict(r) for r in rows]
+
     async def ping(self) -> None:
         """Raise StoreUnavailableError unless Postgres answers."""
         await self._fetch("SELECT 1")
