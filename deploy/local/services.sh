@@ -42,6 +42,12 @@ case "${1:-}" in
     # Alive is enough to go on: a blocked partition keeps the projector unready but must not stop the demo.
     wait_http "http://127.0.0.1:$health_port/healthz"
     wait_http "http://127.0.0.1:$query_port/readyz"
+    # A read-only token for the demo tenant, created once per local stack and printed by the demo.
+    if [ ! -s "$state/demo-token" ]; then
+      AUDIT_QUERY_ADMIN_DATABASE_URL="$AUDIT_OWNER_DSN" "$bin/audit-query" tokens create \
+        --name demo-reader --scope audit:read --tenant demo --by demo > "$state/demo-token.new" \
+        && mv "$state/demo-token.new" "$state/demo-token"
+    fi
     "$bin/python" - "$health_port" <<'PY' || true
 import sys, time, httpx
 url = f"http://127.0.0.1:{sys.argv[1]}/readyz"

@@ -64,6 +64,7 @@ def demo(
     api: str = typer.Option("http://127.0.0.1:8080", help="Query API base URL."),
     tenant: str = typer.Option("demo", help="Tenant to record the actions under."),
     wait: float = typer.Option(60.0, help="Seconds to wait for the read model."),
+    token: str | None = typer.Option(None, envvar="AUDIT_DEMO_TOKEN", help="API token to read the results with."),
 ) -> None:
     """Perform all 13 actions with execution logs, then print the API URLs and a sample from it."""
 
@@ -71,7 +72,7 @@ def demo(
         async with AuditProducer("demo-resource-service", _settings()) as audit:
             demo_module.configure_logging(audit)
             ids = await demo_module.perform_all(audit, tenant)
-        await demo_module.show(api.rstrip("/"), ids, wait)
+        await demo_module.show(api.rstrip("/"), ids, wait, token)
 
     try:
         asyncio.run(go())

@@ -91,9 +91,10 @@ async def perform_all(audit: AuditProducer, tenant: str) -> list[str]:
     return ids
 
 
-async def show(api: str, audit_ids: list[str], timeout_s: float) -> None:
-    """Wait until the API serves every entry, then print where to look and a sample."""
-    async with httpx.AsyncClient(base_url=api, timeout=5) as client:
+async def show(api: str, audit_ids: list[str], timeout_s: float, token: str | None = None) -> None:
+    """Wait until the API serves every entry, then print where to look, a sample, and how to sign in."""
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(base_url=api, timeout=5, headers=headers) as client:
         deadline = time.monotonic() + timeout_s
         while True:
             found = 0
@@ -118,7 +119,10 @@ async def show(api: str, audit_ids: list[str], timeout_s: float) -> None:
         print(f"\nExecution logs of the execute action ({execute_id}):")
         for line in detail["logs"]:
             print(f"  {line['time']}  {line['level']:<7} {line['logger'] or '':<24} {line['message']}")
-        print(f"\nWeb UI:        {api}/")
+        print(f"\nWeb UI:        {api}/  (sign in at {api}/login)")
+        if token:
+            print("Read-only token for the demo tenant (paste it on the sign-in page, or send it as a bearer token):")
+            print(f"  {token}")
         print(f"OpenAPI docs:  {api}/docs")
         print(f"Audit log:     {api}/v1/audit")
         print(f"Trace view:    {api}/v1/traces/{detail['entry']['trace_id']}")
