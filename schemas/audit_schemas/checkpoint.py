@@ -1,0 +1,166 @@
+"""Signed checkpoints in the C2SP signed-note format (as golang.org/x/mod/sumdb/note reads them), Ed25519 keys.
+
+A checkpoint body is `<origin>\\n<tree size>\\n<base64 root hash>\\n`; the signed note appends a blank line and one
+line per signature: `— <key name> <base64(4-byte key hash ‖ Ed25519 signature of the body)>`. A verifier key is
+written `<name>+<key hash as 8 hex digits>+<base64(0x01 ‖ public key)>`.
+"""
+
+import base64
+import binascii
+import hashlib
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+ALG_ED25519: Final = 1
+_DASH: Final = "\u2014 "
+
+
+class CheckpointError(ValueError):
+    """A note or checkpoint that is malformed, unsigned by a known key, or whose signature does not verify."""
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A tree head: which log (origin), how many leaves, and the root hash."""
+
+    origin: str
+    size: int
+    root: bytes
+
+    def body(self) -> str:
+        """The text that is signed."""
+        if not self.origin or "\n" in self.origin or self.size < 0 or len(self.root) != 32:
+            raise CheckpointError("a checkpoint needs a one-line origin, a size >= 0 and a 32-byte root")
+        return f"{self.origin}\n{self.size}\n{base64.b64encode(self.root).decode()}\n"
+
+    @classmethod
+    def parse(cls, body: str) -> "Checkpoint":
+        """A checkpoint from a note body (extension lines after the root are allowed and ignored)."""
+        lines = body.split("\n")
+        if len(lines) < 4 or lines[-1] != "":
+            raise CheckpointError("a checkpoint body has an origin, a size and a root, each ending in a newline")
+        origin, size_text, root_text = lines[0], lines[1], lines[2]
+        if not origin or not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
+            raise CheckpointError("malformed checkpoint origin or size")
+        try:
+            root = base64.b64decode(root_text, validate=True)
+        except binascii.Error as e:
+            raise CheckpointError("malformed checkpoint root hash") from e
+        if len(root) != 32:
+            raise CheckpointError("a checkpoint root hash has 32 bytes")
+        return cls(origin, int(size_text), root)
+
+
+def key_hash(name: str, public_key: bytes) -> int:
+    """The note key hash: the first 4 bytes (big-endian) of SHA-256(name ‖ '\\n' ‖ 0x01 ‖ public key)."""
+    digest = hashlib.sha256(name.encode() + b"\n" + bytes([ALG_ED25519]) + public_key).digest()
+    value: int = struct.unpack(">I", digest[:4])[0]
+    return value
+
+
+def _check_name(name: str) -> None:
+    if not name or any(c.isspace() for c in name) or "+" in name:
+        raise CheckpointError(f"a key name has no spaces or '+': {name!r}")
+
+
+class NoteSigner:
+    """Signs notes with one Ed25519 key under a name; the private key never leaves this object."""
+
+    def __init__(self, name: str, private_key: Ed25519PrivateKey) -> None:
+        _check_name(name)
+        self.name = name
+        self._key = private_key
+        self.public_key = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.key_hash = key_hash(name, self.public_key)
+
+    @classmethod
+    def from_seed(cls, name: str, seed: bytes) -> "NoteSigner":
+        """From the 32-byte Ed25519 seed (what a key file holds)."""
+        return cls(name, Ed25519PrivateKey.from_private_bytes(seed))
+
+    @property
+    def verifier_key(self) -> str:
+        """`<name>+<hash>+<base64(0x01 ‖ key)>`: what verifiers are given."""
+        encoded = base64.b64encode(bytes([ALG_ED25519]) + self.public_key).decode()
+        return f"{self.name}+{self.key_hash:08x}+{encoded}"
+
+    def signature_line(self, body: str) -> str:
+        """`— <name> <base64(key hash ‖ signature)>` for `body`."""
+        signature = self._key.sign(body.encode())
+        return f"{_DASH}{self.name} {base64.b64encode(struct.pack('>I', self.key_hash) + signature).decode()}\n"
+
+    def sign(self, body: str) -> str:
+        """The signed note: body, blank line, signature line."""
+        return f"{body}\n{self.signature_line(body)}"
+
+
+@dataclass(frozen=True, slots=True)
+class NoteVerifier:
+    """One known public key, by name and key hash."""
+
+    name: str
+    key_hash: int
+    public_key: Ed25519PublicKey
+
+    @classmethod
+    def parse(cls, verifier_key: str) -> "NoteVerifier":
+        """From `<name>+<hash>+<base64 key>`; the hash must match the key."""
+        name, _, rest = verifier_key.strip().partition("+")
+        hash_text, _, key_text = rest.partition("+")
+        try:
+            key = base64.b64decode(key_text, validate=True)
+            declared = int(hash_text, 16)
+        except (binascii.Error, ValueError) as e:
+            raise CheckpointError("malformed verifier key") from e
+        _check_name(name)
+        if len(hash_text) != 8 or len(key) != 33 or key[0] != ALG_ED25519:
+            raise CheckpointError("a verifier key is name+8 hex digits+base64(0x01 ‖ 32-byte Ed25519 key)")
+        if declared != key_hash(name, key[1:]):
+            raise CheckpointError("the verifier key's hash does not match its key")
+        return cls(name, declared, Ed25519PublicKey.from_public_bytes(key[1:]))
+
+
+def open_note(note: str, verifiers: list[NoteVerifier]) -> tuple[str, list[NoteVerifier]]:
+    """The note's body and the known keys whose signatures on it verify.
+
+    Raises CheckpointError when a known key's signature is wrong, or when no known key signed the note.
+    """
+    if "\x00" in note or any(ord(c) < 0x20 and c != "\n" for c in note):
+        raise CheckpointError("a note has no control characters but newlines")
+    body, sep, signatures = note.rpartition("\n\n")
+    if not sep or not signatures.endswith("\n"):
+        raise CheckpointError("a note is a body, a blank line and signature lines")
+    body += "\n"
+    verified = []
+    for line in signatures[:-1].split("\n"):
+        if not line.startswith(_DASH):
+            raise CheckpointError("a signature line starts with an em dash and a space")
+        name, _, encoded = line[len(_DASH) :].partition(" ")
+        try:
+            raw = base64.b64decode(encoded, validate=True)
+        except binascii.Error as e:
+            raise CheckpointError("malformed signature") from e
+        if len(raw) < 5:
+            raise CheckpointError("a signature has a key hash and a signature")
+        signer_hash = struct.unpack(">I", raw[:4])[0]
+        for verifier in verifiers:
+            if verifier.name == name and verifier.key_hash == signer_hash:
+                try:
+                    verifier.public_key.verify(raw[4:], body.encode())
+                except InvalidSignature as e:
+                    raise CheckpointError(f"the signature by {name}+{signer_hash:08x} does not verify") from e
+                verified.append(verifier)
+    if not verified:
+        raise CheckpointError("no signature by a known key")
+    return body, verified
+
+
+def open_checkpoint(note: str, verifiers: list[NoteVerifier]) -> Checkpoint:
+    """A verified checkpoint from a signed note (see `open_note`)."""
+    body, _ = open_note(note, verifiers)
+    return Checkpoint.parse(body)
