@@ -46,7 +46,7 @@ async def baseline(events: int) -> float:
         await conn.close()
 
 
-async def projector(events: int, batch: int) -> float:
+async def projector(events: int, batch: int, merkle: bool = True) -> float:
     """Seconds for the projector to take `events` already in Kafka into a fresh schema."""
     name = f"bench_{uuid4().hex[:8]}"
     settings = Settings(
@@ -58,6 +58,7 @@ async def projector(events: int, batch: int) -> float:
         execution_log_topic=f"{name}.logs",
         dead_letter_topic=f"{name}.dlq",
         batch_max_records=batch,
+        merkle_enabled=merkle,
     )
     await migrate(OWNER, name)
     await ensure_topics(BOOTSTRAP, [*settings.topics, settings.dead_letter_topic], settings.partitions)
@@ -80,11 +81,14 @@ async def main() -> None:
     parser.add_argument("--batch", type=int, default=2000)
     args = parser.parse_args()
     copy_s = await baseline(args.events)
-    projector_s = await projector(args.events, args.batch)
-    print(f"events:                 {args.events}")
-    print(f"raw COPY (baseline):    {copy_s:7.2f} s  {args.events / copy_s:10.0f} rows/s")
-    print(f"projector (Kafka → PG): {projector_s:7.2f} s  {args.events / projector_s:10.0f} events/s")
-    print(f"projector / COPY:       {copy_s / projector_s:7.2%} of raw COPY throughput")
+    plain_s = await projector(args.events, args.batch, merkle=False)
+    tree_s = await projector(args.events, args.batch, merkle=True)
+    print(f"events:                    {args.events}")
+    print(f"raw COPY (baseline):       {copy_s:7.2f} s  {args.events / copy_s:10.0f} rows/s")
+    print(f"projector, Merkle tree off: {plain_s:6.2f} s  {args.events / plain_s:10.0f} events/s")
+    print(f"projector, Merkle tree on:  {tree_s:6.2f} s  {args.events / tree_s:10.0f} events/s")
+    print(f"projector (tree on) / COPY: {copy_s / tree_s:7.2%} of raw COPY throughput")
+    print(f"tree on / tree off:         {plain_s / tree_s:7.2%} of the throughput without the tree")
 
 
 if __name__ == "__main__":

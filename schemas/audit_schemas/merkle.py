@@ -222,3 +222,21 @@ def _bytes(value: bytes | None) -> bytes:
     if value is None:
         return b"\xff\xff\xff\xff"
     return struct.pack(">I", len(value)) + value
+
+
+def append_leaves(
+    frontier: Sequence[bytes], size: int, leaves: Iterable[bytes]
+) -> tuple[list[bytes], int, list[tuple[int, int, bytes]]]:
+    """Append leaf hashes; return the new frontier and size, and every interior node completed on the way
+    as (level, index, hash) with level >= 1 (level 0 is the leaves themselves)."""
+    hashes = list(frontier)
+    made: list[tuple[int, int, bytes]] = []
+    for leaf in leaves:
+        node, n, level, index = leaf, size, 0, size
+        while n & 1:
+            node = node_hash(hashes.pop(), node)
+            n, level, index = n >> 1, level + 1, index >> 1
+            made.append((level, index, node))
+        hashes.append(node)
+        size += 1
+    return hashes, size, made

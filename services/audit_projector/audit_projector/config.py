@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     """How often each pipeline asks the broker for end offsets (lag) and re-checks blocked partitions."""
     shutdown_timeout_s: Annotated[float, Field(gt=0, le=300)] = 15.0
     """On SIGTERM, how long the batch in flight may take to commit before it is rolled back."""
+    merkle_enabled: bool = True
+    """Keep the RFC 9162 Merkle tree of every projected partition (leaves, nodes, frontier) with each batch."""
     health_host: str = "127.0.0.1"
     health_port: Annotated[int, Field(ge=0, le=65535)] = 0
     """Port of /healthz and /readyz; 0 turns the health server off."""

@@ -27,10 +27,18 @@ from audit_projector.errors import (
     classify_kafka_error,
     kafka_errors,
 )
-from audit_projector.repository import Batch, Block, OffsetFence, ProjectionRepository, Skip
+from audit_projector.repository import (
+    Batch,
+    Block,
+    OffsetFence,
+    ProjectionRepository,
+    Skip,
+    TreeAppend,
+    TreeState,
+)
 from audit_projector.rows import Coordinates, Row, Table, row_for
 from audit_projector.state import BlockedPartition, Key, PipelineState
-from audit_schemas import EnvelopeError, NewerSchemaError, decode
+from audit_schemas import EnvelopeError, NewerSchemaError, decode, merkle
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +70,7 @@ class Pipeline:
         poll_timeout_ms: int,
         probe_interval_s: float = 5.0,
         months_ahead: int = 3,
+        merkle: bool = True,
     ) -> None:
         self._consumer = consumer
         self._repo = repository
@@ -73,6 +82,8 @@ class Pipeline:
         self._probe_interval = probe_interval_s
         self._months_ahead = months_ahead
         self._skips: dict[Coordinates, Skip] = {}
+        self._merkle = merkle
+        self._trees: dict[Key, TreeState] = {}
         self._listener_error: BaseException | None = None
         self._db_retry_s = _DB_RETRY_START_S
         # Held for a whole batch, so a revocation waits for the batch in flight to commit or roll back.
@@ -205,6 +216,8 @@ class Pipeline:
                 keys = [(tp.topic, tp.partition) for tp in assigned]
                 stored = await self._repo.load_offsets(keys)
                 await self._load_skips(keys)
+                if self._merkle:
+                    self._trees.update(await self._repo.load_trees(keys))
             except Exception as e:
                 self._listener_error = e
                 log.error("assignment_failed", topic=self.topic, error=str(e))
@@ -221,6 +234,7 @@ class Pipeline:
             for tp in revoked:
                 key = (tp.topic, tp.partition)
                 self._positions.pop(key, None)
+                self._trees.pop(key, None)
                 self.state.blocked.pop(key, None)
                 self.state.lag.pop(key, None)
                 self.state.assigned.discard(key)
@@ -246,6 +260,8 @@ class Pipeline:
             next_offset = self._plan(batch, letters, records, tp, fresh)
             if next_offset is not None:
                 batch.fences.append(OffsetFence(tp.topic, tp.partition, position, next_offset))
+                if self._merkle:
+                    batch.trees.append(self._tree_append(key, [d.record for d in fresh if d.at.offset < next_offset]))
         if not batch.fences:
             return
         result = await self._write(batch, letters, records)
@@ -254,6 +270,8 @@ class Pipeline:
         duplicates, letters = result
         for f in batch.fences:
             self._positions[(f.topic, f.partition)] = f.next_offset
+        for t in batch.trees:
+            self._trees[(t.topic, t.partition)] = t.after
         for b in batch.blocks:
             self._block(b)
         projected = len(batch.rows.entries) + len(batch.rows.outcomes) + len(batch.rows.logs) - duplicates
@@ -266,6 +284,20 @@ class Pipeline:
         metrics.BATCH_RECORDS.labels(self.topic).observe(len(records))
         metrics.BATCH_SECONDS.labels(self.topic).observe(time.perf_counter() - started)
         log.debug("batch_projected", topic=self.topic, rows=projected, dead_letters=len(letters))
+
+    def _tree_append(self, key: Key, consumed: list[ConsumerRecord]) -> TreeAppend:
+        """The leaves `consumed` adds to the partition's tree: every record, whatever becomes of it."""
+        before = self._trees.get(key, TreeState(0))
+        data = [
+            merkle.leaf_data(key[0], key[1], int(r.offset), r.key, list(r.headers or ()), r.value) for r in consumed
+        ]
+        hashes = [merkle.leaf_hash(d) for d in data]
+        frontier, size, nodes = merkle.append_leaves(before.frontier, before.size, hashes)
+        leaves = tuple(
+            (before.size + i, int(r.offset), h, d)
+            for i, (r, h, d) in enumerate(zip(consumed, hashes, data, strict=True))
+        )
+        return TreeAppend(key[0], key[1], before, TreeState(size, tuple(frontier)), leaves, tuple(nodes))
 
     def _plan(
         self,
@@ -385,6 +417,8 @@ class Pipeline:
 
     async def _reposition(self, fences: Sequence[OffsetFence]) -> None:
         stored = await self._repo.load_offsets((f.topic, f.partition) for f in fences)
+        if self._merkle:
+            self._trees.update(await self._repo.load_trees((f.topic, f.partition) for f in fences))
         for f in fences:
             key = (f.topic, f.partition)
             if key not in self._positions:

@@ -89,13 +89,36 @@ class Skip:
     requested_by: str
 
 
+@dataclass(frozen=True, slots=True)
+class TreeState:
+    """A partition's Merkle tree: how many leaves, and its right frontier."""
+
+    size: int
+    frontier: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TreeAppend:
+    """What a batch adds to one partition's tree: leaves, completed nodes, and the state before and after."""
+
+    topic: str
+    partition: int
+    before: TreeState
+    after: TreeState
+    leaves: tuple[tuple[int, int, bytes, bytes], ...]
+    """(leaf index, Kafka offset, leaf hash, leaf data)."""
+    nodes: tuple[tuple[int, int, bytes], ...]
+    """(level >= 1, index, hash)."""
+
+
 @dataclass(slots=True)
 class Batch:
-    """What one transaction writes: rows, offset fences and blocks."""
+    """What one transaction writes: rows, offset fences, blocks and Merkle tree appends."""
 
     rows: BatchRows = field(default_factory=BatchRows)
     fences: list[OffsetFence] = field(default_factory=list)
     blocks: list[Block] = field(default_factory=list)
+    trees: list[TreeAppend] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +212,21 @@ class ProjectionRepository:
             )
         return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
 
+    async def load_trees(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], TreeState]:
+        """Stored Merkle tree states of the given partitions (absent: the empty tree)."""
+        wanted = list(partitions)
+        with db_errors("cannot load Merkle trees"):
+            rows = await self._conn.fetch(
+                """SELECT t.topic, t.partition, t.size, t.frontier
+                     FROM merkle_trees t
+                     JOIN unnest($1::text[], $2::int[]) AS w(topic, partition)
+                       ON t.topic = w.topic AND t.partition = w.partition""",
+                [t for t, _ in wanted],
+                [p for _, p in wanted],
+            )
+        found = {(r["topic"], r["partition"]): TreeState(r["size"], tuple(r["frontier"])) for r in rows}
+        return {key: found.get(key, TreeState(0)) for key in wanted}
+
     async def load_skips(self, partitions: Iterable[tuple[str, int]]) -> list[Skip]:
         """Operator skip requests at or after the stored offset of the given partitions."""
         wanted = list(partitions)
@@ -237,6 +275,7 @@ class ProjectionRepository:
                 if rejected:
                     raise RecordsRejectedError(rejected)
                 await self._record_blocks(batch.fences, batch.blocks)
+                await self._append_trees(batch.trees)
         return WriteResult(tuple(duplicates))
 
     @staticmethod
@@ -281,6 +320,52 @@ class ProjectionRepository:
             )
             moved |= {(r["topic"], r["partition"]) for r in rows}
         lost = [(f.topic, f.partition) for f in fences if (f.topic, f.partition) not in moved]
+        if lost:
+            raise FencedError(lost)
+
+    async def _append_trees(self, appends: Sequence[TreeAppend]) -> None:
+        """Leaves, completed nodes and the new frontier; fenced on the tree's size like the offsets."""
+        if not appends:
+            return
+        leaves = [(a.topic, a.partition, *leaf) for a in appends for leaf in a.leaves]
+        nodes = [(a.topic, a.partition, *node) for a in appends for node in a.nodes]
+        if leaves:
+            await self._conn.copy_records_to_table(
+                "merkle_leaves",
+                records=leaves,
+                columns=["topic", "partition", "leaf_index", "kafka_offset", "leaf_hash", "leaf_data"],
+            )
+        if nodes:
+            await self._conn.copy_records_to_table(
+                "merkle_nodes", records=nodes, columns=["topic", "partition", "level", "node_index", "hash"]
+            )
+        lost = []
+        for a in appends:
+            if a.before.size == 0:
+                moved = await self._conn.fetchval(
+                    """INSERT INTO merkle_trees AS t (topic, partition, size, frontier) VALUES ($1, $2, $3, $4)
+                       ON CONFLICT (topic, partition) DO UPDATE
+                          SET size = excluded.size, frontier = excluded.frontier, updated_at = now()
+                        WHERE t.size = 0
+                       RETURNING 1""",
+                    a.topic,
+                    a.partition,
+                    a.after.size,
+                    list(a.after.frontier),
+                )
+            else:
+                moved = await self._conn.fetchval(
+                    """UPDATE merkle_trees SET size = $3, frontier = $4, updated_at = now()
+                        WHERE topic = $1 AND partition = $2 AND size = $5
+                       RETURNING 1""",
+                    a.topic,
+                    a.partition,
+                    a.after.size,
+                    list(a.after.frontier),
+                    a.before.size,
+                )
+            if moved is None:
+                lost.append((a.topic, a.partition))
         if lost:
             raise FencedError(lost)
 
@@ -494,5 +579,7 @@ __all__ = [
     "ProjectionRepository",
     "RecordDataError",
     "Skip",
+    "TreeAppend",
+    "TreeState",
     "WriteResult",
 ]

@@ -75,6 +75,7 @@ async def running_pipeline(settings: Settings, state: PipelineState) -> AsyncIte
                 poll_timeout_ms=settings.poll_timeout_ms,
                 probe_interval_s=settings.probe_interval_s,
                 months_ahead=settings.months_ahead,
+                merkle=settings.merkle_enabled,
             )
             pipeline.subscribe()
             await consumer.start()
