@@ -51,6 +51,7 @@ async def test_each_partitions_tree_covers_every_record_and_its_proofs_verify(is
             tree = await conn.fetchrow(
                 "SELECT size, frontier FROM merkle_trees WHERE topic = $1 AND partition = $2", topic, partition
             )
+            assert tree is not None
             assert tree["size"] == len(recs), "every record is a leaf: projected, dead-lettered or duplicate alike"
             assert merkle.frontier_root(tree["frontier"]) == merkle.root(expected)
             leaves = await conn.fetch(
