@@ -141,6 +141,8 @@ class Isolated:
             "AUDIT_PROJECTOR_AUDIT_TOPIC": p.audit_topic,
             "AUDIT_PROJECTOR_EXECUTION_LOG_TOPIC": p.execution_log_topic,
             "AUDIT_PROJECTOR_DEAD_LETTER_TOPIC": p.dead_letter_topic,
+            "AUDIT_PROJECTOR_CHECKPOINT_TOPIC": p.checkpoint_topic,
+            "AUDIT_PROJECTOR_CONTROL_SCHEMA": p.control_schema,
             "AUDIT_PROJECTOR_SESSION_TIMEOUT_MS": str(p.session_timeout_ms),
             "AUDIT_PROJECTOR_HEARTBEAT_INTERVAL_MS": str(p.heartbeat_interval_ms),
             "AUDIT_PROJECTOR_BATCH_MAX_RECORDS": str(p.batch_max_records),
@@ -159,6 +161,7 @@ async def isolated(stack: Stack) -> AsyncIterator[Isolated]:
         control_schema=f"{name}_control",
         group_id=f"{name}-projector",
         dead_letter_topic=f"{name}.dlq",
+        checkpoint_topic=f"{name}.checkpoints",
         session_timeout_ms=3000,
         heartbeat_interval_ms=300,
         poll_timeout_ms=100,
@@ -179,7 +182,7 @@ async def isolated(stack: Stack) -> AsyncIterator[Isolated]:
     producer = ProducerSettings(
         bootstrap_servers=stack.bootstrap, publish_timeout_s=10, audit_topic=audit_topic, execution_log_topic=log_topic
     )
-    topics = [*projector.topics, projector.dead_letter_topic]
+    topics = [*projector.topics, projector.dead_letter_topic, projector.checkpoint_topic]
     await migrate(stack.owner_dsn, name, control_schema=f"{name}_control")
     await ensure_topics(stack.bootstrap, topics, projector.partitions)
     yield Isolated(stack, name, producer, projector, query)

@@ -79,6 +79,33 @@ class NoteSigner:
         self.key_hash = key_hash(name, self.public_key)
 
     @classmethod
+    def parse(cls, signer_key: str) -> "NoteSigner":
+        """From `PRIVATE+KEY+<name>+<hash>+<base64(0x01 ‖ seed)>`; the hash must match the derived public key."""
+        parts = signer_key.strip().split("+", 4)
+        if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
+            raise CheckpointError("a signer key reads PRIVATE+KEY+<name>+<hash>+<key>")
+        _, _, name, hash_text, key_text = parts
+        try:
+            raw = base64.b64decode(key_text, validate=True)
+            declared = int(hash_text, 16)
+        except (binascii.Error, ValueError) as e:
+            raise CheckpointError("malformed signer key") from e
+        if len(raw) != 33 or raw[0] != ALG_ED25519:
+            raise CheckpointError("a signer key holds 0x01 and a 32-byte Ed25519 seed")
+        signer = cls.from_seed(name, raw[1:])
+        if signer.key_hash != declared:
+            raise CheckpointError("the signer key's hash does not match its key")
+        return signer
+
+    @classmethod
+    def generate(cls, name: str) -> tuple["NoteSigner", str]:
+        """A new key, and its signer key text (keep it secret: anyone holding it can sign)."""
+        seed = Ed25519PrivateKey.generate().private_bytes_raw()
+        signer = cls.from_seed(name, seed)
+        encoded = base64.b64encode(bytes([ALG_ED25519]) + seed).decode()
+        return signer, f"PRIVATE+KEY+{name}+{signer.key_hash:08x}+{encoded}"
+
+    @classmethod
     def from_seed(cls, name: str, seed: bytes) -> "NoteSigner":
         """From the 32-byte Ed25519 seed (what a key file holds)."""
         return cls(name, Ed25519PrivateKey.from_private_bytes(seed))

@@ -11,6 +11,9 @@ EXECUTION_LOG_TOPIC: Final = "audit.execution-logs.v1"
 DEAD_LETTER_TOPIC: Final = "audit.dead-letter.v1"
 """Messages the projector could not accept, with the reason and their source coordinates in headers."""
 
+CHECKPOINT_TOPIC: Final = "audit.checkpoints.v1"
+"""Signed checkpoints of every partition's Merkle tree (C2SP signed notes), key `<origin>`."""
+
 DEFAULT_PARTITIONS: Final = 6
 """Fixed partition count: changing it later would move entities between partitions and break order."""
 

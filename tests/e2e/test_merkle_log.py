@@ -4,8 +4,10 @@ import json
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from audit_schemas import encode, merkle
+from audit_schemas.checkpoint import CheckpointError, NoteSigner, NoteVerifier, open_checkpoint
 from tests.conftest import Isolated, projector_running
 from tests.factories import action_event, key_of, publish_events, read_topic, send_keyed
 from tests.polling import eventually
@@ -83,3 +85,67 @@ async def test_each_partitions_tree_covers_every_record_and_its_proofs_verify(is
             old = size // 3
             proof = merkle.consistency_proof(old, size, node)
             merkle.verify_consistency(old, size, merkle.root(expected[:old]), root, proof)
+
+
+async def _checkpoints(isolated: Isolated, at_least: int) -> list[Any] | None:
+    async with isolated.owner() as conn:
+        rows = await conn.fetch(
+            "SELECT origin, tree_size, root_hash, key_name, key_hash, note"
+            f" FROM {isolated.query.control_schema}.checkpoints"
+        )
+    return rows if len(rows) >= at_least else None
+
+
+async def test_checkpoints_are_signed_published_and_survive_a_key_rotation(isolated: Isolated) -> None:
+    topic = isolated.projector.audit_topic
+    first, first_key = NoteSigner.generate("audit-test")
+    settings = isolated.projector.model_copy(
+        update={
+            "checkpoint_key": SecretStr(first_key),
+            "checkpoint_every_leaves": 40,
+            "checkpoint_every_s": 0.5,
+            "probe_interval_s": 0.2,
+            "log_name": "audit-test",
+        }
+    )
+    await publish_events(isolated.stack.bootstrap, topic, 200, entities=20)
+    async with projector_running(settings):
+        await eventually(lambda: _consumed_all(isolated, topic, 200), within=60)
+        before = await eventually(lambda: _checkpoints(isolated, 6), within=30)
+    second, second_key = NoteSigner.generate("audit-test")
+    await publish_events(isolated.stack.bootstrap, topic, 60, entities=20)
+    rotated = settings.model_copy(update={"checkpoint_key": SecretStr(second_key)})
+    async with projector_running(rotated):
+        await eventually(lambda: _consumed_all(isolated, topic, 260), within=60)
+        after = await eventually(lambda: _checkpoints(isolated, len(before) + 1), within=30)
+
+    verifiers = [NoteVerifier.parse(first.verifier_key), NoteVerifier.parse(second.verifier_key)]
+    records = await read_topic(isolated.stack.bootstrap, topic)
+    async with isolated.owner() as conn:
+        keys = await conn.fetch(f"SELECT verifier_key FROM {isolated.query.control_schema}.signing_keys")
+    assert {k["verifier_key"] for k in keys} == {first.verifier_key, second.verifier_key}, "old keys stay listed"
+    latest: dict[str, Any] = {}
+    for row in after:
+        checkpoint = open_checkpoint(row["note"], verifiers)
+        assert (checkpoint.origin, checkpoint.size, checkpoint.root) == (
+            row["origin"],
+            row["tree_size"],
+            row["root_hash"],
+        )
+        partition = int(row["origin"].rsplit("/", 1)[1])
+        assert row["origin"] == f"audit-test/{topic}/{partition}"
+        recs = [r for r in records if r.partition == partition][: checkpoint.size]
+        leaves = [
+            merkle.leaf_hash(merkle.leaf_data(topic, partition, r.offset, r.key, list(r.headers), r.value))
+            for r in recs
+        ]
+        assert merkle.root(leaves) == checkpoint.root
+        if row["key_hash"] == second.key_hash:
+            latest[row["origin"]] = checkpoint
+    assert latest, "the rotated key signs the new checkpoints"
+    with pytest.raises(CheckpointError):
+        open_checkpoint(after[0]["note"], [NoteVerifier.parse(NoteSigner.generate("audit-test")[0].verifier_key)])
+    published = await read_topic(isolated.stack.bootstrap, isolated.projector.checkpoint_topic)
+    assert {r.value.decode() for r in published} >= {row["note"] for row in after}, (
+        "every stored checkpoint is in Kafka"
+    )

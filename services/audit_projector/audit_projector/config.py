@@ -1,11 +1,18 @@
 """Projector settings, read from `AUDIT_PROJECTOR_*` and validated at start-up."""
 
+from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, PostgresDsn, StringConstraints
+from pydantic import Field, PostgresDsn, SecretStr, StringConstraints
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from audit_schemas.topics import AUDIT_TOPIC, DEAD_LETTER_TOPIC, DEFAULT_PARTITIONS, EXECUTION_LOG_TOPIC
+from audit_schemas.topics import (
+    AUDIT_TOPIC,
+    CHECKPOINT_TOPIC,
+    DEAD_LETTER_TOPIC,
+    DEFAULT_PARTITIONS,
+    EXECUTION_LOG_TOPIC,
+)
 
 SchemaName = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,62}$")]
 
@@ -41,6 +48,15 @@ class Settings(BaseSettings):
     """On SIGTERM, how long the batch in flight may take to commit before it is rolled back."""
     merkle_enabled: bool = True
     """Keep the RFC 9162 Merkle tree of every projected partition (leaves, nodes, frontier) with each batch."""
+    log_name: Annotated[str, StringConstraints(pattern=r"^[^\s+]{1,200}$")] = "audit-trail"
+    """Checkpoint origins are `<log name>/<topic>/<partition>`; the signing key carries this name."""
+    checkpoint_key: SecretStr | None = None
+    """The Ed25519 signer key, `PRIVATE+KEY+<name>+<hash>+<base64>` (the note format); read from here or from
+    `checkpoint_key_file`, never from the database. Without one, no checkpoints are signed."""
+    checkpoint_key_file: Path | None = None
+    checkpoint_topic: str = CHECKPOINT_TOPIC
+    checkpoint_every_leaves: Annotated[int, Field(ge=1)] = 1000
+    checkpoint_every_s: Annotated[float, Field(gt=0)] = 60.0
     health_host: str = "127.0.0.1"
     health_port: Annotated[int, Field(ge=0, le=65535)] = 0
     """Port of /healthz and /readyz; 0 turns the health server off."""
@@ -49,6 +65,14 @@ class Settings(BaseSettings):
     def topics(self) -> tuple[str, str]:
         """The topics projected into the read model."""
         return (self.audit_topic, self.execution_log_topic)
+
+    def signer_key(self) -> str | None:
+        """The checkpoint signer key, from the setting or the file (None: checkpoints are not signed)."""
+        if self.checkpoint_key is not None:
+            return self.checkpoint_key.get_secret_value().strip()
+        if self.checkpoint_key_file is not None:
+            return self.checkpoint_key_file.read_text().strip()
+        return None
 
     def kafka_group(self, topic: str) -> str:
         """Consumer group of `topic`'s pipeline: one group per topic, so one stream's rebalances never stall the

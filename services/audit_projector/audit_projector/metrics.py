@@ -32,6 +32,7 @@ BATCH_SECONDS: Final = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 FENCED: Final = Counter("audit_projector_fenced_batches", "Batches rolled back by the offset fence.", ["topic"])
+CHECKPOINTS: Final = Counter("audit_projector_checkpoints", "Checkpoints signed and published.", ["topic"])
 RESTARTS: Final = Counter(
     "audit_projector_pipeline_restarts", "Pipeline rebuilds after a lost connection or a failure.", ["topic"]
 )

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 
 from audit_projector import metrics
+from audit_projector.checkpoints import Checkpointer
 from audit_projector.deadletter import DeadLetter, DeadLetterSink, safe_detail
 from audit_projector.errors import (
     DatabaseError,
@@ -71,6 +72,7 @@ class Pipeline:
         probe_interval_s: float = 5.0,
         months_ahead: int = 3,
         merkle: bool = True,
+        checkpointer: Checkpointer | None = None,
     ) -> None:
         self._consumer = consumer
         self._repo = repository
@@ -83,6 +85,7 @@ class Pipeline:
         self._months_ahead = months_ahead
         self._skips: dict[Coordinates, Skip] = {}
         self._merkle = merkle
+        self._checkpoints = checkpointer
         self._trees: dict[Key, TreeState] = {}
         self._listener_error: BaseException | None = None
         self._db_retry_s = _DB_RETRY_START_S
@@ -122,6 +125,7 @@ class Pipeline:
                     probed = now
                     probe = asyncio.create_task(self._probe())
                     await self._unblock()
+                    await self._checkpoint_by_time()
                 if now - maintained >= 3600:
                     maintained = now
                     await self._repo.ensure_months(months_ahead(self._months_ahead))
@@ -135,6 +139,15 @@ class Pipeline:
                     with contextlib.suppress(BaseException):
                         await leftover
             self.state.running = False
+
+    async def _checkpoint_by_time(self) -> None:
+        """Sign what grew since the last checkpoint once `checkpoint_every_s` has passed, even in a quiet log."""
+        if self._checkpoints is None:
+            return
+        async with self._batch_lock:
+            for (topic, partition), tree in list(self._trees.items()):
+                if (topic, partition) in self._positions:
+                    await self._checkpoints.maybe_sign(topic, partition, tree, due_by_time=True)
 
     async def _poll(self) -> dict[TopicPartition, list[ConsumerRecord]]:
         try:
@@ -218,6 +231,8 @@ class Pipeline:
                 await self._load_skips(keys)
                 if self._merkle:
                     self._trees.update(await self._repo.load_trees(keys))
+                if self._checkpoints is not None:
+                    await self._checkpoints.start(keys)
             except Exception as e:
                 self._listener_error = e
                 log.error("assignment_failed", topic=self.topic, error=str(e))
@@ -272,6 +287,8 @@ class Pipeline:
             self._positions[(f.topic, f.partition)] = f.next_offset
         for t in batch.trees:
             self._trees[(t.topic, t.partition)] = t.after
+            if self._checkpoints is not None:
+                await self._checkpoints.maybe_sign(t.topic, t.partition, t.after)
         for b in batch.blocks:
             self._block(b)
         projected = len(batch.rows.entries) + len(batch.rows.outcomes) + len(batch.rows.logs) - duplicates

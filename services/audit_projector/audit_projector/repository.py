@@ -131,14 +131,19 @@ class WriteResult:
 class ProjectionRepository:
     """Writes batches over one dedicated connection, whose session holds the staging tables."""
 
-    def __init__(self, conn: asyncpg.Connection, schema: str, group_id: str) -> None:
+    def __init__(
+        self, conn: asyncpg.Connection, schema: str, group_id: str, control_schema: str = "audit_control"
+    ) -> None:
         self._conn = conn
         self._schema = schema
         self._group = group_id
+        self._control = '"' + control_schema.replace('"', '""') + '"'
         self._months: set[tuple[str, date]] = set()
 
     @classmethod
-    async def connect(cls, dsn: str, schema: str, group_id: str, purpose: str) -> "ProjectionRepository":
+    async def connect(
+        cls, dsn: str, schema: str, group_id: str, purpose: str, control_schema: str = "audit_control"
+    ) -> "ProjectionRepository":
         """Open the connection with `schema` first on the search path, session timeouts and staging tables."""
         with db_errors("cannot open the read-model connection"):
             conn = await asyncpg.connect(
@@ -154,7 +159,7 @@ class ProjectionRepository:
                     f"CREATE TEMP TABLE IF NOT EXISTS {t.stage} (LIKE {t.table} INCLUDING DEFAULTS)"
                     " ON COMMIT DELETE ROWS"
                 )
-        repo = cls(conn, schema, group_id)
+        repo = cls(conn, schema, group_id, control_schema)
         await repo._load_months()
         return repo
 
@@ -226,6 +231,43 @@ class ProjectionRepository:
             )
         found = {(r["topic"], r["partition"]): TreeState(r["size"], tuple(r["frontier"])) for r in rows}
         return {key: found.get(key, TreeState(0)) for key in wanted}
+
+    async def register_key(self, name: str, key_hash: int, verifier_key: str) -> None:
+        """List a signing key (idempotent): every key that ever signed stays listed for verification."""
+        with db_errors("cannot register the checkpoint key"):
+            await self._conn.execute(
+                f"""INSERT INTO {self._control}.signing_keys (name, key_hash, verifier_key) VALUES ($1, $2, $3)
+                    ON CONFLICT DO NOTHING""",
+                name,
+                key_hash,
+                verifier_key,
+            )
+
+    async def store_checkpoint(
+        self, origin: str, size: int, root_hash: bytes, key_name: str, key_hash: int, note: str
+    ) -> None:
+        """Keep a signed checkpoint (the same one signed again is the same note: kept once)."""
+        with db_errors("cannot store a checkpoint"):
+            await self._conn.execute(
+                f"""INSERT INTO {self._control}.checkpoints (origin, tree_size, root_hash, key_name, key_hash, note)
+                    VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
+                origin,
+                size,
+                root_hash,
+                key_name,
+                key_hash,
+                note,
+            )
+
+    async def last_checkpoints(self, origins: Sequence[str]) -> dict[str, int]:
+        """The largest signed tree size of each origin."""
+        with db_errors("cannot read checkpoints"):
+            rows = await self._conn.fetch(
+                f"""SELECT origin, max(tree_size) AS size FROM {self._control}.checkpoints
+                     WHERE origin = ANY($1::text[]) GROUP BY origin""",
+                list(origins),
+            )
+        return {r["origin"]: r["size"] for r in rows}
 
     async def load_skips(self, partitions: Iterable[tuple[str, int]]) -> list[Skip]:
         """Operator skip requests at or after the stored offset of the given partitions."""

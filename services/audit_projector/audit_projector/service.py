@@ -11,6 +11,7 @@ import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from audit_projector import metrics
+from audit_projector.checkpoints import Checkpointer
 from audit_projector.config import Settings
 from audit_projector.deadletter import KafkaDeadLetterSink
 from audit_projector.errors import ProjectorError, kafka_errors
@@ -20,6 +21,7 @@ from audit_projector.pipeline import Pipeline, months_ahead
 from audit_projector.repository import ProjectionRepository
 from audit_projector.state import PipelineState, ProjectorState
 from audit_projector.topics import ensure_topics
+from audit_schemas.checkpoint import CheckpointError, NoteSigner
 
 log = structlog.get_logger(__name__)
 
@@ -32,7 +34,7 @@ async def prepare(settings: Settings) -> None:
     """Migrations (when the owner DSN is configured) and topics: safe to run from every instance."""
     if settings.migrations_database_url is not None:
         await migrate(str(settings.migrations_database_url), settings.db_schema, control_schema=settings.control_schema)
-    topics = [settings.audit_topic, settings.execution_log_topic, settings.dead_letter_topic]
+    topics = [settings.audit_topic, settings.execution_log_topic, settings.dead_letter_topic, settings.checkpoint_topic]
     created = await ensure_topics(settings.bootstrap_servers, topics, settings.partitions)
     if created:
         log.info("topics_created", topics=created, partitions=settings.partitions)
@@ -42,8 +44,9 @@ async def prepare(settings: Settings) -> None:
 async def running_pipeline(settings: Settings, state: PipelineState) -> AsyncIterator[Pipeline]:
     """A started pipeline for `state.topic` with its connection, consumer and dead-letter producer."""
     purpose = "audit" if state.topic == settings.audit_topic else "logs"
+    signer = _signer(settings)
     repo = await ProjectionRepository.connect(
-        str(settings.database_url), settings.db_schema, settings.group_id, purpose
+        str(settings.database_url), settings.db_schema, settings.group_id, purpose, settings.control_schema
     )
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap_servers,
@@ -76,6 +79,17 @@ async def running_pipeline(settings: Settings, state: PipelineState) -> AsyncIte
                 probe_interval_s=settings.probe_interval_s,
                 months_ahead=settings.months_ahead,
                 merkle=settings.merkle_enabled,
+                checkpointer=None
+                if signer is None
+                else Checkpointer(
+                    signer,
+                    repo,
+                    producer,
+                    topic=settings.checkpoint_topic,
+                    log_name=settings.log_name,
+                    every_leaves=settings.checkpoint_every_leaves,
+                    every_s=settings.checkpoint_every_s,
+                ),
             )
             pipeline.subscribe()
             await consumer.start()
@@ -87,6 +101,15 @@ async def running_pipeline(settings: Settings, state: PipelineState) -> AsyncIte
         await _bounded(consumer.stop(), "consumer", consumer._client)
         await _bounded(producer.stop(), "dead-letter producer", producer.client)
         await repo.close()
+
+
+def _signer(settings: Settings) -> NoteSigner | None:
+    """The checkpoint signing key, or None when none is configured (or the tree is off)."""
+    try:
+        key = settings.signer_key() if settings.merkle_enabled else None
+        return None if key is None else NoteSigner.parse(key)
+    except (OSError, CheckpointError) as e:
+        raise ProjectorError(f"unusable checkpoint signing key: {e}") from e
 
 
 async def _bounded(step: Awaitable[Any], what: str, client: Any) -> None:
