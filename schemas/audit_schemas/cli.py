@@ -1,10 +1,11 @@
-"""`audit-schemas`: regenerate or check the committed JSON Schema files."""
+"""`audit-schemas`: regenerate or check the committed JSON Schema files; verify proofs offline."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
 
-from audit_schemas import jsonschema
+from audit_schemas import jsonschema, verify
 
 app = typer.Typer(help="Audit Trail event contracts.", no_args_is_help=True)
 
@@ -22,6 +23,39 @@ def export(
         raise typer.Exit(1 if stale else 0)
     for path in jsonschema.write(directory):
         typer.echo(f"wrote {path}")
+
+
+@app.command("verify-inclusion")
+def verify_inclusion(
+    proof: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSON from GET /v1/audit/{id}/proof."),
+    key: list[str] = typer.Option(..., help="Verifier key(s) of the log (name+hash+base64); repeat for several."),
+) -> None:
+    """Check offline that an entry is in the log the signed checkpoint commits to."""
+    _report(lambda: verify.verify_inclusion_proof(verify.load_json(proof.read_text()), key))
+
+
+@app.command("verify-consistency")
+def verify_consistency(
+    old: Path = typer.Argument(..., exists=True, dir_okay=False, help="The older signed checkpoint you kept."),
+    new: Path = typer.Argument(..., exists=True, dir_okay=False, help="A newer signed checkpoint."),
+    proof: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSON from /v1/checkpoints/consistency."),
+    key: list[str] = typer.Option(..., help="Verifier key(s) of the log; repeat for several."),
+) -> None:
+    """Check offline that the log only grew between two checkpoints (the append-only guarantee)."""
+    _report(
+        lambda: verify.verify_consistency_proof(
+            old.read_text(), new.read_text(), verify.load_json(proof.read_text()), key
+        )
+    )
+
+
+def _report(check: Callable[[], verify.Verified]) -> None:
+    try:
+        verified = check()
+    except verify.VerificationError as e:
+        typer.echo(f"NOT VERIFIED: {e}", err=True)
+        raise typer.Exit(1) from e
+    typer.echo(f"verified: {verified.detail}")
 
 
 @app.callback()

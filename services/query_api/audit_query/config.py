@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     oidc_tenants_claim: str = "audit_tenants"
     """Claim holding the tenants the caller may see (list, or "*" for every tenant)."""
     jwks_cache_s: Annotated[float, Field(gt=0)] = 300.0
+    log_name: str = "audit-trail"
+    """The projector's log name: checkpoint origins are `<log name>/<topic>/<partition>`."""
     self_audit_tenant: str = "platform"
     """Tenant under which the API records its own actions (token changes, exports)."""
     host: str = "127.0.0.1"

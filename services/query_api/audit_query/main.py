@@ -18,8 +18,8 @@ from audit_query.errors import ERROR_RESPONSES, QueryError, UnauthorizedError
 from audit_query.guard import InputGuard
 from audit_query.kafka import KafkaProbe
 from audit_query.metrics import instrument
-from audit_query.repository import AuditRepository, ControlRepository
-from audit_query.routes import audit, deadletters, entities, health, session, traces
+from audit_query.repository import AuditRepository, ControlRepository, ProofRepository
+from audit_query.routes import audit, deadletters, entities, health, proofs, session, traces
 from audit_query.security import SecurityHeaders
 
 log = structlog.get_logger(__name__)
@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             str(settings.database_url), settings.db_schema, timedelta(seconds=settings.unknown_after_s)
         )
         app.state.control = ControlRepository(app.state.repository.pool, settings.control_schema)
+        app.state.proofs = ProofRepository(app.state.repository, settings.control_schema)
         app.state.jwt = JwtVerifier(settings) if settings.oidc_issuer else None
         app.state.kafka = KafkaProbe(settings.bootstrap_servers)
         try:
@@ -57,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    for module in (audit, entities, traces, deadletters):
+    for module in (proofs, audit, entities, traces, deadletters):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(session.router, responses={401: ERROR_RESPONSES[401], 400: ERROR_RESPONSES[400]})
     app.include_router(health.router)

@@ -37,4 +37,22 @@ CREATE TABLE merkle_trees (
 
 GRANT SELECT, INSERT ON merkle_leaves, merkle_nodes TO audit_writer;
 GRANT SELECT, INSERT, UPDATE ON merkle_trees TO audit_writer;
-GRANT SELECT ON merkle_leaves, merkle_nodes, merkle_trees TO audit_reader;
+
+-- Readers see hashes, never the raw records (leaf data carries a tenant's content): the hashes through this
+-- view (it reads with its owner's rights), and a leaf's data only for an entry their tenants may see.
+CREATE VIEW merkle_leaf_hashes AS SELECT topic, partition, leaf_index, kafka_offset, leaf_hash FROM merkle_leaves;
+GRANT SELECT ON merkle_leaf_hashes, merkle_nodes, merkle_trees TO audit_reader;
+
+CREATE FUNCTION merkle_leaf_of(entry uuid)
+RETURNS TABLE (topic text, partition integer, leaf_index bigint, kafka_offset bigint, leaf_data bytea)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+    SELECT l.topic, l.partition, l.leaf_index, l.kafka_offset, l.leaf_data
+      FROM audit_entries e
+      JOIN merkle_leaves l
+        ON l.topic = e.kafka_topic AND l.partition = e.kafka_partition AND l.kafka_offset = e.kafka_offset
+     WHERE e.audit_id = entry AND tenant_visible(e.tenant_id)
+$$;
+REVOKE ALL ON FUNCTION merkle_leaf_of(uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION merkle_leaf_of(uuid) TO audit_reader;

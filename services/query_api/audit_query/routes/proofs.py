@@ -1,0 +1,161 @@
+"""Proofs: an entry's inclusion in a signed checkpoint, consistency between two tree sizes, the signing keys."""
+
+import base64
+from collections.abc import Callable
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
+
+from audit_query.deps import ReaderDep, RepositoryDep, SettingsDep
+from audit_query.errors import BadRequestError, NotFoundError
+from audit_query.repository import ProofRepository
+from audit_schemas import merkle
+
+router = APIRouter(tags=["proofs"])
+
+
+class KeyPublic(BaseModel):
+    """A key that signs checkpoints, in the note verifier-key format."""
+
+    name: str
+    key_hash: str
+    verifier_key: str
+
+
+class CheckpointPublic(BaseModel):
+    """A signed tree head: origin, size, root (base64) and the signed note itself."""
+
+    origin: str
+    tree_size: int
+    root_hash: str
+    note: str
+
+
+class InclusionProof(BaseModel):
+    """Everything an auditor needs to check one entry offline: the record, where it sits, and the proof."""
+
+    audit_id: UUID
+    topic: str
+    partition: int
+    offset: int
+    leaf_index: int
+    leaf_data: str
+    """base64 of the raw record's leaf encoding; its SHA-256(0x00 ‖ data) is the leaf hash."""
+    tree_size: int
+    inclusion_proof: list[str]
+    checkpoint: str
+    """The signed checkpoint (C2SP note) whose root the proof leads to."""
+
+
+class ConsistencyProof(BaseModel):
+    """A proof that the tree of `to` leaves extends the tree of `from` leaves (RFC 9162 §2.1.4)."""
+
+    origin: str
+    from_size: int
+    to_size: int
+    proof: list[str]
+
+
+def _proofs(request: Request) -> ProofRepository:
+    proofs: ProofRepository = request.app.state.proofs
+    return proofs
+
+
+def _b64(value: bytes) -> str:
+    return base64.b64encode(value).decode()
+
+
+async def _with_nodes(
+    proofs: ProofRepository, topic: str, partition: int, build: Callable[[merkle.NodeReader], list[bytes]]
+) -> list[bytes]:
+    """Run a proof builder twice: once to learn which nodes it reads, once with them fetched in bulk."""
+    wanted: list[tuple[int, int]] = []
+
+    def record(level: int, index: int) -> bytes:
+        wanted.append((level, index))
+        return bytes(32)
+
+    build(record)
+    found = await proofs.nodes(topic, partition, wanted)
+    missing = [w for w in wanted if w not in found]
+    if missing:
+        raise NotFoundError(f"the tree of {topic}/{partition} lacks nodes {missing[:3]}: run verify --integrity")
+    return build(lambda level, index: found[(level, index)])
+
+
+@router.get("/v1/keys", response_model=list[KeyPublic], summary="Checkpoint signing keys")
+async def keys(principal: ReaderDep, request: Request) -> list[KeyPublic]:
+    """Every key that ever signed a checkpoint (old keys stay listed, so old checkpoints still verify)."""
+    rows = await _proofs(request).keys()
+    return [KeyPublic(name=r["name"], key_hash=f"{r['key_hash']:08x}", verifier_key=r["verifier_key"]) for r in rows]
+
+
+@router.get("/v1/checkpoints", response_model=list[CheckpointPublic], summary="Signed checkpoints of a partition")
+async def checkpoints(
+    principal: ReaderDep,
+    request: Request,
+    settings: SettingsDep,
+    topic: Annotated[str, Query(max_length=249)],
+    partition: Annotated[int, Query(ge=0, le=100_000)],
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[CheckpointPublic]:
+    """Newest first. A checkpoint is a size and a root hash: it reveals no tenant's content."""
+    rows = await _proofs(request).checkpoints(f"{settings.log_name}/{topic}/{partition}", limit)
+    return [
+        CheckpointPublic(origin=r["origin"], tree_size=r["tree_size"], root_hash=_b64(r["root_hash"]), note=r["note"])
+        for r in rows
+    ]
+
+
+@router.get(
+    "/v1/checkpoints/consistency", response_model=ConsistencyProof, summary="Consistency proof between two sizes"
+)
+async def consistency(
+    principal: ReaderDep,
+    request: Request,
+    settings: SettingsDep,
+    topic: Annotated[str, Query(max_length=249)],
+    partition: Annotated[int, Query(ge=0, le=100_000)],
+    from_size: Annotated[int, Query(alias="from", ge=0)],
+    to_size: Annotated[int, Query(alias="to", ge=0)],
+) -> ConsistencyProof:
+    """Proves the newer tree keeps every leaf of the older one: the log is append-only between them."""
+    proofs = _proofs(request)
+    size = await proofs.tree_size(topic, partition)
+    if not from_size <= to_size <= size:
+        raise BadRequestError(f"need from <= to <= {size} (the tree's size)")
+    path = await _with_nodes(proofs, topic, partition, lambda node: merkle.consistency_proof(from_size, to_size, node))
+    origin = f"{settings.log_name}/{topic}/{partition}"
+    return ConsistencyProof(origin=origin, from_size=from_size, to_size=to_size, proof=[_b64(p) for p in path])
+
+
+@router.get("/v1/audit/{audit_id}/proof", response_model=InclusionProof, summary="An entry's inclusion proof")
+async def inclusion(
+    audit_id: UUID, principal: ReaderDep, request: Request, repo: RepositoryDep, settings: SettingsDep
+) -> InclusionProof:
+    """The entry's record, its leaf index and a proof against the newest signed checkpoint that covers it."""
+    proofs = _proofs(request)
+    leaf = await proofs.leaf_of(principal.tenant_setting, audit_id)
+    if leaf is None:
+        raise NotFoundError(f"no audit entry {audit_id}")
+    origin = f"{settings.log_name}/{leaf['topic']}/{leaf['partition']}"
+    checkpoint = await proofs.latest_checkpoint(origin, leaf["leaf_index"])
+    if checkpoint is None:
+        raise NotFoundError(f"entry {audit_id} is not covered by a signed checkpoint yet; retry shortly")
+    size, index = checkpoint["tree_size"], leaf["leaf_index"]
+    path = await _with_nodes(
+        proofs, leaf["topic"], leaf["partition"], lambda node: merkle.inclusion_path(index, size, node)
+    )
+    return InclusionProof(
+        audit_id=audit_id,
+        topic=leaf["topic"],
+        partition=leaf["partition"],
+        offset=leaf["kafka_offset"],
+        leaf_index=index,
+        leaf_data=_b64(leaf["leaf_data"]),
+        tree_size=size,
+        inclusion_proof=[_b64(p) for p in path],
+        checkpoint=checkpoint["note"],
+    )
