@@ -1,8 +1,12 @@
 """Proofs anyone can check offline: an entry's inclusion and the log's consistency, verified by the CLI alone."""
 
 import asyncio
+import hashlib
 import json
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +20,28 @@ from tests.conftest import Isolated, projector_running
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
+
+CHECKER = Path(__file__).resolve().parent.parent / "interop" / "checker"
+
+
+@pytest.fixture(scope="session")
+def go_checker() -> Path:
+    """The reference checker (sumdb/note + transparency-dev/merkle), built from the Go module proxy once and
+    cached by the hash of its sources."""
+    sources = b"".join((CHECKER / name).read_bytes() for name in ("go.mod", "go.sum", "main.go"))
+    target = Path(tempfile.gettempdir()) / f"audit-trail-checker-{hashlib.sha256(sources).hexdigest()[:16]}"
+    if not target.exists():
+        go = shutil.which("go") or "/usr/local/go/bin/go"
+        subprocess.run([go, "build", "-o", str(target), "."], cwd=CHECKER, check=True, timeout=600)
+    return target
+
+
+async def _go(checker: Path, check: str, document: dict[str, Any]) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        str(checker), check, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(json.dumps(document).encode()), 60)
+    return proc.returncode or 0, out.decode()
 
 
 async def _verify(*args: str) -> tuple[int, str]:
@@ -32,7 +58,7 @@ async def _verify(*args: str) -> tuple[int, str]:
 
 
 async def test_an_entry_proof_and_a_consistency_proof_verify_offline(
-    isolated: Isolated, audit: AuditProducer, api: httpx.AsyncClient, tmp_path: Path
+    isolated: Isolated, audit: AuditProducer, api: httpx.AsyncClient, tmp_path: Path, go_checker: Path
 ) -> None:
     signer, signer_key = NoteSigner.generate("audit-trail")
     settings = isolated.projector.model_copy(
