@@ -4,6 +4,7 @@ import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -11,12 +12,14 @@ from rich.console import Console
 from audit_projector import logs
 from audit_projector.config import Settings
 from audit_projector.errors import ProjectorError
+from audit_projector.integrity import verify_integrity
 from audit_projector.migrations import migrate as run_migrations
 from audit_projector.operations import Selection, request_skip
 from audit_projector.operations import redrive as run_redrive
 from audit_projector.replay import replay as run_replay
 from audit_projector.service import serve
 from audit_projector.topics import ensure_topics
+from audit_schemas.checkpoint import CheckpointError, NoteSigner
 
 app = typer.Typer(help="Project audit events from Kafka into the Postgres read model.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -164,3 +167,45 @@ def redrive(
         console.print(f"{len(done)} dead letter(s): {verb}")
 
     _run(go())
+
+
+@app.command()
+def verify(
+    integrity: bool = typer.Option(False, "--integrity", help="Recompute the trees and check every row against them."),
+    dsn: str | None = typer.Option(None, envvar="AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL", help="Owner role DSN."),
+    key: list[str] = typer.Option([], help="Trusted checkpoint verifier key(s); default: the configured signer's."),
+) -> None:
+    """Check that the read model is what the log holds: exit 1 naming the first altered, inserted or deleted entry."""
+    logs.configure("WARNING")
+    settings = _settings()
+    if not integrity:
+        console.print("[red]choose a check: --integrity[/red]")
+        raise typer.Exit(2)
+    if dsn is None:
+        console.print("[red]no owner DSN: pass --dsn or set AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL[/red]")
+        raise typer.Exit(2)
+    signer_key = settings.signer_key()
+    trusted = list(key) or ([NoteSigner.parse(signer_key).verifier_key] if signer_key else [])
+    if not trusted:
+        console.print("[red]no trusted key: pass --key (the log's verifier key) or configure the signing key[/red]")
+        raise typer.Exit(2)
+
+    async def go() -> int:
+        conn = await asyncpg.connect(dsn, server_settings={"search_path": settings.db_schema})
+        try:
+            report = await verify_integrity(conn, settings.control_schema, trusted, settings.log_name)
+        finally:
+            await conn.close()
+        console.print(
+            f"{report.partitions} partitions, {report.leaves} leaves, {report.checkpoints} checkpoints checked"
+        )
+        for finding in report.findings:
+            console.print(f"[red]{finding}[/red]")
+        return 1 if report.findings else 0
+
+    try:
+        code = asyncio.run(go())
+    except (ProjectorError, asyncpg.PostgresError, OSError, CheckpointError) as e:
+        console.print(f"[red]audit-projector: {e}[/red]")
+        raise typer.Exit(1) from e
+    raise typer.Exit(code)
