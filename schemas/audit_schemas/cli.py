@@ -49,6 +49,15 @@ def verify_consistency(
     )
 
 
+@app.command("verify-bundle")
+def verify_bundle(
+    bundle: Path = typer.Argument(..., exists=True, dir_okay=False, help="NDJSON from GET /v1/proofs."),
+    key: list[str] = typer.Option(..., help="Verifier key(s) of the log; repeat for several."),
+) -> None:
+    """Check offline that every entry of an exported bundle is in the signed log."""
+    _report(lambda: verify.verify_bundle(bundle.read_text(), key))
+
+
 def _report(check: Callable[[], verify.Verified]) -> None:
     try:
         verified = check()

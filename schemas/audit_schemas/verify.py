@@ -92,3 +92,18 @@ def load_json(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise VerificationError("a proof document is a JSON object")
     return value
+
+
+def verify_bundle(text: str, keys: list[str]) -> Verified:
+    """Every line of an NDJSON bundle of inclusion proofs verifies (a truncated or altered line fails)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise VerificationError("the bundle is empty")
+    last: Verified | None = None
+    for number, line in enumerate(lines, start=1):
+        try:
+            last = verify_inclusion_proof(load_json(line), keys)
+        except VerificationError as e:
+            raise VerificationError(f"line {number}: {e}") from e
+    assert last is not None
+    return Verified(last.checkpoint, f"{len(lines)} entries, each included in its signed checkpoint")

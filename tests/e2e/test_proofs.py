@@ -131,6 +131,17 @@ async def test_an_entry_proof_and_a_consistency_proof_verify_offline(
     ).json()
     assert listed[0]["tree_size"] >= later["tree_size"]
 
+    bundle = await api.get("/v1/proofs", params=[("audit_id", str(ids[0])), ("audit_id", str(ids[2]))])
+    assert bundle.headers["content-type"].startswith("application/x-ndjson")
+    bundle_file = tmp_path / "bundle.ndjson"
+    await asyncio.to_thread(bundle_file.write_text, bundle.text)
+    code, out = await _verify("verify-bundle", str(bundle_file), "--key", signer.verifier_key)
+    assert code == 0, out
+    assert "2 entries" in out
+    await asyncio.to_thread(bundle_file.write_text, bundle.text.replace('"leaf_index":', '"leaf_index":1', 1))
+    code, out = await _verify("verify-bundle", str(bundle_file), "--key", signer.verifier_key)
+    assert code == 1, out
+
     acme_only = await isolated.token(("audit:read",), ("acme",))
     async with httpx.AsyncClient(base_url=str(api.base_url), headers={"authorization": f"Bearer {acme_only}"}) as c:
         assert (await c.get(f"/v1/audit/{ids[1]}/proof")).status_code == 404, "another tenant's entry has no proof"

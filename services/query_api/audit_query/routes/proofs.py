@@ -6,6 +6,7 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
 from audit_query.deps import ReaderDep, RepositoryDep, SettingsDep
@@ -136,11 +137,35 @@ async def inclusion(
     audit_id: UUID, principal: ReaderDep, request: Request, repo: RepositoryDep, settings: SettingsDep
 ) -> InclusionProof:
     """The entry's record, its leaf index and a proof against the newest signed checkpoint that covers it."""
+    return await _inclusion(_proofs(request), principal.tenant_setting, audit_id, settings.log_name)
+
+
+@router.get(
+    "/v1/proofs",
+    summary="A bundle of inclusion proofs (NDJSON), for offline verification",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"application/x-ndjson": {}}, "description": "One inclusion proof per line."}},
+)
+async def bundle(
+    principal: ReaderDep,
+    request: Request,
+    settings: SettingsDep,
+    audit_id: Annotated[list[UUID], Query(min_length=1, max_length=500, description="Repeat for each entry.")],
+) -> PlainTextResponse:
+    """One line per entry, as `/v1/audit/{id}/proof` answers; `audit-schemas verify-bundle` checks them all."""
     proofs = _proofs(request)
-    leaf = await proofs.leaf_of(principal.tenant_setting, audit_id)
+    lines = [
+        (await _inclusion(proofs, principal.tenant_setting, i, settings.log_name)).model_dump_json()
+        for i in dict.fromkeys(audit_id)
+    ]
+    return PlainTextResponse("\n".join(lines) + "\n", media_type="application/x-ndjson")
+
+
+async def _inclusion(proofs: ProofRepository, tenants: str, audit_id: UUID, log_name: str) -> InclusionProof:
+    leaf = await proofs.leaf_of(tenants, audit_id)
     if leaf is None:
         raise NotFoundError(f"no audit entry {audit_id}")
-    origin = f"{settings.log_name}/{leaf['topic']}/{leaf['partition']}"
+    origin = f"{log_name}/{leaf['topic']}/{leaf['partition']}"
     checkpoint = await proofs.latest_checkpoint(origin, leaf["leaf_index"])
     if checkpoint is None:
         raise NotFoundError(f"entry {audit_id} is not covered by a signed checkpoint yet; retry shortly")
