@@ -129,3 +129,21 @@ async def test_operator_cli_bad_input(
     got, out, err = await _run("audit-projector", *filled, env=isolated.projector_env())
     assert got == code, out + err
     assert message in out + err
+
+
+async def test_projector_key_commands_generate_and_publish_the_verifier_key(isolated: Isolated) -> None:
+    code, out, err = await _run("audit-projector", "key", "--generate", env=isolated.projector_env())
+    assert code == 0, err
+    secret = out.strip()
+    assert secret.startswith("PRIVATE+KEY+audit-trail+")
+    assert "verifier key (publish it): audit-trail+" in err
+    code, out, err = await _run(
+        "audit-projector", "key", env={**isolated.projector_env(), "AUDIT_PROJECTOR_CHECKPOINT_KEY": secret}
+    )
+    assert code == 0, err
+    assert out.strip() in err.replace("\n", ""), "the verifier key of the configured signer"
+    code, _, err = await _run(
+        "audit-projector", "key", env={**isolated.projector_env(), "AUDIT_PROJECTOR_CHECKPOINT_KEY": "nope"}
+    )
+    assert code == 1
+    assert "signing key" in err

@@ -62,8 +62,10 @@ async def test_resends_are_dropped_and_conflicting_duplicates_dead_lettered(
         entries = await conn.fetch("SELECT audit_id, tenant_id, actor_id FROM audit_entries")
         outcomes = await conn.fetch("SELECT status, revision FROM audit_outcomes")
         letters = await conn.fetch("SELECT reason, detail FROM dead_letters ORDER BY kafka_partition, kafka_offset")
+        verdicts = await conn.fetchval("SELECT count(*) FROM record_verdicts WHERE verdict = 'duplicate'")
     assert [(r["audit_id"], r["tenant_id"]) for r in entries] == [(start.data.audit_id, "acme")]
     assert [(r["status"], r["revision"]) for r in outcomes] == [("succeeded", 4)]
+    assert verdicts == 2, "each dropped re-send keeps its verdict apart from its leaf"
     assert sorted(r["reason"] for r in letters) == ["audit_id_conflict", "duplicate_audit_id", "duplicate_outcome"]
     conflict = next(r["detail"] for r in letters if r["reason"] == "audit_id_conflict")
     assert "acme/resource/r-1" in conflict

@@ -209,3 +209,25 @@ def verify(
         console.print(f"[red]audit-projector: {e}[/red]")
         raise typer.Exit(1) from e
     raise typer.Exit(code)
+
+
+@app.command()
+def key(
+    generate: bool = typer.Option(False, "--generate", help="Print a new signer key (keep it secret) instead."),
+) -> None:
+    """Print the checkpoint verifier key (name+hash+key) of the configured signer, for auditors and witnesses."""
+    settings = _settings()
+    if generate:
+        signer, secret = NoteSigner.generate(settings.log_name)
+        console.print(f"verifier key (publish it): {signer.verifier_key}")
+        typer.echo(secret)
+        return
+    signer_key = settings.signer_key()
+    if signer_key is None:
+        console.print("[red]no signing key: set AUDIT_PROJECTOR_CHECKPOINT_KEY_FILE (or _CHECKPOINT_KEY)[/red]")
+        raise typer.Exit(2)
+    try:
+        typer.echo(NoteSigner.parse(signer_key).verifier_key)
+    except CheckpointError as e:
+        console.print(f"[red]unusable signing key: {e}[/red]")
+        raise typer.Exit(1) from e

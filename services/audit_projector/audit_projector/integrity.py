@@ -237,8 +237,14 @@ async def _absence_problem(conn: asyncpg.Connection, table: str, id_column: str,
             row.at.partition,
             row.at.offset,
         )
+        duplicate = await conn.fetchval(
+            "SELECT 1 FROM record_verdicts WHERE topic = $1 AND partition = $2 AND kafka_offset = $3",
+            row.at.topic,
+            row.at.partition,
+            row.at.offset,
+        )
         stored_elsewhere = await conn.fetchval(f"SELECT 1 FROM {table} WHERE {id_column} = $1", row.claim.audit_id)
-        if dead or stored_elsewhere:
+        if dead or (duplicate and stored_elsewhere):
             return None
     return f"its {table} row is missing (deleted or truncated)"
 

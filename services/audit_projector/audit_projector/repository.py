@@ -318,6 +318,13 @@ class ProjectionRepository:
                     raise RecordsRejectedError(rejected)
                 await self._record_blocks(batch.fences, batch.blocks)
                 await self._append_trees(batch.trees)
+                if duplicates:
+                    await self._conn.executemany(
+                        """INSERT INTO record_verdicts (topic, partition, kafka_offset, verdict, detail)
+                           VALUES ($1, $2, $3, 'duplicate', 'an identical re-send of an event already recorded')
+                           ON CONFLICT DO NOTHING""",
+                        [(d.topic, d.partition, d.offset) for d in duplicates],
+                    )
         return WriteResult(tuple(duplicates))
 
     @staticmethod

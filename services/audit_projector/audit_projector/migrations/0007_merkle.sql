@@ -15,6 +15,19 @@ CREATE TABLE merkle_leaves (
 COMMENT ON COLUMN merkle_leaves.leaf_data IS
     'the raw record (topic, partition, offset, key, headers, value; length-prefixed), before any decoding';
 
+-- The projector's verdict on records it did not project, apart from their leaves: dead letters keep theirs in
+-- dead_letters (reason, detail); identical re-sends it dropped are listed here. Every other leaf was projected
+-- (its row carries the same topic, partition and offset).
+CREATE TABLE record_verdicts (
+    topic        text        NOT NULL,
+    partition    integer     NOT NULL,
+    kafka_offset bigint      NOT NULL,
+    verdict      text        NOT NULL CHECK (verdict IN ('duplicate')),
+    detail       text        NOT NULL,
+    decided_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (topic, partition, kafka_offset)
+);
+
 -- Complete subtrees above the leaves (level >= 1): any proof is O(log n) reads, never a rehash.
 CREATE TABLE merkle_nodes (
     topic     text     NOT NULL,
@@ -35,7 +48,8 @@ CREATE TABLE merkle_trees (
     PRIMARY KEY (topic, partition)
 );
 
-GRANT SELECT, INSERT ON merkle_leaves, merkle_nodes TO audit_writer;
+GRANT SELECT, INSERT ON merkle_leaves, merkle_nodes, record_verdicts TO audit_writer;
+GRANT SELECT ON record_verdicts TO audit_reader;
 GRANT SELECT, INSERT, UPDATE ON merkle_trees TO audit_writer;
 
 -- Readers see hashes, never the raw records (leaf data carries a tenant's content): the hashes through this
