@@ -438,20 +438,7 @@ class TokenAdmin:
             f"""SELECT id, name, scopes, tenants, created_by, created_at, expires_at, last_used_at, revoked_at
                   FROM {self._schema}.api_tokens ORDER BY created_at"""
         )
-        return [
-            TokenInfo(
-                r["id"],
-                r["name"],
-                tuple(r["scopes"]),
-                None if r["tenants"] is None else tuple(r["tenants"]),
-                r["created_by"],
-                r["created_at"],
-                r["expires_at"],
-                r["last_used_at"],
-                r["revoked_at"],
-            )
-            for r in rows
-        ]
+        return [_token_info(r) for r in rows]
 
     async def revoke(self, token_id: UUID, by: str) -> TokenInfo | None:
         """Revoke a live token; None when there is no such live token."""
@@ -462,19 +449,22 @@ class TokenAdmin:
             token_id,
             by,
         )
-        if row is None:
-            return None
-        return TokenInfo(
-            row["id"],
-            row["name"],
-            tuple(row["scopes"]),
-            None if row["tenants"] is None else tuple(row["tenants"]),
-            row["created_by"],
-            row["created_at"],
-            row["expires_at"],
-            row["last_used_at"],
-            row["revoked_at"],
-        )
+        return None if row is None else _token_info(row)
+
+
+def _token_info(r: asyncpg.Record) -> TokenInfo:
+    tenants = None if r["tenants"] is None else tuple(r["tenants"])
+    return TokenInfo(
+        r["id"],
+        r["name"],
+        tuple(r["scopes"]),
+        tenants,
+        r["created_by"],
+        r["created_at"],
+        r["expires_at"],
+        r["last_used_at"],
+        r["revoked_at"],
+    )
 
 
 def _quoted(schema: str) -> str:
