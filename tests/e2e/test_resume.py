@@ -12,8 +12,10 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 
+from audit_projector.errors import ProjectorError
+from audit_projector.service import serve
 from audit_schemas import encode
 from tests.conftest import LOG_DIR, Isolated, broker_frozen, free_port, projector_process, projector_running
 from tests.factories import action_event, key_of, publish_events, read_topic, send_keyed
@@ -234,3 +236,27 @@ async def test_liveness_stays_up_through_a_database_outage(isolated: Isolated) -
         await eventually(retried, within=20)
         assert (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
         assert (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 503
+
+
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        ({"retention.ms": "86400000"}, "retention.ms=86400000"),
+        ({"cleanup.policy": "compact"}, "cleanup.policy=compact"),
+    ],
+)
+async def test_a_topic_that_could_lose_history_is_refused(
+    isolated: Isolated, config: dict[str, str], words: str
+) -> None:
+    topic = f"{isolated.name}.expiring"
+    admin = AIOKafkaAdminClient(bootstrap_servers=isolated.stack.bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name=topic, num_partitions=1, replication_factor=1, topic_configs=config)])
+    finally:
+        await admin.close()
+    settings = isolated.projector.model_copy(update={"audit_topic": topic})
+    with pytest.raises(ProjectorError, match="refusing to project") as caught:
+        await asyncio.wait_for(serve(settings), 60)
+    assert words in str(caught.value)
+    assert topic in str(caught.value)

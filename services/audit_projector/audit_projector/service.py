@@ -20,7 +20,7 @@ from audit_projector.migrations import migrate
 from audit_projector.pipeline import Pipeline, months_ahead
 from audit_projector.repository import ProjectionRepository
 from audit_projector.state import PipelineState, ProjectorState
-from audit_projector.topics import ensure_topics
+from audit_projector.topics import check_retention, ensure_topics
 from audit_schemas.checkpoint import CheckpointError, NoteSigner
 
 log = structlog.get_logger(__name__)
@@ -38,6 +38,7 @@ async def prepare(settings: Settings) -> None:
     created = await ensure_topics(settings.bootstrap_servers, topics, settings.partitions)
     if created:
         log.info("topics_created", topics=created, partitions=settings.partitions)
+    await check_retention(settings.bootstrap_servers, list(settings.topics))
 
 
 @contextlib.asynccontextmanager
