@@ -4,9 +4,10 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from audit_producer.redaction import DEFAULT_KEYS
 from audit_schemas.topics import AUDIT_TOPIC, EXECUTION_LOG_TOPIC
 
 
@@ -41,5 +42,10 @@ class Settings(BaseSettings):
     """Largest encoded change value; a larger one is recorded as a marker saying so."""
     max_event_bytes: Annotated[int, Field(ge=4096, le=16 * 1024 * 1024)] = 900_000
     """Largest encoded audit event (below the broker's 1 MiB default); change values give way past it."""
+    redact_keys: tuple[str, ...] = DEFAULT_KEYS
+    """Values under keys containing any of these (case-insensitive, `-` = `_`) are never sent: change sets, log
+    fields and request context; credentials inside text (bearer tokens, URL passwords, `secret=…`) too."""
+    redact_hmac_key: SecretStr | None = None
+    """When set, a redacted value becomes an HMAC-SHA256 of it under this key, so a known value can be matched."""
     stop_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
     """How long `stop()` may take to ship queued logs and drain the spool before leaving the rest on disk."""

@@ -21,6 +21,7 @@ from audit_producer.encoding import safe_text, to_json
 from audit_producer.errors import PublishError
 from audit_producer.ids import uuid7
 from audit_producer.publisher import EventPublisher
+from audit_producer.redaction import Redactor
 from audit_schemas import ExecutionLog, ExecutionLogEvent, LogLevel, encode, kafka_headers
 from audit_schemas.tracecontext import new_span_id, tracestate_for
 
@@ -60,8 +61,11 @@ class ExecutionLogShipper:
     (and counts), and every send's result is observed, so `failed` is true.
     """
 
-    def __init__(self, publisher: EventPublisher, settings: Settings, source: str) -> None:
+    def __init__(
+        self, publisher: EventPublisher, settings: Settings, source: str, redactor: Redactor | None = None
+    ) -> None:
         self._publisher = publisher
+        self._redactor = redactor or Redactor(settings.redact_keys)
         self._settings = settings
         self._source = source
         self._process = f"{socket.gethostname()}:{os.getpid()}"
@@ -178,8 +182,8 @@ class ExecutionLogShipper:
     ) -> ExecutionLog:
         """An execution-log line stamped now, with message and fields made safe for the contract."""
         problems: dict[str, str] = {}
-        safe = to_json(fields, "fields", problems, max_bytes=_MAX_FIELDS_BYTES, lenient=True)
-        text = safe_text(message, 16384)
+        safe = self._redactor.tree(to_json(fields, "fields", problems, max_bytes=_MAX_FIELDS_BYTES, lenient=True))
+        text = self._redactor.text(safe_text(message, 16384))
         if problems or text != message:
             self.sanitised += 1
         return ExecutionLog(

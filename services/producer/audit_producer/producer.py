@@ -28,6 +28,7 @@ from audit_producer.ids import uuid7
 from audit_producer.logship import ExecutionLogShipper
 from audit_producer.otel import current_otel_ids
 from audit_producer.publisher import EventPublisher, KafkaPublisher
+from audit_producer.redaction import Redactor
 from audit_producer.scope import ActionScope
 from audit_schemas import (
     Action,
@@ -71,7 +72,11 @@ class AuditProducer:
             self.settings.bootstrap_servers, self.settings.publish_timeout_s, self.settings.linger_ms
         )
         self._delivery = Delivery(self._publisher, self.settings, source)
-        self.logs = ExecutionLogShipper(self._publisher, self.settings, source)
+        hmac_key = self.settings.redact_hmac_key
+        self.redactor = Redactor(
+            self.settings.redact_keys, hmac_key.get_secret_value().encode() if hmac_key is not None else None
+        )
+        self.logs = ExecutionLogShipper(self._publisher, self.settings, source, self.redactor)
         self._started = False
 
     async def start(self) -> None:
@@ -211,8 +216,20 @@ class AuditProducer:
             trace.traceparent,
             trace.tracestate,
             max_value_bytes=self.settings.max_value_bytes,
+            redactor=self.redactor,
         )
         return started, scope, trace
+
+    def _redacted(self, request: RequestContext | None) -> RequestContext | None:
+        """The request context with credentials inside its text masked (a token pasted into a user agent…)."""
+        if request is None:
+            return None
+        return request.model_copy(
+            update={
+                "request_id": None if request.request_id is None else self.redactor.text(request.request_id),
+                "user_agent": None if request.user_agent is None else self.redactor.text(request.user_agent),
+            }
+        )
 
     def _started_event(
         self,
@@ -234,8 +251,8 @@ class AuditProducer:
                 action=Action(action),
                 entity=entity,
                 actor=actor,
-                request=request,
-                correlation_id=correlation_id,
+                request=self._redacted(request),
+                correlation_id=None if correlation_id is None else self.redactor.text(correlation_id),
                 otel_trace_id=otel[0] if otel else None,
                 otel_span_id=otel[1] if otel else None,
                 started_at=now,
@@ -266,7 +283,8 @@ class AuditProducer:
         summary = None
         if error is not None:
             summary = ErrorSummary(
-                type=safe_text(type(error).__name__, 256) or "BaseException", message=safe_text(error, 4096)
+                type=safe_text(type(error).__name__, 256) or "BaseException",
+                message=self.redactor.text(safe_text(error, 4096))[:4096],
             )
         data = ActionOutcome(
             audit_id=started.data.audit_id,

@@ -5,6 +5,7 @@ from typing import Any
 from uuid import UUID
 
 from audit_producer.encoding import json_key, safe_text, text_problem, to_json
+from audit_producer.redaction import Redactor
 from audit_schemas import Action, Entity, FieldChange
 from audit_schemas.storable import BIGINT_MAX
 
@@ -27,6 +28,8 @@ class ActionScope:
     tracestate: str | None = None
     """Hand this on beside `traceparent`: it carries the tenant (`resume_trace(traceparent, tracestate)`)."""
     max_value_bytes: int = 64 * 1024
+    redactor: Redactor = field(default_factory=Redactor)
+    """Masks secrets in what the body records, before anything is encoded."""
     changes: dict[str, FieldChange] = field(default_factory=dict)
     unrecorded: dict[str, str] = field(default_factory=dict)
     """Values that could not be recorded as given (path → why)."""
@@ -59,8 +62,14 @@ class ActionScope:
             key = safe_text(key, 256)
         path = f"changes.{key}"
         found: dict[str, str] = {}
-        encoded_before = to_json(before, f"{path}.before", found, max_bytes=self.max_value_bytes)
-        encoded_after = to_json(after, f"{path}.after", found, max_bytes=self.max_value_bytes)
+        if self.redactor.sensitive(key):
+            encoded_before: Any = None if before is None else self.redactor.marker(before)
+            encoded_after: Any = None if after is None else self.redactor.marker(after)
+        else:
+            encoded_before = self.redactor.tree(
+                to_json(before, f"{path}.before", found, max_bytes=self.max_value_bytes)
+            )
+            encoded_after = self.redactor.tree(to_json(after, f"{path}.after", found, max_bytes=self.max_value_bytes))
         for stale in [p for p in self.unrecorded if p.startswith(f"{path}.")]:
             del self.unrecorded[stale]
         self.unrecorded.update(found)
