@@ -116,6 +116,10 @@ class NoteSigner:
         encoded = base64.b64encode(bytes([ALG_ED25519]) + self.public_key).decode()
         return f"{self.name}+{self.key_hash:08x}+{encoded}"
 
+    def sign_bytes(self, data: bytes) -> bytes:
+        """A raw Ed25519 signature of `data` (for signed events; notes use `sign`)."""
+        return self._key.sign(data)
+
     def signature_line(self, body: str) -> str:
         """`— <name> <base64(key hash ‖ signature)>` for `body`."""
         signature = self._key.sign(body.encode())

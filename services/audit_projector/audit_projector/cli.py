@@ -6,6 +6,7 @@ from pathlib import Path
 
 import asyncpg
 import typer
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import ValidationError
 from rich.console import Console
 
@@ -19,7 +20,8 @@ from audit_projector.operations import redrive as run_redrive
 from audit_projector.replay import replay as run_replay
 from audit_projector.service import serve
 from audit_projector.topics import ensure_topics
-from audit_schemas.checkpoint import CheckpointError, NoteSigner
+from audit_schemas import signing
+from audit_schemas.checkpoint import CheckpointError, NoteSigner, NoteVerifier
 
 app = typer.Typer(help="Project audit events from Kafka into the Postgres read model.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -230,4 +232,53 @@ def key(
         typer.echo(NoteSigner.parse(signer_key).verifier_key)
     except CheckpointError as e:
         console.print(f"[red]unusable signing key: {e}[/red]")
+        raise typer.Exit(1) from e
+
+
+@app.command("producer-key")
+def producer_key(
+    verifier_key: str = typer.Option(..., help="The publisher's verifier key (name+hash+base64)."),
+    source: list[str] = typer.Option(..., help="Source(s) it may write for; repeat for several."),
+    tenant: list[str] = typer.Option([], help="Tenant(s) it may write for (default: every tenant)."),
+    valid_from: datetime | None = typer.Option(None, help="From when it is valid (ISO 8601; default now)."),
+    valid_until: datetime | None = typer.Option(None, help="Until when (a rotation window's end)."),
+    dsn: str | None = typer.Option(None, envvar="AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL", help="Owner role DSN."),
+) -> None:
+    """Register a publisher's signing key in the projector's key registry."""
+    settings = _settings()
+    if dsn is None:
+        console.print("[red]no owner DSN: pass --dsn or set AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL[/red]")
+        raise typer.Exit(2)
+    try:
+        parsed = NoteVerifier.parse(verifier_key)
+    except CheckpointError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from e
+    public = parsed.public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    kid = signing.key_id(parsed.name, public)
+    control = '"' + settings.control_schema.replace('"', '""') + '"'
+
+    async def go() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(
+                f"""INSERT INTO {control}.producer_keys (key_id, name, public_key, sources, tenants, valid_from,
+                                                         valid_until)
+                    VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7)""",
+                kid,
+                parsed.name,
+                public,
+                list(source),
+                list(tenant) or None,
+                valid_from.replace(tzinfo=valid_from.tzinfo or UTC) if valid_from else None,
+                valid_until.replace(tzinfo=valid_until.tzinfo or UTC) if valid_until else None,
+            )
+        finally:
+            await conn.close()
+        console.print(f"registered {kid} for sources {list(source)} and tenants {list(tenant) or 'all'}")
+
+    try:
+        asyncio.run(go())
+    except (asyncpg.PostgresError, OSError) as e:
+        console.print(f"[red]audit-projector: {e}[/red]")
         raise typer.Exit(1) from e

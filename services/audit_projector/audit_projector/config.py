@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     """How often each pipeline asks the broker for end offsets (lag) and re-checks blocked partitions."""
     shutdown_timeout_s: Annotated[float, Field(gt=0, le=300)] = 15.0
     """On SIGTERM, how long the batch in flight may take to commit before it is rolled back."""
+    require_signatures: bool = False
+    """Dead-letter unsigned events; signed ones are always checked against the key registry. Required with SASL."""
     merkle_enabled: bool = True
     """Keep the RFC 9162 Merkle tree of every projected partition (leaves, nodes, frontier) with each batch."""
     log_name: Annotated[str, StringConstraints(pattern=r"^[^\s+]{1,200}$")] = "audit-trail"

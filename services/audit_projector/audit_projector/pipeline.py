@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Final, NamedTuple
 
 import structlog
@@ -32,6 +32,7 @@ from audit_projector.repository import (
     Batch,
     Block,
     OffsetFence,
+    ProducerKey,
     ProjectionRepository,
     Skip,
     TreeAppend,
@@ -39,7 +40,16 @@ from audit_projector.repository import (
 )
 from audit_projector.rows import Coordinates, Row, Table, row_for
 from audit_projector.state import BlockedPartition, Key, PipelineState
-from audit_schemas import EnvelopeError, NewerSchemaError, decode, merkle
+from audit_schemas import (
+    ActionEvent,
+    EnvelopeError,
+    ExecutionLogEvent,
+    NewerSchemaError,
+    OutcomeEvent,
+    decode,
+    merkle,
+    signing,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -73,6 +83,7 @@ class Pipeline:
         months_ahead: int = 3,
         merkle: bool = True,
         checkpointer: Checkpointer | None = None,
+        require_signatures: bool = False,
     ) -> None:
         self._consumer = consumer
         self._repo = repository
@@ -86,6 +97,8 @@ class Pipeline:
         self._skips: dict[Coordinates, Skip] = {}
         self._merkle = merkle
         self._checkpoints = checkpointer
+        self._require_signatures = require_signatures
+        self._producer_keys: dict[str, ProducerKey] = {}
         self._trees: dict[Key, TreeState] = {}
         self._listener_error: BaseException | None = None
         self._db_retry_s = _DB_RETRY_START_S
@@ -124,6 +137,7 @@ class Pipeline:
                 if now - probed >= self._probe_interval and (probe is None or probe.done()):
                     probed = now
                     probe = asyncio.create_task(self._probe())
+                    await self.refresh_keys()
                     await self._unblock()
                     await self._checkpoint_by_time()
                 if now - maintained >= 3600:
@@ -175,7 +189,9 @@ class Pipeline:
                 at = Coordinates(tp.topic, tp.partition, int(record.offset))
                 item: tuple[Table, Row] | EnvelopeError | NewerSchemaError
                 try:
-                    item = row_for(decode(record.value), at)
+                    event = decode(record.value)
+                    self._check_provenance(record, event)
+                    item = row_for(event, at)
                 except (EnvelopeError, NewerSchemaError) as e:
                     item = e
                 items.append(Decoded(record, at, item))
@@ -184,6 +200,36 @@ class Pipeline:
                     await asyncio.sleep(0)  # let the commit in flight make progress
             out[tp] = items
         return out
+
+    def _check_provenance(self, record: ConsumerRecord, event: ActionEvent | OutcomeEvent | ExecutionLogEvent) -> None:
+        """The record's signature, by a registered key allowed this source and tenant at this time, or poison."""
+        try:
+            found = signing.signature_of(list(record.headers or ()))
+        except ValueError as e:
+            raise EnvelopeError("bad_signature", str(e)) from e
+        if found is None:
+            if self._require_signatures:
+                raise EnvelopeError("unsigned", "signatures are required and this record carries none")
+            return
+        kid, signature = found
+        key = self._producer_keys.get(kid)
+        if key is None:
+            raise EnvelopeError("unknown_signing_key", f"key {kid} is not in the producer key registry")
+        if not signing.verify(key.public_key, signature, record.topic, record.key, record.value):
+            raise EnvelopeError("bad_signature", f"the signature by {kid} does not cover this record")
+        when = datetime.fromtimestamp(record.timestamp / 1000, UTC)
+        if when < key.valid_from or (key.valid_until is not None and when >= key.valid_until):
+            raise EnvelopeError("key_not_valid", f"key {kid} is not valid at {when.isoformat()}")
+        if event.source not in key.sources:
+            raise EnvelopeError("source_not_allowed", f"key {kid} may not write for source {event.source!r}")
+        tenant = event.data.tenant_id
+        if key.tenants is not None and tenant not in key.tenants:
+            raise EnvelopeError("tenant_not_allowed", f"key {kid} may not write for tenant {tenant!r}")
+
+    async def refresh_keys(self) -> None:
+        """Reload the producer key registry (at start and with each probe), between batches on the connection."""
+        async with self._batch_lock:
+            self._producer_keys = await self._repo.producer_keys()
 
     async def _project_locked(self, decoded: dict[TopicPartition, list[Decoded]]) -> None:
         async with self._batch_lock:

@@ -90,6 +90,18 @@ class Skip:
 
 
 @dataclass(frozen=True, slots=True)
+class ProducerKey:
+    """A publisher's public key: the sources and tenants it may write for, and when."""
+
+    key_id: str
+    public_key: bytes
+    sources: frozenset[str]
+    tenants: frozenset[str] | None
+    valid_from: datetime
+    valid_until: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class TreeState:
     """A partition's Merkle tree: how many leaves, and its right frontier."""
 
@@ -231,6 +243,25 @@ class ProjectionRepository:
             )
         found = {(r["topic"], r["partition"]): TreeState(r["size"], tuple(r["frontier"])) for r in rows}
         return {key: found.get(key, TreeState(0)) for key in wanted}
+
+    async def producer_keys(self) -> dict[str, "ProducerKey"]:
+        """The registry of publishers' keys."""
+        with db_errors("cannot read the producer key registry"):
+            rows = await self._conn.fetch(
+                "SELECT key_id, public_key, sources, tenants, valid_from, valid_until"
+                f" FROM {self._control}.producer_keys"
+            )
+        return {
+            r["key_id"]: ProducerKey(
+                r["key_id"],
+                bytes(r["public_key"]),
+                frozenset(r["sources"]),
+                None if r["tenants"] is None else frozenset(r["tenants"]),
+                r["valid_from"],
+                r["valid_until"],
+            )
+            for r in rows
+        }
 
     async def register_key(self, name: str, key_hash: int, verifier_key: str) -> None:
         """List a signing key (idempotent): every key that ever signed stays listed for verification."""

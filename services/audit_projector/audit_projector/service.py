@@ -80,6 +80,7 @@ async def running_pipeline(settings: Settings, state: PipelineState) -> AsyncIte
                 probe_interval_s=settings.probe_interval_s,
                 months_ahead=settings.months_ahead,
                 merkle=settings.merkle_enabled,
+                require_signatures=settings.require_signatures,
                 checkpointer=None
                 if signer is None
                 else Checkpointer(
@@ -92,6 +93,7 @@ async def running_pipeline(settings: Settings, state: PipelineState) -> AsyncIte
                     every_s=settings.checkpoint_every_s,
                 ),
             )
+            await pipeline.refresh_keys()
             pipeline.subscribe()
             await consumer.start()
         yield pipeline

@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from audit_producer.redaction import DEFAULT_KEYS
+from audit_schemas.signing import EventSigner
 from audit_schemas.topics import AUDIT_TOPIC, EXECUTION_LOG_TOPIC
 
 
@@ -42,6 +43,9 @@ class Settings(BaseSettings):
     """Largest encoded change value; a larger one is recorded as a marker saying so."""
     max_event_bytes: Annotated[int, Field(ge=4096, le=16 * 1024 * 1024)] = 900_000
     """Largest encoded audit event (below the broker's 1 MiB default); change values give way past it."""
+    signing_key: SecretStr | None = None
+    """This service's Ed25519 key (`PRIVATE+KEY+<name>+<hash>+<base64>`): every record it publishes is signed."""
+    signing_key_file: Path | None = None
     redact_keys: tuple[str, ...] = DEFAULT_KEYS
     """Values under keys containing any of these (case-insensitive, `-` = `_`) are never sent: change sets, log
     fields and request context; credentials inside text (bearer tokens, URL passwords, `secret=…`) too."""
@@ -49,3 +53,12 @@ class Settings(BaseSettings):
     """When set, a redacted value becomes an HMAC-SHA256 of it under this key, so a known value can be matched."""
     stop_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
     """How long `stop()` may take to ship queued logs and drain the spool before leaving the rest on disk."""
+
+
+def event_signer(settings: Settings) -> EventSigner | None:
+    """The service's event signer from its settings, or None when it does not sign."""
+    if settings.signing_key is not None:
+        return EventSigner.parse(settings.signing_key.get_secret_value())
+    if settings.signing_key_file is not None:
+        return EventSigner.parse(settings.signing_key_file.read_text())
+    return None

@@ -13,7 +13,7 @@ from typing import Any, ParamSpec, TypeVar
 import structlog
 from pydantic import ValidationError
 
-from audit_producer.config import Settings
+from audit_producer.config import Settings, event_signer
 from audit_producer.context import TraceContext, bind_trace
 from audit_producer.delivery import Delivery
 from audit_producer.encoding import marker, safe_text
@@ -69,7 +69,10 @@ class AuditProducer:
         self.source = source
         self.settings = settings or Settings()
         self._publisher = publisher or KafkaPublisher(
-            self.settings.bootstrap_servers, self.settings.publish_timeout_s, self.settings.linger_ms
+            self.settings.bootstrap_servers,
+            self.settings.publish_timeout_s,
+            self.settings.linger_ms,
+            event_signer(self.settings),
         )
         self._delivery = Delivery(self._publisher, self.settings, source)
         hmac_key = self.settings.redact_hmac_key

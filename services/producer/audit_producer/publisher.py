@@ -8,6 +8,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from audit_producer.errors import PublishError
+from audit_schemas.signing import EventSigner
 
 _CONNECTION_ERRORS = frozenset(
     {"KafkaConnectionError", "NodeNotReadyError", "RequestTimedOutError", "KafkaTimeoutError"}
@@ -33,7 +34,10 @@ class EventPublisher(Protocol):
 class KafkaPublisher:
     """aiokafka producer configured for an audit log: no duplicates, no loss, bounded waits."""
 
-    def __init__(self, bootstrap_servers: str, timeout_s: float, linger_ms: int) -> None:
+    def __init__(
+        self, bootstrap_servers: str, timeout_s: float, linger_ms: int, signer: EventSigner | None = None
+    ) -> None:
+        self._signer = signer
         self._bootstrap = bootstrap_servers
         self._timeout = timeout_s
         self._linger_ms = linger_ms
@@ -82,6 +86,12 @@ class KafkaPublisher:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(producer.client.close(), 1)
 
+    def _signed(
+        self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> list[tuple[str, bytes]]:
+        """The headers with this service's signature over topic, key and value (when it signs)."""
+        return headers if self._signer is None else self._signer.sign_into(topic, key, value, headers)
+
     async def _connected(self) -> AIOKafkaProducer:
         """The started client; after a failed start (fail-open), connect now."""
         if self._producer is None:
@@ -94,6 +104,7 @@ class KafkaPublisher:
 
     async def publish(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
         """Send and wait for acks=all within the deadline."""
+        headers = self._signed(topic, key, value, headers)
         try:
             async with asyncio.timeout(self._timeout):
                 ack = await (await self._connected()).send(topic, value=value, key=key, headers=headers)
@@ -108,6 +119,7 @@ class KafkaPublisher:
         self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
     ) -> "asyncio.Future[Any]":
         """Buffer a record (execution logs); its delivery result is on the returned future for the caller to observe."""
+        headers = self._signed(topic, key, value, headers)
         try:
             async with asyncio.timeout(self._timeout):
                 future: asyncio.Future[Any] = await (await self._connected()).send(
