@@ -33,6 +33,9 @@ case "${1:-}" in
     # The query API refuses the built-in cursor key outside development: one random key per local stack.
     [ -s "$state/cursor-secret" ] || "$bin/python" -c 'import secrets; print(secrets.token_urlsafe(48))' > "$state/cursor-secret"
     export AUDIT_QUERY_CURSOR_SECRET="${AUDIT_QUERY_CURSOR_SECRET:-$(cat "$state/cursor-secret")}"
+    # One checkpoint signing key per local stack (kept outside the database, as in production).
+    [ -s "$state/checkpoint.key" ] || "$bin/audit-projector" key --generate > "$state/checkpoint.key" 2>/dev/null
+    export AUDIT_PROJECTOR_CHECKPOINT_KEY_FILE="$state/checkpoint.key"
     "$bin/audit-projector" migrate
     "$bin/audit-projector" topics
     nohup "$bin/audit-projector" run --health-port "$health_port" >"$state/projector.log" 2>&1 &
