@@ -36,6 +36,7 @@ case "${1:-}" in
     # One checkpoint signing key per local stack (kept outside the database, as in production).
     [ -s "$state/checkpoint.key" ] || "$bin/audit-projector" key --generate > "$state/checkpoint.key" 2>/dev/null
     export AUDIT_PROJECTOR_CHECKPOINT_KEY_FILE="$state/checkpoint.key"
+    export AUDIT_PROJECTOR_CHECKPOINT_EVERY_S="${AUDIT_PROJECTOR_CHECKPOINT_EVERY_S:-5}"  # proofs show up quickly
     "$bin/audit-projector" migrate
     "$bin/audit-projector" topics
     nohup "$bin/audit-projector" run --health-port "$health_port" >"$state/projector.log" 2>&1 &
