@@ -5,6 +5,7 @@ import base64
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -14,7 +15,7 @@ from audit_producer import Actor, AuditProducer, Entity
 from audit_schemas import encode, signing
 from audit_schemas.checkpoint import NoteSigner
 from tests.conftest import Isolated, projector_running
-from tests.factories import action_event, key_of
+from tests.factories import action_event, key_of, read_topic
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -125,3 +126,60 @@ async def test_only_registered_keys_write_for_their_sources_and_tenants(isolated
         "other-source": "source_not_allowed",
     }
     assert ok.audit_id
+
+
+async def test_redrive_republishes_under_its_own_identity_keeping_the_original_signature(
+    isolated: Isolated, tmp_path: Path
+) -> None:
+    service, _ = NoteSigner.generate("resource-service")
+    redrive, redrive_key = NoteSigner.generate("audit-redrive")
+    await _register(isolated, service, "--source", "resource-service")
+    await _register(isolated, redrive, "--source", "resource-service")
+    topic = isolated.projector.audit_topic
+    settings = isolated.projector.model_copy(update={"require_signatures": True, "probe_interval_s": 0.3})
+    event = action_event("broken-then-fixed").model_copy(update={"source": "resource-service"})
+    headers = signing.EventSigner(service).headers(topic, key_of(event), encode(event))
+    broken = json.loads(encode(event))
+    broken["data"]["action"] = "updte"
+    broken_bytes = json.dumps(broken).encode()
+    async with projector_running(settings):
+        # A typo the service signed: refused (unknown action); an operator fixes and redrives it.
+        await _send(
+            isolated,
+            broken_bytes,
+            key_of(event),
+            signing.EventSigner(service).headers(topic, key_of(event), broken_bytes),
+        )
+
+        async def refused() -> Any:
+            async with isolated.owner() as conn:
+                return await conn.fetchrow("SELECT kafka_partition, kafka_offset FROM dead_letters")
+
+        letter = await eventually(refused, within=30)
+        fixed = tmp_path / "fixed.json"
+        await asyncio.to_thread(fixed.write_bytes, encode(event))
+        env = {
+            **isolated.projector_env(),
+            "AUDIT_PROJECTOR_REDRIVE_KEY": redrive_key,
+            "AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL": isolated.stack.owner_dsn,
+        }
+        proc = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "audit-projector"), "redrive", "--topic", topic,
+            "--partition", str(letter[0]), "--offset", str(letter[1]), "--value-file", str(fixed),
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, out.decode()
+
+        async def projected() -> bool:
+            async with isolated.owner() as conn:
+                return bool(await conn.fetchval("SELECT count(*) FROM audit_entries") == 1)
+
+        await eventually(projected, within=30)
+    records = await read_topic(isolated.stack.bootstrap, topic)
+    redriven = [dict(r.headers) for r in records if "audit.redrive.source" in dict(r.headers)]
+    assert len(redriven) == 1
+    assert redriven[0][signing.KEY_ID_HEADER].decode() == signing.key_id(redrive.name, redrive.public_key)
+    assert redriven[0]["audit.redrive.original-key-id"].decode() == signing.key_id(service.name, service.public_key)
+    assert "audit.redrive.original-signature" in redriven[0]
+    assert headers  # the service's own signature of the corrected event is not needed: the redrive key vouches

@@ -6,6 +6,7 @@ from typing import Annotated
 from pydantic import Field, PostgresDsn, SecretStr, StringConstraints
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from audit_schemas.signing import EventSigner
 from audit_schemas.topics import (
     AUDIT_TOPIC,
     CHECKPOINT_TOPIC,
@@ -46,6 +47,10 @@ class Settings(BaseSettings):
     """How often each pipeline asks the broker for end offsets (lag) and re-checks blocked partitions."""
     shutdown_timeout_s: Annotated[float, Field(gt=0, le=300)] = 15.0
     """On SIGTERM, how long the batch in flight may take to commit before it is rolled back."""
+    redrive_key: SecretStr | None = None
+    """`audit-projector redrive` signs what it re-publishes with this key (its own identity, e.g. audit-redrive),
+    never in the original service's name; the original signature travels on as evidence."""
+    redrive_key_file: Path | None = None
     require_signatures: bool = False
     """Dead-letter unsigned events; signed ones are always checked against the key registry. Required with SASL."""
     merkle_enabled: bool = True
@@ -74,6 +79,14 @@ class Settings(BaseSettings):
             return self.checkpoint_key.get_secret_value().strip()
         if self.checkpoint_key_file is not None:
             return self.checkpoint_key_file.read_text().strip()
+        return None
+
+    def redrive_signer(self) -> EventSigner | None:
+        """The redrive signing identity, or None (then redriven records are unsigned)."""
+        if self.redrive_key is not None:
+            return EventSigner.parse(self.redrive_key.get_secret_value())
+        if self.redrive_key_file is not None:
+            return EventSigner.parse(self.redrive_key_file.read_text())
         return None
 
     def kafka_group(self, topic: str) -> str:

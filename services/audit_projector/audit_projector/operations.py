@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 
 from audit_projector.config import Settings
 from audit_projector.errors import ProjectorError, db_errors, kafka_errors
-from audit_schemas import EnvelopeError, NewerSchemaError, decode
+from audit_schemas import EnvelopeError, NewerSchemaError, decode, signing
 
 _REDRIVE_LOCK: Final = (0x41554454, 0x52445256)  # "AUDT", "RDRV": one redrive at a time per database
 
@@ -141,8 +141,9 @@ async def redrive(
         with kafka_errors("cannot publish redriven records"):
             await producer.start()
             try:
+                signer = settings.redrive_signer()
                 for r in letters:
-                    done.append(await _redrive_one(conn, producer, r, value, note))
+                    done.append(await _redrive_one(conn, producer, r, value, note, signer))
             finally:
                 await producer.stop()
     return done
@@ -172,18 +173,30 @@ async def _select(conn: asyncpg.Connection, selection: Selection, limit: int) ->
 
 
 async def _redrive_one(
-    conn: asyncpg.Connection, producer: AIOKafkaProducer, r: asyncpg.Record, value: bytes | None, note: str | None
+    conn: asyncpg.Connection,
+    producer: AIOKafkaProducer,
+    r: asyncpg.Record,
+    value: bytes | None,
+    note: str | None,
+    signer: signing.EventSigner | None,
 ) -> Redriven:
     topic, partition, offset, reason = r["kafka_topic"], r["kafka_partition"], r["kafka_offset"], r["reason"]
-    headers = [(k, base64.b64decode(v)) for k, v in json.loads(r["record_headers"])]
+    original = [(k, base64.b64decode(v)) for k, v in json.loads(r["record_headers"])]
+    # The original signature stays as evidence under another name; the record is signed by the redrive key.
+    evidence = {
+        signing.KEY_ID_HEADER: "audit.redrive.original-key-id",
+        signing.SIGNATURE_HEADER: "audit.redrive.original-signature",
+    }
+    headers = [(evidence.get(k, k), v) for k, v in original]
     headers += [
         ("audit.redrive.source", f"{topic}/{partition}@{offset}".encode()),
         ("audit.redrive.reason", reason.encode()),
         ("audit.redrive.fixed", b"true" if value is not None else b"false"),
     ]
-    sent = await producer.send_and_wait(
-        topic, value=value if value is not None else r["record_value"], key=r["record_key"], headers=headers
-    )
+    body = value if value is not None else r["record_value"]
+    if signer is not None:
+        headers = signer.sign_into(topic, r["record_key"], body, headers)
+    sent = await producer.send_and_wait(topic, value=body, key=r["record_key"], headers=headers)
     with db_errors("cannot record the redrive"):
         await conn.execute(
             """INSERT INTO redrives (kafka_topic, kafka_partition, kafka_offset, fixed, new_partition, new_offset, note)
