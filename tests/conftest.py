@@ -48,6 +48,8 @@ class Stack:
     query_dsn: str
     admin_dsn: str | None = None
     """A superuser DSN, when the stack is ours to disturb (the local one; AUDIT_TEST_ADMIN_DSN otherwise)."""
+    ca_file: str | None = None
+    """The CA that signed Postgres's certificate, when it offers TLS (AUDIT_TEST_CA_FILE for a given stack)."""
 
 
 def _env_stack() -> Stack | None:
@@ -57,7 +59,8 @@ def _env_stack() -> Stack | None:
     if not all(values):
         return None
     bootstrap, owner, projector, query = (str(v) for v in values)
-    return Stack(bootstrap, owner, projector, query, os.environ.get("AUDIT_TEST_ADMIN_DSN"))
+    admin, ca = os.environ.get("AUDIT_TEST_ADMIN_DSN"), os.environ.get("AUDIT_TEST_CA_FILE")
+    return Stack(bootstrap, owner, projector, query, admin, ca)
 
 
 def _local_stack_env() -> dict[str, str]:
@@ -87,6 +90,7 @@ def stack() -> Iterator[Stack]:
         env["AUDIT_PROJECTOR_DATABASE_URL"],
         env["AUDIT_QUERY_DATABASE_URL"],
         env["AUDIT_POSTGRES_ADMIN_DSN"],
+        env["AUDIT_STACK_CA_FILE"],
     )
     if not already and os.environ.get("AUDIT_KEEP_STACK") != "1":
         subprocess.run(["bash", str(STACK), "down"], check=False)

@@ -107,6 +107,29 @@ start_kafka() {
   log "kafka ready"
 }
 
+# A local CA and a server certificate for 127.0.0.1/localhost, so clients can use sslmode=verify-full.
+ensure_tls() {
+  local dir="$state/tls"
+  command -v openssl >/dev/null || apt_install openssl
+  if [ ! -s "$dir/server.crt" ]; then
+    log "creating a local CA and server certificate in $dir"
+    mkdir -p "$dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+      -subj "/CN=Audit Trail local CA" -keyout "$dir/ca.key" -out "$dir/ca.crt" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=localhost" \
+      -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+    printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=CA:FALSE" \
+      "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" >"$dir/server.ext"
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
+      -days 825 -extfile "$dir/server.ext" -out "$dir/server.crt" 2>/dev/null
+    rm -f "$dir/server.csr" "$dir/server.ext"
+    chmod 600 "$dir/ca.key" "$dir/server.key"
+  fi
+  chmod 755 "$dir"
+  if is_root; then chown postgres:postgres "$dir/server.key" "$dir/server.crt"; fi
+}
+
 pg_running() { [ -f "$pg_data/postmaster.pid" ] && as_pg "$(pg_bin)/pg_ctl" -D "$pg_data" status >/dev/null 2>&1; }
 
 start_postgres() {
@@ -122,10 +145,11 @@ start_postgres() {
     as_pg "$bin/initdb" -D "$pg_data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
       --encoding=UTF8 --locale=C.UTF-8 >"$state/initdb.log" 2>&1 || { cat "$state/initdb.log" >&2; die "initdb failed"; }
   fi
+  ensure_tls
   if pg_running; then log "postgres already running on 127.0.0.1:$pg_port"; else
-    log "starting postgres on 127.0.0.1:$pg_port"
+    log "starting postgres on 127.0.0.1:$pg_port (TLS offered: sslmode=verify-full with $state/tls/ca.crt)"
     as_pg "$bin/pg_ctl" -D "$pg_data" -l "$pg_data/server.log" -w -t 60 \
-      -o "-p $pg_port -k $pg_data -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=on" start >/dev/null \
+      -o "-p $pg_port -k $pg_data -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=on -c ssl=on -c ssl_cert_file=$state/tls/server.crt -c ssl_key_file=$state/tls/server.key" start >/dev/null \
       || { tail -n 30 "$pg_data/server.log" >&2; die "postgres failed to start"; }
   fi
   log "bootstrapping roles and database"
@@ -150,6 +174,7 @@ export AUDIT_PROJECTOR_DATABASE_URL=postgresql://audit_projector:audit_projector
 export AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL=postgresql://audit_owner:audit_owner@$pg
 export AUDIT_QUERY_BOOTSTRAP_SERVERS=127.0.0.1:$kafka_port
 export AUDIT_QUERY_DATABASE_URL=postgresql://audit_query:audit_query@$pg
+export AUDIT_STACK_CA_FILE=$state/tls/ca.crt
 EOF
 }
 
