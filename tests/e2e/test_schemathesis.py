@@ -16,6 +16,15 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
+
+# Every module schemathesis would import lazily during the test, imported at collection instead: pytest
+# rewrites a plugin's modules as they load, and late in a long session CPython 3.11.7's AST validator can fail
+# with "AST constructor recursion depth mismatch" (pytest-dev/pytest#10874).
+import schemathesis.generation.body_overrides
+import schemathesis.generation.dictionaries
+import schemathesis.specs.openapi.schemas
+import schemathesis.transport.asgi
+import schemathesis.transport.wsgi
 from hypothesis import HealthCheck, given, settings
 from schemathesis import checks
 from schemathesis.core.result import Ok
