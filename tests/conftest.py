@@ -232,6 +232,18 @@ async def projector(isolated: Isolated) -> AsyncIterator[asyncio.Task[None]]:
         yield task
 
 
+@contextlib.asynccontextmanager
+async def query_client(settings: QuerySettings, token: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    """The query API in this process (its lifespan run), and a client calling it with `token`, if any."""
+    app = create_app(settings)
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://query", headers=headers) as client,
+    ):
+        yield client
+
+
 @pytest.fixture
 async def api(isolated: Isolated) -> AsyncIterator[httpx.AsyncClient]:
     """The query API served by uvicorn on a free loopback port, and an HTTP client for it."""

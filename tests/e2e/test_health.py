@@ -1,39 +1,23 @@
 """Liveness and readiness report Postgres, Kafka and projector lag as they really are."""
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 import pytest
 
-from audit_query.config import Settings
-from audit_query.main import create_app
-from tests.conftest import Isolated, projector_running
+from tests.conftest import Isolated, projector_running, query_client
 from tests.factories import publish_events
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
 
-@asynccontextmanager
-async def _client(settings: Settings, token: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    headers = {"authorization": f"Bearer {token}"} if token else {}
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://query", headers=headers) as client,
-    ):
-        yield client
-
-
 async def test_lag_is_reported_until_the_projector_catches_up(isolated: Isolated) -> None:
     await publish_events(isolated.stack.bootstrap, isolated.projector.audit_topic, 40)
-    async with _client(isolated.query) as client:
+    async with query_client(isolated.query) as client:
         body = (await client.get("/readyz")).json()
         assert body["checks"]["projector_lag"]["total"] == 40, "nothing projected yet"
         strict = isolated.query.model_copy(update={"max_ready_lag": 10})
-        async with _client(strict) as strict_client:
+        async with query_client(strict) as strict_client:
             strict_response = await strict_client.get("/readyz")
             assert strict_response.status_code == 200, "lag does not take the read API out of service"
             assert strict_response.json()["status"] == "degraded"
@@ -62,7 +46,7 @@ async def test_unreachable_dependency_degrades_or_takes_reads_out_but_stays_aliv
         else {"database_url": "postgresql://audit_query:audit_query@127.0.0.1:1/audit"}
     )
     token = await isolated.token()
-    async with _client(isolated.query.model_copy(update=update), token) as client:
+    async with query_client(isolated.query.model_copy(update=update), token) as client:
         assert (await client.get("/healthz")).status_code == 200
         response = await client.get("/readyz")
         assert response.status_code == code

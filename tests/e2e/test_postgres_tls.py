@@ -6,13 +6,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from pydantic import PostgresDsn
 
 from audit_producer import Actor, AuditProducer, Entity
-from audit_query.main import create_app
-from tests.conftest import Isolated, projector_running
+from tests.conftest import Isolated, projector_running, query_client
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -37,17 +35,7 @@ async def test_projector_and_query_api_run_over_verified_tls(isolated: Isolated,
         update={"database_url": PostgresDsn(_verify_full(isolated.stack.projector_dsn, ca))}
     )
     query = isolated.query.model_copy(update={"database_url": PostgresDsn(_verify_full(isolated.stack.query_dsn, ca))})
-    token = await isolated.token()
-    app = create_app(query)
-    async with (
-        projector_running(projector),
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://query",
-            headers={"authorization": f"Bearer {token}"},
-        ) as client,
-    ):
+    async with projector_running(projector), query_client(query, await isolated.token()) as client:
         async with audit.action("execute", entity=RESOURCE, actor=CI, tenant="acme") as act:
             act.change("transport", "plaintext", "tls")
 
@@ -91,16 +79,7 @@ async def test_a_server_the_client_cannot_verify_is_refused(isolated: Isolated, 
     query = isolated.query.model_copy(
         update={"database_url": PostgresDsn(_verify_full(isolated.stack.query_dsn, str(other)))}
     )
-    token = await isolated.token()
-    app = create_app(query)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://query",
-            headers={"authorization": f"Bearer {token}"},
-        ) as client,
-    ):
+    async with query_client(query, await isolated.token()) as client:
         assert (await client.get("/healthz")).status_code == 200
         ready = await client.get("/readyz")
         assert ready.status_code == 503, ready.text

@@ -162,11 +162,22 @@ async def test_redrive_republishes_under_its_own_identity_keeping_the_original_s
             "AUDIT_PROJECTOR_REDRIVE_KEY": redrive_key,
             "AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL": isolated.stack.owner_dsn,
         }
-        proc = await asyncio.create_subprocess_exec(
+        redrive_cli = (
             str(Path(sys.executable).parent / "audit-projector"), "redrive", "--topic", topic,
             "--partition", str(letter[0]), "--offset", str(letter[1]), "--value-file", str(fixed),
-            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
+        # A malformed redrive key is refused before anything is touched, with a message rather than a traceback.
+        bad = await asyncio.create_subprocess_exec(
+            *redrive_cli, env={**env, "AUDIT_PROJECTOR_REDRIVE_KEY": "PRIVATE+KEY+nonsense"},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(bad.communicate(), 60)
+        assert bad.returncode == 1, out.decode()
+        assert "cannot load the redrive signing key" in out.decode()
+        assert "Traceback" not in out.decode()
+        proc = await asyncio.create_subprocess_exec(
+            *redrive_cli, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
         out, _ = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 0, out.decode()
 

@@ -17,8 +17,14 @@ from aiokafka import AIOKafkaProducer
 from audit_projector.config import Settings
 from audit_projector.errors import ProjectorError, db_errors, kafka_errors
 from audit_schemas import EnvelopeError, NewerSchemaError, decode, signing
+from audit_schemas.checkpoint import CheckpointError
 
 _REDRIVE_LOCK: Final = (0x41554454, 0x52445256)  # "AUDT", "RDRV": one redrive at a time per database
+_EVIDENCE: Final = {
+    signing.KEY_ID_HEADER: "audit.redrive.original-key-id",
+    signing.SIGNATURE_HEADER: "audit.redrive.original-signature",
+}
+"""A redriven record keeps the original signature as evidence under these names; the redrive key signs it."""
 
 
 class OperationError(ProjectorError):
@@ -116,6 +122,10 @@ async def redrive(
     limit: int = 10_000,
 ) -> list[Redriven]:
     """Re-publish selected dead letters (never redriven before) to their source topic, and record each."""
+    try:
+        signer = settings.redrive_signer()
+    except (OSError, CheckpointError) as e:
+        raise OperationError(f"cannot load the redrive signing key: {e}") from e
     if value is not None:
         if not selection.one:
             raise OperationError("a fixed value replaces one record: name it with --topic, --partition and --offset")
@@ -141,7 +151,6 @@ async def redrive(
         with kafka_errors("cannot publish redriven records"):
             await producer.start()
             try:
-                signer = settings.redrive_signer()
                 for r in letters:
                     done.append(await _redrive_one(conn, producer, r, value, note, signer))
             finally:
@@ -181,13 +190,7 @@ async def _redrive_one(
     signer: signing.EventSigner | None,
 ) -> Redriven:
     topic, partition, offset, reason = r["kafka_topic"], r["kafka_partition"], r["kafka_offset"], r["reason"]
-    original = [(k, base64.b64decode(v)) for k, v in json.loads(r["record_headers"])]
-    # The original signature stays as evidence under another name; the record is signed by the redrive key.
-    evidence = {
-        signing.KEY_ID_HEADER: "audit.redrive.original-key-id",
-        signing.SIGNATURE_HEADER: "audit.redrive.original-signature",
-    }
-    headers = [(evidence.get(k, k), v) for k, v in original]
+    headers = [(_EVIDENCE.get(k, k), base64.b64decode(v)) for k, v in json.loads(r["record_headers"])]
     headers += [
         ("audit.redrive.source", f"{topic}/{partition}@{offset}".encode()),
         ("audit.redrive.reason", reason.encode()),
