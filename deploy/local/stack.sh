@@ -2,14 +2,19 @@
 # Local Audit Trail stack without Docker: Apache Kafka (KRaft, single node) from Maven Central
 # jars and a private PostgreSQL cluster, both on loopback.
 #
-#   stack.sh up       install what is missing, fetch jars (cached), start Kafka and Postgres
-#   stack.sh down     stop both (data is kept until `stack.sh clean`)
-#   stack.sh status   say what runs
-#   stack.sh env      print the environment that points the services at this stack
-#   stack.sh clean    stop and delete all data
+#   stack.sh up [plain|secure]   install what is missing, fetch jars (cached), start Postgres and a Kafka broker:
+#                                plain (default): one PLAINTEXT listener, no authentication (demo and most tests);
+#                                secure: a second broker with SASL_SSL (SCRAM-SHA-512, the stack's CA) beside a
+#                                PLAINTEXT listener, deny-by-default ACLs, one principal per service
+#   stack.sh down                stop everything (data is kept until `stack.sh clean`)
+#   stack.sh status              say what runs
+#   stack.sh env [plain|secure]  print the environment that points the services at this stack
+#   stack.sh clean               stop and delete all data
 #
 # Tunables (environment): AUDIT_STACK_DIR, AUDIT_STACK_CACHE, AUDIT_STACK_KAFKA_PORT,
-# AUDIT_STACK_CONTROLLER_PORT, AUDIT_STACK_PG_PORT, AUDIT_STACK_KAFKA_HEAP.
+# AUDIT_STACK_CONTROLLER_PORT, AUDIT_STACK_PG_PORT, AUDIT_STACK_KAFKA_HEAP; for the secure broker
+# AUDIT_STACK_SASL_PORT, AUDIT_STACK_SECURE_PLAIN_PORT, AUDIT_STACK_SECURE_CONTROLLER_PORT and
+# AUDIT_STACK_EMITTERS (the emitting services' principals, space-separated).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -21,8 +26,25 @@ pg_port=${AUDIT_STACK_PG_PORT:-15432}
 kafka_heap=${AUDIT_STACK_KAFKA_HEAP:-1g}
 kafka_version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/pom.xml")
 libs="$cache/kafka-$kafka_version/libs"
+sasl_port=${AUDIT_STACK_SASL_PORT:-19094}
+secure_plain_port=${AUDIT_STACK_SECURE_PLAIN_PORT:-19095}
+secure_controller_port=${AUDIT_STACK_SECURE_CONTROLLER_PORT:-19096}
+emitters=${AUDIT_STACK_EMITTERS:-billing inventory}
 pg_data="$state/postgres"
-kafka_data="$state/kafka"
+secure="$state/secure"
+# Service principals of the secure profile (emitters come from AUDIT_STACK_EMITTERS).
+service_principals="audit-projector audit-replay audit-redrive audit-query"
+
+# The broker being operated on: `use_broker plain|secure` sets its name, data, config template and ports.
+use_broker() {
+  case "$1" in
+    plain) kname=kafka; kport=$kafka_port; kctl=$controller_port; ktemplate="$here/server.properties" ;;
+    secure) kname=kafka-secure; kport=$sasl_port; kctl=$secure_controller_port; ktemplate="$here/server-secure.properties" ;;
+    *) die "unknown profile $1 (plain or secure)" ;;
+  esac
+  kafka_data="$state/$kname"
+}
+use_broker plain
 
 # `exec_or_run` replaces the subshell when KAFKA_EXEC=1 so the recorded pid is the JVM's.
 exec_or_run() { if [ "${KAFKA_EXEC:-0}" = 1 ]; then exec setsid "$@"; else "$@"; fi; }
@@ -78,33 +100,93 @@ kafka_java() {
     -cp "$libs/*" "$@"
 }
 
-kafka_pid() { [ -f "$state/kafka.pid" ] && kill -0 "$(cat "$state/kafka.pid")" 2>/dev/null && cat "$state/kafka.pid"; }
+kafka_pid() { [ -f "$state/$kname.pid" ] && kill -0 "$(cat "$state/$kname.pid")" 2>/dev/null && cat "$state/$kname.pid"; }
 
-kafka_ready() { (exec 3<>"/dev/tcp/127.0.0.1/$kafka_port") 2>/dev/null && grep -q "Kafka Server started" "$state/kafka.log"; }
+kafka_ready() { (exec 3<>"/dev/tcp/127.0.0.1/$kport") 2>/dev/null && grep -q "Kafka Server started" "$state/$kname.log"; }
 
 start_kafka() {
-  if kafka_pid >/dev/null; then log "kafka already running on 127.0.0.1:$kafka_port"; return; fi
+  local props="$state/$kname.properties" format_args=() p
+  if kafka_pid >/dev/null; then log "$kname already running on 127.0.0.1:$kport"; return; fi
   mkdir -p "$kafka_data"
-  sed -e "s#@DATA_DIR@#$kafka_data#" -e "s#@KAFKA_PORT@#$kafka_port#" \
-      -e "s#@CONTROLLER_PORT@#$controller_port#" "$here/server.properties" > "$state/server.properties"
+  sed -e "s#@DATA_DIR@#$kafka_data#" -e "s#@KAFKA_PORT@#$kafka_port#" -e "s#@CONTROLLER_PORT@#$kctl#" \
+      -e "s#@SASL_PORT@#$sasl_port#" -e "s#@PLAIN_PORT@#$secure_plain_port#" -e "s#@TLS_DIR@#$state/tls#" \
+      "$ktemplate" > "$props"
+  if [ "$kname" = kafka-secure ]; then
+    sed -i -e "s#@ADMIN_PASSWORD@#$(password_of admin)#" -e "s#@CONTROLLER_PASSWORD@#$(password_of controller)#g" "$props"
+    chmod 600 "$props"
+    for p in admin $service_principals $emitters; do
+      format_args+=(--add-scram "SCRAM-SHA-512=[name=$p,password=$(password_of "$p")]")
+    done
+  fi
   if [ ! -f "$kafka_data/meta.properties" ]; then
     local cluster_id
     cluster_id=$(kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
-    log "formatting KRaft storage (cluster $cluster_id)"
-    kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$state/server.properties" >"$state/kafka-format.log" 2>&1 \
-      || { cat "$state/kafka-format.log" >&2; die "kafka storage format failed"; }
+    log "formatting KRaft storage of $kname (cluster $cluster_id)"
+    kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$props" "${format_args[@]}" \
+      >"$state/$kname-format.log" 2>&1 || { cat "$state/$kname-format.log" >&2; die "kafka storage format failed"; }
   fi
-  log "starting kafka on 127.0.0.1:$kafka_port"
-  : > "$state/kafka.log"
-  (KAFKA_EXEC=1 kafka_java kafka.Kafka "$state/server.properties" </dev/null >>"$state/kafka.log" 2>&1) &
-  echo $! > "$state/kafka.pid"
+  log "starting $kname on 127.0.0.1:$kport"
+  : > "$state/$kname.log"
+  (KAFKA_EXEC=1 kafka_java kafka.Kafka "$props" </dev/null >>"$state/$kname.log" 2>&1) &
+  echo $! > "$state/$kname.pid"
   local deadline=$((SECONDS + 90))
   until kafka_ready; do
-    kafka_pid >/dev/null || { tail -n 40 "$state/kafka.log" >&2; die "kafka exited during start"; }
-    [ $SECONDS -lt $deadline ] || { tail -n 40 "$state/kafka.log" >&2; die "kafka not ready after 90 s"; }
+    kafka_pid >/dev/null || { tail -n 40 "$state/$kname.log" >&2; die "$kname exited during start"; }
+    [ $SECONDS -lt $deadline ] || { tail -n 40 "$state/$kname.log" >&2; die "$kname not ready after 90 s"; }
     sleep 0.5
   done
-  log "kafka ready"
+  log "$kname ready"
+}
+
+# One random password per principal, kept in $secure/credentials/<name> (mode 600) and registered at format time.
+password_of() {
+  local file="$secure/credentials/$1"
+  if [ ! -s "$file" ]; then
+    mkdir -p "$secure/credentials"
+    chmod 700 "$secure" "$secure/credentials"
+    (umask 077; openssl rand -hex 24 > "$file")
+  fi
+  cat "$file"
+}
+
+# Client configuration of the Java tools as admin (the only principal that may create topics or grant ACLs).
+admin_client_config() {
+  local file="$secure/admin.properties"
+  (umask 077; printf '%s\n' "security.protocol=SASL_SSL" "sasl.mechanism=SCRAM-SHA-512" \
+    "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"admin\" password=\"$(password_of admin)\";" \
+    "ssl.truststore.type=PEM" "ssl.truststore.location=$state/tls/ca.crt" > "$file")
+  echo "$file"
+}
+
+acl() {
+  kafka_java org.apache.kafka.tools.AclCommand --bootstrap-server "127.0.0.1:$sasl_port" \
+    --command-config "$(admin_client_config)" --add --resource-pattern-type prefixed "$@" >>"$secure/acls.log" 2>&1 \
+    || { tail -n 20 "$secure/acls.log" >&2; die "granting ACLs failed: $*"; }
+}
+
+# The ACLs of the secure profile (deny by default; admin is a super user). Topic and group names are prefixes,
+# so a deployment may suffix them (per environment, or per test) and keep the same grants.
+grant_acls() {
+  [ -f "$secure/acls.done" ] && return
+  log "granting ACLs (topics and groups by prefix)"
+  local audit=audit.events.v1 logs=audit.execution-logs.v1 dlq=audit.dead-letter.v1 ckpt=audit.checkpoints.v1 e
+  local writers=()
+  for e in $emitters; do writers+=(--allow-principal "User:$e"); done
+  # Emitting services (and redrive, under its own identity) write the audit and execution-log topics, nothing else.
+  acl "${writers[@]}" --allow-principal User:audit-redrive --operation Write --operation Describe \
+    --topic "$audit" --topic "$logs"
+  # The projector and replay read them (and their configs, to refuse compaction or expiry) in their own groups,
+  # and write the dead-letter and checkpoint topics.
+  acl --allow-principal User:audit-projector --allow-principal User:audit-replay \
+    --operation Read --operation Describe --operation DescribeConfigs --topic "$audit" --topic "$logs"
+  acl --allow-principal User:audit-projector --allow-principal User:audit-replay \
+    --operation Write --operation Describe --topic "$dlq" --topic "$ckpt"
+  acl --allow-principal User:audit-projector --operation Read --group audit-projector
+  acl --allow-principal User:audit-replay --operation Read --group audit-replay
+  # The query API reads end offsets (lag) and records its own actions on the audit topic.
+  acl --allow-principal User:audit-query --operation Describe --topic "$audit" --topic "$logs"
+  acl --allow-principal User:audit-query --operation Write --topic "$audit"
+  touch "$secure/acls.done"
 }
 
 # A local CA and a server certificate for 127.0.0.1/localhost, so clients can use sslmode=verify-full.
@@ -125,6 +207,17 @@ ensure_tls() {
       -days 825 -extfile "$dir/server.ext" -out "$dir/server.crt" 2>/dev/null
     rm -f "$dir/server.csr" "$dir/server.ext"
     chmod 600 "$dir/ca.key" "$dir/server.key"
+  fi
+  if [ ! -s "$dir/kafka.pem" ]; then
+    # The secure broker's own key and certificate, one PEM file (PKCS#8 key, then the chain) as Kafka reads it.
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=localhost" \
+      -keyout "$dir/kafka.key" -out "$dir/kafka.csr" 2>/dev/null
+    printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=CA:FALSE" \
+      "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth,clientAuth" >"$dir/kafka.ext"
+    openssl x509 -req -in "$dir/kafka.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
+      -days 825 -extfile "$dir/kafka.ext" -out "$dir/kafka.crt" 2>/dev/null
+    (umask 077; cat "$dir/kafka.key" "$dir/kafka.crt" "$dir/ca.crt" > "$dir/kafka.pem")
+    rm -f "$dir/kafka.csr" "$dir/kafka.ext" "$dir/kafka.key"
   fi
   chmod 755 "$dir"
   if is_root; then chown postgres:postgres "$dir/server.key" "$dir/server.crt"; fi
@@ -178,15 +271,33 @@ export AUDIT_STACK_CA_FILE=$state/tls/ca.crt
 EOF
 }
 
+# The secure profile: where its broker listens, and each service's principal (passwords stay in files).
+print_secure_env() {
+  local creds="$secure/credentials" svc prefix user
+  print_env | grep -v -e BOOTSTRAP
+  printf 'export %s\n' "AUDIT_KAFKA_BOOTSTRAP=127.0.0.1:$sasl_port" \
+    "AUDIT_SECURE_PLAINTEXT_BOOTSTRAP=127.0.0.1:$secure_plain_port" "AUDIT_SECURE_CREDENTIALS_DIR=$creds" \
+    "AUDIT_SECURE_EMITTERS=\"$emitters\""
+  for svc in PRODUCER:${emitters%% *} PROJECTOR:audit-projector QUERY:audit-query; do
+    prefix="AUDIT_${svc%%:*}" user="${svc#*:}"
+    printf 'export %s\n' "${prefix}_BOOTSTRAP_SERVERS=127.0.0.1:$sasl_port" "${prefix}_KAFKA__SECURITY_PROTOCOL=SASL_SSL" \
+      "${prefix}_KAFKA__SASL_USERNAME=$user" "${prefix}_KAFKA__SASL_PASSWORD_FILE=$creds/$user" \
+      "${prefix}_KAFKA__CA_FILE=$state/tls/ca.crt"
+  done
+}
+
 stop_all() {
-  local pid
-  if pid=$(kafka_pid); then
-    log "stopping kafka (pid $pid)"
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$state/kafka.pid"
+  local pid profile
+  for profile in plain secure; do
+    use_broker "$profile"
+    if pid=$(kafka_pid); then
+      log "stopping $kname (pid $pid)"
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$state/$kname.pid"
+  done
   if [ -n "$(pg_bin)" ] && pg_running; then
     log "stopping postgres"
     as_pg "$(pg_bin)/pg_ctl" -D "$pg_data" -m fast -w stop >/dev/null || true
@@ -195,20 +306,30 @@ stop_all() {
 
 case "${1:-}" in
   up)
+    profile=${2:-plain}
+    use_broker "$profile"
     ensure_prerequisites
     mkdir -p "$state" "$cache"
     fetch_kafka
     start_postgres
     start_kafka
-    print_env > "$state/env"
-    log "stack is up; environment in $state/env"
+    if [ "$profile" = secure ]; then
+      grant_acls
+      print_secure_env > "$secure/env"
+      log "secure broker is up on 127.0.0.1:$sasl_port (SASL_SSL); environment in $secure/env"
+    else
+      print_env > "$state/env"
+      log "stack is up; environment in $state/env"
+    fi
     ;;
   down) stop_all ;;
   clean) stop_all; rm -rf "$state"; log "removed $state" ;;
   status)
     if kafka_pid >/dev/null; then echo "kafka: running on 127.0.0.1:$kafka_port"; else echo "kafka: stopped"; fi
+    use_broker secure
+    if kafka_pid >/dev/null; then echo "kafka-secure: running on 127.0.0.1:$sasl_port"; else echo "kafka-secure: stopped"; fi
     if [ -n "$(pg_bin)" ] && pg_running; then echo "postgres: running on 127.0.0.1:$pg_port"; else echo "postgres: stopped"; fi
     ;;
-  env) print_env ;;
-  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  env) if [ "${2:-plain}" = secure ]; then print_secure_env; else print_env; fi ;;
+  *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

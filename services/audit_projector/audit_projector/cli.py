@@ -78,15 +78,16 @@ async def _migrate(dsn: str, schema: str, control: str) -> None:
 
 @app.command()
 def topics() -> None:
-    """Create the audit, execution-log and dead-letter topics if they are missing."""
+    """Create the audit, execution-log, dead-letter and checkpoint topics if they are missing (an admin's job
+    when the broker enforces ACLs: run it with the admin principal)."""
     logs.configure()
     settings = _settings()
-    names = [settings.audit_topic, settings.execution_log_topic, settings.dead_letter_topic]
-    _run(_topics(settings.bootstrap_servers, names, settings.partitions))
+    names = [settings.audit_topic, settings.execution_log_topic, settings.dead_letter_topic, settings.checkpoint_topic]
+    _run(_topics(settings, names))
 
 
-async def _topics(bootstrap_servers: str, names: list[str], partitions: int) -> None:
-    created = await ensure_topics(bootstrap_servers, names, partitions)
+async def _topics(settings: Settings, names: list[str]) -> None:
+    created = await ensure_topics(settings.bootstrap_servers, names, settings.partitions, settings.kafka)
     console.print(f"topics created: {created or 'none (all exist)'}")
 
 

@@ -1,11 +1,12 @@
 """Projector settings, read from `AUDIT_PROJECTOR_*` and validated at start-up."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import Field, PostgresDsn, SecretStr, StringConstraints
+from pydantic import Field, PostgresDsn, SecretStr, StringConstraints, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from audit_schemas.kafka_security import KafkaSecurity
 from audit_schemas.signing import EventSigner
 from audit_schemas.topics import (
     AUDIT_TOPIC,
@@ -21,9 +22,14 @@ SchemaName = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,62}$"
 class Settings(BaseSettings):
     """Where to read from, where to write to, and how big a batch is."""
 
-    model_config = SettingsConfigDict(env_prefix="AUDIT_PROJECTOR_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="AUDIT_PROJECTOR_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
 
     bootstrap_servers: str = "127.0.0.1:19092"
+    kafka: KafkaSecurity = KafkaSecurity()
+    """Transport security and principal (`AUDIT_PROJECTOR_KAFKA__SECURITY_PROTOCOL=SASL_SSL`, ...); replay and
+    redrive run with their own principals by setting these for their command."""
     database_url: PostgresDsn = PostgresDsn("postgresql://audit_projector@127.0.0.1:15432/audit")
     migrations_database_url: PostgresDsn | None = None
     """Owner role's DSN; when set, migrations run at start (the projector's own role cannot run them)."""
@@ -51,8 +57,9 @@ class Settings(BaseSettings):
     """`audit-projector redrive` signs what it re-publishes with this key (its own identity, e.g. audit-redrive),
     never in the original service's name; the original signature travels on as evidence."""
     redrive_key_file: Path | None = None
-    require_signatures: bool = False
-    """Dead-letter unsigned events; signed ones are always checked against the key registry. Required with SASL."""
+    require_signatures: bool | None = None
+    """Dead-letter unsigned events; signed ones are always checked against the key registry. Unset: on exactly
+    when Kafka SASL is on; turning it off under SASL is refused at start."""
     merkle_enabled: bool = True
     """Keep the RFC 9162 Merkle tree of every projected partition (leaves, nodes, frontier) with each batch."""
     log_name: Annotated[str, StringConstraints(pattern=r"^[^\s+]{1,200}$")] = "audit-trail"
@@ -67,6 +74,20 @@ class Settings(BaseSettings):
     health_host: str = "127.0.0.1"
     health_port: Annotated[int, Field(ge=0, le=65535)] = 0
     """Port of /healthz and /readyz; 0 turns the health server off."""
+
+    @model_validator(mode="after")
+    def _signatures_with_sasl(self) -> Self:
+        if self.kafka.sasl and self.require_signatures is False:
+            raise ValueError(
+                "AUDIT_PROJECTOR_REQUIRE_SIGNATURES=false is refused while Kafka SASL is on: the broker cannot tell "
+                "the projector who wrote a record, so only a signature binds an event to its source and tenant"
+            )
+        return self
+
+    @property
+    def signatures_required(self) -> bool:
+        """Whether unsigned events are dead-lettered (always when SASL is on)."""
+        return self.kafka.sasl if self.require_signatures is None else self.require_signatures
 
     @property
     def topics(self) -> tuple[str, str]:

@@ -126,6 +126,11 @@ async def redrive(
         signer = settings.redrive_signer()
     except (OSError, CheckpointError) as e:
         raise OperationError(f"cannot load the redrive signing key: {e}") from e
+    if signer is None and settings.kafka.sasl and not dry_run:
+        raise OperationError(
+            "Kafka SASL is on, so redriven records must be signed: set AUDIT_PROJECTOR_REDRIVE_KEY(_FILE) to the "
+            "redrive identity's key (never the original service's)"
+        )
     if value is not None:
         if not selection.one:
             raise OperationError("a fixed value replaces one record: name it with --topic, --partition and --offset")
@@ -146,6 +151,7 @@ async def redrive(
             acks="all",
             enable_idempotence=True,
             request_timeout_ms=int(settings.publish_timeout_s * 1000),
+            **settings.kafka.client_options(),
         )
         done: list[Redriven] = []
         with kafka_errors("cannot publish redriven records"):

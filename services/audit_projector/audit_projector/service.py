@@ -35,10 +35,10 @@ async def prepare(settings: Settings) -> None:
     if settings.migrations_database_url is not None:
         await migrate(str(settings.migrations_database_url), settings.db_schema, control_schema=settings.control_schema)
     topics = [settings.audit_topic, settings.execution_log_topic, settings.dead_letter_topic, settings.checkpoint_topic]
-    created = await ensure_topics(settings.bootstrap_servers, topics, settings.partitions)
+    created = await ensure_topics(settings.bootstrap_servers, topics, settings.partitions, settings.kafka)
     if created:
         log.info("topics_created", topics=created, partitions=settings.partitions)
-    await check_retention(settings.bootstrap_servers, list(settings.topics))
+    await check_retention(settings.bootstrap_servers, list(settings.topics), settings.kafka)
 
 
 @contextlib.asynccontextmanager
@@ -54,6 +54,7 @@ async def running_pipeline(settings: Settings, state: PipelineState) -> AsyncIte
         acks="all",
         enable_idempotence=True,
         request_timeout_ms=int(settings.publish_timeout_s * 1000),
+        **settings.kafka.client_options(),
     )
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
@@ -65,6 +66,7 @@ async def running_pipeline(settings: Settings, state: PipelineState) -> AsyncIte
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=settings.heartbeat_interval_ms,
         max_partition_fetch_bytes=4 * 1024 * 1024,
+        **settings.kafka.client_options(),
     )
     try:
         await repo.ensure_months(months_ahead(settings.months_ahead))
@@ -80,7 +82,7 @@ async def running_pipeline(settings: Settings, state: PipelineState) -> AsyncIte
                 probe_interval_s=settings.probe_interval_s,
                 months_ahead=settings.months_ahead,
                 merkle=settings.merkle_enabled,
-                require_signatures=settings.require_signatures,
+                require_signatures=settings.signatures_required,
                 checkpointer=None
                 if signer is None
                 else Checkpointer(

@@ -1,19 +1,30 @@
 """Create the project's topics with fixed partitions and infinite retention."""
 
-import contextlib
 from typing import Final
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, TopicAuthorizationFailedError
 
 from audit_projector.errors import DependencyUnavailableError, ProjectorError
+from audit_schemas.kafka_security import KafkaSecurity
 from audit_schemas.topics import TOPIC_CONFIG
 
 
-async def ensure_topics(bootstrap_servers: str, names: list[str], partitions: int) -> list[str]:
-    """Create whichever of `names` do not exist yet; return those created. Existing ones are left alone."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15_000)
+def _admin(bootstrap_servers: str, security: KafkaSecurity | None) -> AIOKafkaAdminClient:
+    options = (security or KafkaSecurity()).client_options()
+    return AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15_000, **options)
+
+
+async def ensure_topics(
+    bootstrap_servers: str, names: list[str], partitions: int, security: KafkaSecurity | None = None
+) -> list[str]:
+    """Create whichever of `names` do not exist yet; return those created. Existing ones are left alone.
+
+    Under ACLs only an admin may create topics; a service principal sees its topics exist and creates nothing.
+    """
+    admin = _admin(bootstrap_servers, security)
+    missing = list(names)
     try:
         await admin.start()
         existing = set(await admin.list_topics())
@@ -23,9 +34,21 @@ async def ensure_topics(bootstrap_servers: str, names: list[str], partitions: in
                 NewTopic(name=n, num_partitions=partitions, replication_factor=1, topic_configs=dict(TOPIC_CONFIG))
                 for n in missing
             ]
-            with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent start created it first
-                await admin.create_topics(topics)
+            try:
+                response = await admin.create_topics(topics)
+            except TopicAlreadyExistsError:  # a concurrent start created it first
+                return missing
+            errors = {t[0]: t[1] for t in response.topic_errors if t[1] not in (0, TopicAlreadyExistsError.errno)}
+            if any(code == TopicAuthorizationFailedError.errno for code in errors.values()):
+                raise TopicAuthorizationFailedError(sorted(errors))
+            if errors:
+                raise ProjectorError(f"cannot create topics: error codes {errors}")
         return missing
+    except TopicAuthorizationFailedError as e:
+        raise ProjectorError(
+            f"topics {missing} are missing or not visible to this principal, and it may not create them: "
+            f"an admin creates topics and grants Describe on them (`audit-projector topics` as admin): {e!r}"
+        ) from e
     except KafkaError as e:
         kind = DependencyUnavailableError if e.retriable else ProjectorError
         raise kind(f"cannot create topics {names}: {e!r}") from e
@@ -36,9 +59,9 @@ async def ensure_topics(bootstrap_servers: str, names: list[str], partitions: in
 _REQUIRED: Final = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
 
 
-async def check_retention(bootstrap_servers: str, names: list[str]) -> None:
+async def check_retention(bootstrap_servers: str, names: list[str], security: KafkaSecurity | None = None) -> None:
     """Refuse topics that could lose history: compaction or expiry would silently erase audit records."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15_000)
+    admin = _admin(bootstrap_servers, security)
     try:
         await admin.start()
         responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])

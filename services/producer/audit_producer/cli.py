@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from audit_producer import demo as demo_module
-from audit_producer.config import Settings
+from audit_producer.config import Settings, event_signer
 from audit_producer.errors import AuditError
 from audit_producer.producer import AuditProducer
 from audit_schemas import Actor, ActorType, Entity
@@ -100,7 +100,13 @@ def relay(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        publisher = KafkaPublisher(settings.bootstrap_servers, settings.publish_timeout_s, settings.linger_ms)
+        publisher = KafkaPublisher(
+            settings.bootstrap_servers,
+            settings.publish_timeout_s,
+            settings.linger_ms,
+            event_signer(settings),
+            settings.kafka,
+        )
         await publisher.start()
         try:
             async with OutboxRelay(dsn, publisher, schema=schema, table=table) as outbox_relay:

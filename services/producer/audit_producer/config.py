@@ -2,12 +2,13 @@
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from audit_producer.redaction import DEFAULT_KEYS
+from audit_schemas.kafka_security import KafkaSecurity
 from audit_schemas.signing import EventSigner
 from audit_schemas.topics import AUDIT_TOPIC, EXECUTION_LOG_TOPIC
 
@@ -20,9 +21,13 @@ def _default_spool_dir() -> Path:
 class Settings(BaseSettings):
     """Where events go, how long a publish may take, and what happens when Kafka does not answer."""
 
-    model_config = SettingsConfigDict(env_prefix="AUDIT_PRODUCER_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="AUDIT_PRODUCER_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
 
     bootstrap_servers: str = "127.0.0.1:19092"
+    kafka: KafkaSecurity = KafkaSecurity()
+    """Transport security and this service's principal (`AUDIT_PRODUCER_KAFKA__SECURITY_PROTOCOL=SASL_SSL`, ...)."""
     audit_topic: str = AUDIT_TOPIC
     execution_log_topic: str = EXECUTION_LOG_TOPIC
     publish_timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
@@ -53,6 +58,15 @@ class Settings(BaseSettings):
     """When set, a redacted value becomes an HMAC-SHA256 of it under this key, so a known value can be matched."""
     stop_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
     """How long `stop()` may take to ship queued logs and drain the spool before leaving the rest on disk."""
+
+    @model_validator(mode="after")
+    def _signed_when_authenticated(self) -> Self:
+        if self.kafka.sasl and self.signing_key is None and self.signing_key_file is None:
+            raise ValueError(
+                "Kafka SASL is on, so every event must be signed: set AUDIT_PRODUCER_SIGNING_KEY or _SIGNING_KEY_FILE "
+                "(the projector dead-letters unsigned events whenever SASL is on)"
+            )
+        return self
 
 
 def event_signer(settings: Settings) -> EventSigner | None:

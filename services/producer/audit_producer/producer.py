@@ -73,6 +73,7 @@ class AuditProducer:
             self.settings.publish_timeout_s,
             self.settings.linger_ms,
             event_signer(self.settings),
+            self.settings.kafka,
         )
         self._delivery = Delivery(self._publisher, self.settings, source)
         hmac_key = self.settings.redact_hmac_key

@@ -8,6 +8,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from audit_producer.errors import PublishError
+from audit_schemas.kafka_security import KafkaSecurity
 from audit_schemas.signing import EventSigner
 
 _CONNECTION_ERRORS = frozenset(
@@ -35,9 +36,15 @@ class KafkaPublisher:
     """aiokafka producer configured for an audit log: no duplicates, no loss, bounded waits."""
 
     def __init__(
-        self, bootstrap_servers: str, timeout_s: float, linger_ms: int, signer: EventSigner | None = None
+        self,
+        bootstrap_servers: str,
+        timeout_s: float,
+        linger_ms: int,
+        signer: EventSigner | None = None,
+        security: KafkaSecurity | None = None,
     ) -> None:
         self._signer = signer
+        self._security = security or KafkaSecurity()
         self._bootstrap = bootstrap_servers
         self._timeout = timeout_s
         self._linger_ms = linger_ms
@@ -61,6 +68,7 @@ class KafkaPublisher:
             linger_ms=self._linger_ms,
             request_timeout_ms=max(1000, int(self._timeout * 1000)),
             client_id="audit-producer",
+            **self._security.client_options(),
         )
         try:
             async with asyncio.timeout(self._timeout * 3):

@@ -111,7 +111,7 @@ def create_token(
             settings.self_audit_tenant,
             {"name": name, "scopes": sorted(s.value for s in scope), "tenants": None if all_tenants else tenant},
         )
-        await selfaudit.record(settings.bootstrap_servers, settings.topics[0], start, outcome)
+        await selfaudit.record(settings, start, outcome)
 
     _run(go())
     console.print(f"token {token_id} created; its secret is shown once:")
@@ -163,7 +163,7 @@ def revoke_token(
         if revoked is None:
             return False
         start, outcome = selfaudit.events(Action.DELETE, "api_token", str(token_id), actor, settings.self_audit_tenant)
-        await selfaudit.record(settings.bootstrap_servers, settings.topics[0], start, outcome)
+        await selfaudit.record(settings, start, outcome)
         return True
 
     if not _run(go()):

@@ -1,10 +1,13 @@
 """Query API settings, read from `AUDIT_QUERY_*` and validated at start-up."""
 
+from pathlib import Path
 from typing import Annotated, Literal, Self
 
 from pydantic import Field, PostgresDsn, SecretStr, StringConstraints, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from audit_schemas.kafka_security import KafkaSecurity
+from audit_schemas.signing import EventSigner
 from audit_schemas.topics import AUDIT_TOPIC, EXECUTION_LOG_TOPIC
 
 _DEV_SECRET = "development-only-cursor-secret"
@@ -15,7 +18,7 @@ SchemaName = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,62}$"
 class Settings(BaseSettings):
     """Database, Kafka (for lag), cursor signing and paging limits."""
 
-    model_config = SettingsConfigDict(env_prefix="AUDIT_QUERY_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="AUDIT_QUERY_", env_nested_delimiter="__", frozen=True, extra="forbid")
 
     environment: Literal["development", "test", "production"] = "production"
     """Only `development` may run with the built-in cursor key; everything else needs real secrets."""
@@ -26,6 +29,11 @@ class Settings(BaseSettings):
     admin_database_url: PostgresDsn | None = None
     """Owner DSN for `audit-query tokens` (the service's own role may only read tokens)."""
     bootstrap_servers: str = "127.0.0.1:19092"
+    kafka: KafkaSecurity = KafkaSecurity()
+    """Transport security and the API's principal (`AUDIT_QUERY_KAFKA__SECURITY_PROTOCOL=SASL_SSL`, ...)."""
+    signing_key: SecretStr | None = None
+    """The API's own Ed25519 key (source `audit-query`): signs the audit records of its own actions."""
+    signing_key_file: Path | None = None
     projector_group: str = "audit-projector"
     topics: tuple[str, ...] = (AUDIT_TOPIC, EXECUTION_LOG_TOPIC)
     cursor_secret: SecretStr = SecretStr(_DEV_SECRET)
@@ -72,6 +80,23 @@ class Settings(BaseSettings):
         if unsafe or not self.oidc_algorithms:
             raise ValueError(f"AUDIT_QUERY_OIDC_ALGORITHMS must name asymmetric algorithms only, not {sorted(unsafe)}")
         return self
+
+    @model_validator(mode="after")
+    def _signed_when_authenticated(self) -> Self:
+        if self.kafka.sasl and self.signing_key is None and self.signing_key_file is None:
+            raise ValueError(
+                "Kafka SASL is on, so the API's own audit records must be signed: set AUDIT_QUERY_SIGNING_KEY "
+                "or _SIGNING_KEY_FILE"
+            )
+        return self
+
+    def event_signer(self) -> EventSigner | None:
+        """The signer of the API's own audit records, or None (they go unsigned; refused under SASL)."""
+        if self.signing_key is not None:
+            return EventSigner.parse(self.signing_key.get_secret_value())
+        if self.signing_key_file is not None:
+            return EventSigner.parse(self.signing_key_file.read_text())
+        return None
 
     @model_validator(mode="after")
     def _real_secret_outside_development(self) -> Self:

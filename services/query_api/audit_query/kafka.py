@@ -6,13 +6,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from audit_query.errors import StoreUnavailableError
+from audit_schemas.kafka_security import KafkaSecurity
 
 
 class KafkaProbe:
     """A group-less consumer used only to read metadata and end offsets; reconnects after a failure."""
 
-    def __init__(self, bootstrap_servers: str, timeout_s: float = 3.0) -> None:
+    def __init__(self, bootstrap_servers: str, timeout_s: float = 3.0, security: KafkaSecurity | None = None) -> None:
         self._bootstrap = bootstrap_servers
+        self._security = security or KafkaSecurity()
         self._timeout = timeout_s
         self._consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
@@ -35,7 +37,12 @@ class KafkaProbe:
     async def _connected(self, topics: tuple[str, ...]) -> AIOKafkaConsumer:
         if self._consumer is None:
             # Naming the topics makes the client keep their metadata, so partitions_for_topic answers.
-            consumer = AIOKafkaConsumer(*topics, bootstrap_servers=self._bootstrap, enable_auto_commit=False)
+            consumer = AIOKafkaConsumer(
+                *topics,
+                bootstrap_servers=self._bootstrap,
+                enable_auto_commit=False,
+                **self._security.client_options(),
+            )
             try:
                 await consumer.start()
             except BaseException:

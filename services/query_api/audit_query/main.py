@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.control = ControlRepository(app.state.repository.pool, settings.control_schema)
         app.state.proofs = ProofRepository(app.state.repository, settings.control_schema)
         app.state.jwt = JwtVerifier(settings) if settings.oidc_issuer else None
-        app.state.kafka = KafkaProbe(settings.bootstrap_servers)
+        app.state.kafka = KafkaProbe(settings.bootstrap_servers, security=settings.kafka)
         try:
             yield
         finally:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from audit_query.config import Settings
 from audit_query.errors import QueryError
 from audit_schemas import (
     Action,
@@ -19,6 +20,7 @@ from audit_schemas import (
     encode,
     kafka_headers,
 )
+from audit_schemas.checkpoint import CheckpointError
 from audit_schemas.topics import audit_key
 
 SOURCE = "audit-query"
@@ -78,16 +80,29 @@ def events(
     return start, outcome
 
 
-async def record(bootstrap: str, topic: str, start: ActionEvent, outcome: OutcomeEvent, timeout_s: float = 10) -> None:
-    """Publish both events with acks=all; SelfAuditError when Kafka does not acknowledge them."""
+async def record(settings: Settings, start: ActionEvent, outcome: OutcomeEvent, timeout_s: float = 10) -> None:
+    """Publish both events (signed with the API's key, when it has one) with acks=all; SelfAuditError when Kafka
+    does not acknowledge them."""
+    topic = settings.topics[0]
+    try:
+        signer = settings.event_signer()
+    except (OSError, CheckpointError) as e:
+        raise SelfAuditError(f"cannot load the API's signing key: {e}") from e
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, request_timeout_ms=int(timeout_s * 1000)
+        bootstrap_servers=settings.bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        request_timeout_ms=int(timeout_s * 1000),
+        **settings.kafka.client_options(),
     )
     try:
         await producer.start()
         for event in (start, outcome):
-            key = (event.partitionkey or "").encode()
-            await producer.send_and_wait(topic, encode(event), key=key, headers=kafka_headers(event))
+            key, value = (event.partitionkey or "").encode(), encode(event)
+            headers = kafka_headers(event)
+            if signer is not None:
+                headers = signer.sign_into(topic, key, value, headers)
+            await producer.send_and_wait(topic, value, key=key, headers=headers)
     except (KafkaError, OSError) as e:
         raise SelfAuditError(f"the audit record of this change could not be published: {e!r}") from e
     finally:
