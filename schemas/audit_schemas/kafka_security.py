@@ -4,7 +4,10 @@ Every service embeds `KafkaSecurity` in its settings as `kafka` (env `AUDIT_<SER
 each Kafka client with `client_options()`, so all clients of a process use one principal and one trust store.
 """
 
+import asyncio
+import contextlib
 import ssl
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -13,6 +16,14 @@ from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
 class KafkaSecurityError(ValueError):
     """The Kafka security settings are incomplete or contradictory."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why the broker would not let a client in; permanent refusals (trust, credentials) are not worth retrying."""
+
+    reason: str
+    permanent: bool
 
 
 class KafkaSecurity(BaseModel):
@@ -72,6 +83,31 @@ class KafkaSecurity(BaseModel):
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         return context
 
+    async def explain_refusal(self, bootstrap_servers: str, timeout_s: float = 3.0) -> Refusal | None:
+        """Why a SASL_SSL client could not bootstrap, found by repeating the TLS handshake with the first broker.
+
+        Kafka clients only log the cause; this names it for the error a person reads: no broker (transient), an
+        untrusted certificate or, TLS being fine, refused credentials (both permanent). None for PLAINTEXT.
+        """
+        if not self.sasl:
+            return None
+        host, _, port = bootstrap_servers.split(",")[0].strip().rpartition(":")
+        try:
+            async with asyncio.timeout(timeout_s):
+                _, writer = await asyncio.open_connection(host, int(port), ssl=self.ssl_context())
+        except ssl.SSLCertVerificationError as e:
+            trust = self.ca_file or "the system trust store"
+            return Refusal(f"the broker's certificate is not trusted by {trust}: {e.verify_message}", permanent=True)
+        except (OSError, TimeoutError, ValueError) as e:
+            return Refusal(f"no broker completes a TLS handshake at {host}:{port}: {e!r}", permanent=False)
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+        return Refusal(
+            f"TLS to {host}:{port} is fine, so the broker refused the SASL credentials of {self.sasl_username!r}",
+            permanent=True,
+        )
+
     def client_options(self) -> dict[str, Any]:
         """Keyword arguments for any aiokafka client (producer, consumer, admin)."""
         if not self.sasl:
@@ -85,4 +121,4 @@ class KafkaSecurity(BaseModel):
         }
 
 
-__all__ = ["KafkaSecurity", "KafkaSecurityError"]
+__all__ = ["KafkaSecurity", "KafkaSecurityError", "Refusal"]

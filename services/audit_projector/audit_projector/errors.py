@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from typing import Final
 
 import asyncpg
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
+
+from audit_schemas.kafka_security import KafkaSecurity
 
 
 class ProjectorError(RuntimeError):
@@ -130,6 +132,20 @@ def kafka_errors(what: str) -> Iterator[None]:
         raise
     except KafkaError as e:
         raise classify_kafka_error(what, e) from e
+
+
+async def explain_refusal(error: ProjectorError, security: KafkaSecurity, bootstrap: str) -> ProjectorError:
+    """A bootstrap failure under SASL with its cause named (the client only logs it); refused credentials or an
+    untrusted broker certificate are not worth retrying, so they become fatal."""
+    if not (error.retriable and isinstance(error.__cause__, KafkaConnectionError)):
+        return error
+    refusal = await security.explain_refusal(bootstrap)
+    if refusal is None:
+        return error
+    kind = ProjectorError if refusal.permanent else DependencyUnavailableError
+    explained = kind(f"{error}: {refusal.reason}")
+    explained.__cause__ = error.__cause__
+    return explained
 
 
 def classify_kafka_error(what: str, error: KafkaError) -> ProjectorError:

@@ -14,7 +14,7 @@ from audit_projector import metrics
 from audit_projector.checkpoints import Checkpointer
 from audit_projector.config import Settings
 from audit_projector.deadletter import KafkaDeadLetterSink
-from audit_projector.errors import ProjectorError, kafka_errors
+from audit_projector.errors import ProjectorError, explain_refusal, kafka_errors
 from audit_projector.health import create_health_app
 from audit_projector.migrations import migrate
 from audit_projector.pipeline import Pipeline, months_ahead
@@ -228,6 +228,7 @@ async def _supervise(settings: Settings, state: PipelineState, prepared: _Prepar
                 log.info("pipeline_started", topic=state.topic, group=settings.group_id, schema=settings.db_schema)
                 await pipeline.run(stop)
         except ProjectorError as e:
+            e = await explain_refusal(e, settings.kafka, settings.bootstrap_servers)
             state.last_error = str(e)
             if not e.retriable:
                 log.error("pipeline_failed", topic=state.topic, error=str(e))

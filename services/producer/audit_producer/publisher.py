@@ -5,7 +5,7 @@ import contextlib
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from audit_producer.errors import PublishError
 from audit_schemas.kafka_security import KafkaSecurity
@@ -77,7 +77,13 @@ class KafkaPublisher:
             with contextlib.suppress(Exception):
                 await asyncio.shield(producer.stop())
             if isinstance(e, KafkaError | TimeoutError | OSError):
-                raise PublishError(f"cannot connect to Kafka: {e!r}") from e
+                refusal = (
+                    await self._security.explain_refusal(self._bootstrap)
+                    if isinstance(e, KafkaConnectionError)
+                    else None
+                )
+                reason = f"{e!r}" if refusal is None else f"{e!r}: {refusal.reason}"
+                raise PublishError(f"cannot connect to Kafka: {reason}") from e
             raise
         self._producer = producer
 

@@ -5,6 +5,9 @@ from collections.abc import Iterator
 from typing import Any, Final
 
 import asyncpg
+from aiokafka.errors import KafkaConnectionError
+
+from audit_schemas.kafka_security import KafkaSecurity
 
 
 class QueryError(RuntimeError):
@@ -100,3 +103,9 @@ ERROR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
     503: {"description": "The read model is unreachable or a query timed out; retry later."},
 }
 """Statuses every data route may answer, each with a JSON body `{"detail": ...}`, for the OpenAPI document."""
+
+
+async def kafka_refusal(error: BaseException, security: KafkaSecurity, bootstrap: str) -> str:
+    """`error` as text, with the cause of a SASL bootstrap failure named (the Kafka client only logs it)."""
+    refusal = await security.explain_refusal(bootstrap) if isinstance(error, KafkaConnectionError) else None
+    return f"{error!r}" if refusal is None else f"{error!r}: {refusal.reason}"

@@ -5,7 +5,7 @@ import asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from audit_query.errors import StoreUnavailableError
+from audit_query.errors import StoreUnavailableError, kafka_refusal
 from audit_schemas.kafka_security import KafkaSecurity
 
 
@@ -31,7 +31,8 @@ class KafkaProbe:
                     ends = await consumer.end_offsets(partitions) if partitions else {}
             except (KafkaError, TimeoutError, OSError) as e:
                 await self.close()
-                raise StoreUnavailableError(f"kafka unreachable: {e!r}") from e
+                reason = await kafka_refusal(e, self._security, self._bootstrap)
+                raise StoreUnavailableError(f"kafka unreachable: {reason}") from e
         return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
 
     async def _connected(self, topics: tuple[str, ...]) -> AIOKafkaConsumer:

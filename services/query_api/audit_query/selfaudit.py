@@ -7,7 +7,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from audit_query.config import Settings
-from audit_query.errors import QueryError
+from audit_query.errors import QueryError, kafka_refusal
 from audit_schemas import (
     Action,
     ActionEvent,
@@ -104,6 +104,7 @@ async def record(settings: Settings, start: ActionEvent, outcome: OutcomeEvent, 
                 headers = signer.sign_into(topic, key, value, headers)
             await producer.send_and_wait(topic, value, key=key, headers=headers)
     except (KafkaError, OSError) as e:
-        raise SelfAuditError(f"the audit record of this change could not be published: {e!r}") from e
+        reason = await kafka_refusal(e, settings.kafka, settings.bootstrap_servers)
+        raise SelfAuditError(f"the audit record of this change could not be published: {reason}") from e
     finally:
         await producer.stop()
