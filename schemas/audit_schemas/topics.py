@@ -23,6 +23,8 @@ TOPIC_CONFIG: Final[dict[str, str]] = {
     "retention.bytes": "-1",
     "cleanup.policy": "delete",
     "min.insync.replicas": "1",
+    # The broker stamps each record: a signing key's validity window is judged by its clock, not the publisher's.
+    "message.timestamp.type": "LogAppendTime",
 }
 
 TYPE_PREFIX: Final = "dev.audittrail"

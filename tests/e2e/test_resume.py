@@ -239,23 +239,26 @@ async def test_liveness_stays_up_through_a_database_outage(isolated: Isolated) -
 
 
 @pytest.mark.parametrize(
-    ("config", "words"),
+    ("config", "words", "signed"),
     [
-        ({"retention.ms": "86400000"}, "retention.ms=86400000"),
-        ({"cleanup.policy": "compact"}, "cleanup.policy=compact"),
+        ({"retention.ms": "86400000"}, "retention.ms=86400000", False),
+        ({"cleanup.policy": "compact"}, "cleanup.policy=compact", False),
+        # With signatures required, a publisher-chosen timestamp could backdate a record into a retired key's window.
+        ({"message.timestamp.type": "CreateTime"}, "message.timestamp.type=CreateTime", True),
     ],
 )
 async def test_a_topic_that_could_lose_history_is_refused(
-    isolated: Isolated, config: dict[str, str], words: str
+    isolated: Isolated, config: dict[str, str], words: str, signed: bool
 ) -> None:
     topic = f"{isolated.name}.expiring"
+    config = {"retention.ms": "-1", "retention.bytes": "-1", **config}
     admin = AIOKafkaAdminClient(bootstrap_servers=isolated.stack.bootstrap)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name=topic, num_partitions=1, replication_factor=1, topic_configs=config)])
     finally:
         await admin.close()
-    settings = isolated.projector.model_copy(update={"audit_topic": topic})
+    settings = isolated.projector.model_copy(update={"audit_topic": topic, "require_signatures": signed})
     with pytest.raises(ProjectorError, match="refusing to project") as caught:
         await asyncio.wait_for(serve(settings), 60)
     assert words in str(caught.value)

@@ -38,7 +38,9 @@ async def prepare(settings: Settings) -> None:
     created = await ensure_topics(settings.bootstrap_servers, topics, settings.partitions, settings.kafka)
     if created:
         log.info("topics_created", topics=created, partitions=settings.partitions)
-    await check_retention(settings.bootstrap_servers, list(settings.topics), settings.kafka)
+    await check_retention(
+        settings.bootstrap_servers, list(settings.topics), settings.kafka, broker_time=settings.signatures_required
+    )
 
 
 @contextlib.asynccontextmanager

@@ -59,8 +59,13 @@ async def ensure_topics(
 _REQUIRED: Final = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
 
 
-async def check_retention(bootstrap_servers: str, names: list[str], security: KafkaSecurity | None = None) -> None:
-    """Refuse topics that could lose history: compaction or expiry would silently erase audit records."""
+async def check_retention(
+    bootstrap_servers: str, names: list[str], security: KafkaSecurity | None = None, broker_time: bool = False
+) -> None:
+    """Refuse topics that could lose history: compaction or expiry would silently erase audit records. With
+    `broker_time` (signatures required) also refuse publisher-chosen timestamps: a key's validity window is judged
+    by the record's timestamp, which a holder of a retired key could otherwise backdate."""
+    required = {**_REQUIRED, "message.timestamp.type": "LogAppendTime"} if broker_time else _REQUIRED
     admin = _admin(bootstrap_servers, security)
     try:
         await admin.start()
@@ -80,11 +85,11 @@ async def check_retention(bootstrap_servers: str, names: list[str], security: Ka
             values = {entry[0]: entry[1] for entry in entries}
             problems += [
                 f"{name}: {key}={values.get(key)} (must be {wanted})"
-                for key, wanted in _REQUIRED.items()
+                for key, wanted in required.items()
                 if values.get(key) != wanted
             ]
     if problems:
         raise ProjectorError(
             "refusing to project topics that compaction or retention could erase (history would vanish "
-            "silently): " + "; ".join(problems)
+            "silently) or whose timestamps the publisher chooses while signatures are required: " + "; ".join(problems)
         )
