@@ -31,6 +31,9 @@ from audit_query.auth import new_secret, secret_hash
 from audit_query.config import Settings as QuerySettings
 from audit_query.main import create_app, server_config
 from audit_query.repository import TokenAdmin
+from audit_schemas.checkpoint import NoteSigner
+from audit_schemas.kafka_security import KafkaSecurity
+from audit_schemas.topics import AUDIT_TOPIC, CHECKPOINT_TOPIC, DEAD_LETTER_TOPIC, EXECUTION_LOG_TOPIC
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "deploy" / "local" / "stack.sh"
@@ -63,8 +66,8 @@ def _env_stack() -> Stack | None:
     return Stack(bootstrap, owner, projector, query, admin, ca)
 
 
-def _local_stack_env() -> dict[str, str]:
-    out = subprocess.run(["bash", str(STACK), "env"], check=True, capture_output=True, text=True).stdout
+def _local_stack_env(profile: str = "plain") -> dict[str, str]:
+    out = subprocess.run(["bash", str(STACK), "env", profile], check=True, capture_output=True, text=True).stdout
     env = {}
     for line in out.splitlines():
         key, _, value = line.removeprefix("export ").partition("=")
@@ -94,6 +97,52 @@ def stack() -> Iterator[Stack]:
     )
     if not already and os.environ.get("AUDIT_KEEP_STACK") != "1":
         subprocess.run(["bash", str(STACK), "down"], check=False)
+
+
+@dataclass(frozen=True)
+class SecureStack:
+    """The secure profile: a SASL_SSL broker (SCRAM-SHA-512, the stack's CA) with ACLs, beside the same Postgres."""
+
+    db: Stack
+    bootstrap: str
+    plaintext: str
+    """The PLAINTEXT listener of the same broker: User:ANONYMOUS, granted nothing."""
+    ca_file: Path
+    credentials: Path
+    emitters: tuple[str, ...]
+
+    def security(self, principal: str, *, password: str | None = None, ca_file: Path | None = None) -> KafkaSecurity:
+        """Client settings for `principal` (its own password unless `password` is given)."""
+        secret = (
+            {"sasl_password": password}
+            if password is not None
+            else {"sasl_password_file": self.credentials / principal}
+        )
+        return KafkaSecurity.model_validate(
+            {"security_protocol": "SASL_SSL", "sasl_username": principal, "ca_file": ca_file or self.ca_file, **secret}
+        )
+
+
+@pytest.fixture(scope="session")
+def secure_stack(stack: Stack) -> Iterator[SecureStack]:
+    """The local stack's secure broker, started for the session if it is not running (never for a given stack)."""
+    if _env_stack() is not None:
+        pytest.skip("the secure profile is part of the local stack (stack.sh up secure)")
+    status = subprocess.run(["bash", str(STACK), "status"], capture_output=True, text=True).stdout
+    already = "kafka-secure: running" in status
+    if not already:
+        subprocess.run(["bash", str(STACK), "up", "secure"], check=True)
+    env = _local_stack_env("secure")
+    yield SecureStack(
+        stack,
+        env["AUDIT_KAFKA_BOOTSTRAP"],
+        env["AUDIT_SECURE_PLAINTEXT_BOOTSTRAP"],
+        Path(env["AUDIT_STACK_CA_FILE"]),
+        Path(env["AUDIT_SECURE_CREDENTIALS_DIR"]),
+        tuple(env["AUDIT_SECURE_EMITTERS"].split()),
+    )
+    if not already and os.environ.get("AUDIT_KEEP_STACK") != "1":
+        subprocess.run(["bash", str(STACK), "down", "secure"], check=False)
 
 
 @dataclass(frozen=True)
@@ -193,9 +242,107 @@ async def isolated(stack: Stack) -> AsyncIterator[Isolated]:
     await _delete_topics(stack.bootstrap, topics)
 
 
-async def _delete_topics(bootstrap: str, topics: list[str]) -> None:
+@dataclass(frozen=True)
+class SecureIsolated:
+    """One test's schema and topics on the secure broker: names are the default ones suffixed with the test's
+    name, so the profile's prefix ACLs apply; each service's settings use its own principal."""
+
+    secure: SecureStack
+    name: str
+    projector: ProjectorSettings
+    query: QuerySettings
+
+    def producer(self, principal: str, signing_key: str, spool_dir: Path) -> ProducerSettings:
+        """Settings of an emitting service that authenticates as `principal` and signs with `signing_key`."""
+        return ProducerSettings(
+            bootstrap_servers=self.secure.bootstrap,
+            kafka=self.secure.security(principal),
+            signing_key=signing_key,
+            publish_timeout_s=10,
+            audit_topic=self.projector.audit_topic,
+            execution_log_topic=self.projector.execution_log_topic,
+            spool_dir=spool_dir,
+        )
+
+    def projector_as(self, principal: str, **changes: object) -> ProjectorSettings:
+        """The projector's settings under another principal (replay, redrive), with `changes`."""
+        return self.projector.model_copy(update={"kafka": self.secure.security(principal), **changes})
+
+    def projector_env(self, principal: str = "audit-projector") -> dict[str, str]:
+        """Environment for an `audit-projector` subprocess on this test's resources, as `principal`."""
+        p = self.projector
+        return {
+            **os.environ,
+            "AUDIT_PROJECTOR_BOOTSTRAP_SERVERS": p.bootstrap_servers,
+            "AUDIT_PROJECTOR_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
+            "AUDIT_PROJECTOR_KAFKA__SASL_USERNAME": principal,
+            "AUDIT_PROJECTOR_KAFKA__SASL_PASSWORD_FILE": str(self.secure.credentials / principal),
+            "AUDIT_PROJECTOR_KAFKA__CA_FILE": str(self.secure.ca_file),
+            "AUDIT_PROJECTOR_DATABASE_URL": str(p.database_url),
+            "AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL": self.secure.db.owner_dsn,
+            "AUDIT_PROJECTOR_DB_SCHEMA": p.db_schema,
+            "AUDIT_PROJECTOR_CONTROL_SCHEMA": p.control_schema,
+            "AUDIT_PROJECTOR_GROUP_ID": p.group_id,
+            "AUDIT_PROJECTOR_AUDIT_TOPIC": p.audit_topic,
+            "AUDIT_PROJECTOR_EXECUTION_LOG_TOPIC": p.execution_log_topic,
+            "AUDIT_PROJECTOR_DEAD_LETTER_TOPIC": p.dead_letter_topic,
+            "AUDIT_PROJECTOR_CHECKPOINT_TOPIC": p.checkpoint_topic,
+        }
+
+    @contextlib.asynccontextmanager
+    async def owner(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection as the schema owner, with this test's schema on the search path."""
+        conn = await asyncpg.connect(self.secure.db.owner_dsn, server_settings={"search_path": self.name})
+        try:
+            yield conn
+        finally:
+            await conn.close()
+
+
+@pytest.fixture
+async def secure_isolated(secure_stack: SecureStack) -> AsyncIterator[SecureIsolated]:
+    """A fresh schema and fresh topics on the secure broker, created by the admin principal."""
+    name = f"t{uuid4().hex[:12]}"
+    projector = ProjectorSettings(
+        bootstrap_servers=secure_stack.bootstrap,
+        kafka=secure_stack.security("audit-projector"),
+        database_url=secure_stack.db.projector_dsn,
+        db_schema=name,
+        control_schema=f"{name}_control",
+        group_id=f"audit-projector.{name}",
+        audit_topic=f"{AUDIT_TOPIC}.{name}",
+        execution_log_topic=f"{EXECUTION_LOG_TOPIC}.{name}",
+        dead_letter_topic=f"{DEAD_LETTER_TOPIC}.{name}",
+        checkpoint_topic=f"{CHECKPOINT_TOPIC}.{name}",
+        session_timeout_ms=3000,
+        heartbeat_interval_ms=300,
+        poll_timeout_ms=100,
+        probe_interval_s=0.3,
+    )
+    query = QuerySettings(
+        environment="test",
+        cursor_secret=f"test-cursor-secret-{uuid4().hex}",
+        database_url=secure_stack.db.query_dsn,
+        db_schema=name,
+        control_schema=f"{name}_control",
+        bootstrap_servers=secure_stack.bootstrap,
+        kafka=secure_stack.security("audit-query"),
+        signing_key=NoteSigner.generate("audit-query")[1],
+        projector_group=projector.group_id,
+        topics=projector.topics,
+    )
+    topics = [*projector.topics, projector.dead_letter_topic, projector.checkpoint_topic]
+    admin = secure_stack.security("admin")
+    await migrate(secure_stack.db.owner_dsn, name, control_schema=f"{name}_control")
+    await ensure_topics(secure_stack.bootstrap, topics, projector.partitions, admin)
+    yield SecureIsolated(secure_stack, name, projector, query)
+    await _delete_topics(secure_stack.bootstrap, topics, admin)
+
+
+async def _delete_topics(bootstrap: str, topics: list[str], security: KafkaSecurity | None = None) -> None:
     """Drop a test's topics, so a long session does not pile thousands of partitions onto one broker."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    options = (security or KafkaSecurity()).client_options()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000, **options)
     try:
         async with asyncio.timeout(20):
             await admin.start()

@@ -6,7 +6,7 @@
 #                                plain (default): one PLAINTEXT listener, no authentication (demo and most tests);
 #                                secure: a second broker with SASL_SSL (SCRAM-SHA-512, the stack's CA) beside a
 #                                PLAINTEXT listener, deny-by-default ACLs, one principal per service
-#   stack.sh down                stop everything (data is kept until `stack.sh clean`)
+#   stack.sh down [plain|secure] stop everything, or only that broker (data is kept until `stack.sh clean`)
 #   stack.sh status              say what runs
 #   stack.sh env [plain|secure]  print the environment that points the services at this stack
 #   stack.sh clean               stop and delete all data
@@ -286,18 +286,21 @@ print_secure_env() {
   done
 }
 
+stop_kafka() {
+  local pid
+  use_broker "$1"
+  if pid=$(kafka_pid); then
+    log "stopping $kname (pid $pid)"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$state/$kname.pid"
+}
+
 stop_all() {
-  local pid profile
-  for profile in plain secure; do
-    use_broker "$profile"
-    if pid=$(kafka_pid); then
-      log "stopping $kname (pid $pid)"
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-      kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$state/$kname.pid"
-  done
+  stop_kafka plain
+  stop_kafka secure
   if [ -n "$(pg_bin)" ] && pg_running; then
     log "stopping postgres"
     as_pg "$(pg_bin)/pg_ctl" -D "$pg_data" -m fast -w stop >/dev/null || true
@@ -322,7 +325,7 @@ case "${1:-}" in
       log "stack is up; environment in $state/env"
     fi
     ;;
-  down) stop_all ;;
+  down) if [ -n "${2:-}" ]; then stop_kafka "$2"; else stop_all; fi ;;
   clean) stop_all; rm -rf "$state"; log "removed $state" ;;
   status)
     if kafka_pid >/dev/null; then echo "kafka: running on 127.0.0.1:$kafka_port"; else echo "kafka: stopped"; fi

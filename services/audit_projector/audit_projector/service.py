@@ -229,12 +229,14 @@ async def _supervise(settings: Settings, state: PipelineState, prepared: _Prepar
                 backoff = _BACKOFF_START_S
                 log.info("pipeline_started", topic=state.topic, group=settings.group_id, schema=settings.db_schema)
                 await pipeline.run(stop)
-        except ProjectorError as e:
-            e = await explain_refusal(e, settings.kafka, settings.bootstrap_servers)
+        except ProjectorError as caught:
+            e = await explain_refusal(caught, settings.kafka, settings.bootstrap_servers)
             state.last_error = str(e)
             if not e.retriable:
                 log.error("pipeline_failed", topic=state.topic, error=str(e))
-                raise
+                if e is caught:
+                    raise
+                raise e from caught.__cause__
             state.restarts += 1
             metrics.RESTARTS.labels(state.topic).inc()
             log.warning("pipeline_restarting", topic=state.topic, error=str(e), after_s=backoff)

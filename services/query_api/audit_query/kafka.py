@@ -24,25 +24,36 @@ class KafkaProbe:
         async with self._lock:
             try:
                 async with asyncio.timeout(self._timeout):
-                    consumer = await self._connected(topics)
-                    partitions = [
-                        TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())
-                    ]
-                    ends = await consumer.end_offsets(partitions) if partitions else {}
+                    consumer = await self._connected()
+                    ends = await self._ends(consumer, topics)
             except (KafkaError, TimeoutError, OSError) as e:
                 await self.close()
                 reason = await kafka_refusal(e, self._security, self._bootstrap)
                 raise StoreUnavailableError(f"kafka unreachable: {reason}") from e
         return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
 
-    async def _connected(self, topics: tuple[str, ...]) -> AIOKafkaConsumer:
+    @staticmethod
+    async def _ends(consumer: AIOKafkaConsumer, topics: tuple[str, ...]) -> dict[TopicPartition, int]:
+        """End offsets of every known partition; the first call learns the partitions from partition 0's metadata.
+
+        Partitions are assigned and paused in one step, so the probe never fetches a record: the API's principal
+        may describe the topics, not read them.
+        """
+        ends: dict[TopicPartition, int] = {}
+        for _ in range(2):
+            known = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or {0})]
+            if set(known) == set(ends):
+                break
+            if set(known) != consumer.assignment():
+                consumer.assign(known)
+                consumer.pause(*known)
+            ends = await consumer.end_offsets(known)
+        return ends
+
+    async def _connected(self) -> AIOKafkaConsumer:
         if self._consumer is None:
-            # Naming the topics makes the client keep their metadata, so partitions_for_topic answers.
             consumer = AIOKafkaConsumer(
-                *topics,
-                bootstrap_servers=self._bootstrap,
-                enable_auto_commit=False,
-                **self._security.client_options(),
+                bootstrap_servers=self._bootstrap, enable_auto_commit=False, **self._security.client_options()
             )
             try:
                 await consumer.start()
