@@ -4,6 +4,7 @@ import asyncio
 import base64
 import json
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -192,3 +193,48 @@ async def test_redrive_republishes_under_its_own_identity_keeping_the_original_s
     assert redriven[0][signing.KEY_ID_HEADER].decode() == signing.key_id(redrive.name, redrive.public_key)
     assert redriven[0]["audit.redrive.original-key-id"].decode() == signing.key_id(service.name, service.public_key)
     assert "audit.redrive.original-signature" in redriven[0]
+
+
+async def test_a_key_rotation_window_accepts_both_keys_then_only_the_new_one(
+    isolated: Isolated, tmp_path: Path
+) -> None:
+    old, old_key = NoteSigner.generate("resource-service")
+    new, new_key = NoteSigner.generate("resource-service")
+    later, later_key = NoteSigner.generate("resource-service")
+    now = datetime.now(UTC)
+    retire_at = now + timedelta(seconds=3)
+    # The window: the new key is valid from now, the old one until `retire_at`; both are registered at once.
+    await _register(isolated, old, "--source", "resource-service", "--valid-until", retire_at.isoformat())
+    await _register(isolated, new, "--source", "resource-service")
+    # A key announced for the future is not valid yet.
+    await _register(
+        isolated, later, "--source", "resource-service", "--valid-from", (now + timedelta(days=1)).isoformat()
+    )
+    settings = isolated.projector.model_copy(update={"require_signatures": True, "probe_interval_s": 0.3})
+
+    async def act(key: str, entity: str) -> None:
+        producer = isolated.producer.model_copy(update={"spool_dir": tmp_path / entity, "signing_key": SecretStr(key)})
+        async with (
+            AuditProducer("resource-service", producer) as audit,
+            audit.action("update", entity=Entity(id=entity, model="resource"), actor=Actor.user("u"), tenant="acme"),
+        ):
+            pass
+
+    async with projector_running(settings):
+        await act(old_key, "old-in-window")
+        await act(new_key, "new-in-window")
+        await asyncio.sleep(max(0.0, (retire_at - datetime.now(UTC)).total_seconds()) + 0.5)
+        await act(old_key, "old-after-window")
+        await act(new_key, "new-after-window")
+        await act(later_key, "too-early")
+
+        async def settled() -> tuple[set[str], dict[str, str]] | None:
+            async with isolated.owner() as conn:
+                entities = {r[0] for r in await conn.fetch("SELECT entity_id FROM audit_entries")}
+                letters = await conn.fetch("SELECT reason, record_value FROM dead_letters")
+            reasons = {json.loads(r["record_value"])["data"]["entity"]["id"]: r["reason"] for r in letters}
+            return (entities, reasons) if len(letters) >= 4 and "new-after-window" in entities else None
+
+        entities, reasons = await eventually(settled, within=45)
+    assert entities == {"old-in-window", "new-in-window", "new-after-window"}
+    assert reasons == {"old-after-window": "key_not_valid", "too-early": "key_not_valid"}
