@@ -367,3 +367,11 @@ async def test_wrong_password_untrusted_ca_and_anonymous_plaintext_are_refused(
     async with query_client(query) as client:
         ready = (await client.get("/readyz")).json()
     assert "certificate is not trusted" in json.dumps(ready), ready
+
+
+async def test_a_service_principal_cannot_create_missing_topics(secure_isolated: SecureIsolated) -> None:
+    s = secure_isolated
+    missing = s.projector.model_copy(update={"audit_topic": f"{s.projector.audit_topic}.never-created"})
+    with pytest.raises(ProjectorError, match="may not create them: an admin creates topics") as caught:
+        await asyncio.wait_for(serve(missing), 60)
+    assert "never-created" in str(caught.value)
