@@ -81,8 +81,8 @@ async def _read(bootstrap: str, security: KafkaSecurity, topic: str, group: str 
         auto_offset_reset="earliest",
         **security.client_options(),
     )
-    await consumer.start()
     try:
+        await consumer.start()  # a group the principal may not read is refused here already
         if group is None:
             tp = TopicPartition(topic, 0)
             consumer.assign([tp])
@@ -96,8 +96,8 @@ async def _read(bootstrap: str, security: KafkaSecurity, topic: str, group: str 
 async def _admin(bootstrap: str, security: KafkaSecurity, action: str, topic: str) -> int:
     """The error code of an admin request (0: done): create a topic, alter a config, delete records or a topic."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000, **security.client_options())
-    await admin.start()
     try:
+        await admin.start()
         if action == "create_topic":
             created = await admin.create_topics([NewTopic(f"{topic}.new", 1, 1)])
             return int(created.topic_errors[0][1])
