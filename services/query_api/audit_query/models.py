@@ -8,6 +8,7 @@ from uuid import UUID
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
+from audit_query.search import SearchTerm
 from audit_schemas import Action, ActorType
 from audit_schemas.storable import check_utc
 
@@ -64,6 +65,8 @@ class AuditFilter(_Public):
     correlation_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    terms: tuple[SearchTerm, ...] = ()
+    """Terms of the search language (`q=`), combined with the filters above."""
 
 
 class UserPublic(_Public):

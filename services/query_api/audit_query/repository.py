@@ -23,6 +23,7 @@ from audit_query.models import (
     SortOrder,
     UserPublic,
 )
+from audit_query.search import SearchTerm
 
 SESSION_SETTINGS: Final = {
     "statement_timeout": "20s",
@@ -312,6 +313,63 @@ def _apply_filters(where: _Where, f: AuditFilter) -> None:
         where.add("e.occurred_at >= {}", f.since)
     if f.until is not None:
         where.add("e.occurred_at < {}", f.until)
+    for term in f.terms:
+        _apply_term(where, term)
+
+
+_TERM_COLUMNS: Final = {
+    "action": "e.action",
+    "user": "e.actor_id",
+    "actor": "e.actor_type",
+    "model": "e.entity_model",
+    "entity": "e.entity_id",
+    "tenant": "e.tenant_id",
+    "correlation": "e.correlation_id",
+    "source": "e.source",
+}
+_TEXT_COLUMNS: Final = ("e.actor_id", "e.actor_display_name", "e.entity_id", "e.entity_model", "e.source")
+_PREFIX_END: Final = "\U0010ffff"
+"""Appended to a prefix, the exclusive upper bound of every string that starts with it (code-point order)."""
+
+
+def _apply_term(where: _Where, term: SearchTerm) -> None:
+    """One search-language term as SQL; a negation also keeps rows where the column is null."""
+    parts: list[str] = []
+
+    def arg(value: Any) -> str:
+        where.args.append(value)
+        return f"${len(where.args)}"
+
+    values = term.values
+    if term.field == "after":
+        parts.append(f"e.occurred_at >= {arg(datetime.fromisoformat(values[0]))}")
+    elif term.field == "before":
+        parts.append(f"e.occurred_at < {arg(datetime.fromisoformat(values[0]))}")
+    elif term.field == "id":
+        parts.append(f"e.audit_id = ANY({arg([UUID(v) for v in values])}::uuid[])")
+    elif term.field == "outcome":
+        statuses = [v for v in values if v != "in_progress"]
+        if statuses:
+            parts.append(f"o.status = ANY({arg(statuses)}::text[])")
+        if len(statuses) < len(values):
+            parts.append("o.audit_id IS NULL")
+    elif term.field == "text":
+        pattern = arg("%" + _like_escaped(values[0]) + "%")
+        parts.extend(f"{column} ILIKE {pattern}" for column in _TEXT_COLUMNS)
+    else:
+        column = _TERM_COLUMNS[term.field]
+        exact = [v for v in values if not v.endswith("*")]
+        if exact:
+            parts.append(f"{column} = ANY({arg(exact)}::text[])")
+        for prefix in (v[:-1] for v in values if v.endswith("*")):
+            # A range, not LIKE: it keeps the index under row-level security (LIKE is not leakproof).
+            parts.append(f"({column} >= {arg(prefix)} AND {column} < {arg(prefix + _PREFIX_END)})")
+    condition = " OR ".join(parts)
+    where.clauses.append(f"NOT coalesce(({condition}), false)" if term.negated else f"({condition})")
+
+
+def _like_escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _sort_values(r: asyncpg.Record, sort: str) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ from audit_query.deps import CodecDep, ReaderDep, RepositoryDep, SettingsDep
 from audit_query.errors import BadRequestError, NotFoundError
 from audit_query.models import AuditEntryDetail, AuditFilter, AuditPage, SortField, SortOrder, Timestamp
 from audit_query.pages import read_page
+from audit_query.search import MAX_QUERY_CHARS, parse
 from audit_schemas import Action, ActorType
 
 router = APIRouter(prefix="/v1/audit", tags=["audit log"])
@@ -32,6 +33,14 @@ async def list_audit_entries(
     correlation_id: Annotated[str | None, Query(max_length=256)] = None,
     since: Annotated[Timestamp | None, Query(description="Inclusive lower bound (ISO 8601 with offset).")] = None,
     until: Annotated[Timestamp | None, Query(description="Exclusive upper bound (ISO 8601 with offset).")] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=MAX_QUERY_CHARS,
+            description="Search language, e.g. `action:approve user:alice -outcome:succeeded after:2026-01-01 "
+            '"free text"` (see docs/search.md); combined with the other parameters.',
+        ),
+    ] = None,
     sort: SortField = SortField.TIME,
     order: SortOrder = SortOrder.DESC,
     limit: LimitQuery = None,
@@ -50,6 +59,7 @@ async def list_audit_entries(
         correlation_id=correlation_id,
         since=since,
         until=until,
+        terms=parse(q) if q else (),
     )
     return await read_page(
         principal,
