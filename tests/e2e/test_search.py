@@ -25,7 +25,7 @@ ACTORS = (
 )
 
 
-async def _seed(isolated: Isolated, audit: AuditProducer) -> None:
+async def seed_history(isolated: Isolated, audit: AuditProducer) -> None:
     """Varied history: two tenants, four actors, two models, succeeded/failed, and one action still running."""
     plan = [
         ("acme", "create", "invoice", "inv-1", 0, False),
@@ -48,7 +48,7 @@ async def _seed(isolated: Isolated, audit: AuditProducer) -> None:
     await send_raw(isolated.stack.bootstrap, isolated.projector.audit_topic, [(encode(running), 0)])
 
 
-async def _all(api: httpx.AsyncClient, **params: Any) -> list[Entry]:
+async def all_entries(api: httpx.AsyncClient, **params: Any) -> list[Entry]:
     """Every entry of a query, page by page (small pages, so cursors carry the search)."""
     entries: list[Entry] = []
     cursor = None
@@ -97,18 +97,18 @@ async def test_every_query_matches_a_brute_force_filter_of_the_same_history(
     isolated: Isolated, audit: AuditProducer, api: httpx.AsyncClient
 ) -> None:
     async with projector_running(isolated.projector):
-        await _seed(isolated, audit)
+        await seed_history(isolated, audit)
 
         async def everything() -> list[Entry] | None:
-            found = await _all(api)
+            found = await all_entries(api)
             return found if len(found) == 11 else None
 
         history = await eventually(everything, within=30)
     for query, keep in CASES:
         expected = sorted(e["audit_id"] for e in history if keep(e))
-        got = sorted(e["audit_id"] for e in await _all(api, q=query))
+        got = sorted(e["audit_id"] for e in await all_entries(api, q=query))
         assert got == expected, query
-    assert len(await _all(api, q="action:approve", tenant="acme")) == 1  # combined with the other parameters
+    assert len(await all_entries(api, q="action:approve", tenant="acme")) == 1  # combined with the other parameters
     # A query's cursor does not continue another query.
     first = (await api.get("/v1/audit", params={"q": "tenant:acme", "limit": 1})).json()
     other = await api.get("/v1/audit", params={"q": "tenant:globex", "limit": 1, "cursor": first["next_cursor"]})

@@ -93,6 +93,12 @@ def reader(principal: CurrentPrincipal) -> Principal:
     return principal
 
 
+def exporter(principal: CurrentPrincipal) -> Principal:
+    """The caller, who must hold audit:export (reading a whole view at once)."""
+    principal.require(Scope.EXPORT)
+    return principal
+
+
 def admin(principal: CurrentPrincipal) -> Principal:
     """The caller, who must hold audit:admin."""
     principal.require(Scope.ADMIN)
@@ -100,4 +106,5 @@ def admin(principal: CurrentPrincipal) -> Principal:
 
 
 ReaderDep = Annotated[Principal, Depends(reader)]
+ExporterDep = Annotated[Principal, Depends(exporter)]
 AdminDep = Annotated[Principal, Depends(admin)]

@@ -1,7 +1,7 @@
 """All of the query API's SQL: keyset-paginated audit log, entity history, entries and traces."""
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -31,6 +31,9 @@ SESSION_SETTINGS: Final = {
     "idle_in_transaction_session_timeout": "30s",
 }
 """Every session's limits: no read holds a lock or a transaction open for long."""
+
+EXPORT_IDLE: Final = "5min"
+"""How long an export's transaction may wait on a slow reader before the server ends it."""
 
 LOG_ORDER: Final = "log"
 """Entity history's order: the order the log guarantees for one entity (its partition's offsets)."""
@@ -166,6 +169,23 @@ class AuditRepository:
         sql = f"{_ENTRY_SELECT} {where.sql()} ORDER BY {order_by} LIMIT ${len(where.args)}"
         rows = await self._fetch(sql, *where.args, tenants=tenants)
         return [Row(self._entry(r), _sort_values(r, sort)) for r in rows]
+
+    async def stream_entries(
+        self, tenants: str, filters: AuditFilter, sort: str, order: SortOrder, batch: int = 1000
+    ) -> AsyncGenerator[AuditEntryPublic, None]:
+        """Every entry of a filtered view in order, through a server-side cursor: memory stays flat however many
+        rows there are. The transaction may idle while a slow client reads, for up to `EXPORT_IDLE`."""
+        where = _Where()
+        _apply_filters(where, filters)
+        direction = "ASC" if order is SortOrder.ASC else "DESC"
+        order_by = ", ".join(f"{c} {direction}" for c, _ in SORT_KEYS[sort])
+        sql = f"{_ENTRY_SELECT} {where.sql()} ORDER BY {order_by}"
+        with store_errors():
+            async with self._pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
+                await conn.execute("SELECT set_config('audit.tenants', $1, true)", tenants)
+                await conn.execute(f"SET LOCAL idle_in_transaction_session_timeout = '{EXPORT_IDLE}'")
+                async for record in conn.cursor(sql, *where.args, prefetch=batch):
+                    yield self._entry(record)
 
     async def entry(self, tenants: str, audit_id: UUID) -> AuditEntryPublic | None:
         """One entry with its outcome, or None (also when its tenant is not among `tenants`)."""

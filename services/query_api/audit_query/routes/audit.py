@@ -1,16 +1,30 @@
 """The global audit log and single entries with their execution logs."""
 
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import StreamingResponse
 
-from audit_query.deps import CodecDep, ReaderDep, RepositoryDep, SettingsDep
+from audit_query import selfaudit
+from audit_query.deps import CodecDep, ExporterDep, ReaderDep, RepositoryDep, SettingsDep
 from audit_query.errors import BadRequestError, NotFoundError
-from audit_query.models import AuditEntryDetail, AuditFilter, AuditPage, SortField, SortOrder, Timestamp
+from audit_query.export import ExportFormat, render
+from audit_query.models import (
+    AuditEntryDetail,
+    AuditEntryPublic,
+    AuditFilter,
+    AuditPage,
+    SortField,
+    SortOrder,
+    Timestamp,
+)
 from audit_query.pages import read_page
 from audit_query.search import MAX_QUERY_CHARS, parse
-from audit_schemas import Action, ActorType
+from audit_schemas import Action, Actor, ActorType
 
 router = APIRouter(prefix="/v1/audit", tags=["audit log"])
 
@@ -18,12 +32,7 @@ LimitQuery = Annotated[int | None, Query(ge=1, le=5000, description="Page size (
 CursorQuery = Annotated[str | None, Query(description="`next_cursor` of the previous page, unchanged.")]
 
 
-@router.get("", response_model=AuditPage, summary="Global audit log")
-async def list_audit_entries(
-    principal: ReaderDep,
-    repo: RepositoryDep,
-    codec: CodecDep,
-    settings: SettingsDep,
+def view_filter(
     event: Annotated[list[Action] | None, Query(description="Action(s) to keep; repeat for several.")] = None,
     user_id: Annotated[str | None, Query(max_length=256)] = None,
     actor_type: ActorType | None = None,
@@ -41,15 +50,11 @@ async def list_audit_entries(
             '"free text"` (see docs/search.md); combined with the other parameters.',
         ),
     ] = None,
-    sort: SortField = SortField.TIME,
-    order: SortOrder = SortOrder.DESC,
-    limit: LimitQuery = None,
-    cursor: CursorQuery = None,
-) -> AuditPage:
-    """Every entry, filtered and sorted, with keyset pagination stable under concurrent inserts."""
+) -> AuditFilter:
+    """The filters of a view of the log, shared by the list, its export and its statistics."""
     if since is not None and until is not None and since >= until:
         raise BadRequestError("`since` must be earlier than `until`")
-    filters = AuditFilter(
+    return AuditFilter(
         tenant=tenant,
         actions=tuple(sorted(set(event or ()))),
         user_id=user_id,
@@ -61,6 +66,24 @@ async def list_audit_entries(
         until=until,
         terms=parse(q) if q else (),
     )
+
+
+FilterDep = Annotated[AuditFilter, Depends(view_filter)]
+
+
+@router.get("", response_model=AuditPage, summary="Global audit log")
+async def list_audit_entries(
+    principal: ReaderDep,
+    repo: RepositoryDep,
+    codec: CodecDep,
+    settings: SettingsDep,
+    filters: FilterDep,
+    sort: SortField = SortField.TIME,
+    order: SortOrder = SortOrder.DESC,
+    limit: LimitQuery = None,
+    cursor: CursorQuery = None,
+) -> AuditPage:
+    """Every entry, filtered and sorted, with keyset pagination stable under concurrent inserts."""
     return await read_page(
         principal,
         repo,
@@ -72,6 +95,63 @@ async def list_audit_entries(
         order=order,
         limit=limit,
         cursor=cursor,
+    )
+
+
+@router.get(
+    "/export",
+    summary="Export a view of the log (CSV or NDJSON)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}},
+)
+async def export_audit_entries(
+    principal: ExporterDep,
+    repo: RepositoryDep,
+    settings: SettingsDep,
+    filters: FilterDep,
+    format: ExportFormat = ExportFormat.NDJSON,
+    sort: SortField = SortField.TIME,
+    order: SortOrder = SortOrder.DESC,
+) -> StreamingResponse:
+    """Every entry of the view, streamed with flat memory; the export itself is recorded in the audit log first."""
+    export_id = uuid.uuid4()
+    description = {
+        "export_id": str(export_id),
+        "format": format.value,
+        "filters": filters.model_dump(mode="json"),
+        "sort": sort.value,
+        "order": order.value,
+        "by": principal.name,
+        "tenants": principal.tenant_setting,
+        "at": datetime.now(UTC).isoformat(),
+    }
+    entries = repo.stream_entries(principal.tenant_setting, filters, str(sort), order)
+    first = await anext(entries, None)  # the database's answer before the 200: an outage is still a 503
+    start, outcome = selfaudit.events(
+        Action.EXECUTE,
+        "audit_export",
+        str(export_id),
+        Actor.user(principal.name),
+        settings.self_audit_tenant,
+        {"format": format.value, "filters": description["filters"], "sort": sort.value, "order": order.value},
+    )
+    try:
+        await selfaudit.record(settings, start, outcome)  # no unrecorded export of audit data
+    except BaseException:
+        await entries.aclose()
+        raise
+
+    async def rows() -> AsyncIterator[AuditEntryPublic]:
+        if first is not None:
+            yield first
+            async for entry in entries:
+                yield entry
+
+    filename = f"audit-export-{export_id}.{format.value}"
+    return StreamingResponse(
+        render(format, description, rows()),
+        media_type=format.media_type,
+        headers={"content-disposition": f'attachment; filename="{filename}"', "x-audit-export-id": str(export_id)},
     )
 
 
