@@ -36,10 +36,55 @@ class _Target:
     stage: str
     columns: tuple[str, ...]
     conflict: str
+    rollup: str | None = None
+    """A statement counting the rows the insert returned (`ins`) into audit_rollups, in the same statement."""
 
 
-_ENTRIES: Final = _Target("audit_entries", "stage_audit_entries", ENTRY_COLUMNS, "(occurred_at, audit_id)")
-_OUTCOMES: Final = _Target("audit_outcomes", "stage_audit_outcomes", OUTCOME_COLUMNS, "(audit_id)")
+# Starts count once, under their outcome's status when it is already there (an outcome before its start).
+_ENTRY_ROLLUP: Final = """
+INSERT INTO audit_rollups AS r (bucket, tenant_id, action, entity_model, actor_type, status, kafka_partition, entries)
+SELECT date_trunc('hour', i.occurred_at, 'UTC'), i.tenant_id, i.action, i.entity_model, i.actor_type,
+       coalesce(o.status, 'none'), i.kafka_partition, count(*)
+  FROM ins i LEFT JOIN audit_outcomes o ON o.audit_id = i.audit_id
+ GROUP BY 1, 2, 3, 4, 5, 6, 7
+ON CONFLICT (bucket, tenant_id, action, entity_model, actor_type, status, kafka_partition)
+DO UPDATE SET entries = r.entries + EXCLUDED.entries
+"""
+
+# An outcome moves its start from 'none' to its status (the UPDATE and the INSERT touch different rows).
+_OUTCOME_ROLLUP: Final = """
+, moved AS (
+    SELECT date_trunc('hour', e.occurred_at, 'UTC') AS bucket, e.tenant_id, e.action, e.entity_model, e.actor_type,
+           i.status, e.kafka_partition, count(*) AS n
+      FROM ins i JOIN audit_entries e ON e.audit_id = i.audit_id
+     GROUP BY 1, 2, 3, 4, 5, 6, 7
+), taken AS (
+    UPDATE audit_rollups r SET entries = r.entries - m.n
+      FROM (SELECT bucket, tenant_id, action, entity_model, actor_type, kafka_partition, sum(n) AS n
+              FROM moved GROUP BY 1, 2, 3, 4, 5, 6) m
+     WHERE r.status = 'none' AND r.bucket = m.bucket AND r.tenant_id = m.tenant_id AND r.action = m.action
+       AND r.entity_model = m.entity_model AND r.actor_type = m.actor_type AND r.kafka_partition = m.kafka_partition
+)
+INSERT INTO audit_rollups AS r (bucket, tenant_id, action, entity_model, actor_type, status, kafka_partition, entries)
+SELECT bucket, tenant_id, action, entity_model, actor_type, status, kafka_partition, n FROM moved
+ON CONFLICT (bucket, tenant_id, action, entity_model, actor_type, status, kafka_partition)
+DO UPDATE SET entries = r.entries + EXCLUDED.entries
+"""
+
+_ENTRIES: Final = _Target(
+    "audit_entries",
+    "stage_audit_entries",
+    ENTRY_COLUMNS,
+    "(occurred_at, audit_id)",
+    "RETURNING audit_id, occurred_at, tenant_id, action, entity_model, actor_type, kafka_partition)" + _ENTRY_ROLLUP,
+)
+_OUTCOMES: Final = _Target(
+    "audit_outcomes",
+    "stage_audit_outcomes",
+    OUTCOME_COLUMNS,
+    "(audit_id)",
+    "RETURNING audit_id, status)" + _OUTCOME_ROLLUP,
+)
 _LOGS: Final = _Target("execution_logs", "stage_execution_logs", LOG_COLUMNS, "(logged_at, log_id)")
 _DEAD: Final = _Target(
     "dead_letters", "stage_dead_letters", DEAD_LETTER_COLUMNS, "(kafka_topic, kafka_partition, kafka_offset)"
@@ -564,10 +609,12 @@ class ProjectionRepository:
             target.stage, records=[r.values for r in rows], columns=list(target.columns)
         )
         columns = ", ".join(target.columns)
-        await self._conn.execute(
+        insert = (
             f"INSERT INTO {target.table} ({columns}) SELECT {columns} FROM {target.stage}"
             f" ON CONFLICT {target.conflict} DO NOTHING"
         )
+        # With a rollup, only rows actually inserted (RETURNING) are counted, in the same statement.
+        await self._conn.execute(insert if target.rollup is None else f"WITH ins AS ({insert} {target.rollup}")
         if truncate:  # the next chunk of the same table is staged in this transaction
             await self._conn.execute(f"TRUNCATE {target.stage}")
 

@@ -8,6 +8,7 @@ from typing import Any, Final
 from uuid import UUID
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from audit_query.auth import Principal
 from audit_query.errors import BadRequestError, store_errors
@@ -24,6 +25,7 @@ from audit_query.models import (
     UserPublic,
 )
 from audit_query.search import SearchTerm
+from audit_query.stats import ROLLUP_DIMENSIONS, TOP_DIMENSIONS, Dimension, StatsQuery
 
 SESSION_SETTINGS: Final = {
     "statement_timeout": "20s",
@@ -186,6 +188,44 @@ class AuditRepository:
                 await conn.execute(f"SET LOCAL idle_in_transaction_session_timeout = '{EXPORT_IDLE}'")
                 async for record in conn.cursor(sql, *where.args, prefetch=batch):
                     yield self._entry(record)
+
+    async def stats(self, tenants: str, query: StatsQuery) -> tuple[list[dict[str, Any]], str]:
+        """Counts per group: whole hours from the rollups when the filters allow, the rest from the entries (in one
+        snapshot); user and entity groups are a top-N from the entries."""
+        counts: dict[tuple[Any, ...], int] = {}
+        sources: list[str] = []
+        rollup_where = _rollup_where(query.filters) if set(query.group_by) <= ROLLUP_DIMENSIONS else None
+        spans: list[tuple[datetime, datetime]] = [(query.since, query.until)]
+        with store_errors():
+            async with self._pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
+                await conn.execute("SELECT set_config('audit.tenants', $1, true)", tenants)
+                if rollup_where is not None:
+                    first, last = _ceil_hour(query.since), _floor_hour(query.until)
+                    if first < last:
+                        await self._count(conn, counts, _rollup_sql(query, rollup_where, first, last))
+                        sources.append("rollups")
+                        spans = [(query.since, first), (last, query.until)]
+                for since, until in spans:
+                    if since < until:
+                        await self._count(conn, counts, _entries_sql(query, since, until))
+                        if "entries" not in sources:
+                            sources.append("entries")
+        names = [d.value for d in query.group_by]
+        rows = [{**dict(zip(names, key, strict=True)), "count": n} for key, n in counts.items() if n > 0]
+        if TOP_DIMENSIONS & set(query.group_by):
+            rows.sort(key=lambda r: (-r["count"], str(r[names[0]])))
+            rows = rows[: query.limit]
+        else:
+            rows.sort(key=lambda r: tuple(str(r[n]) for n in names))
+        return rows, "+".join(sources) or "entries"
+
+    @staticmethod
+    async def _count(
+        conn: "PoolConnectionProxy[asyncpg.Record]", counts: dict[tuple[Any, ...], int], sql: tuple[str, list[Any]]
+    ) -> None:
+        for record in await conn.fetch(sql[0], *sql[1]):
+            key = tuple(v.isoformat() if isinstance(v, datetime) else v for v in list(record.values())[:-1])
+            counts[key] = counts.get(key, 0) + int(record["n"])
 
     async def entry(self, tenants: str, audit_id: UUID) -> AuditEntryPublic | None:
         """One entry with its outcome, or None (also when its tenant is not among `tenants`)."""
@@ -386,6 +426,105 @@ def _apply_term(where: _Where, term: SearchTerm) -> None:
             parts.append(f"({column} >= {arg(prefix)} AND {column} < {arg(prefix + _PREFIX_END)})")
     condition = " OR ".join(parts)
     where.clauses.append(f"NOT coalesce(({condition}), false)" if term.negated else f"({condition})")
+
+
+_STATS_COLUMNS: Final = {
+    "rollups": {
+        Dimension.BUCKET: "date_trunc({size}, r.bucket, 'UTC')",
+        Dimension.EVENT: "r.action",
+        Dimension.OUTCOME: "CASE r.status WHEN 'none' THEN 'in_progress' ELSE r.status END",
+        Dimension.MODEL: "r.entity_model",
+        Dimension.ACTOR_TYPE: "r.actor_type",
+        Dimension.TENANT: "r.tenant_id",
+    },
+    "entries": {
+        Dimension.BUCKET: "date_trunc({size}, e.occurred_at, 'UTC')",
+        Dimension.EVENT: "e.action",
+        Dimension.OUTCOME: "coalesce(o.status, 'in_progress')",
+        Dimension.MODEL: "e.entity_model",
+        Dimension.ACTOR_TYPE: "e.actor_type",
+        Dimension.TENANT: "e.tenant_id",
+        Dimension.USER: "e.actor_id",
+        Dimension.ENTITY: "e.entity_model || '/' || e.entity_id",
+    },
+}
+_ROLLUP_TERM_COLUMNS: Final = {
+    "action": "r.action",
+    "actor": "r.actor_type",
+    "model": "r.entity_model",
+    "tenant": "r.tenant_id",
+    "outcome": "r.status",
+}
+
+
+def _rollup_where(f: AuditFilter) -> _Where | None:
+    """The filters as conditions on the rollups, or None when one needs a column they do not keep."""
+    if f.user_id is not None or f.entity_id is not None or f.correlation_id is not None:
+        return None
+    where = _Where()
+    if f.tenant is not None:
+        where.add("r.tenant_id = {}", f.tenant)
+    if f.actions:
+        where.add("r.action = ANY({}::text[])", [a.value for a in f.actions])
+    if f.actor_type is not None:
+        where.add("r.actor_type = {}", f.actor_type.value)
+    if f.model is not None:
+        where.add("r.entity_model = {}", f.model)
+    for term in f.terms:
+        if term.field in ("after", "before"):
+            continue  # part of the range
+        column = _ROLLUP_TERM_COLUMNS.get(term.field)
+        if column is None:
+            return None
+        values = ["none" if v == "in_progress" else v for v in term.values]
+        condition = column + " = ANY({}::text[])"
+        where.add(f"NOT coalesce({condition}, false)" if term.negated else condition, values)
+    return where
+
+
+def _dimensions(query: StatsQuery, source: str, where: _Where) -> list[str]:
+    columns = _STATS_COLUMNS[source]
+    if Dimension.BUCKET not in query.group_by:
+        return [columns[d] for d in query.group_by]
+    where.args.append(query.bucket.value)
+    size = f"${len(where.args)}::text"
+    return [columns[d].format(size=size) for d in query.group_by]
+
+
+def _rollup_sql(query: StatsQuery, where: _Where, first: datetime, last: datetime) -> tuple[str, list[Any]]:
+    where = _Where(list(where.clauses), list(where.args))
+    where.add("r.bucket >= {} AND r.bucket < {}", first, last)
+    dims = _dimensions(query, "rollups", where)
+    group = f"GROUP BY {', '.join(str(i + 1) for i in range(len(dims)))}" if dims else ""
+    select = ", ".join([*dims, "sum(r.entries) AS n"])
+    return f"SELECT {select} FROM audit_rollups r {where.sql()} {group}", where.args
+
+
+def _entries_sql(query: StatsQuery, since: datetime, until: datetime) -> tuple[str, list[Any]]:
+    where = _Where()
+    _apply_filters(where, query.filters)
+    where.add("e.occurred_at >= {} AND e.occurred_at < {}", since, until)
+    dims = _dimensions(query, "entries", where)
+    group = f"GROUP BY {', '.join(str(i + 1) for i in range(len(dims)))}" if dims else ""
+    top = ""
+    if TOP_DIMENSIONS & set(query.group_by):
+        where.args.append(query.limit)
+        top = f"ORDER BY n DESC, 1 LIMIT ${len(where.args)}"
+    select = ", ".join([*dims, "count(*) AS n"])
+    return (
+        f"SELECT {select} FROM audit_entries e LEFT JOIN audit_outcomes o ON o.audit_id = e.audit_id "
+        f"{where.sql()} {group} {top}",
+        where.args,
+    )
+
+
+def _floor_hour(at: datetime) -> datetime:
+    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _ceil_hour(at: datetime) -> datetime:
+    floor = _floor_hour(at)
+    return floor if floor == at else floor + timedelta(hours=1)
 
 
 def _like_escaped(text: str) -> str:

@@ -24,6 +24,7 @@ from audit_query.models import (
 )
 from audit_query.pages import read_page
 from audit_query.search import MAX_QUERY_CHARS, parse
+from audit_query.stats import TOP_DIMENSIONS, BucketSize, Dimension, StatsResponse, plan
 from audit_schemas import Action, Actor, ActorType
 
 router = APIRouter(prefix="/v1/audit", tags=["audit log"])
@@ -95,6 +96,33 @@ async def list_audit_entries(
         order=order,
         limit=limit,
         cursor=cursor,
+    )
+
+
+@router.get("/stats", response_model=StatsResponse, summary="Counts for dashboards")
+async def audit_stats(
+    principal: ReaderDep,
+    repo: RepositoryDep,
+    filters: FilterDep,
+    group_by: Annotated[
+        list[Dimension] | None,
+        Query(description="Dimensions to group by (at most 2; `user` or `entity` alone, as a top-N)."),
+    ] = None,
+    bucket: Annotated[BucketSize, Query(description="Bucket width when grouping by `bucket` (UTC).")] = BucketSize.AUTO,
+    limit: Annotated[int, Query(ge=1, le=100, description="Top-N size for `user` or `entity`.")] = 10,
+) -> StatsResponse:
+    """How many entries the view holds over its range (`since`/`until` or `after:`/`before:`; the last day by
+    default), grouped as asked: what the console's charts and external dashboards read."""
+    query = plan(filters, group_by or [], bucket, limit)
+    rows, source = await repo.stats(principal.tenant_setting, query)
+    return StatsResponse(
+        since=query.since,
+        until=query.until,
+        bucket=query.bucket if Dimension.BUCKET in query.group_by else None,
+        group_by=list(query.group_by),
+        source=source,
+        total=None if TOP_DIMENSIONS & set(query.group_by) else sum(r["count"] for r in rows),
+        rows=rows,
     )
 
 
