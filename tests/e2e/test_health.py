@@ -1,5 +1,6 @@
 """Liveness and readiness report Postgres, Kafka and projector lag as they really are."""
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -34,6 +35,20 @@ async def test_lag_is_reported_until_the_projector_catches_up(isolated: Isolated
     assert body["checks"]["postgres"] == {"ok": True}
     assert body["checks"]["kafka"] == {"ok": True}
     assert body["checks"]["blocked_partitions"] == []
+
+
+async def test_readiness_answers_at_once_when_a_topic_does_not_exist_yet(isolated: Isolated) -> None:
+    await publish_events(isolated.stack.bootstrap, isolated.projector.audit_topic, 3)
+    settings = isolated.query.model_copy(update={"topics": (isolated.projector.audit_topic, f"{isolated.name}.none")})
+    async with query_client(settings) as client:
+        for _ in range(3):  # the probe's client is reused between answers
+            response = await asyncio.wait_for(client.get("/readyz"), 5)
+            body = response.json()
+            assert body["checks"]["kafka"] == {"ok": True}
+            partitions = body["checks"]["projector_lag"]["partitions"]
+            assert len(partitions) == 6
+            assert all(name.startswith(isolated.projector.audit_topic) for name in partitions)
+            assert body["checks"]["projector_lag"]["total"] == 3
 
 
 @pytest.mark.parametrize(("broken", "status", "code"), [("kafka", "degraded", 200), ("postgres", "unavailable", 503)])

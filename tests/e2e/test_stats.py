@@ -87,6 +87,11 @@ async def test_stats_match_a_brute_force_count_and_survive_a_rebuild(
     assert {r["bucket"] for r in body["rows"]} == {hour.isoformat()}
     assert sum(r["count"] for r in body["rows"]) == len(history)
 
+    ungrouped = await _stats(api, **aligned)  # no dimension: one total
+    assert ungrouped["rows"] == [{"count": len(history)}]
+    empty = await _stats(api, since="2001-01-01T00:00:00Z", until="2001-01-02T00:00:00Z")
+    assert empty["rows"] == []
+    assert empty["total"] == 0
     top = await _stats(api, group_by="user", limit=2)
     by_user = Counter(e["user"]["id"] for e in history)
     assert [(r["user"], r["count"]) for r in top["rows"]] == sorted(

@@ -1,6 +1,7 @@
 """Kafka reachability and end offsets, for readiness and projector lag."""
 
 import asyncio
+import contextlib
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -40,6 +41,9 @@ class KafkaProbe:
         may describe the topics, not read them.
         """
         ends: dict[TopicPartition, int] = {}
+        if any(consumer.partitions_for_topic(t) is None for t in topics):
+            existing = await consumer.topics()  # a topic that does not exist (yet) is not assigned: no lag for it
+            topics = tuple(t for t in topics if t in existing)
         for _ in range(2):
             known = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or {0})]
             if set(known) == set(ends):
@@ -67,4 +71,5 @@ class KafkaProbe:
         """Disconnect."""
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            await consumer.stop()
+            with contextlib.suppress(TimeoutError):  # a broker that stopped answering must not hold a probe
+                await asyncio.wait_for(consumer.stop(), self._timeout)

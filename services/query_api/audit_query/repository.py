@@ -225,7 +225,7 @@ class AuditRepository:
     ) -> None:
         for record in await conn.fetch(sql[0], *sql[1]):
             key = tuple(v.isoformat() if isinstance(v, datetime) else v for v in list(record.values())[:-1])
-            counts[key] = counts.get(key, 0) + int(record["n"])
+            counts[key] = counts.get(key, 0) + int(record["n"] or 0)  # sum() over no rows is null
 
     async def entry(self, tenants: str, audit_id: UUID) -> AuditEntryPublic | None:
         """One entry with its outcome, or None (also when its tenant is not among `tenants`)."""
