@@ -4,7 +4,7 @@ import json
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Literal
 from uuid import UUID
 
 import asyncpg
@@ -52,7 +52,9 @@ _ENTRY_SELECT: Final = """
 SELECT e.audit_id, e.occurred_at, e.tenant_id, e.action, e.entity_model, e.entity_id, e.actor_type,
        e.actor_id, e.actor_display_name, e.user_sort, e.request_id, host(e.client_ip) AS client_ip, e.user_agent,
        e.correlation_id, e.otel_trace_id, e.source, e.kafka_partition, e.kafka_offset,
-       o.status, o.error_type, o.error_message, o.revision, o.changes, o.finished_at, o.duration_ms, o.unrecorded
+       o.status, o.error_type, o.error_message, o.revision, o.changes, o.finished_at, o.duration_ms, o.unrecorded,
+       e.kafka_topic, o.kafka_topic AS outcome_topic, o.kafka_partition AS outcome_partition,
+       o.kafka_offset AS outcome_offset
   FROM audit_entries e
   LEFT JOIN audit_outcomes o ON o.audit_id = e.audit_id
 """
@@ -106,6 +108,17 @@ class _Where:
 
     def sql(self) -> str:
         return f"WHERE {' AND '.join(self.clauses)}" if self.clauses else ""
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRecord:
+    """Something recorded under a trace, at its place in the log (stable across rebuilds)."""
+
+    kind: Literal["entry", "outcome", "log"]
+    topic: str
+    partition: int
+    offset: int
+    item: AuditEntryPublic | ExecutionLogPublic
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +240,47 @@ class AuditRepository:
             key = tuple(v.isoformat() if isinstance(v, datetime) else v for v in list(record.values())[:-1])
             counts[key] = counts.get(key, 0) + int(record["n"] or 0)  # sum() over no rows is null
 
+    async def trace_since(
+        self, tenants: str, audit_id: UUID, positions: dict[tuple[str, int], int], limit: int
+    ) -> tuple[list[TraceRecord], bool]:
+        """The trace's entry, outcome and log lines stored after `positions` (per topic partition, the last offset
+        already delivered), in log order: what a live view has not shown yet; and whether the action has ended.
+        Lines appear with their entry."""
+        entry_rows = await self._fetch(f"{_ENTRY_SELECT} WHERE e.audit_id = $1 LIMIT 1", audit_id, tenants=tenants)
+        keys = list(positions)
+        rows = await self._fetch(
+            """SELECT l.log_id, l.logged_at, l.level, l.logger, l.message, l.fields, l.process, l.source,
+                      l.kafka_topic, l.kafka_partition, l.kafka_offset
+                 FROM execution_logs l
+                 JOIN audit_entries e ON e.audit_id = $1 AND e.tenant_id = l.tenant_id
+                 LEFT JOIN unnest($2::text[], $3::int[], $4::bigint[]) AS p(topic, part, off)
+                   ON p.topic = l.kafka_topic AND p.part = l.kafka_partition
+                WHERE l.trace_id = $1 AND l.kafka_offset > coalesce(p.off, -1)
+                ORDER BY l.kafka_topic, l.kafka_partition, l.kafka_offset LIMIT $5""",
+            audit_id,
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [positions[k] for k in keys],
+            limit,
+            tenants=tenants,
+        )
+        if not entry_rows:
+            return [], False
+        out: list[TraceRecord] = []
+        r = entry_rows[0]
+        entry = self._entry(r)
+        if r["kafka_offset"] > positions.get((r["kafka_topic"], r["kafka_partition"]), -1):
+            out.append(TraceRecord("entry", r["kafka_topic"], r["kafka_partition"], r["kafka_offset"], entry))
+        if r["status"] is not None:
+            at = (r["outcome_topic"], r["outcome_partition"], r["outcome_offset"])
+            if at[2] > positions.get((at[0], at[1]), -1):
+                out.append(TraceRecord("outcome", at[0], at[1], at[2], entry))
+        out.extend(
+            TraceRecord("log", row["kafka_topic"], row["kafka_partition"], row["kafka_offset"], _log(row))
+            for row in rows
+        )
+        return out, r["status"] is not None
+
     async def entry(self, tenants: str, audit_id: UUID) -> AuditEntryPublic | None:
         """One entry with its outcome, or None (also when its tenant is not among `tenants`)."""
         rows = await self._fetch(f"{_ENTRY_SELECT} WHERE e.audit_id = $1 LIMIT 1", audit_id, tenants=tenants)
@@ -247,20 +301,7 @@ class AuditRepository:
             limit + 1,
             tenants=tenants,
         )
-        logs = [
-            ExecutionLogPublic(
-                log_id=r["log_id"],
-                time=r["logged_at"],
-                level=r["level"],
-                logger=r["logger"],
-                message=r["message"],
-                fields=json.loads(r["fields"]),
-                process=r["process"],
-                source=r["source"],
-            )
-            for r in rows[:limit]
-        ]
-        return logs, len(rows) > limit
+        return [_log(r) for r in rows[:limit]], len(rows) > limit
 
     async def dead_letters(self, tenants: str, reason: str | None, limit: int) -> list[dict[str, Any]]:
         """The newest dead letters (visible only when `tenants` is `*`)."""
@@ -352,6 +393,19 @@ class AuditRepository:
             duration_ms=r["duration_ms"],
             unrecorded=json.loads(r["unrecorded"]) if r["unrecorded"] is not None else None,
         )
+
+
+def _log(r: asyncpg.Record) -> ExecutionLogPublic:
+    return ExecutionLogPublic(
+        log_id=r["log_id"],
+        time=r["logged_at"],
+        level=r["level"],
+        logger=r["logger"],
+        message=r["message"],
+        fields=json.loads(r["fields"]),
+        process=r["process"],
+        source=r["source"],
+    )
 
 
 def _apply_filters(where: _Where, f: AuditFilter) -> None:

@@ -3,10 +3,12 @@
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Header, Path, Request
+from fastapi.responses import StreamingResponse
 
-from audit_query.deps import ReaderDep, RepositoryDep, SettingsDep
+from audit_query.deps import CodecDep, ReaderDep, RepositoryDep, SettingsDep
 from audit_query.errors import NotFoundError
+from audit_query.live import events, positions_of, stream_scope
 from audit_query.models import TraceView
 
 router = APIRouter(prefix="/v1/traces", tags=["traces"])
@@ -26,3 +28,40 @@ async def get_trace(
     if entry is None and not logs:
         raise NotFoundError(f"nothing recorded for trace {trace_id}")
     return TraceView(trace_id=trace_id, entry=entry, logs=logs, logs_truncated=truncated)
+
+
+@router.get(
+    "/{trace_id}/stream",
+    summary="Follow a trace live (server-sent events)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def stream_trace(
+    trace_id: Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="32 lowercase hex digits.")],
+    request: Request,
+    principal: ReaderDep,
+    repo: RepositoryDep,
+    codec: CodecDep,
+    last_event_id: Annotated[
+        str | None, Header(alias="Last-Event-ID", description="The id of the last event received, to resume after.")
+    ] = None,
+) -> StreamingResponse:
+    """The entry, then each log line and the outcome as they are projected, then `end`. Event ids are signed
+    positions in the log: reconnecting with `Last-Event-ID` resumes with no line lost or repeated. A browser
+    authenticates with its session cookie (EventSource cannot send headers)."""
+    scope = stream_scope(trace_id, principal.tenant_setting)
+    positions = positions_of(codec, last_event_id, scope)
+    stream = events(
+        repo,
+        codec,
+        tenants=principal.tenant_setting,
+        trace_id=trace_id,
+        scope=scope,
+        positions=positions,
+        disconnected=request.is_disconnected,
+    )
+    return StreamingResponse(
+        stream,
+        media_type="text/event-stream",
+        headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+    )
