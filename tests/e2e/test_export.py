@@ -142,6 +142,11 @@ async def test_export_memory_stays_flat_as_the_view_grows(isolated: Isolated, ap
                 return bool(await conn.fetchval("SELECT count(*) FROM audit_entries") == total)
 
         await eventually(projected, within=90)
+    assert (await api.get("/v1/audit/count")).json() == {"count": 10_000, "exact": False}
+    assert (await api.get("/v1/audit/count", params={"q": "entity:e-1 entity:e-2"})).json() == {
+        "count": 600,
+        "exact": True,
+    }
     with contextlib.suppress(Exception):
         await _peak_while_exporting(api, {"q": "entity:e-1"})  # warm up: imports and the pool's first connection
     small_rows, small_peak = await _peak_while_exporting(api, {"q": "entity:e-1 entity:e-2 entity:e-3"})

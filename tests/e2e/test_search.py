@@ -109,6 +109,29 @@ async def test_every_query_matches_a_brute_force_filter_of_the_same_history(
         got = sorted(e["audit_id"] for e in await all_entries(api, q=query))
         assert got == expected, query
     assert len(await all_entries(api, q="action:approve", tenant="acme")) == 1  # combined with the other parameters
+    for query in ("tenant:acme", "-action:sync", "outcome:failed"):
+        counted = (await api.get("/v1/audit/count", params={"q": query})).json()
+        assert counted == {"count": len(await all_entries(api, q=query)), "exact": True}
+    assert (await api.get("/v1/audit/count")).json() == {"count": len(history), "exact": True}
+    # Forward then back again, page by page: the same pages, nothing skipped or repeated.
+    for sort, order in (("time", "desc"), ("user", "asc"), ("event", "desc")):
+        params: dict[str, Any] = {"sort": sort, "order": order, "limit": 4}
+        pages, cursor = [], None
+        while True:
+            body = (await api.get("/v1/audit", params={**params, **({"cursor": cursor} if cursor else {})})).json()
+            pages.append(([e["audit_id"] for e in body["data"]], body["prev_cursor"]))
+            cursor = body["next_cursor"]
+            if cursor is None:
+                break
+        assert pages[0][1] is None  # no page before the first
+        flat = [i for ids, _ in pages for i in ids]
+        assert len(flat) == len(set(flat)) == len(history)
+        back = pages[-1][1]
+        for expected, _ in reversed(pages[:-1]):
+            body = (await api.get("/v1/audit", params={**params, "cursor": back})).json()
+            assert [e["audit_id"] for e in body["data"]] == expected, (sort, order)
+            back = body["prev_cursor"]
+        assert back is None
     # A query's cursor does not continue another query.
     first = (await api.get("/v1/audit", params={"q": "tenant:acme", "limit": 1})).json()
     other = await api.get("/v1/audit", params={"q": "tenant:globex", "limit": 1, "cursor": first["next_cursor"]})

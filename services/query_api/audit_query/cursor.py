@@ -21,6 +21,8 @@ class Cursor:
     scope: str
     """Hash of the view, sort, order and filters; a cursor only continues the query it came from."""
     key: tuple[Any, ...]
+    backward: bool = False
+    """True for a `prev_cursor`: the page before the row whose key this is."""
 
 
 class CursorCodec:
@@ -31,7 +33,10 @@ class CursorCodec:
 
     def encode(self, cursor: Cursor) -> str:
         """base64url(JSON payload || MAC)."""
-        payload = json.dumps({"v": _VERSION, "s": cursor.scope, "k": list(cursor.key)}, separators=(",", ":"))
+        fields: dict[str, Any] = {"v": _VERSION, "s": cursor.scope, "k": list(cursor.key)}
+        if cursor.backward:
+            fields["b"] = 1
+        payload = json.dumps(fields, separators=(",", ":"))
         raw = payload.encode()
         return base64.urlsafe_b64encode(raw + self._mac(raw)).decode().rstrip("=")
 
@@ -46,14 +51,14 @@ class CursorCodec:
             raise BadRequestError("invalid cursor: not issued by this service or altered")
         try:
             payload = json.loads(raw)
-            version, cursor_scope, key = payload["v"], payload["s"], payload["k"]
+            version, cursor_scope, key, backward = payload["v"], payload["s"], payload["k"], payload.get("b") == 1
         except (ValueError, KeyError, TypeError) as e:
             raise BadRequestError("malformed cursor payload") from e
         if version != _VERSION or not isinstance(key, list):
             raise BadRequestError("unsupported cursor version")
         if cursor_scope != scope:
             raise BadRequestError("cursor belongs to a different query: keep the sort, order and filters it came with")
-        return Cursor(scope=scope, key=tuple(key))
+        return Cursor(scope=scope, key=tuple(key), backward=backward)
 
     def _mac(self, raw: bytes) -> bytes:
         return hmac.new(self._secret, raw, hashlib.sha256).digest()[:_MAC_BYTES]

@@ -132,12 +132,24 @@ class AuditEntryPublic(_Public):
     outcome: OutcomePublic
 
 
+COUNT_CAP: Final = 10_000
+
+
+class EntryCount(_Public):
+    """Entries in a view: exact up to 10,000, otherwise `count` is 10,000 and `exact` is false."""
+
+    count: int
+    exact: bool
+
+
 class AuditPage(_Public):
     """A page of entries; pass `next_cursor` back unchanged (with the same query) for the next one."""
 
     data: list[AuditEntryPublic]
     count: int
     next_cursor: str | None
+    prev_cursor: str | None = None
+    """The page before this one (null on the first page); pages never skip or repeat a row."""
 
 
 class ExecutionLogPublic(_Public):

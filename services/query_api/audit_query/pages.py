@@ -29,11 +29,20 @@ async def read_page(
         filters=filters.model_dump(mode="json"),
         tenants=principal.tenant_setting,
     )
-    after = codec.decode(cursor, scope).key if cursor else None
-    if after is not None:
-        check_sort_values(str(sort), after)
+    decoded = codec.decode(cursor, scope) if cursor else None
+    if decoded is not None:
+        check_sort_values(str(sort), decoded.key)
     size = min(limit or settings.default_limit, settings.max_limit)
-    rows = await repo.list_entries(principal.tenant_setting, filters, str(sort), order, size, after)
-    page, more = rows[:size], len(rows) > size
-    next_cursor = codec.encode(Cursor(scope, page[-1].sort_values)) if more else None
-    return AuditPage(data=[r.entry for r in page], count=len(page), next_cursor=next_cursor)
+    backward = decoded is not None and decoded.backward
+    rows = await repo.list_entries(
+        principal.tenant_setting, filters, str(sort), order, size, decoded.key if decoded else None, backward=backward
+    )
+    if backward:  # fetched nearest-first: the extra row, if any, is beyond the page's start
+        more_before, page = len(rows) > size, rows[:size][::-1]
+        more_after = True
+    else:
+        more_before, page = decoded is not None, rows[:size]
+        more_after = len(rows) > size
+    next_cursor = codec.encode(Cursor(scope, page[-1].sort_values)) if page and more_after else None
+    prev_cursor = codec.encode(Cursor(scope, page[0].sort_values, backward=True)) if page and more_before else None
+    return AuditPage(data=[r.entry for r in page], count=len(page), next_cursor=next_cursor, prev_cursor=prev_cursor)

@@ -165,11 +165,16 @@ class AuditRepository:
         order: SortOrder,
         limit: int,
         after: Sequence[Any] | None,
+        *,
+        backward: bool = False,
     ) -> list[Row]:
-        """One page of the global log, `limit + 1` rows so the caller knows whether more follow."""
+        """One page of the global log, `limit + 1` rows so the caller knows whether more follow. `backward`: the
+        rows before `after` instead, nearest first (the caller reverses them)."""
         where = _Where()
         _apply_filters(where, filters)
         keys = SORT_KEYS[sort]
+        if backward:
+            order = SortOrder.DESC if order is SortOrder.ASC else SortOrder.ASC
         if after is not None:
             columns = ", ".join(c for c, _ in keys)
             op = ">" if order is SortOrder.ASC else "<"
@@ -184,6 +189,18 @@ class AuditRepository:
         sql = f"{_ENTRY_SELECT} {where.sql()} ORDER BY {order_by} LIMIT ${len(where.args)}"
         rows = await self._fetch(sql, *where.args, tenants=tenants)
         return [Row(self._entry(r), _sort_values(r, sort)) for r in rows]
+
+    async def count_entries(self, tenants: str, filters: AuditFilter, cap: int) -> int:
+        """How many entries the view holds, counting no further than `cap` (a bounded cost on any view)."""
+        where = _Where()
+        _apply_filters(where, filters)
+        where.args.append(cap)
+        sql = (
+            "SELECT count(*) FROM (SELECT 1 FROM audit_entries e LEFT JOIN audit_outcomes o ON o.audit_id = e.audit_id"
+            f" {where.sql()} LIMIT ${len(where.args)}) AS capped"
+        )
+        rows = await self._fetch(sql, *where.args, tenants=tenants)
+        return int(rows[0][0])
 
     async def stream_entries(
         self, tenants: str, filters: AuditFilter, sort: str, order: SortOrder, batch: int = 1000

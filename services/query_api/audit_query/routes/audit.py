@@ -14,10 +14,12 @@ from audit_query.deps import CodecDep, ExporterDep, ReaderDep, RepositoryDep, Se
 from audit_query.errors import BadRequestError, NotFoundError
 from audit_query.export import ExportFormat, render
 from audit_query.models import (
+    COUNT_CAP,
     AuditEntryDetail,
     AuditEntryPublic,
     AuditFilter,
     AuditPage,
+    EntryCount,
     SortField,
     SortOrder,
     Timestamp,
@@ -97,6 +99,14 @@ async def list_audit_entries(
         limit=limit,
         cursor=cursor,
     )
+
+
+@router.get("/count", response_model=EntryCount, summary="How many entries a view holds")
+async def count_audit_entries(principal: ReaderDep, repo: RepositoryDep, filters: FilterDep) -> EntryCount:
+    """Exact up to 10,000; beyond, `exact` is false and the console shows "10,000+" (counting further would cost
+    a scan of the whole view)."""
+    counted = await repo.count_entries(principal.tenant_setting, filters, COUNT_CAP + 1)
+    return EntryCount(count=min(counted, COUNT_CAP), exact=counted <= COUNT_CAP)
 
 
 @router.get("/stats", response_model=StatsResponse, summary="Counts for dashboards")
