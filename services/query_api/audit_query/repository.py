@@ -190,6 +190,36 @@ class AuditRepository:
         rows = await self._fetch(sql, *where.args, tenants=tenants)
         return [Row(self._entry(r), _sort_values(r, sort)) for r in rows]
 
+    async def models(self, tenants: str) -> list[tuple[str, int]]:
+        """Every entity model in the log with its number of entries (from the rollups: no scan)."""
+        rows = await self._fetch(
+            "SELECT entity_model, sum(entries) AS n FROM audit_rollups GROUP BY 1 HAVING sum(entries) > 0 ORDER BY 1",
+            tenants=tenants,
+        )
+        return [(r["entity_model"], int(r["n"])) for r in rows]
+
+    async def entities(
+        self, tenants: str, model: str | None, prefix: str, after: tuple[str, str] | None, limit: int
+    ) -> list[tuple[str, str]]:
+        """Distinct (model, entity id) pairs whose id starts with `prefix`, in (id, model) order, after `after`
+        (an (id, model) pair)."""
+        where = _Where()
+        if model is not None:
+            where.add("e.entity_model = {}", model)
+        if prefix:
+            # A range rather than LIKE: it keeps the index under row-level security.
+            where.add("e.entity_id >= {} AND e.entity_id < {}", prefix, prefix + _PREFIX_END)
+        if after is not None:
+            where.add("(e.entity_id, e.entity_model) > ({}, {})", *after)
+        where.args.append(limit)
+        rows = await self._fetch(
+            f"SELECT DISTINCT e.entity_model, e.entity_id FROM audit_entries e {where.sql()} "
+            f"ORDER BY e.entity_id, e.entity_model LIMIT ${len(where.args)}",
+            *where.args,
+            tenants=tenants,
+        )
+        return [(r["entity_model"], r["entity_id"]) for r in rows]
+
     async def count_entries(self, tenants: str, filters: AuditFilter, cap: int) -> int:
         """How many entries the view holds, counting no further than `cap` (a bounded cost on any view)."""
         where = _Where()

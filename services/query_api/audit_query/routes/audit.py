@@ -7,9 +7,9 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
-from audit_query import selfaudit
+from audit_query import chart, selfaudit
 from audit_query.deps import CodecDep, ExporterDep, ReaderDep, RepositoryDep, SettingsDep
 from audit_query.errors import BadRequestError, NotFoundError
 from audit_query.export import ExportFormat, render
@@ -26,7 +26,7 @@ from audit_query.models import (
 )
 from audit_query.pages import read_page
 from audit_query.search import MAX_QUERY_CHARS, parse
-from audit_query.stats import TOP_DIMENSIONS, BucketSize, Dimension, StatsResponse, plan
+from audit_query.stats import ROLLUP_DIMENSIONS, TOP_DIMENSIONS, BucketSize, Dimension, StatsResponse, plan
 from audit_schemas import Action, Actor, ActorType
 
 router = APIRouter(prefix="/v1/audit", tags=["audit log"])
@@ -134,6 +134,32 @@ async def audit_stats(
         total=None if TOP_DIMENSIONS & set(query.group_by) else sum(r["count"] for r in rows),
         rows=rows,
     )
+
+
+@router.get(
+    "/chart.svg",
+    summary="Entries over time as an SVG bar chart",
+    response_class=Response,
+    responses={200: {"content": {"image/svg+xml": {}}}},
+)
+async def audit_chart(
+    principal: ReaderDep,
+    repo: RepositoryDep,
+    filters: FilterDep,
+    stack: Annotated[
+        Dimension | None, Query(description="Stack the bars by `event` or `outcome` (or any rollup dimension).")
+    ] = None,
+    bucket: Annotated[BucketSize, Query(description="Bucket width (UTC); `auto` picks one from the range.")] = (
+        BucketSize.AUTO
+    ),
+) -> Response:
+    """The console's chart, drawn on the server: each bar carries its bucket's bounds for click-to-narrow."""
+    if stack is not None and stack not in ROLLUP_DIMENSIONS - {Dimension.BUCKET}:
+        raise BadRequestError("`stack` takes a dimension with few values: event, outcome, model, actor_type, tenant")
+    query = plan(filters, [Dimension.BUCKET, *([stack] if stack else [])], bucket, 10)
+    rows, _ = await repo.stats(principal.tenant_setting, query)
+    svg = chart.render(rows, query.since, query.until, query.bucket, stack.value if stack else None)
+    return Response(svg, media_type="image/svg+xml", headers={"cache-control": "no-store"})
 
 
 @router.get(

@@ -3,6 +3,7 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel
 
 from audit_query.deps import CodecDep, ReaderDep, RepositoryDep, SettingsDep
 from audit_query.errors import NotFoundError
@@ -12,6 +13,55 @@ from audit_query.repository import LOG_ORDER
 from audit_query.routes.audit import CursorQuery, LimitQuery
 
 router = APIRouter(prefix="/v1/entities", tags=["entity history"])
+
+
+class EntityRef(BaseModel):
+    """An entity that appears in the log."""
+
+    model: str
+    entity_id: str
+
+
+class EntityList(BaseModel):
+    """A page of entities; pass `next_after` and `next_after_model` back as `after` and `after_model`."""
+
+    data: list[EntityRef]
+    next_after: str | None
+    next_after_model: str | None
+
+
+class ModelCount(BaseModel):
+    """An entity model and how many entries it has."""
+
+    model: str
+    entries: int
+
+
+@router.get("", response_model=EntityList, summary="Entities in the log, by id prefix")
+async def list_entities(
+    principal: ReaderDep,
+    repo: RepositoryDep,
+    model: Annotated[str | None, Query(max_length=64)] = None,
+    prefix: Annotated[str, Query(max_length=256, description="Start of the entity id.")] = "",
+    after: Annotated[str | None, Query(max_length=256, description="`next_after` of the previous page.")] = None,
+    after_model: Annotated[str, Query(max_length=64, description="`next_after_model` of the previous page.")] = "",
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> EntityList:
+    """Browse entities: any entity in the log can be reached from here."""
+    position = (after, after_model) if after is not None else None
+    found = await repo.entities(principal.tenant_setting, model, prefix, position, limit + 1)
+    page, more = found[:limit], len(found) > limit
+    return EntityList(
+        data=[EntityRef(model=m, entity_id=e) for m, e in page],
+        next_after=page[-1][1] if more else None,
+        next_after_model=page[-1][0] if more else None,
+    )
+
+
+@router.get("/models", response_model=list[ModelCount], summary="Entity models in the log")
+async def list_models(principal: ReaderDep, repo: RepositoryDep) -> list[ModelCount]:
+    """Each model with its number of entries."""
+    return [ModelCount(model=m, entries=n) for m, n in await repo.models(principal.tenant_setting)]
 
 
 @router.get("/{model}/{entity_id:path}/audit", response_model=AuditPage, summary="Entity-specific audit log")

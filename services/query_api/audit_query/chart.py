@@ -1,0 +1,121 @@
+"""Server-rendered SVG of a stats answer: events over time, stacked by a second dimension.
+
+Every text is escaped; every bar carries its bucket's bounds (`data-since`, `data-until`) so the console can
+narrow its table to a clicked bar, and a `<title>` a screen reader and a hover can show. No script, no external
+reference: it is inserted into the console as it is.
+"""
+
+from datetime import UTC, datetime, timedelta
+from html import escape
+from typing import Any, Final
+
+from audit_query.stats import BucketSize
+
+WIDTH: Final = 960
+HEIGHT: Final = 200
+PAD_LEFT: Final = 44
+PAD_BOTTOM: Final = 22
+PAD_TOP: Final = 10
+LEGEND: Final = 150
+PALETTE: Final = (
+    "#3867d6",
+    "#20bf6b",
+    "#eb3b5a",
+    "#f7b731",
+    "#8854d0",
+    "#0fb9b1",
+    "#fa8231",
+    "#4b6584",
+    "#a5b1c2",
+    "#2d98da",
+    "#26de81",
+    "#fc5c65",
+    "#778ca3",
+)
+STATUS_COLOURS: Final = {"succeeded": "#20bf6b", "failed": "#eb3b5a", "aborted": "#778ca3", "in_progress": "#f7b731"}
+_STEP: Final = {
+    BucketSize.HOUR: timedelta(hours=1),
+    BucketSize.DAY: timedelta(days=1),
+    BucketSize.WEEK: timedelta(days=7),
+}
+
+
+def _buckets(since: datetime, until: datetime, size: BucketSize) -> list[datetime]:
+    """Every bucket start of the range (UTC), also the empty ones."""
+    step = _STEP[size]
+    start = since.replace(minute=0, second=0, microsecond=0)
+    if size is not BucketSize.HOUR:
+        start = start.replace(hour=0)
+    if size is BucketSize.WEEK:
+        start -= timedelta(days=start.weekday())
+    out: list[datetime] = []
+    at = start
+    while at < until and len(out) <= 2000:
+        out.append(at)
+        at += step
+    return out
+
+
+def render(
+    rows: list[dict[str, Any]], since: datetime, until: datetime, size: BucketSize, series_key: str | None
+) -> str:
+    """A stacked bar chart of `rows` (`bucket`, optional `series_key`, `count`)."""
+    since, until = since.astimezone(UTC), until.astimezone(UTC)
+    buckets = _buckets(since, until, size)
+    names = sorted({str(r.get(series_key)) for r in rows}) if series_key else ["entries"]
+    colours = {
+        n: STATUS_COLOURS.get(n, PALETTE[i % len(PALETTE)]) if series_key == "outcome" else PALETTE[i % len(PALETTE)]
+        for i, n in enumerate(names)
+    }
+    counts: dict[tuple[str, str], int] = {}
+    for r in rows:
+        key = (str(r["bucket"]), str(r.get(series_key)) if series_key else "entries")
+        counts[key] = counts.get(key, 0) + int(r["count"])
+    totals = {b: sum(counts.get((b.isoformat(), n), 0) for n in names) for b in buckets}
+    peak = max([*totals.values(), 1])
+    plot_w = WIDTH - PAD_LEFT - LEGEND
+    plot_h = HEIGHT - PAD_TOP - PAD_BOTTOM
+    slot = plot_w / max(len(buckets), 1)
+    bar_w = max(slot * 0.8, 1.0)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" role="img" '
+        f'aria-label="entries per {size.value}, {escape(since.isoformat())} to {escape(until.isoformat())}">',
+        f'<text x="{PAD_LEFT - 6}" y="{PAD_TOP + 8}" text-anchor="end" font-size="10">{peak}</text>',
+        f'<text x="{PAD_LEFT - 6}" y="{PAD_TOP + plot_h}" text-anchor="end" font-size="10">0</text>',
+        f'<line x1="{PAD_LEFT}" y1="{PAD_TOP + plot_h}" x2="{PAD_LEFT + plot_w}" y2="{PAD_TOP + plot_h}" '
+        'stroke="#99a" stroke-width="1"/>',
+    ]
+    label_every = max(1, len(buckets) // 8)
+    for i, bucket in enumerate(buckets):
+        x = PAD_LEFT + i * slot + (slot - bar_w) / 2
+        y = float(PAD_TOP + plot_h)
+        end = min(bucket + _STEP[size], until)
+        for name in names:
+            n = counts.get((bucket.isoformat(), name), 0)
+            if not n:
+                continue
+            h = plot_h * n / peak
+            y -= h
+            title = f"{bucket.isoformat()} · {name}: {n}" if series_key else f"{bucket.isoformat()}: {n}"
+            parts.append(
+                f'<rect class="bar" x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{h:.1f}" '
+                f'fill="{colours[name]}" data-since="{escape(max(bucket, since).isoformat())}" '
+                f'data-until="{escape(end.isoformat())}" data-series="{escape(name)}" tabindex="0">'
+                f"<title>{escape(title)}</title></rect>"
+            )
+        if i % label_every == 0:
+            label = bucket.strftime("%H:%M" if size is BucketSize.HOUR else "%b %d")
+            parts.append(
+                f'<text x="{x + bar_w / 2:.1f}" y="{HEIGHT - 6}" text-anchor="middle" font-size="10">'
+                f"{escape(label)}</text>"
+            )
+    for i, name in enumerate(names[:12]):
+        y = PAD_TOP + 4 + i * 14
+        x = WIDTH - LEGEND + 10
+        parts.append(f'<rect x="{x}" y="{y}" width="10" height="10" fill="{colours[name]}"/>')
+        parts.append(f'<text x="{x + 14}" y="{y + 9}" font-size="11">{escape(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+__all__ = ["render"]
