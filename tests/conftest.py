@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -449,3 +450,16 @@ def broker_frozen(stack: Stack) -> Iterator[None]:
         yield
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+@pytest.fixture(scope="session")
+def chromedriver() -> str:
+    """Debian's Chromium and its driver, installed on first use when the suite runs as root (as CI does)."""
+    if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=True, capture_output=True
+        )
+    found = shutil.which("chromedriver")
+    assert found, "chromium-driver is required for the browser tests"
+    return found

@@ -2,7 +2,6 @@
 
 import asyncio
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,19 +21,6 @@ from tests.polling import eventually
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.browser]
 
 ARTIFACTS = Path(tempfile.gettempdir()) / "audit-trail-test-artifacts"
-
-
-@pytest.fixture(scope="session")
-def chromedriver() -> str:
-    """Debian's Chromium and its driver, installed on first use when the suite runs as root (as CI does)."""
-    if shutil.which("chromium") is None or shutil.which("chromedriver") is None:
-        subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=True, capture_output=True
-        )
-    found = shutil.which("chromedriver")
-    assert found, "chromium-driver is required for the browser tests"
-    return found
 
 
 def _browser(chromedriver: str) -> webdriver.Chrome:

@@ -79,7 +79,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": "internal error; it was logged"}, status_code=500)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @app.get("/entities", response_class=HTMLResponse, include_in_schema=False)
+    @app.get("/entities/{path:path}", response_class=HTMLResponse, include_in_schema=False)
+    @app.get("/traces/{trace_id}", response_class=HTMLResponse, include_in_schema=False)
     async def ui() -> FileResponse:
+        """The console's one page; it shows the view its URL names (audit log, entities, an entity, a trace)."""
         return FileResponse(str(STATIC / "index.html"))
 
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)

@@ -1,78 +1,340 @@
-// The console's behaviour; served as a file so the page needs no inline script (CSP script-src 'self').
-const ACTIONS = ["create","update","delete","execute","approve","reject","destroy","recreate","retry","sync","enable","disable","dryrun"];
-const form = document.getElementById("filters");
-const rows = document.getElementById("rows");
-const more = document.getElementById("more");
-const statusLine = document.getElementById("status");
-const detail = document.getElementById("detail");
-for (const a of ACTIONS) form.event.add(new Option(a, a));
-let nextCursor = null;
+// The console: Audit Log (chart, filters, search, table), Entities (browser and Activity), Trace (live logs).
+// Served as a file so the page needs no inline script (CSP script-src 'self'). The URL holds each view's state.
+"use strict";
 
-function text(value) { return document.createTextNode(value ?? ""); }
-function cell(tr, value, cls) { const td = tr.insertCell(); td.append(text(value)); if (cls) td.className = cls; return td; }
+const ACTIONS = ["create", "update", "delete", "execute", "approve", "reject", "destroy", "recreate", "retry", "sync",
+  "enable", "disable", "dryrun"];
+const RANGES = { hour: 3600e3, day: 86400e3, week: 7 * 86400e3 };
+const $ = (id) => document.getElementById(id);
+const statusLine = $("status");
 
-function query() {
-  const params = new URLSearchParams();
-  for (const [k, v] of new FormData(form)) {
-    if (!v) continue;
-    params.append(k, (k === "since" || k === "until") ? new Date(v).toISOString() : v);
+// ---- small helpers ----------------------------------------------------------------------------------------------
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null) continue;
+    if (k === "class") node.className = v; else if (k.startsWith("on")) node[k] = v; else node.setAttribute(k, v);
   }
-  return params;
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(c ?? ""));
+  return node;
+}
+function timeCell(iso) {
+  const d = new Date(iso);
+  return el("time", { datetime: iso, title: d.toISOString().replace(".000Z", "Z") + " (UTC)" }, d.toLocaleString());
+}
+function who(user) {
+  if (user.type === "system") return user.id ? `System (${user.id})` : "System";
+  return user.display_name ? `${user.display_name} (${user.id})` : user.id;
+}
+function outcomeLabel(status) { return status === "in_progress" ? "in progress" : status; }
+function setStatus(message, kind = "") { statusLine.className = kind; statusLine.textContent = message; }
+
+async function api(path) {
+  const res = await fetch(path, { credentials: "same-origin" });
+  if (res.status === 401) { location.assign("/login"); throw new Error("signed out"); }
+  const type = res.headers.get("content-type") || "";
+  const body = type.includes("json") ? await res.json() : await res.text();
+  if (!res.ok) {
+    const detail = typeof body === "object" ? body.detail : body;
+    throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
+  }
+  return body;
+}
+function show(view) {
+  for (const id of ["audit-view", "entities-view", "entity-view", "trace-view"]) $(id).hidden = id !== view;
+  const nav = view === "audit-view" ? "audit" : view.startsWith("entit") ? "entities" : "";
+  for (const a of document.querySelectorAll("[data-nav]")) {
+    if (a.dataset.nav === nav) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+  }
 }
 
-async function load(reset) {
-  const params = query();
-  if (!reset && nextCursor) params.set("cursor", nextCursor);
-  const res = await fetch("/v1/audit?" + params, { credentials: "same-origin" });
-  if (res.status === 401) { location.assign("/login"); return; }
-  const body = await res.json();
-  if (!res.ok) { statusLine.className = "error"; statusLine.textContent = JSON.stringify(body.detail); return; }
-  statusLine.className = ""; statusLine.textContent = "";
-  if (reset) rows.replaceChildren();
-  for (const e of body.data) {
-    const tr = rows.insertRow(); tr.className = "entry";
-    cell(tr, new Date(e.time).toLocaleString());
-    cell(tr, e.user.display_name ? `${e.user.display_name} (${e.user.id})` : (e.user.id ?? e.user.type));
-    cell(tr, e.event);
-    cell(tr, e.entity.id);
-    cell(tr, e.entity.model);
-    cell(tr, e.outcome.status, e.outcome.status);
-    cell(tr, e.audit_id).style.fontFamily = "monospace";
-    tr.onclick = () => showEntry(e.audit_id);
+// ---- Audit Log ----------------------------------------------------------------------------------------------------
+const filters = $("filters");
+for (const a of ACTIONS) $("f-event").add(new Option(a, a));
+const FILTER_KEYS = ["q", "event", "user_id", "model", "entity_id", "outcome", "range", "since", "until", "sort", "order", "cursor"];
+
+function viewState() {
+  const p = new URLSearchParams(location.search);
+  const state = {};
+  for (const k of FILTER_KEYS) if (p.get(k)) state[k] = p.get(k);
+  return state;
+}
+function navigate(state, replace = false) {
+  const p = new URLSearchParams();
+  for (const k of FILTER_KEYS) if (state[k]) p.set(k, state[k]);
+  const url = "/" + (p.toString() ? "?" + p : "");
+  if (replace) history.replaceState(null, "", url); else history.pushState(null, "", url);
+  route();
+}
+function toLocalInput(iso) {
+  const d = new Date(iso);
+  return new Date(d.getTime() - d.getTimezoneOffset() * 60e3).toISOString().slice(0, 16);
+}
+// The API's parameters for a state: the search box and the outcome control both become search terms.
+function apiParams(state) {
+  const p = new URLSearchParams();
+  const q = [state.q, state.outcome ? `outcome:${state.outcome}` : ""].filter(Boolean).join(" ");
+  if (q) p.set("q", q);
+  for (const k of ["event", "user_id", "model", "entity_id"]) if (state[k]) p.set(k, state[k]);
+  if (state.range && RANGES[state.range]) {
+    p.set("since", new Date(Date.now() - RANGES[state.range]).toISOString());
+  } else if (state.range === "custom") {
+    if (state.since) p.set("since", new Date(state.since).toISOString());
+    if (state.until) p.set("until", new Date(state.until).toISOString());
   }
-  nextCursor = body.next_cursor;
-  more.hidden = !nextCursor;
+  return p;
 }
 
-async function showEntry(id) {
-  const res = await fetch("/v1/audit/" + id, { credentials: "same-origin" });
-  if (res.status === 401) { location.assign("/login"); return; }
-  const body = await res.json();
-  detail.style.display = "block";
-  detail.replaceChildren();
-  const h = document.createElement("h3"); h.append(text(`${body.entry.event} ${body.entry.entity.model}/${body.entry.entity.id} — trace ${body.entry.trace_id}`));
-  const pre = document.createElement("pre"); pre.append(text(JSON.stringify(body.entry.outcome, null, 2)));
-  const table = document.createElement("table");
-  table.createTHead().insertRow().append(...["Time", "Level", "Logger", "Message", "Fields"].map(t => { const th = document.createElement("th"); th.append(text(t)); return th; }));
-  const tb = table.createTBody();
-  for (const l of body.logs) {
-    const tr = tb.insertRow();
-    cell(tr, new Date(l.time).toISOString()); cell(tr, l.level); cell(tr, l.logger); cell(tr, l.message);
-    cell(tr, JSON.stringify(l.fields));
+async function auditView() {
+  show("audit-view");
+  const state = viewState();
+  $("q").value = state.q || "";
+  for (const [k, id] of [["event", "f-event"], ["user_id", "f-user"], ["model", "f-model"], ["entity_id", "f-entity"],
+    ["outcome", "f-outcome"], ["range", "f-range"]]) $(id).value = state[k] || "";
+  $("f-since").value = state.since ? toLocalInput(state.since) : "";
+  $("f-until").value = state.until ? toLocalInput(state.until) : "";
+  for (const l of document.querySelectorAll("label.custom")) l.hidden = state.range !== "custom";
+  const sort = state.sort || "time", order = state.order || "desc";
+  for (const b of document.querySelectorAll("button.sort")) {
+    if (b.dataset.sort === sort) b.setAttribute("aria-sort", order === "asc" ? "ascending" : "descending");
+    else b.removeAttribute("aria-sort");
   }
-  const h4 = document.createElement("h4"); h4.append(text(`Execution logs (${body.logs.length})`));
-  detail.append(h, pre, h4, table);
+  const params = apiParams(state);
+  $("export-csv").href = "/v1/audit/export?" + new URLSearchParams([...params, ["format", "csv"], ["sort", sort], ["order", order]]);
+  $("export-ndjson").href = "/v1/audit/export?" + new URLSearchParams([...params, ["format", "ndjson"], ["sort", sort], ["order", order]]);
+  setStatus("Loading…", "loading");
+  const list = new URLSearchParams([...params, ["sort", sort], ["order", order], ["limit", "50"]]);
+  if (state.cursor) list.set("cursor", state.cursor);
+  try {
+    const [page, count] = await Promise.all([api("/v1/audit?" + list), api("/v1/audit/count?" + params)]);
+    renderRows(page, state);
+    $("total").textContent = count.exact ? `${count.count.toLocaleString()} entries` : `${count.count.toLocaleString()}+ entries`;
+    setStatus(page.data.length ? "" : "No entries match this view.");
+  } catch (e) {
+    $("rows").replaceChildren(); $("total").textContent = "";
+    setStatus(e.message, "error");
+    return;
+  }
+  drawCharts(params).catch((e) => { $("chart").replaceChildren(el("p", { class: "error" }, e.message)); });
 }
 
-form.onsubmit = (ev) => { ev.preventDefault(); nextCursor = null; load(true); };
-more.onclick = () => load(false);
-load(true);
+function renderRows(page, state) {
+  const rows = $("rows");
+  rows.replaceChildren();
+  for (const e of page.data) {
+    const tr = el("tr", { class: "entry", tabindex: "0", "data-audit-id": e.audit_id });
+    const entityLink = el("a", { href: `/entities/${encodeURIComponent(e.entity.model)}/${encodeURIComponent(e.entity.id)}` }, e.entity.id);
+    tr.append(
+      el("td", {}, timeCell(e.time)), el("td", {}, who(e.user)), el("td", {}, e.event), el("td", {}, entityLink),
+      el("td", {}, e.entity.model), el("td", { class: "mono" }, e.audit_id),
+      el("td", { class: e.outcome.status }, outcomeLabel(e.outcome.status)));
+    const open = () => go(`/traces/${e.trace_id}`);
+    tr.onclick = (ev) => { if (ev.target.tagName !== "A") open(); };
+    tr.onkeydown = (ev) => { if (ev.key === "Enter") open(); };
+    rows.append(tr);
+  }
+  $("prev").disabled = !page.prev_cursor;
+  $("next").disabled = !page.next_cursor;
+  $("prev").onclick = () => navigate({ ...state, cursor: page.prev_cursor });
+  $("next").onclick = () => navigate({ ...state, cursor: page.next_cursor });
+}
 
-document.getElementById("signout").onclick = async () => {
+async function drawCharts(params) {
+  const stack = $("stack").value;
+  const chartParams = new URLSearchParams([...params, ["stack", stack]]);
+  if (!chartParams.get("since")) chartParams.set("since", new Date(Date.now() - 7 * 86400e3).toISOString());
+  const [svgText, users, entities] = await Promise.all([
+    api("/v1/audit/chart.svg?" + chartParams),
+    api("/v1/audit/stats?" + new URLSearchParams([...chartParams].filter(([k]) => k !== "stack").concat([["group_by", "user"], ["limit", "5"]]))),
+    api("/v1/audit/stats?" + new URLSearchParams([...chartParams].filter(([k]) => k !== "stack").concat([["group_by", "entity"], ["limit", "5"]]))),
+  ]);
+  const svg = new DOMParser().parseFromString(svgText, "image/svg+xml").documentElement;
+  $("chart").replaceChildren(document.importNode(svg, true));
+  for (const bar of $("chart").querySelectorAll("rect.bar")) {
+    const narrow = () => navigate({ ...viewState(), range: "custom", since: bar.dataset.since, until: bar.dataset.until, cursor: "" });
+    bar.addEventListener("click", narrow);
+    bar.addEventListener("keydown", (ev) => { if (ev.key === "Enter") narrow(); });
+  }
+  $("top-users").replaceChildren(...users.rows.map((r) => el("li", {}, `${r.user ?? "System"} — ${r.count}`)));
+  $("top-entities").replaceChildren(...entities.rows.map((r) => {
+    const [model, ...id] = r.entity.split("/");
+    return el("li", {}, el("a", { href: `/entities/${encodeURIComponent(model)}/${encodeURIComponent(id.join("/"))}` }, r.entity), ` — ${r.count}`);
+  }));
+}
+
+$("search").onsubmit = (ev) => { ev.preventDefault(); navigate({ ...viewState(), q: $("q").value.trim(), cursor: "" }); };
+filters.onsubmit = (ev) => {
+  ev.preventDefault();
+  const state = { q: viewState().q, sort: viewState().sort, order: viewState().order };
+  for (const [k, v] of new FormData(filters)) if (v) state[k] = (k === "since" || k === "until") ? new Date(v).toISOString() : v;
+  navigate(state);
+};
+$("f-range").onchange = () => { for (const l of document.querySelectorAll("label.custom")) l.hidden = $("f-range").value !== "custom"; };
+$("reset").onclick = () => navigate({});
+$("stack").onchange = () => drawCharts(apiParams(viewState())).catch((e) => setStatus(e.message, "error"));
+for (const b of document.querySelectorAll("button.sort")) {
+  b.onclick = () => {
+    const state = viewState();
+    const same = (state.sort || "time") === b.dataset.sort;
+    const order = same ? ((state.order || "desc") === "desc" ? "asc" : "desc") : (b.dataset.sort === "time" ? "desc" : "asc");
+    navigate({ ...state, sort: b.dataset.sort, order, cursor: "" });
+  };
+}
+
+// ---- Entities -----------------------------------------------------------------------------------------------------
+let entityPage = null;
+async function entitiesView() {
+  show("entities-view");
+  const p = new URLSearchParams(location.search);
+  $("e-model").value = p.get("model") || "";
+  $("e-prefix").value = p.get("prefix") || "";
+  setStatus("Loading…", "loading");
+  try {
+    const models = await api("/v1/entities/models");
+    $("models").replaceChildren("Models: ", ...models.flatMap((m, i) => [i ? " · " : "",
+      el("a", { href: `/entities?model=${encodeURIComponent(m.model)}` }, `${m.model} (${m.entries})`)]));
+    $("entity-list").replaceChildren();
+    entityPage = null;
+    await moreEntities();
+    setStatus($("entity-list").children.length ? "" : "No entities match.");
+  } catch (e) { setStatus(e.message, "error"); }
+}
+async function moreEntities() {
+  const p = new URLSearchParams(location.search);
+  const q = new URLSearchParams();
+  for (const k of ["model", "prefix"]) if (p.get(k)) q.set(k, p.get(k));
+  if (entityPage && entityPage.next_after) { q.set("after", entityPage.next_after); q.set("after_model", entityPage.next_after_model); }
+  entityPage = await api("/v1/entities?" + q);
+  $("entity-list").append(...entityPage.data.map((e) => el("li", {},
+    el("a", { href: `/entities/${encodeURIComponent(e.model)}/${encodeURIComponent(e.entity_id)}` }, `${e.model}/${e.entity_id}`))));
+  $("entity-more").hidden = !entityPage.next_after;
+}
+$("entity-more").onclick = () => moreEntities().catch((e) => setStatus(e.message, "error"));
+$("entity-search").onsubmit = (ev) => {
+  ev.preventDefault();
+  const q = new URLSearchParams();
+  if ($("e-model").value.trim()) q.set("model", $("e-model").value.trim());
+  if ($("e-prefix").value.trim()) q.set("prefix", $("e-prefix").value.trim());
+  go("/entities" + (q.toString() ? "?" + q : ""));
+};
+
+let activityCursor = null;
+async function entityView(model, id) {
+  show("entity-view");
+  $("entity-title").textContent = `${model} / ${id}`;
+  $("activity").replaceChildren();
+  activityCursor = null;
+  setStatus("Loading…", "loading");
+  try { await moreActivity(model, id); setStatus(""); } catch (e) { setStatus(e.message, "error"); }
+  $("activity-more").onclick = () => moreActivity(model, id).catch((e) => setStatus(e.message, "error"));
+}
+async function moreActivity(model, id) {
+  const q = new URLSearchParams({ limit: "50" });
+  if (activityCursor) q.set("cursor", activityCursor);
+  const page = await api(`/v1/entities/${encodeURIComponent(model)}/${encodeURIComponent(id)}/audit?${q}`);
+  for (const e of page.data) $("activity").append(activityItem(e));
+  activityCursor = page.next_cursor;
+  $("activity-more").hidden = !activityCursor;
+}
+function activityItem(e) {
+  const details = el("details", {},
+    el("summary", {}, timeCell(e.time), " ", el("strong", {}, e.event), " by ", who(e.user), " — ",
+      el("span", { class: e.outcome.status }, outcomeLabel(e.outcome.status))));
+  details.addEventListener("toggle", async () => {
+    if (!details.open || details.dataset.loaded) return;
+    details.dataset.loaded = "1";
+    try {
+      const full = await api("/v1/audit/" + e.audit_id);
+      details.append(...entryBody(full.entry), logTable(full.logs),
+        el("p", {}, el("a", { href: `/traces/${e.trace_id}` }, "Open the trace view")));
+    } catch (err) { details.append(el("p", { class: "error" }, err.message)); }
+  });
+  return el("li", { "data-audit-id": e.audit_id }, details);
+}
+function entryBody(entry) {
+  const out = [];
+  const o = entry.outcome;
+  if (o.error) out.push(el("p", { class: "error" }, `${o.error.type}: ${o.error.message}`));
+  if (o.changes && Object.keys(o.changes).length) {
+    const table = el("table", { class: "diff" }, el("tr", {}, el("th", {}, "Field"), el("th", {}, "Before"), el("th", {}, "After")));
+    for (const [field, change] of Object.entries(o.changes)) {
+      table.append(el("tr", {}, el("td", {}, field), el("td", { class: "before" }, JSON.stringify(change.before)),
+        el("td", { class: "after" }, JSON.stringify(change.after))));
+    }
+    out.push(table);
+  }
+  return out;
+}
+function logTable(logs) {
+  const table = el("table", { class: "logs" }, el("tr", {}, ...["Time", "Level", "Logger", "Message", "Fields"].map((t) => el("th", {}, t))));
+  for (const l of [...logs].sort((a, b) => a.time.localeCompare(b.time))) table.append(logRow(l));
+  return table;
+}
+function logRow(l) {
+  return el("tr", { class: `level-${l.level}`, "data-log-id": l.log_id }, el("td", {}, timeCell(l.time)), el("td", {}, l.level),
+    el("td", {}, l.logger), el("td", {}, l.message), el("td", { class: "mono" }, JSON.stringify(l.fields)));
+}
+
+// ---- Trace view (live) ------------------------------------------------------------------------------------------
+let source = null;
+function traceView(traceId) {
+  show("trace-view");
+  $("trace-title").textContent = `Trace ${traceId}`;
+  $("trace-entry").replaceChildren(el("p", {}, "Waiting for the action to be recorded…"));
+  const body = $("trace-logs").tBodies[0];
+  body.replaceChildren();
+  setStatus("");
+  if (source) source.close();
+  source = new EventSource(`/v1/traces/${traceId}/stream`);
+  $("trace-live").className = "live"; $("trace-live").textContent = "live";
+  const entry = (ev) => {
+    const e = JSON.parse(ev.data);
+    $("trace-entry").replaceChildren(
+      el("p", {}, timeCell(e.time), " ", el("strong", {}, e.event), " ",
+        el("a", { href: `/entities/${encodeURIComponent(e.entity.model)}/${encodeURIComponent(e.entity.id)}` }, `${e.entity.model}/${e.entity.id}`),
+        " by ", who(e.user), " (tenant ", e.tenant_id, ") — ", el("span", { class: e.outcome.status, id: "trace-outcome" }, outcomeLabel(e.outcome.status))),
+      ...entryBody(e));
+  };
+  source.addEventListener("entry", entry);
+  source.addEventListener("outcome", entry);
+  source.addEventListener("log", (ev) => {
+    const l = JSON.parse(ev.data);
+    const row = logRow(l);
+    const later = [...body.rows].find((r) => r.querySelector("time").getAttribute("datetime") > l.time);
+    body.insertBefore(row, later || null);
+  });
+  source.addEventListener("end", () => { source.close(); $("trace-live").className = ""; $("trace-live").textContent = "finished"; });
+  source.addEventListener("error", (ev) => {
+    if (ev.data) { setStatus(JSON.parse(ev.data).detail, "error"); source.close(); }
+  });
+}
+
+// ---- routing ------------------------------------------------------------------------------------------------------
+function go(path) { history.pushState(null, "", path); route(); }
+function route() {
+  if (source && !location.pathname.startsWith("/traces/")) { source.close(); source = null; }
+  const parts = location.pathname.split("/").filter(Boolean).map(decodeURIComponent);
+  if (parts[0] === "entities" && parts.length >= 3) return entityView(parts[1], parts.slice(2).join("/"));
+  if (parts[0] === "entities") return entitiesView();
+  if (parts[0] === "traces" && parts[1]) return traceView(parts[1]);
+  return auditView();
+}
+document.addEventListener("click", (ev) => {
+  const a = ev.target.closest("a");
+  if (!a || a.target || ev.ctrlKey || ev.metaKey || ev.shiftKey) return;
+  const url = new URL(a.href, location.href);
+  if (url.origin !== location.origin || url.pathname.startsWith("/v1/") || url.pathname.startsWith("/docs")) return;
+  ev.preventDefault();
+  go(url.pathname + url.search);
+});
+window.addEventListener("popstate", route);
+
+$("signout").onclick = async () => {
   await fetch("/v1/session", { method: "DELETE", credentials: "same-origin" });
   location.assign("/login");
 };
 (async () => {
   const res = await fetch("/v1/session", { credentials: "same-origin" });
-  if (res.ok) { const who = await res.json(); document.getElementById("who").textContent = `signed in as ${who.name}`; }
+  if (res.ok) { const me = await res.json(); $("who").textContent = `signed in as ${me.name}`; }
 })();
+route();
