@@ -200,7 +200,7 @@ async def export_audit_entries(
         {"format": format.value, "filters": description["filters"], "sort": sort.value, "order": order.value},
     )
     try:
-        await selfaudit.record(settings, start, outcome)  # no unrecorded export of audit data
+        await selfaudit.record(settings, start, outcome, timeout_s=5)  # no unrecorded export of audit data
     except BaseException:
         await entries.aclose()
         raise
