@@ -65,6 +65,7 @@ def demo(
     tenant: str = typer.Option("demo", help="Tenant to record the actions under."),
     wait: float = typer.Option(60.0, help="Seconds to wait for the read model."),
     token: str | None = typer.Option(None, envvar="AUDIT_DEMO_TOKEN", help="API token to read the results with."),
+    history: int = typer.Option(14, min=0, max=90, help="Days of generated history to import (0: none)."),
 ) -> None:
     """Perform all 13 actions with execution logs, then print the API URLs and a sample from it."""
 
@@ -72,6 +73,11 @@ def demo(
         async with AuditProducer("demo-resource-service", _settings()) as audit:
             demo_module.configure_logging(audit)
             ids = await demo_module.perform_all(audit, tenant)
+            if history:
+                imported = await demo_module.import_history(audit, [tenant, "acme", "globex"], days=history)
+                console.print(
+                    f"imported {imported} generated actions over the last {history} days (source demo-history)"
+                )
         await demo_module.show(api.rstrip("/"), ids, wait, token)
 
     try:

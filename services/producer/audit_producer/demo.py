@@ -4,14 +4,28 @@ import asyncio
 import logging
 import random
 import time
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import structlog
 
 from audit_producer.context import run_in_executor
+from audit_producer.ids import uuid7
 from audit_producer.logship import add_trace_context
 from audit_producer.producer import AuditProducer
-from audit_schemas import Action, Actor, Entity, RequestContext
+from audit_schemas import (
+    Action,
+    ActionEvent,
+    ActionOutcome,
+    ActionStarted,
+    Actor,
+    Entity,
+    ErrorSummary,
+    OutcomeEvent,
+    OutcomeStatus,
+    RequestContext,
+)
+from audit_schemas.topics import audit_key
 
 stdlib_log = logging.getLogger("resource_service.worker")
 
@@ -89,6 +103,58 @@ async def perform_all(audit: AuditProducer, tenant: str) -> list[str]:
         except DemoFailure:
             log.warning("demo_failure_recorded", action=action.value)
     return ids
+
+
+HISTORY_SOURCE = "demo-history"
+"""Source of the generated history, so it is never mistaken for recorded actions."""
+
+
+async def import_history(audit: AuditProducer, tenants: list[str], days: int = 14, actions: int = 400) -> int:
+    """Two weeks of generated history (several tenants, users, models, outcomes) so charts mean something.
+
+    Events carry their historical times and a distinct source (`demo-history`); they go through the same
+    publisher (signed when the service signs) and are projected like any other.
+    """
+    rng = random.Random(7)
+    users = [Actor.user(f"u-{n.lower()}", f"{n} Example") for n in ("Alice", "Bob", "Carol", "Dan", "Erin")]
+    users += [Actor.service_account("sa-ci", "CI pipeline"), Actor.system("scheduler")]
+    models = {"resource": 40, "template": 8, "integration": 6, "secret": 5}
+    weights = {Action.UPDATE: 30, Action.SYNC: 20, Action.CREATE: 12, Action.EXECUTE: 10, Action.APPROVE: 6,
+               Action.DRYRUN: 6, Action.RETRY: 4, Action.REJECT: 3, Action.DELETE: 3, Action.ENABLE: 2,
+               Action.DISABLE: 2, Action.DESTROY: 1, Action.RECREATE: 1}  # fmt: skip
+    now = datetime.now(UTC)
+    for _ in range(actions):
+        tenant = rng.choices(tenants, weights=[6, *[1] * (len(tenants) - 1)])[0]
+        model = rng.choice(list(models))
+        entity = Entity(id=f"{model[:3]}-{rng.randrange(models[model]):03d}", model=model)
+        action = rng.choices(list(weights), weights=list(weights.values()))[0]
+        at = now - timedelta(days=days) * rng.random() ** 1.5
+        hour_of_day = 8 + rng.random() * 10  # office hours, mostly
+        at = at.replace(hour=int(hour_of_day), minute=int(hour_of_day % 1 * 60))
+        if at >= now:
+            at = now - timedelta(minutes=rng.randrange(1, 600))
+        audit_id = uuid7(int(at.timestamp() * 1000))
+        key = audit_key(tenant, entity.model, entity.id)
+        start = ActionEvent(
+            id=audit_id, source=HISTORY_SOURCE, subject=f"{entity.model}/{entity.id}", time=at, partitionkey=key,
+            data=ActionStarted(audit_id=audit_id, tenant_id=tenant, action=action, entity=entity,
+                               actor=rng.choice(users), started_at=at),
+        )  # fmt: skip
+        failed = rng.random() < 0.08
+        took = timedelta(milliseconds=rng.randrange(20, 4000))
+        outcome = OutcomeEvent(
+            id=uuid7(int((at + took).timestamp() * 1000)), source=HISTORY_SOURCE, subject=start.subject,
+            time=at + took, partitionkey=key,
+            data=ActionOutcome.model_validate({
+                "audit_id": audit_id, "tenant_id": tenant, "action": action, "entity": entity,
+                "status": OutcomeStatus.FAILED if failed else OutcomeStatus.SUCCEEDED,
+                "error": ErrorSummary(type="PolicyViolation", message="missing owner tag") if failed else None,
+                "finished_at": at + took, "duration_ms": took.total_seconds() * 1000,
+            }),
+        )  # fmt: skip
+        for event in (start, outcome):
+            await audit.import_event(event)
+    return actions
 
 
 async def show(api: str, audit_ids: list[str], timeout_s: float, token: str | None = None) -> None:

@@ -122,6 +122,14 @@ class AuditProducer:
         if getattr(self, "_started", False):
             warnings.warn(f"unclosed AuditProducer {self.source!r}", ResourceWarning, stacklevel=1)
 
+    async def import_event(self, event: ActionEvent | OutcomeEvent) -> None:
+        """Publish a complete event as given, with its own times: history brought over from another system (or
+        generated for a demo). Acknowledged like any audit event, signed when the service signs; no spool."""
+        if not self._started:
+            raise NotStartedError("AuditProducer.start() was not called (use `async with`)")
+        key = (event.partitionkey or "").encode()
+        await self._publisher.publish(self.settings.audit_topic, key, encode(event), kafka_headers(event))
+
     def health(self) -> dict[str, Any]:
         """Spool depth and age, failure mode and time since Kafka last acknowledged: for the service's readiness."""
         return {"started": self._started, **self._delivery.health(), "logs": self.logs.stats()}
