@@ -5,6 +5,7 @@ import asyncio
 import csv
 import io
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -32,6 +33,11 @@ def _who(entry: dict[str, Any]) -> str:
     if user["type"] == "system":
         return f"System ({user['id']})" if user["id"] else "System"
     return f"{user['display_name']} ({user['id']})" if user["display_name"] else str(user["id"])
+
+
+def _local_time(iso: str) -> str:
+    """The Time column as the browser (en-US, UTC here) writes it."""
+    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%-m/%-d/%Y, %-I:%M:%S %p")
 
 
 class Console:
@@ -69,6 +75,10 @@ class Console:
     def state(self) -> dict[str, list[str]]:
         return parse_qs(urlparse(self.browser.current_url).query)
 
+    def wait_state(self, **expected: str) -> None:
+        """Until the URL holds these view parameters."""
+        self.wait.until(lambda b: all(self.state().get(k) == [v] for k, v in expected.items()))
+
 
 def _audit_log(c: Console) -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -92,17 +102,35 @@ def _audit_log(c: Console) -> dict[str, Any]:
     c.wait.until(lambda b: c.state().get("event") == ["approve"])
     c.settled()
     out["approve"] = c.rows()
-    # Sorting by user, both ways.
+    # Every other control, one at a time.
+    for control, value, key in (
+        ("f-user", "bob", "user_id"),
+        ("f-model", "invoice", "model"),
+        ("f-entity", "inv-3", "entity_id"),
+        ("f-outcome", "failed", "outcome"),
+        ("f-range", "hour", "range"),
+    ):
+        c.browser.find_element(By.ID, "reset").click()
+        c.wait.until(lambda b: not c.state())
+        c.settled()
+        field = c.browser.find_element(By.ID, control)
+        if field.tag_name == "select":
+            Select(field).select_by_value(value)
+        else:
+            field.send_keys(value)
+        c.browser.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+        c.wait_state(**{key: value})
+        c.settled()
+        out[key] = c.rows()
+    # Each sortable column, both ways.
     c.browser.find_element(By.ID, "reset").click()
     c.settled()
-    c.browser.find_element(By.CSS_SELECTOR, "button.sort[data-sort=user]").click()
-    c.wait.until(lambda b: c.state().get("sort") == ["user"] and c.state().get("order") == ["asc"])
-    c.settled()
-    out["user_asc"] = [r[1] for r in c.rows()]
-    c.browser.find_element(By.CSS_SELECTOR, "button.sort[data-sort=user]").click()
-    c.wait.until(lambda b: c.state().get("order") == ["desc"])
-    c.settled()
-    out["user_desc"] = [r[1] for r in c.rows()]
+    for column, first_order in (("user", "asc"), ("event", "asc"), ("time", "desc")):
+        for order in (first_order, "desc" if first_order == "asc" else "asc"):
+            c.browser.find_element(By.CSS_SELECTOR, f"button.sort[data-sort={column}]").click()
+            c.wait_state(sort=column, order=order)
+            c.settled()
+            out[f"{column}_{order}"] = [r[:3] for r in c.rows()]
     # The search language, and a syntax error shown as it is.
     box = c.browser.find_element(By.ID, "q")
     box.clear()
@@ -183,8 +211,14 @@ async def test_the_console_end_to_end(
 
         history = await eventually(everything, within=60)
         token = await isolated.token(("audit:read", "audit:export"))
-        user_asc = [_who(e) for e in (await all_entries(api, sort="user", order="asc"))[:50]]
-        user_desc = [_who(e) for e in (await all_entries(api, sort="user", order="desc"))[:50]]
+        sorted_views = {
+            f"{sort}_{order}": [
+                [_local_time(e["time"]), _who(e), e["event"]]
+                for e in (await all_entries(api, sort=sort, order=order))[:50]
+            ]
+            for sort in ("user", "event", "time")
+            for order in ("asc", "desc")
+        }
         console = Console(chromedriver, str(api.base_url))
         try:
             await console.run(lambda c: c.sign_in(token))
@@ -246,8 +280,16 @@ async def test_the_console_end_to_end(
     assert seen["total"] == "72 entries"
     assert seen["approve"]
     assert all(r[2] == "approve" for r in seen["approve"])
-    assert seen["user_asc"] == user_asc
-    assert seen["user_desc"] == user_desc
+    for key, expected in sorted_views.items():
+        assert seen[key] == expected, key
+    assert all(r[1] == "Bob Jones (bob)" for r in seen["user_id"])
+    assert seen["user_id"]
+    assert {r[4] for r in seen["model"]} == {"invoice"}
+    assert {r[3] for r in seen["entity_id"]} == {"inv-3"}
+    assert len(seen["entity_id"]) == 2
+    assert {r[6] for r in seen["outcome"]} == {"failed"}
+    assert len(seen["outcome"]) == 3
+    assert len(seen["range"]) == 50  # everything here happened within the hour
     assert [r[2] for r in seen["search"]] == ["approve"]
     assert "unknown field `colour:` at position 16" in seen["error"]
     assert all(r[2] == "reject" for r in seen["reloaded"])
