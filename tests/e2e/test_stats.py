@@ -99,6 +99,16 @@ async def test_stats_match_a_brute_force_count_and_survive_a_rebuild(
     )[:2]
     assert top["total"] is None
 
+    # A caller limited to one tenant counts only that tenant's entries, whichever way the counts are made.
+    acme = {"authorization": f"Bearer {await isolated.token(('audit:read',), tenants=('acme',))}"}
+    in_acme = sum(e["tenant_id"] == "acme" for e in history)
+    for params in ({"group_by": "tenant", **aligned}, {"group_by": "tenant"}, {"group_by": "tenant", "q": "user:bob"}):
+        body = (await api.get("/v1/audit/stats", params=params, headers=acme)).json()
+        bob = sum(e["tenant_id"] == "acme" and e["user"]["id"] == "bob" for e in history)
+        assert [(r["tenant"], r["count"]) for r in body["rows"]] == [("acme", in_acme if "q" not in params else bob)]
+    counted = (await api.get("/v1/audit/count", headers=acme)).json()
+    assert counted == {"count": in_acme, "exact": True}
+
     # A rebuild from the log produces the same rollups.
     target = f"{isolated.name}_r"
     await replay(

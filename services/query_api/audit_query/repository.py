@@ -172,6 +172,7 @@ class AuditRepository:
         rows before `after` instead, nearest first (the caller reverses them)."""
         where = _Where()
         _apply_filters(where, filters)
+        _tenant_scope(where, tenants)
         keys = SORT_KEYS[sort]
         if backward:
             order = SortOrder.DESC if order is SortOrder.ASC else SortOrder.ASC
@@ -204,6 +205,7 @@ class AuditRepository:
         """Distinct (model, entity id) pairs whose id starts with `prefix`, in (id, model) order, after `after`
         (an (id, model) pair)."""
         where = _Where()
+        _tenant_scope(where, tenants)
         if model is not None:
             where.add("e.entity_model = {}", model)
         if prefix:
@@ -224,6 +226,7 @@ class AuditRepository:
         """How many entries the view holds, counting no further than `cap` (a bounded cost on any view)."""
         where = _Where()
         _apply_filters(where, filters)
+        _tenant_scope(where, tenants)
         where.args.append(cap)
         sql = (
             "SELECT count(*) FROM (SELECT 1 FROM audit_entries e LEFT JOIN audit_outcomes o ON o.audit_id = e.audit_id"
@@ -239,6 +242,7 @@ class AuditRepository:
         rows there are. The transaction may idle while a slow client reads, for up to `EXPORT_IDLE`."""
         where = _Where()
         _apply_filters(where, filters)
+        _tenant_scope(where, tenants)
         direction = "ASC" if order is SortOrder.ASC else "DESC"
         order_by = ", ".join(f"{c} {direction}" for c, _ in SORT_KEYS[sort])
         sql = f"{_ENTRY_SELECT} {where.sql()} ORDER BY {order_by}"
@@ -255,6 +259,8 @@ class AuditRepository:
         counts: dict[tuple[Any, ...], int] = {}
         sources: list[str] = []
         rollup_where = _rollup_where(query.filters) if set(query.group_by) <= ROLLUP_DIMENSIONS else None
+        if rollup_where is not None:
+            _tenant_scope(rollup_where, tenants, "r.tenant_id")
         spans: list[tuple[datetime, datetime]] = [(query.since, query.until)]
         with store_errors():
             async with self._pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
@@ -267,7 +273,7 @@ class AuditRepository:
                         spans = [(query.since, first), (last, query.until)]
                 for since, until in spans:
                     if since < until:
-                        await self._count(conn, counts, _entries_sql(query, since, until))
+                        await self._count(conn, counts, _entries_sql(query, since, until, tenants))
                         if "entries" not in sources:
                             sources.append("entries")
         names = [d.value for d in query.group_by]
@@ -442,6 +448,14 @@ class AuditRepository:
         )
 
 
+def _tenant_scope(where: _Where, tenants: str, column: str = "e.tenant_id") -> None:
+    """The caller's tenants as a plain condition as well: row-level security alone admits the same rows, but its
+    function hides them from the planner, which then walks a time index through every tenant to find a small
+    tenant's rows. This lets it use the tenant indexes."""
+    if tenants != "*":
+        where.add(column + " = ANY({}::text[])", [t for t in tenants.split(",") if t])
+
+
 def _log(r: asyncpg.Record) -> ExecutionLogPublic:
     return ExecutionLogPublic(
         log_id=r["log_id"],
@@ -601,9 +615,10 @@ def _rollup_sql(query: StatsQuery, where: _Where, first: datetime, last: datetim
     return f"SELECT {select} FROM audit_rollups r {where.sql()} {group}", where.args
 
 
-def _entries_sql(query: StatsQuery, since: datetime, until: datetime) -> tuple[str, list[Any]]:
+def _entries_sql(query: StatsQuery, since: datetime, until: datetime, tenants: str) -> tuple[str, list[Any]]:
     where = _Where()
     _apply_filters(where, query.filters)
+    _tenant_scope(where, tenants)
     where.add("e.occurred_at >= {} AND e.occurred_at < {}", since, until)
     dims = _dimensions(query, "entries", where)
     group = f"GROUP BY {', '.join(str(i + 1) for i in range(len(dims)))}" if dims else ""
