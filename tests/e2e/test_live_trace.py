@@ -9,7 +9,8 @@ import pytest
 import structlog
 
 from audit_producer import Actor, AuditProducer, Entity, add_trace_context
-from tests.conftest import Isolated, projector_running
+from tests.conftest import Isolated, projector_running, query_client
+from tests.polling import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -114,3 +115,27 @@ async def test_stream_ids_are_checked_and_a_browser_session_is_enough(
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(2):
                     await _read_events(response, until="entry")
+
+
+async def test_trace_and_entry_views_cap_their_log_lines(isolated: Isolated, audit: AuditProducer) -> None:
+    log = structlog.wrap_logger(structlog.ReturnLogger(), processors=[add_trace_context, audit.logs])
+    async with projector_running(isolated.projector):
+        async with audit.action(
+            "sync", entity=Entity(id="chatty", model="resource"), actor=Actor.user("ada"), tenant="acme"
+        ) as act:
+            for n in range(7):
+                log.info("line", n=n)
+        settings = isolated.query.model_copy(update={"max_logs": 5})
+        token = await isolated.token()
+        async with query_client(settings, token) as client:
+
+            async def all_lines() -> Any:
+                body = (await client.get(f"/v1/traces/{act.audit_id.hex}")).json()
+                return body if body.get("logs_truncated") else None
+
+            trace = await eventually(all_lines, within=30)
+            entry = (await client.get(f"/v1/audit/{act.audit_id}")).json()
+    assert [line["fields"]["n"] for line in trace["logs"]] == [0, 1, 2, 3, 4]
+    assert trace["entry"]["audit_id"] == str(act.audit_id)
+    assert entry["logs"] == trace["logs"]
+    assert entry["logs_truncated"] is True

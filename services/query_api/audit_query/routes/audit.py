@@ -220,12 +220,11 @@ async def export_audit_entries(
 
 
 @router.get("/{audit_id}", response_model=AuditEntryDetail, summary="One entry with its execution logs")
-async def get_audit_entry(
-    audit_id: UUID, principal: ReaderDep, repo: RepositoryDep, settings: SettingsDep
-) -> AuditEntryDetail:
+async def get_audit_entry(audit_id: UUID, principal: ReaderDep, repo: RepositoryDep, settings: SettingsDep) -> Response:
     """The entry, its outcome and every execution-log line of its trace, in time order."""
     entry = await repo.entry(principal.tenant_setting, audit_id)
     if entry is None:
         raise NotFoundError(f"no audit entry {audit_id}")
-    logs, truncated = await repo.logs(principal.tenant_setting, audit_id, settings.max_logs)
-    return AuditEntryDetail(entry=entry, logs=logs, logs_truncated=truncated)
+    logs, truncated = await repo.logs_json(principal.tenant_setting, audit_id, settings.max_logs)
+    body = f'{{"entry":{entry.model_dump_json()},"logs":{logs},"logs_truncated":{"true" if truncated else "false"}}}'
+    return Response(body, media_type="application/json")

@@ -4,7 +4,7 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Path, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from audit_query.deps import CodecDep, ReaderDep, RepositoryDep, SettingsDep
 from audit_query.errors import NotFoundError
@@ -20,14 +20,18 @@ async def get_trace(
     principal: ReaderDep,
     repo: RepositoryDep,
     settings: SettingsDep,
-) -> TraceView:
+) -> Response:
     """The entry and its logs; 404 until the entry is projected (lines are shown only beside their entry)."""
     audit_id = UUID(hex=trace_id)
     entry = await repo.entry(principal.tenant_setting, audit_id)
-    logs, truncated = await repo.logs(principal.tenant_setting, audit_id, settings.max_logs)
-    if entry is None and not logs:
+    if entry is None:  # lines are shown only beside their entry
         raise NotFoundError(f"nothing recorded for trace {trace_id}")
-    return TraceView(trace_id=trace_id, entry=entry, logs=logs, logs_truncated=truncated)
+    logs, truncated = await repo.logs_json(principal.tenant_setting, audit_id, settings.max_logs)
+    body = (
+        f'{{"trace_id":"{trace_id}","entry":{entry.model_dump_json()},"logs":{logs},'
+        f'"logs_truncated":{"true" if truncated else "false"}}}'
+    )
+    return Response(body, media_type="application/json")
 
 
 @router.get(
