@@ -16,27 +16,27 @@ _bearer = HTTPBearer(auto_error=False, description="An API token (`atr_…`) or 
 _session = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, description="The console's session cookie.")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_repository(request: Request) -> AuditRepository:
+async def get_repository(request: Request) -> AuditRepository:
     repository: AuditRepository = request.app.state.repository
     return repository
 
 
-def get_control(request: Request) -> ControlRepository:
+async def get_control(request: Request) -> ControlRepository:
     control: ControlRepository = request.app.state.control
     return control
 
 
-def get_probe(request: Request) -> KafkaProbe:
+async def get_probe(request: Request) -> KafkaProbe:
     probe: KafkaProbe = request.app.state.kafka
     return probe
 
 
-def get_codec(request: Request) -> CursorCodec:
+async def get_codec(request: Request) -> CursorCodec:
     codec: CursorCodec = request.app.state.cursor_codec
     return codec
 
@@ -87,19 +87,19 @@ async def current_principal(
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
-def reader(principal: CurrentPrincipal) -> Principal:
+async def reader(principal: CurrentPrincipal) -> Principal:
     """The caller, who must hold audit:read."""
     principal.require(Scope.READ)
     return principal
 
 
-def exporter(principal: CurrentPrincipal) -> Principal:
+async def exporter(principal: CurrentPrincipal) -> Principal:
     """The caller, who must hold audit:export (reading a whole view at once)."""
     principal.require(Scope.EXPORT)
     return principal
 
 
-def admin(principal: CurrentPrincipal) -> Principal:
+async def admin(principal: CurrentPrincipal) -> Principal:
     """The caller, who must hold audit:admin."""
     principal.require(Scope.ADMIN)
     return principal

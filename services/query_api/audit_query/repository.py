@@ -123,10 +123,15 @@ class TraceRecord:
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """An entry row and the sort key values a cursor would need to continue after it."""
+    """An entry row, and what a cursor would need to continue after it (computed only for the rows that get one)."""
 
     entry: AuditEntryPublic
-    sort_values: tuple[str, ...]
+    record: asyncpg.Record
+    sort: str
+
+    @property
+    def sort_values(self) -> tuple[str, ...]:
+        return _sort_values(self.record, self.sort)
 
 
 class AuditRepository:
@@ -189,7 +194,7 @@ class AuditRepository:
         where.args.append(limit + 1)
         sql = f"{_ENTRY_SELECT} {where.sql()} ORDER BY {order_by} LIMIT ${len(where.args)}"
         rows = await self._fetch(sql, *where.args, tenants=tenants)
-        return [Row(self._entry(r), _sort_values(r, sort)) for r in rows]
+        return [Row(self._entry(r), r, sort) for r in rows]
 
     async def models(self, tenants: str) -> list[tuple[str, int]]:
         """Every entity model in the log with its number of entries (from the rollups: no scan)."""

@@ -35,7 +35,7 @@ LimitQuery = Annotated[int | None, Query(ge=1, le=5000, description="Page size (
 CursorQuery = Annotated[str | None, Query(description="`next_cursor` of the previous page, unchanged.")]
 
 
-def view_filter(
+async def view_filter(
     event: Annotated[list[Action] | None, Query(description="Action(s) to keep; repeat for several.")] = None,
     user_id: Annotated[str | None, Query(max_length=256)] = None,
     actor_type: ActorType | None = None,
