@@ -8,10 +8,12 @@ and `audit-signature` = base64 of the 64-byte Ed25519 signature. Any Ed25519 too
 import base64
 import binascii
 import struct
+from pathlib import Path
 from typing import Final
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import SecretStr
 
 from audit_schemas.checkpoint import NoteSigner, key_hash
 
@@ -43,6 +45,15 @@ class EventSigner:
     @classmethod
     def parse(cls, signer_key: str) -> "EventSigner":
         return cls(NoteSigner.parse(signer_key))
+
+    @classmethod
+    def configured(cls, key: SecretStr | None, key_file: Path | None) -> "EventSigner | None":
+        """The signer a service's settings name (the key itself, else its file), or None when it does not sign."""
+        if key is not None:
+            return cls.parse(key.get_secret_value())
+        if key_file is not None:
+            return cls.parse(key_file.read_text())
+        return None
 
     def headers(self, topic: str, key: bytes | None, value: bytes | None) -> list[tuple[str, bytes]]:
         """The two signature headers for this record."""

@@ -104,11 +104,7 @@ class Settings(BaseSettings):
 
     def redrive_signer(self) -> EventSigner | None:
         """The redrive signing identity, or None (then redriven records are unsigned)."""
-        if self.redrive_key is not None:
-            return EventSigner.parse(self.redrive_key.get_secret_value())
-        if self.redrive_key_file is not None:
-            return EventSigner.parse(self.redrive_key_file.read_text())
-        return None
+        return EventSigner.configured(self.redrive_key, self.redrive_key_file)
 
     def kafka_group(self, topic: str) -> str:
         """Consumer group of `topic`'s pipeline: one group per topic, so one stream's rebalances never stall the

@@ -71,8 +71,4 @@ class Settings(BaseSettings):
 
 def event_signer(settings: Settings) -> EventSigner | None:
     """The service's event signer from its settings, or None when it does not sign."""
-    if settings.signing_key is not None:
-        return EventSigner.parse(settings.signing_key.get_secret_value())
-    if settings.signing_key_file is not None:
-        return EventSigner.parse(settings.signing_key_file.read_text())
-    return None
+    return EventSigner.configured(settings.signing_key, settings.signing_key_file)

@@ -92,11 +92,7 @@ class Settings(BaseSettings):
 
     def event_signer(self) -> EventSigner | None:
         """The signer of the API's own audit records, or None (they go unsigned; refused under SASL)."""
-        if self.signing_key is not None:
-            return EventSigner.parse(self.signing_key.get_secret_value())
-        if self.signing_key_file is not None:
-            return EventSigner.parse(self.signing_key_file.read_text())
-        return None
+        return EventSigner.configured(self.signing_key, self.signing_key_file)
 
     @model_validator(mode="after")
     def _real_secret_outside_development(self) -> Self:
