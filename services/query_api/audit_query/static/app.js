@@ -239,7 +239,7 @@ async function moreActivity(model, id) {
 function activityItem(e) {
   const details = el("details", {},
     el("summary", {}, timeCell(e.time), " ", el("strong", {}, e.event), " by ", who(e.user), " — ",
-      el("span", { class: e.outcome.status }, outcomeLabel(e.outcome.status))));
+      el("span", { class: e.outcome.status }, outcomeLabel(e.outcome.status)), el("span", { class: "tenant" }, ` · tenant ${e.tenant_id}`)));
   details.addEventListener("toggle", async () => {
     if (!details.open || details.dataset.loaded) return;
     details.dataset.loaded = "1";
