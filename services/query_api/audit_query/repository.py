@@ -462,8 +462,13 @@ def _tenant_scope(where: _Where, tenants: str, column: str = "e.tenant_id") -> N
     """The caller's tenants as a plain condition as well: row-level security alone admits the same rows, but its
     function hides them from the planner, which then walks a time index through every tenant to find a small
     tenant's rows. This lets it use the tenant indexes."""
-    if tenants != "*":
-        where.add(column + " = ANY({}::text[])", [t for t in tenants.split(",") if t])
+    if tenants == "*":
+        return
+    names = [t for t in tenants.split(",") if t]
+    if len(names) == 1:  # equality, not ANY: an index scan then also yields the sort order (newest first)
+        where.add(column + " = {}", names[0])
+    else:
+        where.add(column + " = ANY({}::text[])", names)
 
 
 def _log(r: asyncpg.Record) -> ExecutionLogPublic:
