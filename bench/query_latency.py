@@ -120,6 +120,8 @@ async def generate(entries: int, regenerate: bool) -> None:
             have = await conn.fetchval(f"SELECT count(*) FROM {SCHEMA}.audit_entries")
             if have == entries:
                 print(f"reusing {SCHEMA}: {have:,} entries")
+                await migrate(OWNER, SCHEMA, control_schema=CONTROL)  # indexes added since it was generated
+                await conn.execute(f"ANALYZE {SCHEMA}.audit_entries")
                 return
         await conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; DROP SCHEMA IF EXISTS {CONTROL} CASCADE")
     finally:

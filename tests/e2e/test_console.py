@@ -168,8 +168,12 @@ def _entities(c: Console) -> dict[str, Any]:
     c.wait.until(lambda b: "invoice (" in b.find_element(By.ID, "models").text)
     c.browser.find_element(By.ID, "e-prefix").send_keys("inv-")
     c.browser.find_element(By.CSS_SELECTOR, "#entity-search button").click()
+    c.wait_state(prefix="inv-")
+    c.settled()
     c.wait.until(lambda b: "invoice/inv-1" in b.find_element(By.ID, "entity-list").text)
-    out["found"] = c.browser.find_element(By.ID, "entity-list").text.split("\n")
+    out["found"] = c.browser.execute_script(
+        "return [...document.querySelectorAll('#entity-list li')].map(li => li.innerText)"
+    )
     c.shot("entities")
     c.browser.find_element(By.LINK_TEXT, "invoice/inv-1").click()
     c.wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#activity > li")) >= 3)

@@ -7,6 +7,8 @@ const ACTIONS = ["create", "update", "delete", "execute", "approve", "reject", "
 const RANGES = { hour: 3600e3, day: 86400e3, week: 7 * 86400e3 };
 const $ = (id) => document.getElementById(id);
 const statusLine = $("status");
+let generation = 0;
+const stale = (mine) => mine !== generation;
 
 // ---- small helpers ----------------------------------------------------------------------------------------------
 function el(tag, attrs = {}, ...children) {
@@ -103,19 +105,22 @@ async function auditView() {
   $("export-csv").href = "/v1/audit/export?" + new URLSearchParams([...params, ["format", "csv"], ["sort", sort], ["order", order]]);
   $("export-ndjson").href = "/v1/audit/export?" + new URLSearchParams([...params, ["format", "ndjson"], ["sort", sort], ["order", order]]);
   setStatus("Loading…", "loading");
+  const mine = generation;
   const list = new URLSearchParams([...params, ["sort", sort], ["order", order], ["limit", "50"]]);
   if (state.cursor) list.set("cursor", state.cursor);
   try {
     const [page, count] = await Promise.all([api("/v1/audit?" + list), api("/v1/audit/count?" + params)]);
+    if (stale(mine)) return;
     renderRows(page, state);
     $("total").textContent = count.exact ? `${count.count.toLocaleString()} entries` : `${count.count.toLocaleString()}+ entries`;
     setStatus(page.data.length ? "" : "No entries match this view.");
   } catch (e) {
+    if (stale(mine)) return;
     $("rows").replaceChildren(); $("total").textContent = "";
     setStatus(e.message, "error");
     return;
   }
-  drawCharts(params).catch((e) => { $("chart").replaceChildren(el("p", { class: "error" }, e.message)); });
+  drawCharts(params, mine).catch((e) => { $("chart").replaceChildren(el("p", { class: "error" }, e.message)); });
 }
 
 function renderRows(page, state) {
@@ -139,7 +144,7 @@ function renderRows(page, state) {
   $("next").onclick = () => navigate({ ...state, cursor: page.next_cursor });
 }
 
-async function drawCharts(params) {
+async function drawCharts(params, mine = generation) {
   const stack = $("stack").value;
   const chartParams = new URLSearchParams([...params, ["stack", stack]]);
   if (!chartParams.get("since")) chartParams.set("since", new Date(Date.now() - 7 * 86400e3).toISOString());
@@ -148,6 +153,7 @@ async function drawCharts(params) {
     api("/v1/audit/stats?" + new URLSearchParams([...chartParams].filter(([k]) => k !== "stack").concat([["group_by", "user"], ["limit", "5"]]))),
     api("/v1/audit/stats?" + new URLSearchParams([...chartParams].filter(([k]) => k !== "stack").concat([["group_by", "entity"], ["limit", "5"]]))),
   ]);
+  if (stale(mine)) return;
   const svg = new DOMParser().parseFromString(svgText, "image/svg+xml").documentElement;
   $("chart").replaceChildren(document.importNode(svg, true));
   for (const bar of $("chart").querySelectorAll("rect.bar")) {
@@ -189,22 +195,27 @@ async function entitiesView() {
   $("e-model").value = p.get("model") || "";
   $("e-prefix").value = p.get("prefix") || "";
   setStatus("Loading…", "loading");
+  const mine = generation;
   try {
     const models = await api("/v1/entities/models");
+    if (stale(mine)) return;
     $("models").replaceChildren("Models: ", ...models.flatMap((m, i) => [i ? " · " : "",
       el("a", { href: `/entities?model=${encodeURIComponent(m.model)}` }, `${m.model} (${m.entries})`)]));
     $("entity-list").replaceChildren();
     entityPage = null;
-    await moreEntities();
+    await moreEntities(mine);
+    if (stale(mine)) return;
     setStatus($("entity-list").children.length ? "" : "No entities match.");
-  } catch (e) { setStatus(e.message, "error"); }
+  } catch (e) { if (!stale(mine)) setStatus(e.message, "error"); }
 }
-async function moreEntities() {
+async function moreEntities(mine = generation) {
   const p = new URLSearchParams(location.search);
   const q = new URLSearchParams();
   for (const k of ["model", "prefix"]) if (p.get(k)) q.set(k, p.get(k));
   if (entityPage && entityPage.next_after) { q.set("after", entityPage.next_after); q.set("after_model", entityPage.next_after_model); }
-  entityPage = await api("/v1/entities?" + q);
+  const page = await api("/v1/entities?" + q);
+  if (stale(mine)) return;
+  entityPage = page;
   $("entity-list").append(...entityPage.data.map((e) => el("li", {},
     el("a", { href: `/entities/${encodeURIComponent(e.model)}/${encodeURIComponent(e.entity_id)}` }, `${e.model}/${e.entity_id}`))));
   $("entity-more").hidden = !entityPage.next_after;
@@ -225,13 +236,15 @@ async function entityView(model, id) {
   $("activity").replaceChildren();
   activityCursor = null;
   setStatus("Loading…", "loading");
-  try { await moreActivity(model, id); setStatus(""); } catch (e) { setStatus(e.message, "error"); }
+  const mine = generation;
+  try { await moreActivity(model, id, mine); if (!stale(mine)) setStatus(""); } catch (e) { if (!stale(mine)) setStatus(e.message, "error"); }
   $("activity-more").onclick = () => moreActivity(model, id).catch((e) => setStatus(e.message, "error"));
 }
-async function moreActivity(model, id) {
+async function moreActivity(model, id, mine = generation) {
   const q = new URLSearchParams({ limit: "50" });
   if (activityCursor) q.set("cursor", activityCursor);
   const page = await api(`/v1/entities/${encodeURIComponent(model)}/${encodeURIComponent(id)}/audit?${q}`);
+  if (stale(mine)) return;
   for (const e of page.data) $("activity").append(activityItem(e));
   activityCursor = page.next_cursor;
   $("activity-more").hidden = !activityCursor;
@@ -312,6 +325,7 @@ function traceView(traceId) {
 // ---- routing ------------------------------------------------------------------------------------------------------
 function go(path) { history.pushState(null, "", path); route(); }
 function route() {
+  generation += 1;  // answers to an earlier view's requests are dropped, not drawn over this one
   if (source && !location.pathname.startsWith("/traces/")) { source.close(); source = null; }
   const parts = location.pathname.split("/").filter(Boolean).map(decodeURIComponent);
   if (parts[0] === "entities" && parts.length >= 3) return entityView(parts[1], parts.slice(2).join("/"));
