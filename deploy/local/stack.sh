@@ -150,17 +150,15 @@ password_of() {
 }
 
 # Client configuration of the Java tools as admin (the only principal that may create topics or grant ACLs).
-admin_client_config() {
-  local file="$secure/admin.properties"
+write_admin_client_config() {
   (umask 077; printf '%s\n' "security.protocol=SASL_SSL" "sasl.mechanism=SCRAM-SHA-512" \
     "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"admin\" password=\"$(password_of admin)\";" \
-    "ssl.truststore.type=PEM" "ssl.truststore.location=$state/tls/ca.crt" > "$file")
-  echo "$file"
+    "ssl.truststore.type=PEM" "ssl.truststore.location=$state/tls/ca.crt" > "$secure/admin.properties")
 }
 
 acl() {
   kafka_java org.apache.kafka.tools.AclCommand --bootstrap-server "127.0.0.1:$sasl_port" \
-    --command-config "$(admin_client_config)" --add --resource-pattern-type prefixed "$@" >>"$secure/acls.log" 2>&1 \
+    --command-config "$secure/admin.properties" --add --resource-pattern-type prefixed "$@" >>"$secure/acls.log" 2>&1 \
     || { tail -n 20 "$secure/acls.log" >&2; die "granting ACLs failed: $*"; }
 }
 
@@ -169,6 +167,7 @@ acl() {
 grant_acls() {
   [ -f "$secure/acls.done" ] && return
   log "granting ACLs (topics and groups by prefix)"
+  write_admin_client_config
   local audit=audit.events.v1 logs=audit.execution-logs.v1 dlq=audit.dead-letter.v1 ckpt=audit.checkpoints.v1 e
   local writers=()
   for e in $emitters; do writers+=(--allow-principal "User:$e"); done

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import Any, Final
 
-from audit_query.stats import BucketSize
+from audit_query.stats import BUCKET_WIDTH, BucketSize
 
 WIDTH: Final = 960
 HEIGHT: Final = 200
@@ -33,16 +33,11 @@ PALETTE: Final = (
     "#778ca3",
 )
 STATUS_COLOURS: Final = {"succeeded": "#20bf6b", "failed": "#eb3b5a", "aborted": "#778ca3", "in_progress": "#f7b731"}
-_STEP: Final = {
-    BucketSize.HOUR: timedelta(hours=1),
-    BucketSize.DAY: timedelta(days=1),
-    BucketSize.WEEK: timedelta(days=7),
-}
 
 
 def _buckets(since: datetime, until: datetime, size: BucketSize) -> list[datetime]:
     """Every bucket start of the range (UTC), also the empty ones."""
-    step = _STEP[size]
+    step = BUCKET_WIDTH[size]
     start = since.replace(minute=0, second=0, microsecond=0)
     if size is not BucketSize.HOUR:
         start = start.replace(hour=0)
@@ -89,7 +84,7 @@ def render(
     for i, bucket in enumerate(buckets):
         x = PAD_LEFT + i * slot + (slot - bar_w) / 2
         y = float(PAD_TOP + plot_h)
-        end = min(bucket + _STEP[size], until)
+        end = min(bucket + BUCKET_WIDTH[size], until)
         for name in names:
             n = counts.get((bucket.isoformat(), name), 0)
             if not n:

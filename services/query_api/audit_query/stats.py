@@ -43,7 +43,7 @@ MAX_RANGE: Final = timedelta(days=400)
 MAX_BUCKETS: Final = 2000
 MAX_DIMENSIONS: Final = 2
 DEFAULT_RANGE: Final = timedelta(days=1)
-_WIDTH: Final = {
+BUCKET_WIDTH: Final = {
     BucketSize.HOUR: timedelta(hours=1),
     BucketSize.DAY: timedelta(days=1),
     BucketSize.WEEK: timedelta(days=7),
@@ -93,7 +93,7 @@ def plan(
             span = until - since
             bucket = BucketSize.HOUR if span <= timedelta(days=2) else BucketSize.DAY
             bucket = BucketSize.WEEK if span > timedelta(days=120) else bucket
-        buckets = (until - since) / _WIDTH[bucket]
+        buckets = (until - since) / BUCKET_WIDTH[bucket]
         if buckets > MAX_BUCKETS:
             raise BadRequestError(
                 f"{int(buckets)} {bucket.value} buckets: at most {MAX_BUCKETS}; choose a wider bucket"
@@ -117,4 +117,4 @@ def _range(filters: AuditFilter, now: datetime) -> tuple[datetime, datetime]:
     return since, until
 
 
-__all__ = ["BucketSize", "Dimension", "StatsQuery", "StatsResponse", "plan"]
+__all__ = ["BUCKET_WIDTH", "BucketSize", "Dimension", "StatsQuery", "StatsResponse", "plan"]
