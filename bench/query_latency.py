@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -30,6 +30,7 @@ import asyncpg
 import httpx
 
 from audit_projector.migrations import migrate
+from audit_projector.repository import compact_rollups
 from audit_query.auth import new_secret, secret_hash
 from audit_query.config import Settings
 from audit_query.main import create_app
@@ -121,6 +122,8 @@ async def generate(entries: int, regenerate: bool) -> None:
             if have == entries:
                 print(f"reusing {SCHEMA}: {have:,} entries")
                 await migrate(OWNER, SCHEMA, control_schema=CONTROL)  # indexes added since it was generated
+                await conn.execute(f"SET search_path = {SCHEMA}")
+                await _compact(conn)
                 await conn.execute(f"ANALYZE {SCHEMA}.audit_entries")
                 return
         await conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE; DROP SCHEMA IF EXISTS {CONTROL} CASCADE")
@@ -164,10 +167,24 @@ async def generate(entries: int, regenerate: bool) -> None:
             trace["tenant_id"],
         )
         await conn.execute(ROLLUPS)
+        await conn.execute(
+            "INSERT INTO audit_rollup_changes SELECT DISTINCT date_trunc('day', bucket, 'UTC'), tenant_id, "
+            "kafka_partition, 1 FROM audit_rollups"
+        )
+        await _compact(conn)
         await conn.execute("ANALYZE")
         print(f"generated {entries:,} entries in {time.perf_counter() - started:.0f} s")
     finally:
         await conn.close()
+
+
+async def _compact(conn: asyncpg.Connection) -> None:
+    """Fold the closed days into the daily tier, as the projector's periodic compaction does."""
+    started = time.perf_counter()
+    days = await compact_rollups(conn, datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0))
+    if days:
+        await conn.execute("ANALYZE audit_rollups_daily; ANALYZE audit_rollups_daily_actions")
+        print(f"  compacted {days} day(s) of rollups in {time.perf_counter() - started:.0f} s", flush=True)
 
 
 async def token(tenants: tuple[str, ...] | None) -> str:
@@ -204,6 +221,10 @@ def shapes(trace_hex: str, entity: str, small: str) -> list[Shape]:
               {"group_by": ["bucket", "event"], "bucket": "day", "q": "after:" + _days_ago(30)}),
         Shape("stats 30 days by outcome", "/v1/audit/stats",
               {"group_by": "outcome", "q": "after:" + _days_ago(30)}),
+        Shape("stats 30 days by day+model", "/v1/audit/stats",
+              {"group_by": ["bucket", "model"], "bucket": "day", "q": "after:" + _days_ago(30)}),
+        Shape("stats 2 days by hour", "/v1/audit/stats",
+              {"group_by": "bucket", "bucket": "hour", "q": "after:" + _days_ago(2)}),
         Shape("entity view", f"/v1/entities/resource/{entity}/audit", {}),
         Shape("trace 3,000 lines", f"/v1/traces/{trace_hex}", {}),
         Shape("small tenant: list", "/v1/audit", {}, who="small"),
@@ -214,8 +235,6 @@ def shapes(trace_hex: str, entity: str, small: str) -> list[Shape]:
 
 
 def _days_ago(days: int) -> str:
-    from datetime import UTC, datetime
-
     return (datetime.now(UTC) - timedelta(days=days)).date().isoformat()
 
 

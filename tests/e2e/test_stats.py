@@ -1,5 +1,6 @@
 """`GET /v1/audit/stats`: exact counts from the rollups (and the entries at the edges), checked by brute force."""
 
+import asyncio
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -9,10 +10,11 @@ import pytest
 
 from audit_producer import AuditProducer
 from audit_projector.replay import replay
-from audit_schemas import encode
+from audit_projector.service import compact_once
+from audit_schemas import ActionEvent, encode
 from tests.conftest import Isolated, projector_running
 from tests.e2e.test_search import all_entries, seed_history
-from tests.factories import action_event, send_raw
+from tests.factories import action_event, key_of, outcome_event, send_keyed, send_raw
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -139,3 +141,139 @@ async def test_stats_refuse_what_would_be_too_costly(
     response = await api.get("/v1/audit/stats", params=params)
     assert response.status_code in (400, 422), response.text
     assert message in response.text
+
+
+DAILY_BRUTE_FORCE = """
+SELECT date_trunc('day', e.occurred_at, 'UTC') AS bucket, e.tenant_id, e.action, e.entity_model, e.actor_type,
+       coalesce(o.status, 'none') AS status, count(*) AS entries
+  FROM {schema}.audit_entries e LEFT JOIN {schema}.audit_outcomes o ON o.audit_id = e.audit_id
+ WHERE e.occurred_at < date_trunc('day', now(), 'UTC')
+ GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6
+"""
+DAILY = """
+SELECT bucket, tenant_id, action, entity_model, actor_type, status, entries
+  FROM {schema}.audit_rollups_daily ORDER BY 1, 2, 3, 4, 5, 6
+"""
+
+
+def _past(start: ActionEvent, at: datetime) -> ActionEvent:
+    return start.model_copy(update={"time": at, "data": start.data.model_copy(update={"started_at": at})})
+
+
+async def test_closed_days_are_counted_from_the_daily_tier_and_stay_exact_through_late_outcomes(
+    isolated: Isolated, api: httpx.AsyncClient
+) -> None:
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    starts: list[ActionEvent] = []
+    records: list[tuple[bytes, bytes | None]] = []
+    plan = [  # days ago, hour, tenant, action, outcome (None: still running)
+        (3, 1, "acme", "create", "succeeded"), (3, 1, "acme", "create", "failed"),
+        (3, 23, "globex", "delete", None), (2, 0, "acme", "approve", "succeeded"),
+        (2, 12, "globex", "approve", "succeeded"), (2, 12, "acme", "sync", None),
+        (1, 5, "acme", "create", "succeeded"), (1, 5, "globex", "reject", "failed"),
+        (0, 0, "acme", "create", None),
+    ]  # fmt: skip
+    for days, hour, tenant, action, status in plan:
+        start = _past(
+            action_event(f"res-{len(starts)}", action=action, tenant=tenant), today - timedelta(days=days, hours=-hour)
+        )
+        starts.append(start)
+        records.append((encode(start), key_of(start)))
+        if status is not None:
+            records.append((encode(outcome_event(start, status)), key_of(start)))
+    late = starts[5]  # 2 days ago, running: its outcome arrives after the day was folded
+    async with projector_running(isolated.projector):
+        await send_keyed(isolated.stack.bootstrap, isolated.projector.audit_topic, records)
+        await eventually(lambda: _counted(isolated, len(plan), 6), within=30)
+        assert await compact_once(isolated.projector) == 3  # three closed days; today stays hourly
+        async with isolated.owner() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM audit_rollup_changes WHERE day < $1", today) == 0
+            daily = [tuple(r) for r in await conn.fetch(DAILY.format(schema=isolated.name))]
+            assert daily == [tuple(r) for r in await conn.fetch(DAILY_BRUTE_FORCE.format(schema=isolated.name))]
+
+        window = {"since": (today - timedelta(days=4)).isoformat(), "until": (today + timedelta(hours=1)).isoformat()}
+
+        async def check(expect_in_progress: int) -> None:
+            history = await all_entries(api, since=window["since"], until=window["until"])
+            assert len(history) == len(plan)
+            cases: list[tuple[dict[str, Any], Counter[tuple[Any, ...]]]] = [
+                ({"group_by": ["bucket", "event"], "bucket": "day"},
+                 Counter((e["time"][:10] + "T00:00:00+00:00", e["event"]) for e in history)),
+                ({"group_by": "outcome"}, Counter((_outcome(e),) for e in history)),
+                ({"group_by": ["model", "outcome"]}, Counter(("resource", _outcome(e)) for e in history)),
+                ({"group_by": "tenant", "q": "outcome:in_progress"},
+                 Counter((e["tenant_id"],) for e in history if _outcome(e) == "in_progress")),
+            ]  # fmt: skip
+            for params, expected in cases:
+                body = await _stats(api, **params, **window)
+                names = body["group_by"]
+                got = Counter({tuple(r[n] for n in names): r["count"] for r in body["rows"]})
+                assert got == expected, params
+                assert body["source"] == "rollups", params
+            assert sum(_outcome(e) == "in_progress" for e in history) == expect_in_progress
+
+        await check(expect_in_progress=3)
+        # A late outcome changes a folded day: until the next compaction that day is summed from its hourly rows.
+        await send_keyed(
+            isolated.stack.bootstrap, isolated.projector.audit_topic, [(encode(outcome_event(late)), key_of(late))]
+        )
+        await eventually(lambda: _counted(isolated, len(plan), 7), within=30)
+        async with isolated.owner() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM audit_rollup_changes WHERE day < $1", today) == 1
+        await check(expect_in_progress=2)
+        assert await compact_once(isolated.projector) == 1
+        await check(expect_in_progress=2)
+        async with isolated.owner() as conn:
+            daily = [tuple(r) for r in await conn.fetch(DAILY.format(schema=isolated.name))]
+            assert daily == [tuple(r) for r in await conn.fetch(DAILY_BRUTE_FORCE.format(schema=isolated.name))]
+
+    # A caller limited to one tenant gets that tenant's counts from the daily tier too.
+    globex = {"authorization": f"Bearer {await isolated.token(('audit:read',), tenants=('globex',))}"}
+    body = (await api.get("/v1/audit/stats", params={"group_by": "tenant", **window}, headers=globex)).json()
+    assert body["rows"] == [{"tenant": "globex", "count": 3}]
+
+    # A rebuild folds the same daily rows.
+    target = f"{isolated.name}_r"
+    await replay(
+        isolated.projector.model_copy(update={"db_schema": target, "group_id": f"{isolated.name}-replay"}),
+        isolated.stack.owner_dsn,
+        timeout_s=60,
+    )
+    async with isolated.owner() as conn:
+        assert [tuple(r) for r in await conn.fetch(DAILY.format(schema=target))] == daily
+
+
+async def _counted(isolated: Isolated, entries: int, outcomes: int) -> bool:
+    return (await isolated.count("audit_entries"), await isolated.count("audit_outcomes")) == (entries, outcomes)
+
+
+async def test_a_change_racing_the_compaction_keeps_its_day_counted_from_the_hourly_rows(
+    isolated: Isolated, api: httpx.AsyncClient
+) -> None:
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=2)
+    start = _past(action_event("res-1", action="create"), day + timedelta(hours=3))
+    async with projector_running(isolated.projector):
+        await send_keyed(isolated.stack.bootstrap, isolated.projector.audit_topic, [(encode(start), key_of(start))])
+        await eventually(lambda: _counted(isolated, 1, 0), within=30)
+    window = {"since": (day - timedelta(days=1)).isoformat(), "until": (day + timedelta(days=2)).isoformat()}
+    assert (await _stats(api, **window))["rows"] == [{"count": 1}]
+
+    # A writer holds the day's marker, bumped, with one more hourly count, uncommitted, while the compaction
+    # reads the markers and sums the hours; it commits while the compaction waits to delete the marker.
+    async with isolated.owner() as writer:
+        change = writer.transaction()
+        await change.start()
+        await writer.execute("UPDATE audit_rollups SET entries = entries + 1")
+        await writer.execute("UPDATE audit_rollup_changes SET changes = changes + 1")
+        compaction = asyncio.create_task(compact_once(isolated.projector))
+        await asyncio.sleep(1)
+        assert not compaction.done()  # waiting for the marker's row lock
+        await change.commit()
+        assert await compaction == 1
+        assert await writer.fetchval("SELECT sum(entries) FROM audit_rollups_daily") == 1  # summed before the commit
+        assert await writer.fetchval("SELECT count(*) FROM audit_rollup_changes") == 1  # so the marker stays
+    assert (await _stats(api, **window))["rows"] == [{"count": 2}]  # that day from its hourly rows
+    assert await compact_once(isolated.projector) == 1
+    async with isolated.owner() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM audit_rollup_changes") == 0
+    assert (await _stats(api, **window))["rows"] == [{"count": 2}]  # now from the daily tier

@@ -18,7 +18,7 @@ from audit_projector.migrations import migrate as run_migrations
 from audit_projector.operations import Selection, request_skip
 from audit_projector.operations import redrive as run_redrive
 from audit_projector.replay import replay as run_replay
-from audit_projector.service import serve
+from audit_projector.service import compact_once, serve
 from audit_projector.topics import ensure_topics
 from audit_schemas import signing
 from audit_schemas.checkpoint import CheckpointError, NoteSigner, NoteVerifier
@@ -112,6 +112,19 @@ def replay(
             f"schema {result.schema}: {result.records} records read, {result.projected} projected, "
             f"{result.dead_lettered} dead-lettered"
         )
+
+    _run(go())
+
+
+@app.command("compact-rollups")
+def compact_rollups() -> None:
+    """Fold closed days' hourly rollups into the daily tier now (the projector also does it periodically)."""
+    logs.configure("WARNING")
+    settings = _settings()
+
+    async def go() -> None:
+        days = await compact_once(settings)
+        console.print("another process is compacting" if days is None else f"{days} day(s) compacted")
 
     _run(go())
 

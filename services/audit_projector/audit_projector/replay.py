@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import structlog
 
 from audit_projector.config import Settings
-from audit_projector.service import prepare, running_pipeline
+from audit_projector.service import compact_once, prepare, running_pipeline
 from audit_projector.state import ProjectorState
 
 log = structlog.get_logger(__name__)
@@ -61,6 +61,7 @@ async def replay(settings: Settings, owner_dsn: str, timeout_s: float) -> Replay
     await prepare(settings.model_copy(update={"migrations_database_url": owner_dsn}))
     state = ProjectorState()
     done = await catch_up(settings, state, timeout_s)
+    await compact_once(settings)  # the closed days' daily tier, as the live model's compaction folds it
     log.info("replay_done", schema=settings.db_schema, records=done.records, projected=state.projected)
     return ReplayResult(settings.db_schema, done.records, state.projected, state.dead_lettered)
 

@@ -41,14 +41,21 @@ class _Target:
 
 
 # Starts count once, under their outcome's status when it is already there (an outcome before its start).
+# Every statement that changes hourly rows bumps their days' change markers (see migration 0012).
 _ENTRY_ROLLUP: Final = """
-INSERT INTO audit_rollups AS r (bucket, tenant_id, action, entity_model, actor_type, status, kafka_partition, entries)
-SELECT date_trunc('hour', i.occurred_at, 'UTC'), i.tenant_id, i.action, i.entity_model, i.actor_type,
-       coalesce(o.status, 'none'), i.kafka_partition, count(*)
-  FROM ins i LEFT JOIN audit_outcomes o ON o.audit_id = i.audit_id
- GROUP BY 1, 2, 3, 4, 5, 6, 7
-ON CONFLICT (bucket, tenant_id, action, entity_model, actor_type, status, kafka_partition)
-DO UPDATE SET entries = r.entries + EXCLUDED.entries
+, counted AS (
+    INSERT INTO audit_rollups AS r (bucket, tenant_id, action, entity_model, actor_type, status, kafka_partition,
+                                    entries)
+    SELECT date_trunc('hour', i.occurred_at, 'UTC'), i.tenant_id, i.action, i.entity_model, i.actor_type,
+           coalesce(o.status, 'none'), i.kafka_partition, count(*)
+      FROM ins i LEFT JOIN audit_outcomes o ON o.audit_id = i.audit_id
+     GROUP BY 1, 2, 3, 4, 5, 6, 7
+    ON CONFLICT (bucket, tenant_id, action, entity_model, actor_type, status, kafka_partition)
+    DO UPDATE SET entries = r.entries + EXCLUDED.entries
+)
+INSERT INTO audit_rollup_changes AS c (day, tenant_id, kafka_partition, changes)
+SELECT DISTINCT date_trunc('day', i.occurred_at, 'UTC'), i.tenant_id, i.kafka_partition, 1 FROM ins i
+ON CONFLICT (day, tenant_id, kafka_partition) DO UPDATE SET changes = c.changes + 1
 """
 
 # An outcome moves its start from 'none' to its status (the UPDATE and the INSERT touch different rows).
@@ -64,11 +71,16 @@ _OUTCOME_ROLLUP: Final = """
               FROM moved GROUP BY 1, 2, 3, 4, 5, 6) m
      WHERE r.status = 'none' AND r.bucket = m.bucket AND r.tenant_id = m.tenant_id AND r.action = m.action
        AND r.entity_model = m.entity_model AND r.actor_type = m.actor_type AND r.kafka_partition = m.kafka_partition
+), added AS (
+    INSERT INTO audit_rollups AS r (bucket, tenant_id, action, entity_model, actor_type, status, kafka_partition,
+                                    entries)
+    SELECT bucket, tenant_id, action, entity_model, actor_type, status, kafka_partition, n FROM moved
+    ON CONFLICT (bucket, tenant_id, action, entity_model, actor_type, status, kafka_partition)
+    DO UPDATE SET entries = r.entries + EXCLUDED.entries
 )
-INSERT INTO audit_rollups AS r (bucket, tenant_id, action, entity_model, actor_type, status, kafka_partition, entries)
-SELECT bucket, tenant_id, action, entity_model, actor_type, status, kafka_partition, n FROM moved
-ON CONFLICT (bucket, tenant_id, action, entity_model, actor_type, status, kafka_partition)
-DO UPDATE SET entries = r.entries + EXCLUDED.entries
+INSERT INTO audit_rollup_changes AS c (day, tenant_id, kafka_partition, changes)
+SELECT DISTINCT date_trunc('day', bucket, 'UTC'), tenant_id, kafka_partition, 1 FROM moved
+ON CONFLICT (day, tenant_id, kafka_partition) DO UPDATE SET changes = c.changes + 1
 """
 
 _ENTRIES: Final = _Target(
@@ -693,6 +705,61 @@ def _claim_columns(rows: list[Row]) -> list[list[Any]]:
     ]
 
 
+_COMPACT_LOCK: Final = (0x41554454, 12)
+"""Advisory lock taken by the rollup compaction, so one projector of a fleet compacts at a time."""
+
+_FOLD: Final = {
+    "audit_rollups_daily": "tenant_id, action, entity_model, actor_type, status",
+    "audit_rollups_daily_actions": "tenant_id, action, status",
+}
+
+
+async def compact_rollups(conn: asyncpg.Connection, before: datetime) -> int | None:
+    """Fold the hourly rollups of every changed UTC day before `before` into the daily tier, one transaction per
+    day; return how many days were folded, or None when another process holds the compaction lock.
+
+    A day's change markers are read before its hourly rows are summed and deleted only if unchanged since, so an
+    hourly change that races the fold leaves its marker and readers keep summing that day's hourly rows.
+    """
+    with db_errors("cannot compact the rollups"):
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", *_COMPACT_LOCK):
+            return None
+        try:
+            days = [
+                r["day"]
+                for r in await conn.fetch(
+                    "SELECT DISTINCT day FROM audit_rollup_changes WHERE day < $1 ORDER BY day", before
+                )
+            ]
+            for day in days:
+                async with conn.transaction():
+                    marks = await conn.fetch(
+                        "SELECT tenant_id, kafka_partition, changes FROM audit_rollup_changes WHERE day = $1", day
+                    )
+                    for table, columns in _FOLD.items():
+                        await conn.execute(f"DELETE FROM {table} WHERE bucket = $1", day)
+                        await conn.execute(
+                            f"""INSERT INTO {table} (bucket, {columns}, entries)
+                                SELECT $1::timestamptz, {columns}, sum(entries) FROM audit_rollups
+                                 WHERE bucket >= $1::timestamptz AND bucket < $1::timestamptz + interval '1 day'
+                                 GROUP BY {columns} HAVING sum(entries) > 0""",
+                            day,
+                        )
+                    await conn.execute(
+                        """DELETE FROM audit_rollup_changes c
+                            USING unnest($2::text[], $3::int[], $4::bigint[]) AS m(tenant_id, part, changes)
+                            WHERE c.day = $1 AND c.tenant_id = m.tenant_id AND c.kafka_partition = m.part
+                              AND c.changes = m.changes""",
+                        day,
+                        [m["tenant_id"] for m in marks],
+                        [m["kafka_partition"] for m in marks],
+                        [m["changes"] for m in marks],
+                    )
+            return len(days)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1, $2)", *_COMPACT_LOCK)
+
+
 def _month(value: datetime) -> date:
     utc = value.astimezone(UTC)
     return date(utc.year, utc.month, 1)
@@ -709,4 +776,5 @@ __all__ = [
     "TreeAppend",
     "TreeState",
     "WriteResult",
+    "compact_rollups",
 ]

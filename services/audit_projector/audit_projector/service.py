@@ -4,8 +4,10 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import AsyncIterator, Awaitable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import structlog
 import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -14,11 +16,11 @@ from audit_projector import metrics
 from audit_projector.checkpoints import Checkpointer
 from audit_projector.config import Settings
 from audit_projector.deadletter import KafkaDeadLetterSink
-from audit_projector.errors import ProjectorError, explain_refusal, kafka_errors
+from audit_projector.errors import ProjectorError, db_errors, explain_refusal, kafka_errors
 from audit_projector.health import create_health_app
 from audit_projector.migrations import migrate
 from audit_projector.pipeline import Pipeline, months_ahead
-from audit_projector.repository import ProjectionRepository
+from audit_projector.repository import SESSION_SETTINGS, ProjectionRepository, compact_rollups
 from audit_projector.state import PipelineState, ProjectorState
 from audit_projector.topics import check_retention, ensure_topics
 from audit_schemas.checkpoint import CheckpointError, NoteSigner
@@ -170,12 +172,16 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         asyncio.create_task(_supervise(settings, state.pipeline(topic), prepared, stop), name=f"pipeline:{topic}")
         for topic in settings.topics
     ]
+    compactor = asyncio.create_task(_compact_periodically(settings, stop), name="rollup-compaction")
     try:
         await _until_stopped_or_failed(supervisors, stop)
     finally:
         state.alive = False
         stop.set()
         await _drain(supervisors, settings.shutdown_timeout_s)
+        compactor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await compactor
         if server is not None and health is not None:
             server.should_exit = True
             await health
@@ -183,6 +189,45 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     for task in supervisors:
         if not task.cancelled() and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
+
+
+def start_of_day(at: datetime | None = None) -> datetime:
+    """The start of the UTC day: days before it are closed, and their rollups may be folded."""
+    return (at or datetime.now(UTC)).astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+async def compact_once(settings: Settings) -> int | None:
+    """Fold closed days' rollups into the daily tier over a connection of its own (see `compact_rollups`)."""
+    with db_errors("cannot open a connection to compact the rollups"):
+        conn = await asyncpg.connect(
+            str(settings.database_url),
+            server_settings={
+                "search_path": settings.db_schema,
+                "application_name": f"audit-projector/compaction/{settings.group_id}"[:63],
+                **SESSION_SETTINGS,
+            },
+        )
+    try:
+        return await compact_rollups(conn, start_of_day())
+    finally:
+        await conn.close()
+
+
+async def _compact_periodically(settings: Settings, stop: asyncio.Event) -> None:
+    """Compact every `rollup_compaction_interval_s`; a failure is logged and tried again next time."""
+    if not settings.rollup_compaction_interval_s:
+        return
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.rollup_compaction_interval_s)
+            return
+        try:
+            days = await compact_once(settings)
+        except ProjectorError as e:
+            log.warning("rollup_compaction_failed", error=str(e))
+        else:
+            if days:
+                log.info("rollups_compacted", days=days)
 
 
 async def _until_stopped_or_failed(supervisors: list[asyncio.Task[None]], stop: asyncio.Event) -> None:

@@ -25,7 +25,7 @@ from audit_query.models import (
     UserPublic,
 )
 from audit_query.search import SearchTerm
-from audit_query.stats import ROLLUP_DIMENSIONS, TOP_DIMENSIONS, Dimension, StatsQuery
+from audit_query.stats import ROLLUP_DIMENSIONS, TOP_DIMENSIONS, BucketSize, Dimension, StatsQuery
 
 SESSION_SETTINGS: Final = {
     "statement_timeout": "20s",
@@ -273,7 +273,8 @@ class AuditRepository:
                 if rollup_where is not None:
                     first, last = _ceil_hour(query.since), _floor_hour(query.until)
                     if first < last:
-                        await self._count(conn, counts, _rollup_sql(query, rollup_where, first, last))
+                        for table, since, until, days in await self._rollup_plan(conn, query, tenants, first, last):
+                            await self._count(conn, counts, _rollup_sql(query, rollup_where, table, since, until, days))
                         sources.append("rollups")
                         spans = [(query.since, first), (last, query.until)]
                 for since, until in spans:
@@ -289,6 +290,35 @@ class AuditRepository:
         else:
             rows.sort(key=lambda r: tuple(str(r[n]) for n in names))
         return rows, "+".join(sources) or "entries"
+
+    @staticmethod
+    async def _rollup_plan(
+        conn: "PoolConnectionProxy[asyncpg.Record]", query: StatsQuery, tenants: str, first: datetime, last: datetime
+    ) -> list[tuple[str, datetime, datetime, list[datetime] | None]]:
+        """Which rollup table answers which part of the whole hours [first, last): whole days whose daily rows are
+        current (no change marker left in this snapshot) from the daily tier, everything else from the hourly rows.
+        Each item: table, range, and the days to leave out of the range (daily tier) or None."""
+        hourly = "audit_rollups"
+        if Dimension.BUCKET in query.group_by and query.bucket is BucketSize.HOUR:
+            return [(hourly, first, last, None)]
+        d0, d1 = _ceil_day(first), _floor_day(last)
+        if d0 >= d1:
+            return [(hourly, first, last, None)]
+        where = _Where()
+        where.add("r.day >= {} AND r.day < {}", d0, d1)
+        _tenant_scope(where, tenants, "r.tenant_id")
+        dirty = [
+            r["day"]
+            for r in await conn.fetch(
+                f"SELECT DISTINCT r.day FROM audit_rollup_changes r {where.sql()} ORDER BY 1", *where.args
+            )
+        ]
+        narrow = set(query.group_by) <= _NARROW_DIMENSIONS and _narrow_filters(query.filters)
+        daily = "audit_rollups_daily_actions" if narrow else "audit_rollups_daily"
+        plan: list[tuple[str, datetime, datetime, list[datetime] | None]] = [(daily, d0, d1, dirty)]
+        plan += [(hourly, since, until, None) for since, until in ((first, d0), (d1, last)) if since < until]
+        plan += [(hourly, day, day + timedelta(days=1), None) for day in dirty]
+        return plan
 
     @staticmethod
     async def _count(
@@ -621,13 +651,26 @@ def _dimensions(query: StatsQuery, source: str, where: _Where) -> list[str]:
     return [columns[d].format(size=size) for d in query.group_by]
 
 
-def _rollup_sql(query: StatsQuery, where: _Where, first: datetime, last: datetime) -> tuple[str, list[Any]]:
+def _rollup_sql(
+    query: StatsQuery, where: _Where, table: str, first: datetime, last: datetime, skip: list[datetime] | None
+) -> tuple[str, list[Any]]:
     where = _Where(list(where.clauses), list(where.args))
     where.add("r.bucket >= {} AND r.bucket < {}", first, last)
+    if skip:
+        where.add("r.bucket <> ALL({}::timestamptz[])", skip)
     dims = _dimensions(query, "rollups", where)
     group = f"GROUP BY {', '.join(str(i + 1) for i in range(len(dims)))}" if dims else ""
     select = ", ".join([*dims, "sum(r.entries) AS n"])
-    return f"SELECT {select} FROM audit_rollups r {where.sql()} {group}", where.args
+    return f"SELECT {select} FROM {table} r {where.sql()} {group}", where.args
+
+
+_NARROW_DIMENSIONS: Final = frozenset({Dimension.BUCKET, Dimension.EVENT, Dimension.OUTCOME, Dimension.TENANT})
+"""What the narrow daily table (per tenant, event and outcome) can group by."""
+
+
+def _narrow_filters(f: AuditFilter) -> bool:
+    """Whether the filters need only the narrow daily table's columns."""
+    return f.actor_type is None and f.model is None and not any(t.field in ("actor", "model") for t in f.terms)
 
 
 def _entries_sql(query: StatsQuery, since: datetime, until: datetime, tenants: str) -> tuple[str, list[Any]]:
@@ -647,6 +690,15 @@ def _entries_sql(query: StatsQuery, since: datetime, until: datetime, tenants: s
         f"{where.sql()} {group} {top}",
         where.args,
     )
+
+
+def _floor_day(at: datetime) -> datetime:
+    return at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _ceil_day(at: datetime) -> datetime:
+    floor = _floor_day(at)
+    return floor if floor == at else floor + timedelta(days=1)
 
 
 def _floor_hour(at: datetime) -> datetime:
