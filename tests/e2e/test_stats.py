@@ -231,6 +231,16 @@ async def test_closed_days_are_counted_from_the_daily_tier_and_stay_exact_throug
     globex = {"authorization": f"Bearer {await isolated.token(('audit:read',), tenants=('globex',))}"}
     body = (await api.get("/v1/audit/stats", params={"group_by": "tenant", **window}, headers=globex)).json()
     assert body["rows"] == [{"tenant": "globex", "count": 3}]
+    body = (await api.get("/v1/audit/stats", params={"group_by": "model", **window}, headers=globex)).json()
+    assert (body["rows"], body["source"]) == ([{"model": "resource", "count": 3}], "rollups")
+    async with isolated.owner() as conn:  # the all-tenants table folds the same counts without the tenant
+        everyone = await conn.fetch(
+            "SELECT bucket, action, status, entries FROM audit_rollups_daily_all ORDER BY 1, 2, 3"
+        )
+        folded: Counter[tuple[Any, ...]] = Counter()
+        for r in daily:
+            folded[(r[0], r[2], r[5])] += r[6]
+        assert {(r[0], r[1], r[2]): r[3] for r in everyone} == dict(folded)
 
     # A rebuild folds the same daily rows.
     target = f"{isolated.name}_r"

@@ -711,6 +711,7 @@ _COMPACT_LOCK: Final = (0x41554454, 12)
 _FOLD: Final = {
     "audit_rollups_daily": "tenant_id, action, entity_model, actor_type, status",
     "audit_rollups_daily_actions": "tenant_id, action, status",
+    "audit_rollups_daily_all": "action, entity_model, actor_type, status",
 }
 
 

@@ -313,8 +313,12 @@ class AuditRepository:
                 f"SELECT DISTINCT r.day FROM audit_rollup_changes r {where.sql()} ORDER BY 1", *where.args
             )
         ]
-        narrow = set(query.group_by) <= _NARROW_DIMENSIONS and _narrow_filters(query.filters)
-        daily = "audit_rollups_daily_actions" if narrow else "audit_rollups_daily"
+        if tenants == "*" and Dimension.TENANT not in query.group_by and _tenantless_filters(query.filters):
+            daily = "audit_rollups_daily_all"
+        elif set(query.group_by) <= _NARROW_DIMENSIONS and _narrow_filters(query.filters):
+            daily = "audit_rollups_daily_actions"
+        else:
+            daily = "audit_rollups_daily"
         plan: list[tuple[str, datetime, datetime, list[datetime] | None]] = [(daily, d0, d1, dirty)]
         plan += [(hourly, since, until, None) for since, until in ((first, d0), (d1, last)) if since < until]
         plan += [(hourly, day, day + timedelta(days=1), None) for day in dirty]
@@ -666,6 +670,11 @@ def _rollup_sql(
 
 _NARROW_DIMENSIONS: Final = frozenset({Dimension.BUCKET, Dimension.EVENT, Dimension.OUTCOME, Dimension.TENANT})
 """What the narrow daily table (per tenant, event and outcome) can group by."""
+
+
+def _tenantless_filters(f: AuditFilter) -> bool:
+    """Whether the filters leave the tenant open (the all-tenants daily table can answer them)."""
+    return f.tenant is None and not any(t.field == "tenant" for t in f.terms)
 
 
 def _narrow_filters(f: AuditFilter) -> bool:
