@@ -12,7 +12,8 @@
 #   stack.sh clean               stop and delete all data
 #
 # Tunables (environment): AUDIT_STACK_DIR, AUDIT_STACK_CACHE, AUDIT_STACK_KAFKA_PORT,
-# AUDIT_STACK_CONTROLLER_PORT, AUDIT_STACK_PG_PORT, AUDIT_STACK_KAFKA_HEAP; for the secure broker
+# AUDIT_STACK_CONTROLLER_PORT, AUDIT_STACK_PG_PORT, AUDIT_STACK_PG_SHARED_BUFFERS (e.g. 4GB for the
+# 10 M-entry bench), AUDIT_STACK_KAFKA_HEAP; for the secure broker
 # AUDIT_STACK_SASL_PORT, AUDIT_STACK_SECURE_PLAIN_PORT, AUDIT_STACK_SECURE_CONTROLLER_PORT and
 # AUDIT_STACK_EMITTERS (the emitting services' principals, space-separated).
 set -euo pipefail
@@ -23,6 +24,7 @@ cache=${AUDIT_STACK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/audit-trail}
 kafka_port=${AUDIT_STACK_KAFKA_PORT:-19092}
 controller_port=${AUDIT_STACK_CONTROLLER_PORT:-19093}
 pg_port=${AUDIT_STACK_PG_PORT:-15432}
+pg_shared_buffers=${AUDIT_STACK_PG_SHARED_BUFFERS:-128MB}
 kafka_heap=${AUDIT_STACK_KAFKA_HEAP:-1g}
 kafka_version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/pom.xml")
 libs="$cache/kafka-$kafka_version/libs"
@@ -241,7 +243,7 @@ start_postgres() {
   if pg_running; then log "postgres already running on 127.0.0.1:$pg_port"; else
     log "starting postgres on 127.0.0.1:$pg_port (TLS offered: sslmode=verify-full with $state/tls/ca.crt)"
     as_pg "$bin/pg_ctl" -D "$pg_data" -l "$pg_data/server.log" -w -t 60 \
-      -o "-p $pg_port -k $pg_data -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=on -c ssl=on -c ssl_cert_file=$state/tls/server.crt -c ssl_key_file=$state/tls/server.key" start >/dev/null \
+      -o "-p $pg_port -k $pg_data -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=$pg_shared_buffers -c fsync=on -c ssl=on -c ssl_cert_file=$state/tls/server.crt -c ssl_key_file=$state/tls/server.key" start >/dev/null \
       || { tail -n 30 "$pg_data/server.log" >&2; die "postgres failed to start"; }
   fi
   log "bootstrapping roles and database"

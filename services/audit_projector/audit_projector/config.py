@@ -71,9 +71,9 @@ class Settings(BaseSettings):
     checkpoint_topic: str = CHECKPOINT_TOPIC
     checkpoint_every_leaves: Annotated[int, Field(ge=1)] = 1000
     checkpoint_every_s: Annotated[float, Field(gt=0)] = 60.0
-    rollup_compaction_interval_s: Annotated[float, Field(ge=0, le=86_400)] = 300.0
-    """How often closed days' hourly rollups are folded into the daily tier (0: never; `audit-projector
-    compact-rollups` does it on demand). One projector of a fleet compacts at a time."""
+    rollup_compaction_interval_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
+    """How often the rollups of closed hours and days are folded into the coarser tables the dashboard reads
+    (0: never; `audit-projector compact-rollups` does it on demand). One projector of a fleet compacts at a time."""
     health_host: str = "127.0.0.1"
     health_port: Annotated[int, Field(ge=0, le=65535)] = 0
     """Port of /healthz and /readyz; 0 turns the health server off."""

@@ -191,13 +191,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             raise task.exception()  # type: ignore[misc]
 
 
-def start_of_day(at: datetime | None = None) -> datetime:
-    """The start of the UTC day: days before it are closed, and their rollups may be folded."""
-    return (at or datetime.now(UTC)).astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-
-
 async def compact_once(settings: Settings) -> int | None:
-    """Fold closed days' rollups into the daily tier over a connection of its own (see `compact_rollups`)."""
+    """Fold closed hours' and days' rollups into the coarser tables over a connection of its own (see
+    `compact_rollups`); the number of days touched, or None when another process is compacting."""
     with db_errors("cannot open a connection to compact the rollups"):
         conn = await asyncpg.connect(
             str(settings.database_url),
@@ -208,7 +204,7 @@ async def compact_once(settings: Settings) -> int | None:
             },
         )
     try:
-        return await compact_rollups(conn, start_of_day())
+        return await compact_rollups(conn, datetime.now(UTC))
     finally:
         await conn.close()
 

@@ -295,33 +295,33 @@ class AuditRepository:
     async def _rollup_plan(
         conn: "PoolConnectionProxy[asyncpg.Record]", query: StatsQuery, tenants: str, first: datetime, last: datetime
     ) -> list[tuple[str, datetime, datetime, list[datetime] | None]]:
-        """Which rollup table answers which part of the whole hours [first, last): whole days whose daily rows are
-        current (no change marker left in this snapshot) from the daily tier, everything else from the hourly rows.
-        Each item: table, range, and the days to leave out of the range (daily tier) or None."""
-        hourly = "audit_rollups"
-        if Dimension.BUCKET in query.group_by and query.bucket is BucketSize.HOUR:
-            return [(hourly, first, last, None)]
-        d0, d1 = _ceil_day(first), _floor_day(last)
-        if d0 >= d1:
-            return [(hourly, first, last, None)]
-        where = _Where()
-        where.add("r.day >= {} AND r.day < {}", d0, d1)
-        _tenant_scope(where, tenants, "r.tenant_id")
-        dirty = [
-            r["day"]
-            for r in await conn.fetch(
-                f"SELECT DISTINCT r.day FROM audit_rollup_changes r {where.sql()} ORDER BY 1", *where.args
-            )
-        ]
-        if tenants == "*" and Dimension.TENANT not in query.group_by and _tenantless_filters(query.filters):
-            daily = "audit_rollups_daily_all"
-        elif set(query.group_by) <= _NARROW_DIMENSIONS and _narrow_filters(query.filters):
-            daily = "audit_rollups_daily_actions"
-        else:
-            daily = "audit_rollups_daily"
-        plan: list[tuple[str, datetime, datetime, list[datetime] | None]] = [(daily, d0, d1, dirty)]
-        plan += [(hourly, since, until, None) for since, until in ((first, d0), (d1, last)) if since < until]
-        plan += [(hourly, day, day + timedelta(days=1), None) for day in dirty]
+        """Which rollup table answers which part of the whole hours [first, last), each item a table, a range and
+        the buckets to leave out of it. Folded tables answer the days and hours whose fold is current (no change
+        marker in this snapshot); the hourly rows answer the rest. Callers who see every tenant, without a tenant
+        filter or grouping, read the all-tenants tables."""
+        everyone = tenants == "*" and Dimension.TENANT not in query.group_by and _tenantless_filters(query.filters)
+        plan: list[tuple[str, datetime, datetime, list[datetime] | None]] = []
+        hours = [(first, last)]
+        if not (Dimension.BUCKET in query.group_by and query.bucket is BucketSize.HOUR):
+            d0, d1 = _ceil_day(first), _floor_day(last)
+            if d0 < d1:
+                dirty = await _marked(conn, "audit_rollup_changes", "day", d0, d1, tenants)
+                if everyone:
+                    daily = "audit_rollups_daily_all"
+                elif set(query.group_by) <= _NARROW_DIMENSIONS and _narrow_filters(query.filters):
+                    daily = "audit_rollups_daily_actions"
+                else:
+                    daily = "audit_rollups_daily"
+                plan.append((daily, d0, d1, dirty))
+                hours = [(first, d0), *_runs(dirty, timedelta(days=1)), (d1, last)]
+        hours = [(since, until) for since, until in hours if since < until]
+        if not everyone or not hours:
+            return plan + [("audit_rollups", since, until, None) for since, until in hours]
+        dirty_hours = await _marked(conn, "audit_rollup_hour_changes", "bucket", hours[0][0], hours[-1][1], tenants)
+        for since, until in hours:
+            inside = [h for h in dirty_hours if since <= h < until]
+            plan.append(("audit_rollups_hourly_all", since, until, inside))
+            plan += [("audit_rollups", a, b, None) for a, b in _runs(inside, timedelta(hours=1))]
         return plan
 
     @staticmethod
@@ -670,6 +670,28 @@ def _rollup_sql(
 
 _NARROW_DIMENSIONS: Final = frozenset({Dimension.BUCKET, Dimension.EVENT, Dimension.OUTCOME, Dimension.TENANT})
 """What the narrow daily table (per tenant, event and outcome) can group by."""
+
+
+async def _marked(
+    conn: "PoolConnectionProxy[asyncpg.Record]", table: str, column: str, since: datetime, until: datetime, tenants: str
+) -> list[datetime]:
+    """The buckets in [since, until) whose hourly rows changed since they were folded (for these tenants)."""
+    where = _Where()
+    where.add(f"r.{column} >= {{}} AND r.{column} < {{}}", since, until)
+    _tenant_scope(where, tenants, "r.tenant_id")
+    rows = await conn.fetch(f"SELECT DISTINCT r.{column} FROM {table} r {where.sql()} ORDER BY 1", *where.args)
+    return [r[0] for r in rows]
+
+
+def _runs(buckets: list[datetime], width: timedelta) -> list[tuple[datetime, datetime]]:
+    """Sorted buckets of one width as ranges, consecutive ones merged."""
+    runs: list[tuple[datetime, datetime]] = []
+    for b in buckets:
+        if runs and runs[-1][1] == b:
+            runs[-1] = (runs[-1][0], b + width)
+        else:
+            runs.append((b, b + width))
+    return runs
 
 
 def _tenantless_filters(f: AuditFilter) -> bool:
