@@ -231,6 +231,9 @@ async def test_closed_days_are_counted_from_the_daily_tier_and_stay_exact_throug
     globex = {"authorization": f"Bearer {await isolated.token(('audit:read',), tenants=('globex',))}"}
     body = (await api.get("/v1/audit/stats", params={"group_by": "tenant", **window}, headers=globex)).json()
     assert body["rows"] == [{"tenant": "globex", "count": 3}]
+    models = (await api.get("/v1/entities/models", headers=globex)).json()  # the entity browser's, over all time
+    assert models == [{"model": "resource", "entries": 3}]
+    assert (await api.get("/v1/entities/models")).json() == [{"model": "resource", "entries": len(plan)}]
     body = (await api.get("/v1/audit/stats", params={"group_by": "model", **window}, headers=globex)).json()
     assert (body["rows"], body["source"]) == ([{"model": "resource", "count": 3}], "rollups")
     async with isolated.owner() as conn:  # the all-tenants table folds the same counts without the tenant

@@ -197,12 +197,19 @@ class AuditRepository:
         return [Row(self._entry(r), r, sort) for r in rows]
 
     async def models(self, tenants: str) -> list[tuple[str, int]]:
-        """Every entity model in the log with its number of entries (from the rollups: no scan)."""
-        rows = await self._fetch(
-            "SELECT entity_model, sum(entries) AS n FROM audit_rollups GROUP BY 1 HAVING sum(entries) > 0 ORDER BY 1",
-            tenants=tenants,
+        """Every entity model in the log with its number of entries (from the rollups, as stats over all time)."""
+        where = _Where()
+        _tenant_scope(where, tenants, "r.tenant_id")  # a small tenant's first and last hours by its index
+        span = await self._fetch(
+            f"SELECT min(r.bucket), max(r.bucket) FROM audit_rollups r {where.sql()}", *where.args, tenants=tenants
         )
-        return [(r["entity_model"], int(r["n"])) for r in rows]
+        first, last = span[0]
+        if first is None:
+            return []
+        until = max(_floor_hour(datetime.now(UTC)), last) + timedelta(hours=1)
+        query = StatsQuery(AuditFilter(), first, until, (Dimension.MODEL,), BucketSize.AUTO, 0)
+        rows, _ = await self.stats(tenants, query)
+        return [(r["model"], int(r["count"])) for r in rows]
 
     async def entities(
         self, tenants: str, model: str | None, prefix: str, after: tuple[str, str] | None, limit: int
