@@ -1,4 +1,4 @@
-"""`audit-projector`: run the projector, apply migrations, create topics, replay from offset 0."""
+"""`audit-projector`: run the projector, apply migrations, create topics, replay from offset 0, verify."""
 
 import asyncio
 from datetime import UTC, datetime
@@ -9,6 +9,16 @@ import typer
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import ValidationError
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 from audit_projector import logs
 from audit_projector.config import Settings
@@ -93,27 +103,58 @@ async def _topics(settings: Settings, names: list[str]) -> None:
 
 @app.command()
 def replay(
-    schema: str | None = typer.Option(None, help="Fresh schema to rebuild into (default audit_replay_<time>)."),
+    schema: str | None = typer.Option(
+        None, help="Shadow schema to rebuild into (default audit_replay_<time>); an existing one is resumed."
+    ),
     dsn: str | None = typer.Option(None, envvar="AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL", help="Owner role DSN."),
-    timeout: float = typer.Option(600.0, help="Give up after this many seconds."),
+    timeout: float = typer.Option(3600.0, help="Give up after this many seconds (run again to resume)."),
 ) -> None:
-    """Re-read every topic from offset 0 into a fresh schema and report what was rebuilt."""
+    """Rebuild the read model from offset 0 into a shadow schema while the live projectors keep serving.
+
+    Offsets are stored in the shadow under the live group's name, with each batch: after Ctrl-C or a crash, the
+    same command with the same --schema continues from the last committed batch.
+    """
     logs.configure("WARNING")
+    live = _settings()
     target = schema or f"audit_replay_{datetime.now(UTC):%Y%m%d%H%M%S}"
     if dsn is None:
         console.print("[red]no owner DSN: pass --dsn or set AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL[/red]")
         raise typer.Exit(2)
-    settings = _settings(db_schema=target, group_id=f"audit-replay-{target}")
+    if target in (live.db_schema, live.control_schema):
+        console.print(f"[red]{target} is the live read model's (or control) schema: replay into a shadow[/red]")
+        raise typer.Exit(2)
+    settings = _settings(db_schema=target, kafka_group_id=f"audit-replay-{target}")
 
     async def go() -> None:
-        with console.status(f"replaying into schema {target}…"):
-            result = await run_replay(settings, dsn, timeout)
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _RateColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(f"replaying into {target}", total=None)
+            result = await run_replay(
+                settings, dsn, timeout, lambda done, total: bar.update(task, completed=done, total=total)
+            )
+        rows = result.rows or {}
         console.print(
-            f"schema {result.schema}: {result.records} records read, {result.projected} projected, "
-            f"{result.dead_lettered} dead-lettered"
+            f"schema {result.schema}: {result.records} records read"
+            + (f" ({result.resumed_from} by an earlier run)" if result.resumed_from else "")
+            + f", {result.projected} projected, {result.dead_lettered} dead-lettered in {result.seconds:.1f} s"
+            f" ({result.per_second:,.0f} records/s); rows: " + ", ".join(f"{table} {n}" for table, n in rows.items())
         )
 
     _run(go())
+
+
+class _RateColumn(ProgressColumn):
+    """Records per second, from rich's own speed estimate."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:,.0f} records/s" if task.speed else "… records/s")
 
 
 @app.command("compact-rollups")

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     control_schema: SchemaName = "audit_control"
     """Tokens, sessions and keys: state a rebuild of the read model never touches; migrated beside it."""
     group_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] = "audit-projector"
+    kafka_group_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    """The Kafka consumer group to join when it must differ from `group_id`, under which offsets are stored: a
+    replay stores its offsets under the live group's name (so that after a swap the live projectors find their
+    position) while joining a group of its own (never taking partitions from the live projectors)."""
     audit_topic: str = AUDIT_TOPIC
     execution_log_topic: str = EXECUTION_LOG_TOPIC
     dead_letter_topic: str = DEAD_LETTER_TOPIC
@@ -112,4 +116,5 @@ class Settings(BaseSettings):
     def kafka_group(self, topic: str) -> str:
         """Consumer group of `topic`'s pipeline: one group per topic, so one stream's rebalances never stall the
         other's. Stored offsets are keyed by `group_id` and topic either way."""
-        return self.group_id if topic == self.audit_topic else f"{self.group_id}.logs"
+        base = self.kafka_group_id or self.group_id
+        return base if topic == self.audit_topic else f"{base}.logs"

@@ -1,10 +1,12 @@
-"""Rebuild a read model from offset 0 into a fresh schema, then stop once it has caught up."""
+"""Rebuild a read model from offset 0 into a shadow schema while the live one keeps serving; resumable."""
 
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import asyncpg
 import structlog
 
 from audit_projector.config import Settings
@@ -20,8 +22,24 @@ class ReplayResult:
 
     schema: str
     records: int
+    """Records up to the end offsets seen at start (all partitions of the projected topics)."""
     projected: int
+    """Records this run projected (a resumed run does not count what an earlier run did)."""
     dead_lettered: int
+    resumed_from: int = 0
+    """Records an interrupted earlier run had already projected into the schema."""
+    rows: dict[str, int] | None = None
+    """Rows in the schema's tables at the end."""
+    seconds: float = 0.0
+
+    @property
+    def per_second(self) -> float:
+        """Records projected per second by this run."""
+        return (self.records - self.resumed_from) / self.seconds if self.seconds > 0 else 0.0
+
+
+Progress = Callable[[int, int], None]
+"""Called with (records done, records to do), several times a second."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +50,9 @@ class CatchUp:
     seconds: float
 
 
-async def catch_up(settings: Settings, state: ProjectorState, timeout_s: float) -> CatchUp:
+async def catch_up(
+    settings: Settings, state: ProjectorState, timeout_s: float, progress: Progress | None = None
+) -> CatchUp:
     """Run a pipeline per topic until each has projected up to the end offsets seen at its start."""
     stop = asyncio.Event()
     async with contextlib.AsyncExitStack() as stack:
@@ -40,30 +60,87 @@ async def catch_up(settings: Settings, state: ProjectorState, timeout_s: float) 
             await stack.enter_async_context(running_pipeline(settings, state.pipeline(t))) for t in settings.topics
         ]
         targets = [await p.end_offsets() for p in pipelines]
+        total = sum(sum(t.values()) for t in targets)
         started = time.perf_counter()
         runs = [asyncio.create_task(p.run(stop)) for p in pipelines]
+
+        def done() -> int:
+            return sum(
+                min(p.state.positions.get(key) or 0, end)
+                for p, t in zip(pipelines, targets, strict=True)
+                for key, end in t.items()
+            )
+
         try:
             async with asyncio.timeout(timeout_s):
                 while not all(p.caught_up(t) for p, t in zip(pipelines, targets, strict=True)):
                     for run in runs:
                         if run.done():
                             await run  # surface the pipeline's error
+                    if progress is not None:
+                        progress(done(), total)
                     await asyncio.sleep(0.05)
             elapsed = time.perf_counter() - started
+            if progress is not None:
+                progress(done(), total)
         finally:
             stop.set()
             await asyncio.gather(*runs, return_exceptions=True)
-    return CatchUp(sum(sum(t.values()) for t in targets), elapsed)
+    return CatchUp(total, elapsed)
 
 
-async def replay(settings: Settings, owner_dsn: str, timeout_s: float) -> ReplayResult:
-    """Project every record up to the end offsets seen at start into `settings.db_schema`."""
+async def replay(
+    settings: Settings, owner_dsn: str, timeout_s: float, progress: Progress | None = None
+) -> ReplayResult:
+    """Project every record up to the end offsets seen at start into `settings.db_schema`.
+
+    Positions are stored in that schema with each batch, so running it again after an interruption (Ctrl-C,
+    a crash) continues where the last committed batch ended instead of starting over.
+    """
     await prepare(settings.model_copy(update={"migrations_database_url": owner_dsn}))
+    resumed = await _stored_records(owner_dsn, settings)
     state = ProjectorState()
-    done = await catch_up(settings, state, timeout_s)
+    started = time.perf_counter()
+    done = await catch_up(settings, state, timeout_s, progress)
     await compact_once(settings)  # the closed days' daily tier, as the live model's compaction folds it
+    rows = await _row_counts(owner_dsn, settings.db_schema)
+    result = ReplayResult(
+        settings.db_schema,
+        done.records,
+        state.projected,
+        state.dead_lettered,
+        resumed_from=resumed,
+        rows=rows,
+        seconds=time.perf_counter() - started,
+    )
     log.info("replay_done", schema=settings.db_schema, records=done.records, projected=state.projected)
-    return ReplayResult(settings.db_schema, done.records, state.projected, state.dead_lettered)
+    return result
 
 
-__all__ = ["CatchUp", "ReplayResult", "catch_up", "replay"]
+_COUNTED = ("audit_entries", "audit_outcomes", "execution_logs", "dead_letters")
+
+
+async def _stored_records(owner_dsn: str, settings: Settings) -> int:
+    """Records already projected into the schema under this group (an earlier, interrupted run's)."""
+    conn = await asyncpg.connect(owner_dsn, server_settings={"search_path": settings.db_schema})
+    try:
+        stored = await conn.fetchval(
+            "SELECT coalesce(sum(next_offset), 0) FROM projector_offsets WHERE consumer_group = $1 "
+            "AND topic = ANY($2::text[])",
+            settings.group_id,
+            list(settings.topics),
+        )
+        return int(stored)
+    finally:
+        await conn.close()
+
+
+async def _row_counts(owner_dsn: str, schema: str) -> dict[str, int]:
+    conn = await asyncpg.connect(owner_dsn, server_settings={"search_path": schema})
+    try:
+        return {t: int(await conn.fetchval(f"SELECT count(*) FROM {t}")) for t in _COUNTED}
+    finally:
+        await conn.close()
+
+
+__all__ = ["CatchUp", "Progress", "ReplayResult", "catch_up", "replay"]
