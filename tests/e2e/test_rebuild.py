@@ -7,8 +7,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
+from audit_projector.compare import checksums, compare
+from audit_projector.replay import replay
 from tests.conftest import Isolated
 from tests.factories import publish_events
 from tests.polling import eventually
@@ -64,8 +67,10 @@ async def test_a_replay_killed_halfway_resumes_where_it_stopped(isolated: Isolat
     out, err = await asyncio.wait_for(second.communicate(), 180)
     report = (out + err).decode()
     assert second.returncode == 0, report
-    assert f"{EVENTS} records read (" in report and "by an earlier run)" in report, report
-    assert "dead-lettered" in report and "records/s" in report, report
+    assert f"{EVENTS} records read (" in report, report
+    assert "by an earlier run)" in report
+    assert "dead-lettered" in report
+    assert "records/s" in report
 
     async with isolated.owner() as conn:
         live = await conn.fetchrow(FINGERPRINT.format(isolated.name))
@@ -74,6 +79,8 @@ async def test_a_replay_killed_halfway_resumes_where_it_stopped(isolated: Isolat
         groups = await conn.fetch(f"SELECT DISTINCT consumer_group FROM {shadow}.projector_offsets")
         stored = await conn.fetchval(f"SELECT sum(next_offset) FROM {shadow}.projector_offsets WHERE topic = $1",
                                      isolated.projector.audit_topic)  # fmt: skip
+    assert rebuilt is not None
+    assert live is not None
     assert tuple(rebuilt) == tuple(live)  # every event once: none lost, none doubled by the resumed run
     assert [g["consumer_group"] for g in groups] == [isolated.projector.group_id]
     assert stored == EVENTS
@@ -103,3 +110,88 @@ async def _entries(isolated: Isolated, schema: str) -> int:
 
 async def _count(isolated: Isolated, schema: str, expected: int) -> bool:
     return await _entries(isolated, schema) == expected
+
+
+async def _verify(isolated: Isolated, *args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "audit-projector"),
+        "verify",
+        "--read-model",
+        *args,
+        env={
+            **isolated.projector_env(),
+            "AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL": isolated.stack.owner_dsn,
+            "COLUMNS": "400",
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 180)
+    return proc.returncode or 0, (out + err).decode()
+
+
+async def test_verify_read_model_names_the_first_difference_with_the_log(isolated: Isolated, projector: Any) -> None:
+    if isolated.stack.admin_dsn is None:
+        pytest.skip("needs a superuser DSN to tamper with")
+    await publish_events(isolated.stack.bootstrap, isolated.projector.audit_topic, 300)
+    await eventually(lambda: _count(isolated, isolated.name, 300), within=60)
+    code, report = await _verify(isolated)
+    assert code == 0, report
+    assert "the read model matches the log" in report, report
+    assert "300 rows" in report
+    async with isolated.owner() as conn:
+        scratch = await conn.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'audit_verify_%'")
+    assert scratch == 0  # the scratch rebuild is dropped unless --keep
+
+    # Two rebuilds of the same log have identical checksums, and compare equal.
+    first, second = f"{isolated.name}_a", f"{isolated.name}_b"
+    for target in (first, second):
+        await replay(
+            isolated.projector.model_copy(update={"db_schema": target, "kafka_group_id": f"audit-replay-{target}"}),
+            isolated.stack.owner_dsn,
+            timeout_s=120,
+        )
+    async with isolated.owner() as conn:
+        assert await checksums(conn, first) == await checksums(conn, second)
+        assert (await compare(conn, first, second)).differences == []
+
+    # An insider with superuser rights alters one entry's action, in the live model only.
+    altered = await _tamper(
+        isolated,
+        "UPDATE audit_entries SET action = 'delete' WHERE (kafka_partition, kafka_offset) = "
+        "(SELECT kafka_partition, max(kafka_offset) FROM audit_entries GROUP BY 1 ORDER BY 1 LIMIT 1) "
+        "RETURNING kafka_topic, kafka_partition, kafka_offset, "
+        "(SELECT action FROM {first}.audit_entries f WHERE f.audit_id = audit_entries.audit_id) AS action".replace(
+            "{first}", first
+        ),
+    )
+    code, report = await _verify(isolated, "--against", first)
+    assert code == 1, report
+    where = f"audit_entries {altered['kafka_topic']}/{altered['kafka_partition']}"
+    assert where in report, report
+    assert f"first difference at offset {altered['kafka_offset']}, column action: 'delete' in {isolated.name}" in report
+    assert f"'{altered['action']}' in the log (altered)" in report, report
+
+    gone = await _tamper(  # and deletes another
+        isolated,
+        "DELETE FROM audit_entries WHERE (kafka_partition, kafka_offset) = "
+        "(SELECT kafka_partition, min(kafka_offset) FROM audit_entries GROUP BY 1 ORDER BY 1 LIMIT 1) "
+        "RETURNING kafka_partition, kafka_offset",
+    )
+    code, report = await _verify(isolated, "--against", first)
+    assert code == 1
+    assert f"first difference at offset {gone['kafka_offset']}: missing from {isolated.name} (deleted)" in report
+
+
+async def _tamper(isolated: Isolated, sql: str) -> asyncpg.Record:
+    """Change the live model as a superuser past its guard rails, committed; the row the statement returned."""
+    assert isolated.stack.admin_dsn is not None
+    conn = await asyncpg.connect(isolated.stack.admin_dsn, server_settings={"search_path": isolated.name})
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL audit.maintenance = 'on'")
+            row = await conn.fetchrow(sql)
+    finally:
+        await conn.close()
+    assert row is not None
+    return row

@@ -1,8 +1,10 @@
 """`audit-projector`: run the projector, apply migrations, create topics, replay from offset 0, verify."""
 
 import asyncio
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, NoReturn
 
 import asyncpg
 import typer
@@ -21,6 +23,7 @@ from rich.progress import (
 from rich.text import Text
 
 from audit_projector import logs
+from audit_projector.compare import compare, stored_offsets
 from audit_projector.config import Settings
 from audit_projector.errors import ProjectorError
 from audit_projector.integrity import verify_integrity
@@ -229,18 +232,25 @@ def redrive(
 @app.command()
 def verify(
     integrity: bool = typer.Option(False, "--integrity", help="Recompute the trees and check every row against them."),
+    read_model: bool = typer.Option(
+        False, "--read-model", help="Rebuild from the log into a scratch schema and compare the live model with it."
+    ),
+    against: str | None = typer.Option(None, help="With --read-model: compare with this rebuilt schema instead."),
+    keep: bool = typer.Option(False, help="With --read-model: keep the scratch schema for inspection."),
     dsn: str | None = typer.Option(None, envvar="AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL", help="Owner role DSN."),
     key: list[str] = typer.Option([], help="Trusted checkpoint verifier key(s); default: the configured signer's."),
 ) -> None:
-    """Check that the read model is what the log holds: exit 1 naming the first altered, inserted or deleted entry."""
+    """Check that the read model is what the log holds: exit 1 naming the first altered, inserted or deleted row."""
     logs.configure("WARNING")
     settings = _settings()
-    if not integrity:
-        console.print("[red]choose a check: --integrity[/red]")
+    if integrity == read_model:
+        console.print("[red]choose one check: --integrity or --read-model[/red]")
         raise typer.Exit(2)
     if dsn is None:
         console.print("[red]no owner DSN: pass --dsn or set AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL[/red]")
         raise typer.Exit(2)
+    if read_model:
+        _exit_with(lambda: _verify_read_model(settings, dsn, against, keep))
     signer_key = settings.signer_key()
     trusted = list(key) or ([NoteSigner.parse(signer_key).verifier_key] if signer_key else [])
     if not trusted:
@@ -260,12 +270,47 @@ def verify(
             console.print(f"[red]{finding}[/red]")
         return 1 if report.findings else 0
 
+    _exit_with(go)
+
+
+def _exit_with(check: Callable[[], Coroutine[Any, Any, int]]) -> NoReturn:
     try:
-        code = asyncio.run(go())
+        code = asyncio.run(check())
     except (ProjectorError, asyncpg.PostgresError, OSError, CheckpointError) as e:
         console.print(f"[red]audit-projector: {e}[/red]")
         raise typer.Exit(1) from e
     raise typer.Exit(code)
+
+
+async def _verify_read_model(settings: Settings, dsn: str, against: str | None, keep: bool) -> int:
+    """Rebuild (unless `against` names a rebuild) and compare below the offsets both have projected."""
+    scratch = against or f"audit_verify_{datetime.now(UTC):%Y%m%d%H%M%S}"
+    if against is None:
+        shadow = settings.model_copy(update={"db_schema": scratch, "kafka_group_id": f"audit-replay-{scratch}"})
+        with console.status(f"rebuilding the log into {scratch}…"):
+            await run_replay(shadow, dsn, 3600)
+    conn = await asyncpg.connect(dsn)
+    try:
+        live_at = await stored_offsets(conn, settings.db_schema, settings.group_id)
+        log_at = await stored_offsets(conn, scratch, settings.group_id)
+        bounds = {k: min(n, live_at.get(k, 0)) for k, n in log_at.items()}
+        for k, n in sorted(log_at.items()):
+            if live_at.get(k, 0) < n:
+                console.print(f"{k[0]}/{k[1]}: the live model is at offset {live_at.get(k, 0)} of {n}; compared below")
+        report = await compare(conn, settings.db_schema, scratch, bounds)
+        if against is None and not keep:
+            await conn.execute(f'DROP SCHEMA "{scratch}" CASCADE')
+    finally:
+        await conn.close()
+    console.print(
+        f"{report.partitions} partitions' leaves, {report.buckets} day buckets and {report.rows} rows compared "
+        f"with the log" + (f" (rebuilt in {scratch}, kept)" if keep or against else "")
+    )
+    for difference in report.differences:
+        console.print(f"[red]{difference}[/red]")
+    if not report.differences:
+        console.print("the read model matches the log")
+    return 1 if report.differences else 0
 
 
 @app.command()

@@ -49,9 +49,26 @@ def _row_text(columns: tuple[str, ...]) -> str:
     return "md5(row(" + ", ".join(f"t.{c}" for c in columns) + ")::text)"
 
 
-async def checksums(conn: asyncpg.Connection, schema: str) -> dict[Bucket, Checksum]:
+Bounds = dict[tuple[str, int], int]
+"""Per topic partition, the offset before which both models are compared (records both have projected)."""
+
+
+def _bounded(bounds: Bounds | None, first: int) -> tuple[str, list[Any]]:
+    """A condition keeping rows below their partition's bound, with its arguments numbered from `first`."""
+    if bounds is None:
+        return "true", []
+    keys = sorted(bounds)
+    return (
+        f"""EXISTS (SELECT 1 FROM unnest(${first}::text[], ${first + 1}::int[], ${first + 2}::bigint[]) AS b(tp, p, n)
+                    WHERE b.tp = t.kafka_topic AND b.p = t.kafka_partition AND t.kafka_offset < b.n)""",
+        [[k[0] for k in keys], [k[1] for k in keys], [bounds[k] for k in keys]],
+    )
+
+
+async def checksums(conn: asyncpg.Connection, schema: str, bounds: Bounds | None = None) -> dict[Bucket, Checksum]:
     """Per table, partition and UTC day: row count and checksum (deterministic: UTC text, offset order)."""
     out: dict[Bucket, Checksum] = {}
+    below, args = _bounded(bounds, 1)
     with db_errors(f"cannot checksum schema {schema}"):
         async with conn.transaction(readonly=True, isolation="repeatable_read"):
             await conn.execute("SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'")
@@ -60,33 +77,54 @@ async def checksums(conn: asyncpg.Connection, schema: str) -> dict[Bucket, Check
                 for r in await conn.fetch(
                     f"""SELECT t.kafka_topic, t.kafka_partition, {day} AS day, count(*) AS n,
                                md5(string_agg({_row_text(columns)}, '' ORDER BY t.kafka_offset)) AS sum
-                          FROM {_quote(schema)}.{table} t GROUP BY 1, 2, 3"""
+                          FROM {_quote(schema)}.{table} t WHERE {below} GROUP BY 1, 2, 3""",
+                    *args,
                 ):
                     out[(table, r["kafka_topic"], r["kafka_partition"], r["day"])] = Checksum(r["n"], r["sum"])
     return out
 
 
-async def trees(conn: asyncpg.Connection, schema: str) -> dict[tuple[str, int], tuple[int, list[bytes]]]:
-    """Each partition's Merkle tree: its size and frontier (which fix its root)."""
-    with db_errors(f"cannot read the trees of schema {schema}"):
-        rows = await conn.fetch(f"SELECT topic, partition, size, frontier FROM {_quote(schema)}.merkle_trees")
-    return {(r["topic"], r["partition"]): (r["size"], list(r["frontier"])) for r in rows}
+async def leaves(
+    conn: asyncpg.Connection, schema: str, bounds: Bounds | None = None
+) -> dict[tuple[str, int], Checksum]:
+    """Each partition's Merkle leaves below the bounds: how many, and the md5 of their hashes in leaf order
+    (equal leaves in equal order make equal trees; leaves are computed over the raw records)."""
+    below, args = _bounded(bounds, 1)
+    with db_errors(f"cannot read the leaves of schema {schema}"):
+        rows = await conn.fetch(
+            f"""SELECT t.kafka_topic, t.kafka_partition, count(*) AS n,
+                       md5(string_agg(t.leaf_hash, ''::bytea ORDER BY t.leaf_index)) AS sum
+                  FROM (SELECT topic AS kafka_topic, partition AS kafka_partition, leaf_index, leaf_hash, kafka_offset
+                          FROM {_quote(schema)}.merkle_leaves) t
+                 WHERE {below} GROUP BY 1, 2""",
+            *args,
+        )
+    return {(r[0], r[1]): Checksum(r[2], r[3]) for r in rows}
 
 
-async def compare(conn: asyncpg.Connection, live: str, log: str, *, limit: int = 20) -> Comparison:
-    """Compare the read model `live` with `log`, rebuilt from the log (or another rebuild): trees, then content
-    buckets; each differing bucket is narrowed down to its first differing offset and column."""
+async def stored_offsets(conn: asyncpg.Connection, schema: str, group: str) -> Bounds:
+    """The next offsets stored in `schema` for `group`."""
+    with db_errors(f"cannot read the offsets of schema {schema}"):
+        rows = await conn.fetch(
+            f"SELECT topic, partition, next_offset FROM {_quote(schema)}.projector_offsets WHERE consumer_group = $1",
+            group,
+        )
+    return {(r[0], r[1]): r[2] for r in rows}
+
+
+async def compare(
+    conn: asyncpg.Connection, live: str, log: str, bounds: Bounds | None = None, *, limit: int = 20
+) -> Comparison:
+    """Compare the read model `live` with `log`, rebuilt from the log (or another rebuild), below `bounds`: the
+    Merkle leaves per partition, then the content buckets; a differing partition or bucket is narrowed down to
+    its first differing leaf, or offset and column."""
     report = Comparison()
-    ours, theirs = await trees(conn, live), await trees(conn, log)
+    ours, theirs = await leaves(conn, live, bounds), await leaves(conn, log, bounds)
     report.partitions = len(theirs)
     for key in sorted(set(ours) | set(theirs)):
-        a, b = ours.get(key), theirs.get(key)
-        if a != b:
-            report.differences.append(
-                f"Merkle tree of {key[0]}/{key[1]}: {_size(a)} leaves in {live}, {_size(b)} in the log"
-                + ("" if a is None or b is None or a[0] != b[0] else " (same size, different root)")
-            )
-    mine, logged = await checksums(conn, live), await checksums(conn, log)
+        if ours.get(key) != theirs.get(key):
+            report.differences.append(await _first_leaf(conn, live, log, key, bounds))
+    mine, logged = await checksums(conn, live, bounds), await checksums(conn, log, bounds)
     report.buckets = len(logged)
     report.rows = sum(c.rows for c in logged.values())
     for bucket in sorted(set(mine) | set(logged), key=_order):
@@ -96,12 +134,26 @@ async def compare(conn: asyncpg.Connection, live: str, log: str, *, limit: int =
         if len(report.differences) >= limit:
             report.differences.append("… more differences not listed")
             break
-        report.differences.append(await _narrow(conn, live, log, bucket, a_sum, b_sum))
+        report.differences.append(await _narrow(conn, live, log, bucket, a_sum, b_sum, bounds))
     return report
 
 
-def _size(tree: tuple[int, list[bytes]] | None) -> str:
-    return "no tree" if tree is None else str(tree[0])
+async def _first_leaf(
+    conn: asyncpg.Connection, live: str, log: str, key: tuple[str, int], bounds: Bounds | None
+) -> str:
+    bound = (bounds or {}).get(key, 2**62)
+    sql = (
+        "SELECT leaf_index, kafka_offset, leaf_hash FROM {}.merkle_leaves WHERE topic = $1 AND partition = $2 "
+        "AND kafka_offset < $3 ORDER BY leaf_index"
+    )
+    with db_errors("cannot read the leaves"):
+        ours = await conn.fetch(sql.format(_quote(live)), key[0], key[1], bound)
+        theirs = await conn.fetch(sql.format(_quote(log)), key[0], key[1], bound)
+    head = f"Merkle leaves of {key[0]}/{key[1]}: {len(ours)} in {live}, {len(theirs)} in the log"
+    for a, b in zip(ours, theirs, strict=False):
+        if tuple(a) != tuple(b):
+            return f"{head}; first difference at leaf {a[0]} (offset {a[1]} in {live}, {b[1]} in the log)"
+    return f"{head}; they agree on the first {min(len(ours), len(theirs))} leaves"
 
 
 def _order(bucket: Bucket) -> tuple[str, str, int, str]:
@@ -109,15 +161,21 @@ def _order(bucket: Bucket) -> tuple[str, str, int, str]:
 
 
 async def _narrow(
-    conn: asyncpg.Connection, live: str, log: str, bucket: Bucket, a: Checksum | None, b: Checksum | None
+    conn: asyncpg.Connection,
+    live: str,
+    log: str,
+    bucket: Bucket,
+    a: Checksum | None,
+    b: Checksum | None,
+    bounds: Bounds | None,
 ) -> str:
     """The first offset (and column) at which one bucket differs."""
     table, topic, partition, day = bucket
     columns, time = _TABLES[table]
-    where = "t.kafka_topic = $1 AND t.kafka_partition = $2"
-    args: list[Any] = [topic, partition]
+    where = "t.kafka_topic = $1 AND t.kafka_partition = $2 AND t.kafka_offset < $3"
+    args: list[Any] = [topic, partition, (bounds or {}).get((topic, partition), 2**62)]
     if time is not None:
-        where += f" AND date_trunc('day', t.{time}, 'UTC') = $3"
+        where += f" AND date_trunc('day', t.{time}, 'UTC') = $4"
         args.append(day)
     head = f"{table} {topic}/{partition}" + (f" on {day:%Y-%m-%d}" if day else "")
     head += f": {a.rows if a else 0} rows in {live}, {b.rows if b else 0} in the log"
@@ -152,4 +210,4 @@ def _show(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-__all__ = ["Bucket", "Checksum", "Comparison", "checksums", "compare", "trees"]
+__all__ = ["Bounds", "Bucket", "Checksum", "Comparison", "checksums", "compare", "leaves", "stored_offsets"]

@@ -97,6 +97,8 @@ async def replay(
     Positions are stored in that schema with each batch, so running it again after an interruption (Ctrl-C,
     a crash) continues where the last committed batch ended instead of starting over.
     """
+    # A rebuild signs nothing: checkpoints are the live log's, and the same roots already have theirs.
+    settings = settings.model_copy(update={"checkpoint_key": None, "checkpoint_key_file": None})
     await prepare(settings.model_copy(update={"migrations_database_url": owner_dsn}))
     resumed = await _stored_records(owner_dsn, settings)
     state = ProjectorState()
