@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from audit_projector.compare import checksums, compare
 from audit_projector.replay import replay
-from tests.conftest import Isolated
+from audit_projector.swap import SwapRefusedError, swap
+from tests.conftest import Isolated, projector_running
 from tests.factories import publish_events
 from tests.polling import eventually
 
@@ -195,3 +197,89 @@ async def _tamper(isolated: Isolated, sql: str) -> asyncpg.Record:
         await conn.close()
     assert row is not None
     return row
+
+
+async def test_a_verified_swap_under_ingest_and_query_load_loses_and_doubles_nothing(
+    isolated: Isolated, api: httpx.AsyncClient
+) -> None:
+    live = isolated.projector.model_copy(update={"probe_interval_s": 0.2, "batch_max_records": 200})
+    shadow_name = f"{isolated.name}_shadow"
+    shadow = live.model_copy(update={"db_schema": shadow_name, "kafka_group_id": f"audit-replay-{shadow_name}"})
+    published: list[str] = []
+    failures: list[str] = []
+    requests = 0
+    stop = asyncio.Event()
+
+    async def ingest() -> None:
+        for _ in range(100):  # bounded: 100 bursts of 30 events
+            if stop.is_set():
+                return
+            published.extend(await publish_events(isolated.stack.bootstrap, live.audit_topic, 30))
+            await asyncio.sleep(0.03)
+
+    async def read() -> None:
+        nonlocal requests
+        for i in range(5000):  # bounded
+            if stop.is_set():
+                return
+            path = ("/v1/audit", "/v1/audit/count", "/v1/audit/stats")[i % 3]
+            response = await api.get(path, params={"limit": 5} if i % 3 == 0 else {})
+            requests += 1
+            if response.status_code != 200:
+                failures.append(f"{path}: {response.status_code} {response.text[:200]}")
+
+    async with projector_running(live):
+        published.extend(await publish_events(isolated.stack.bootstrap, live.audit_topic, 1500))
+        await eventually(lambda: _count(isolated, isolated.name, len(published)), within=60)
+        await replay(shadow, isolated.stack.owner_dsn, timeout_s=120)  # while the live projector keeps serving
+
+        load = [asyncio.create_task(ingest()), asyncio.create_task(read())]
+        await asyncio.sleep(0.5)  # the swap starts under way: events arriving, pages being read
+        result = await swap(live, shadow, isolated.stack.owner_dsn, timeout_s=60)
+        await asyncio.sleep(0.5)
+        stop.set()
+        await asyncio.gather(*load)
+        await eventually(lambda: _count(isolated, isolated.name, len(published)), within=60)
+
+    async with isolated.owner() as conn:
+        ids = {str(r[0]) for r in await conn.fetch(f"SELECT audit_id FROM {isolated.name}.audit_entries")}
+        rebuilt = await conn.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname = $1", shadow_name)
+        retired = await conn.fetchval(f"SELECT count(*) FROM {result.retired}.audit_entries")
+        control = await conn.fetchrow(
+            f"SELECT paused, reason FROM {live.control_schema}.projector_control WHERE read_model = $1", isolated.name
+        )
+        await conn.execute(f"DROP SCHEMA {result.retired} CASCADE")
+    assert failures == [], failures[:5]
+    assert requests > 50
+    assert ids == set(published)  # every event exactly once (audit_id is unique), none lost across the swap
+    assert rebuilt == 0  # the shadow now carries the live name
+    assert 0 < retired <= len(published)  # the old model, kept for inspection
+    assert control is not None
+    assert control["paused"] is False
+    assert "swapped in" in control["reason"]
+    print(f"swap: paused {result.paused_s * 1000:.0f} ms, {result.rows_verified} rows verified, {requests} requests")
+
+
+async def test_a_swap_is_refused_when_the_rebuild_does_not_match(isolated: Isolated) -> None:
+    if isolated.stack.admin_dsn is None:
+        pytest.skip("needs a superuser DSN to tamper with")
+    live = isolated.projector.model_copy(update={"probe_interval_s": 0.2})
+    shadow_name = f"{isolated.name}_shadow"
+    shadow = live.model_copy(update={"db_schema": shadow_name, "kafka_group_id": f"audit-replay-{shadow_name}"})
+    async with projector_running(live):
+        await publish_events(isolated.stack.bootstrap, live.audit_topic, 200)
+        await eventually(lambda: _count(isolated, isolated.name, 200), within=60)
+        await replay(shadow, isolated.stack.owner_dsn, timeout_s=120)
+        await _tamper(
+            isolated,
+            f"UPDATE {shadow_name}.audit_entries SET actor_display_name = 'Mallory' WHERE kafka_offset = "
+            f"(SELECT min(kafka_offset) FROM {shadow_name}.audit_entries) RETURNING kafka_offset",
+        )
+        with pytest.raises(SwapRefusedError, match="actor_display_name"):
+            await swap(live, shadow, isolated.stack.owner_dsn, timeout_s=60)
+        # Nothing was replaced, and the live projector was never paused: it keeps projecting.
+        await publish_events(isolated.stack.bootstrap, live.audit_topic, 10)
+        await eventually(lambda: _count(isolated, isolated.name, 210), within=30)
+    async with isolated.owner() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname = $1", shadow_name) == 1
+        await conn.execute(f"DROP SCHEMA {shadow_name} CASCADE")

@@ -32,6 +32,7 @@ from audit_projector.operations import Selection, request_skip
 from audit_projector.operations import redrive as run_redrive
 from audit_projector.replay import replay as run_replay
 from audit_projector.service import compact_once, serve
+from audit_projector.swap import swap as run_swap
 from audit_projector.topics import ensure_topics
 from audit_schemas import signing
 from audit_schemas.checkpoint import CheckpointError, NoteSigner, NoteVerifier
@@ -111,11 +112,16 @@ def replay(
     ),
     dsn: str | None = typer.Option(None, envvar="AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL", help="Owner role DSN."),
     timeout: float = typer.Option(3600.0, help="Give up after this many seconds (run again to resume)."),
+    do_swap: bool = typer.Option(
+        False, "--swap/--no-swap", help="Verify the rebuild and swap it in for the live schema (default: leave it)."
+    ),
 ) -> None:
     """Rebuild the read model from offset 0 into a shadow schema while the live projectors keep serving.
 
     Offsets are stored in the shadow under the live group's name, with each batch: after Ctrl-C or a crash, the
-    same command with the same --schema continues from the last committed batch.
+    same command with the same --schema continues from the last committed batch. With --swap, the rebuild is
+    compared with the live model, the live projectors are paused while it catches up to their exact offsets,
+    the schemas are renamed in one transaction (the old one kept as <live>_retired_<time>) and they resume.
     """
     logs.configure("WARNING")
     live = _settings()
@@ -149,6 +155,13 @@ def replay(
             + f", {result.projected} projected, {result.dead_lettered} dead-lettered in {result.seconds:.1f} s"
             f" ({result.per_second:,.0f} records/s); rows: " + ", ".join(f"{table} {n}" for table, n in rows.items())
         )
+        if do_swap:
+            with console.status(f"verifying {target} and swapping it in for {live.db_schema}…"):
+                swapped = await run_swap(live, settings, dsn, timeout)
+            console.print(
+                f"swapped: {swapped.live} is now the rebuild ({swapped.rows_verified} rows verified); the old model "
+                f"is kept as {swapped.retired}; projectors were paused for {swapped.paused_s * 1000:.0f} ms"
+            )
 
     _run(go())
 

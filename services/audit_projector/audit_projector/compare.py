@@ -53,22 +53,27 @@ Bounds = dict[tuple[str, int], int]
 """Per topic partition, the offset before which both models are compared (records both have projected)."""
 
 
-def _bounded(bounds: Bounds | None, first: int) -> tuple[str, list[Any]]:
-    """A condition keeping rows below their partition's bound, with its arguments numbered from `first`."""
+def _bounded(bounds: Bounds | None, first: int, since: Bounds | None = None) -> tuple[str, list[Any]]:
+    """A condition keeping rows in [since, bound) of their partition, with arguments numbered from `first`."""
     if bounds is None:
         return "true", []
     keys = sorted(bounds)
+    lows = since or {}
     return (
-        f"""EXISTS (SELECT 1 FROM unnest(${first}::text[], ${first + 1}::int[], ${first + 2}::bigint[]) AS b(tp, p, n)
-                    WHERE b.tp = t.kafka_topic AND b.p = t.kafka_partition AND t.kafka_offset < b.n)""",
-        [[k[0] for k in keys], [k[1] for k in keys], [bounds[k] for k in keys]],
+        f"""EXISTS (SELECT 1 FROM unnest(${first}::text[], ${first + 1}::int[], ${first + 2}::bigint[],
+                                         ${first + 3}::bigint[]) AS b(tp, p, lo, n)
+                    WHERE b.tp = t.kafka_topic AND b.p = t.kafka_partition
+                      AND t.kafka_offset >= b.lo AND t.kafka_offset < b.n)""",
+        [[k[0] for k in keys], [k[1] for k in keys], [lows.get(k, 0) for k in keys], [bounds[k] for k in keys]],
     )
 
 
-async def checksums(conn: asyncpg.Connection, schema: str, bounds: Bounds | None = None) -> dict[Bucket, Checksum]:
+async def checksums(
+    conn: asyncpg.Connection, schema: str, bounds: Bounds | None = None, since: Bounds | None = None
+) -> dict[Bucket, Checksum]:
     """Per table, partition and UTC day: row count and checksum (deterministic: UTC text, offset order)."""
     out: dict[Bucket, Checksum] = {}
-    below, args = _bounded(bounds, 1)
+    below, args = _bounded(bounds, 1, since)
     with db_errors(f"cannot checksum schema {schema}"):
         async with conn.transaction(readonly=True, isolation="repeatable_read"):
             await conn.execute("SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'")
@@ -85,11 +90,11 @@ async def checksums(conn: asyncpg.Connection, schema: str, bounds: Bounds | None
 
 
 async def leaves(
-    conn: asyncpg.Connection, schema: str, bounds: Bounds | None = None
+    conn: asyncpg.Connection, schema: str, bounds: Bounds | None = None, since: Bounds | None = None
 ) -> dict[tuple[str, int], Checksum]:
     """Each partition's Merkle leaves below the bounds: how many, and the md5 of their hashes in leaf order
     (equal leaves in equal order make equal trees; leaves are computed over the raw records)."""
-    below, args = _bounded(bounds, 1)
+    below, args = _bounded(bounds, 1, since)
     with db_errors(f"cannot read the leaves of schema {schema}"):
         rows = await conn.fetch(
             f"""SELECT t.kafka_topic, t.kafka_partition, count(*) AS n,
@@ -113,18 +118,24 @@ async def stored_offsets(conn: asyncpg.Connection, schema: str, group: str) -> B
 
 
 async def compare(
-    conn: asyncpg.Connection, live: str, log: str, bounds: Bounds | None = None, *, limit: int = 20
+    conn: asyncpg.Connection,
+    live: str,
+    log: str,
+    bounds: Bounds | None = None,
+    *,
+    since: Bounds | None = None,
+    limit: int = 20,
 ) -> Comparison:
     """Compare the read model `live` with `log`, rebuilt from the log (or another rebuild), below `bounds`: the
     Merkle leaves per partition, then the content buckets; a differing partition or bucket is narrowed down to
     its first differing leaf, or offset and column."""
     report = Comparison()
-    ours, theirs = await leaves(conn, live, bounds), await leaves(conn, log, bounds)
+    ours, theirs = await leaves(conn, live, bounds, since), await leaves(conn, log, bounds, since)
     report.partitions = len(theirs)
     for key in sorted(set(ours) | set(theirs)):
         if ours.get(key) != theirs.get(key):
             report.differences.append(await _first_leaf(conn, live, log, key, bounds))
-    mine, logged = await checksums(conn, live, bounds), await checksums(conn, log, bounds)
+    mine, logged = await checksums(conn, live, bounds, since), await checksums(conn, log, bounds, since)
     report.buckets = len(logged)
     report.rows = sum(c.rows for c in logged.values())
     for bucket in sorted(set(mine) | set(logged), key=_order):

@@ -36,6 +36,15 @@ class FencedError(ProjectorError):
         self.partitions = partitions
 
 
+class PausedError(ProjectorError):
+    """An operator paused the projectors of this read model (a swap in progress): the batch was rolled back and
+    the pipeline waits for the resume, then starts over from the stored offsets."""
+
+    def __init__(self, read_model: str, reason: str | None) -> None:
+        super().__init__(f"projection into {read_model} is paused" + (f": {reason}" if reason else ""))
+        self.read_model = read_model
+
+
 class DeadLetterError(ProjectorError):
     """The dead-letter topic did not acknowledge a record, so the batch must not be committed."""
 

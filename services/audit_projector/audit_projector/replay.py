@@ -51,29 +51,38 @@ class CatchUp:
 
 
 async def catch_up(
-    settings: Settings, state: ProjectorState, timeout_s: float, progress: Progress | None = None
+    settings: Settings,
+    state: ProjectorState,
+    timeout_s: float,
+    progress: Progress | None = None,
+    *,
+    targets: dict[tuple[str, int], int] | None = None,
 ) -> CatchUp:
-    """Run a pipeline per topic until each has projected up to the end offsets seen at its start."""
+    """Run a pipeline per topic until each has projected up to the end offsets seen at its start (or at least up
+    to `targets`, per partition, when given)."""
     stop = asyncio.Event()
     async with contextlib.AsyncExitStack() as stack:
         pipelines = [
             await stack.enter_async_context(running_pipeline(settings, state.pipeline(t))) for t in settings.topics
         ]
-        targets = [await p.end_offsets() for p in pipelines]
-        total = sum(sum(t.values()) for t in targets)
+        if targets is None:
+            goals = [await p.end_offsets() for p in pipelines]
+        else:
+            goals = [{k: n for k, n in targets.items() if k[0] == p.topic} for p in pipelines]
+        total = sum(sum(t.values()) for t in goals)
         started = time.perf_counter()
         runs = [asyncio.create_task(p.run(stop)) for p in pipelines]
 
         def done() -> int:
             return sum(
                 min(p.state.positions.get(key) or 0, end)
-                for p, t in zip(pipelines, targets, strict=True)
+                for p, t in zip(pipelines, goals, strict=True)
                 for key, end in t.items()
             )
 
         try:
             async with asyncio.timeout(timeout_s):
-                while not all(p.caught_up(t) for p, t in zip(pipelines, targets, strict=True)):
+                while not all(p.caught_up(t) for p, t in zip(pipelines, goals, strict=True)):
                     for run in runs:
                         if run.done():
                             await run  # surface the pipeline's error

@@ -11,6 +11,7 @@ import asyncpg
 
 from audit_projector.errors import (
     FencedError,
+    PausedError,
     RecordDataError,
     RecordsRejectedError,
     Rejection,
@@ -399,6 +400,7 @@ class ProjectionRepository:
         rejected: list[Rejection] = []
         with db_errors("batch write failed"):
             async with self._conn.transaction():
+                await self._pause_fence()
                 await self._fence(batch.fences)
                 duplicates = await self._claim(batch.rows, rejected)
                 if rejected and not isolate:
@@ -433,6 +435,16 @@ class ProjectionRepository:
             _LOGS.table: rows.logs,
             _DEAD.table: rows.dead_letters,
         }[target.table]
+
+    async def _pause_fence(self) -> None:
+        """Inside the batch transaction: refuse to commit into a paused read model. The shared lock makes a swap's
+        exclusive lock wait for this batch; the row is read after it, so a pause committed before is seen."""
+        await self._conn.execute("SELECT pg_advisory_xact_lock_shared($1, hashtext($2))", PAUSE_LOCK, self._schema)
+        row = await self._conn.fetchrow(
+            f"SELECT paused, reason FROM {self._control}.projector_control WHERE read_model = $1", self._schema
+        )
+        if row is not None and row["paused"]:
+            raise PausedError(self._schema, row["reason"])
 
     async def _fence(self, fences: Sequence[OffsetFence]) -> None:
         """Move every partition's stored offset in one statement, or raise FencedError for those that moved."""
@@ -715,6 +727,9 @@ def _claim_columns(rows: list[Row]) -> list[list[Any]]:
     ]
 
 
+PAUSE_LOCK: Final = 0x41555053
+"""Advisory lock namespace of the pause fence (the key is the read model's schema name, hashed)."""
+
 _COMPACT_LOCK: Final = (0x41554454, 12)
 """Advisory lock taken by the rollup compaction, so one projector of a fleet compacts at a time."""
 
@@ -807,6 +822,16 @@ async def _fold_day(conn: asyncpg.Connection, day: datetime) -> None:
         )
 
 
+async def pause_state(conn: asyncpg.Connection, control_schema: str, read_model: str) -> tuple[bool, str | None]:
+    """Whether the projectors of `read_model` are paused, and why."""
+    control = '"' + control_schema.replace('"', '""') + '"'
+    with db_errors("cannot read the projector control row"):
+        row = await conn.fetchrow(
+            f"SELECT paused, reason FROM {control}.projector_control WHERE read_model = $1", read_model
+        )
+    return (bool(row["paused"]), row["reason"]) if row is not None else (False, None)
+
+
 def _columns(records: list[asyncpg.Record], *names: str) -> list[list[Any]]:
     return [[r[n] for r in records] for n in names]
 
@@ -817,6 +842,7 @@ def _month(value: datetime) -> date:
 
 
 __all__ = [
+    "PAUSE_LOCK",
     "SESSION_SETTINGS",
     "Batch",
     "Block",
@@ -828,4 +854,5 @@ __all__ = [
     "TreeState",
     "WriteResult",
     "compact_rollups",
+    "pause_state",
 ]

@@ -16,11 +16,11 @@ from audit_projector import metrics
 from audit_projector.checkpoints import Checkpointer
 from audit_projector.config import Settings
 from audit_projector.deadletter import KafkaDeadLetterSink
-from audit_projector.errors import ProjectorError, db_errors, explain_refusal, kafka_errors
+from audit_projector.errors import PausedError, ProjectorError, db_errors, explain_refusal, kafka_errors
 from audit_projector.health import create_health_app
 from audit_projector.migrations import migrate
 from audit_projector.pipeline import Pipeline, months_ahead
-from audit_projector.repository import SESSION_SETTINGS, ProjectionRepository, compact_rollups
+from audit_projector.repository import SESSION_SETTINGS, ProjectionRepository, compact_rollups, pause_state
 from audit_projector.state import PipelineState, ProjectorState
 from audit_projector.topics import check_retention, ensure_topics
 from audit_schemas.checkpoint import CheckpointError, NoteSigner
@@ -209,6 +209,24 @@ async def compact_once(settings: Settings) -> int | None:
         await conn.close()
 
 
+async def wait_while_paused(settings: Settings, stop: asyncio.Event, every_s: float = 0.5) -> None:
+    """Until an operator resumes the read model (or `stop`): the pipeline then starts over from stored offsets."""
+    while not stop.is_set():
+        try:
+            with db_errors("cannot open a connection to read the pause"):
+                conn = await asyncpg.connect(str(settings.database_url))
+            try:
+                paused, _ = await pause_state(conn, settings.control_schema, settings.db_schema)
+            finally:
+                await conn.close()
+            if not paused:
+                return
+        except ProjectorError as e:
+            log.warning("pause_unreadable", error=str(e))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+
+
 async def _compact_periodically(settings: Settings, stop: asyncio.Event) -> None:
     """Compact every `rollup_compaction_interval_s`; a failure is logged and tried again next time."""
     if not settings.rollup_compaction_interval_s:
@@ -270,6 +288,11 @@ async def _supervise(settings: Settings, state: PipelineState, prepared: _Prepar
                 backoff = _BACKOFF_START_S
                 log.info("pipeline_started", topic=state.topic, group=settings.group_id, schema=settings.db_schema)
                 await pipeline.run(stop)
+        except PausedError as paused:
+            state.last_error = str(paused)
+            log.warning("pipeline_paused", topic=state.topic, read_model=paused.read_model, reason=str(paused))
+            await wait_while_paused(settings, stop)
+            log.info("pipeline_resuming", topic=state.topic, read_model=paused.read_model)
         except ProjectorError as caught:
             e = await explain_refusal(caught, settings.kafka, settings.bootstrap_servers)
             state.last_error = str(e)

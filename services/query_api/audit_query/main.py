@@ -1,5 +1,6 @@
 """The FastAPI application: routes, lifespan resources, security, static pages and error mapping."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -42,9 +43,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.proofs = ProofRepository(app.state.repository, settings.control_schema)
         app.state.jwt = JwtVerifier(settings) if settings.oidc_issuer else None
         app.state.kafka = KafkaProbe(settings.bootstrap_servers, security=settings.kafka)
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(
+            app.state.repository.watch_swaps(str(settings.database_url), settings.db_schema, stop)
+        )
         try:
             yield
         finally:
+            stop.set()
+            await watcher
             await app.state.kafka.close()
             await app.state.repository.close()
 

@@ -1,5 +1,7 @@
 """All of the query API's SQL: keyset-paginated audit log, entity history, entries and traces."""
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -8,6 +10,7 @@ from typing import Any, Final, Literal
 from uuid import UUID
 
 import asyncpg
+import structlog
 from asyncpg.pool import PoolConnectionProxy
 
 from audit_query.auth import Principal
@@ -26,6 +29,7 @@ from audit_query.models import (
 )
 from audit_query.search import SearchTerm
 from audit_query.stats import ROLLUP_DIMENSIONS, TOP_DIMENSIONS, BucketSize, Dimension, StatsQuery
+from audit_schemas.read_model import SWAP_CHANNEL
 
 SESSION_SETTINGS: Final = {
     "statement_timeout": "20s",
@@ -35,6 +39,8 @@ SESSION_SETTINGS: Final = {
 """Every session's limits: no read holds a lock or a transaction open for long."""
 
 EXPORT_IDLE: Final = "5min"
+
+log = structlog.get_logger(__name__)
 """How long an export's transaction may wait on a slow reader before the server ends it."""
 
 LOG_ORDER: Final = "log"
@@ -140,6 +146,7 @@ class AuditRepository:
     def __init__(self, pool: asyncpg.Pool, unknown_after: timedelta) -> None:
         self._pool = pool
         self._unknown_after = unknown_after
+        self._recycling: asyncio.Future[None] | None = None
 
     @classmethod
     async def open(cls, dsn: str, schema: str, unknown_after: timedelta) -> "AuditRepository":
@@ -156,6 +163,30 @@ class AuditRepository:
     async def close(self) -> None:
         """Close every connection."""
         await self._pool.close()
+
+    async def watch_swaps(self, dsn: str, schema: str, stop: asyncio.Event) -> None:
+        """Until `stop`: listen for a rebuild swapped in as `schema` and then recycle the pool's connections, so
+        none keeps a session (prepared statements, cached plans) from before the swap. Reconnects if dropped."""
+
+        def swapped(_conn: object, _pid: int, _channel: str, payload: object) -> None:
+            if payload == schema:
+                log.info("read_model_swapped", schema=schema)
+                self._recycling = asyncio.ensure_future(self._pool.expire_connections())
+
+        while not stop.is_set():
+            try:
+                conn = await asyncpg.connect(dsn, server_settings={"application_name": "audit-query/swaps"})
+                try:
+                    await conn.add_listener(SWAP_CHANNEL, swapped)
+                    while not stop.is_set() and not conn.is_closed():
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), 5)
+                finally:
+                    await conn.close()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+                log.warning("swap_watch_lost", error=str(e))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 5)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -952,7 +983,7 @@ class ProofRepository:
 
     async def leaf_of(self, tenants: str, audit_id: UUID) -> dict[str, Any] | None:
         """The leaf of an entry the caller's tenants may see (its raw record included), or None."""
-        rows = await self._repo._fetch("SELECT * FROM merkle_leaf_of($1)", audit_id, tenants=tenants)
+        rows = await self._repo._fetch("SELECT * FROM merkle_leaf_of(current_schema(), $1)", audit_id, tenants=tenants)
         return dict(rows[0]) if rows else None
 
     async def nodes(
