@@ -15,6 +15,7 @@ from audit_schemas.envelope import (
     kafka_headers,
 )
 from audit_schemas.events import (
+    ACTION_SCHEMA_VERSION,
     OUTCOME_SCHEMA_VERSION,
     SCHEMA_VERSION,
     ActionOutcome,
@@ -24,11 +25,13 @@ from audit_schemas.events import (
     ErrorSummary,
     ExecutionLog,
     FieldChange,
+    OtelSpan,
     RequestContext,
 )
 from audit_schemas.tracecontext import Traceparent, TraceparentError
 
 __all__ = [
+    "ACTION_SCHEMA_VERSION",
     "OUTCOME_SCHEMA_VERSION",
     "SCHEMA_VERSION",
     "Action",
@@ -45,6 +48,7 @@ __all__ = [
     "FieldChange",
     "LogLevel",
     "NewerSchemaError",
+    "OtelSpan",
     "OutcomeEvent",
     "OutcomeStatus",
     "RequestContext",

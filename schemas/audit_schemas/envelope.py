@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from audit_schemas.actions import Action
-from audit_schemas.events import OUTCOME_SCHEMA_VERSION, SCHEMA_VERSION, ActionOutcome, ActionStarted, ExecutionLog
+from audit_schemas.events import ActionOutcome, ActionStarted, ExecutionLog
 from audit_schemas.storable import StorableDatetime, Text
 from audit_schemas.topics import (
     ACTION_EVENT_TYPE,
@@ -25,6 +25,7 @@ from audit_schemas.topics import (
     OUTCOME_EVENT_TYPE,
     TYPE_PREFIX,
 )
+from audit_schemas.upcasting import CURRENT, UpcastError, upcast
 
 Source = Annotated[Text, StringConstraints(min_length=1, max_length=512)]
 Subject = Annotated[Text, StringConstraints(min_length=1, max_length=512)]
@@ -97,11 +98,7 @@ AnyEvent = Annotated[ActionEvent | OutcomeEvent | ExecutionLogEvent, Field(discr
 _ANY_EVENT: Final = TypeAdapter[ActionEvent | OutcomeEvent | ExecutionLogEvent](AnyEvent)
 _ACTIONS: Final = frozenset(a.value for a in Action)
 KNOWN_TYPES: Final = frozenset({ACTION_EVENT_TYPE, OUTCOME_EVENT_TYPE, EXECUTION_LOG_EVENT_TYPE})
-SUPPORTED_VERSIONS: Final = {
-    ACTION_EVENT_TYPE: SCHEMA_VERSION,
-    OUTCOME_EVENT_TYPE: OUTCOME_SCHEMA_VERSION,
-    EXECUTION_LOG_EVENT_TYPE: SCHEMA_VERSION,
-}
+SUPPORTED_VERSIONS: Final = CURRENT
 """Newest payload `schema_version` understood per type; a higher one is not poison, it needs an upgrade."""
 
 
@@ -183,6 +180,11 @@ def decode(value: bytes | None) -> ActionEvent | OutcomeEvent | ExecutionLogEven
     data = raw.get("data")
     if isinstance(data, dict) and "action" in data and data["action"] not in _ACTIONS:
         raise EnvelopeError("unknown_action", f"action {data['action']!r} is not one of the 13 actions")
+    if isinstance(data, dict):
+        try:
+            raw["data"] = upcast(event_type, data)
+        except UpcastError as e:
+            raise EnvelopeError("no_upcaster", str(e)) from e
     try:
         return _ANY_EVENT.validate_python(raw, context=WIRE)
     except ValidationError as e:

@@ -1,4 +1,5 @@
-"""Event payloads (CloudEvents `data`) for the audit and execution-log topics, schema version 1."""
+"""Event payloads (CloudEvents `data`) for the audit and execution-log topics; older versions are upcast on read
+(see `audit_schemas.upcasting`)."""
 
 from typing import Annotated, Literal, Self
 from uuid import UUID
@@ -9,7 +10,11 @@ from audit_schemas.actions import Action, ActorType, LogLevel, OutcomeStatus
 from audit_schemas.storable import Bigint, FiniteFloat, StorableDatetime, StorableJson, Text
 
 SCHEMA_VERSION: Literal[1] = 1
-"""Payload version of action-started and execution-log events."""
+"""Payload version of execution-log events."""
+
+ACTION_SCHEMA_VERSION: Literal[2] = 2
+"""Payload version of action-started events: 2 groups the caller's OpenTelemetry ids under `otel`; version 1
+(`otel_trace_id`, `otel_span_id` at the top) is upcast when read."""
 
 OUTCOME_SCHEMA_VERSION: Literal[2] = 2
 """Payload version of outcome events: 2 adds status `aborted` and `unrecorded`; version 1 is still read."""
@@ -84,10 +89,17 @@ class FieldChange(_Payload):
     after: StorableJson
 
 
+class OtelSpan(_Payload):
+    """The OpenTelemetry span the caller was in when it started the action."""
+
+    trace_id: TraceId | None = None
+    span_id: SpanId | None = None
+
+
 class ActionStarted(_Payload):
     """Published before the action's body runs: who is doing what to which entity."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = ACTION_SCHEMA_VERSION
     audit_id: UUID
     tenant_id: TenantId
     action: Action
@@ -95,9 +107,18 @@ class ActionStarted(_Payload):
     actor: Actor
     request: RequestContext | None = None
     correlation_id: ShortText | None = None
-    otel_trace_id: TraceId | None = None
-    otel_span_id: SpanId | None = None
+    otel: OtelSpan | None = None
     started_at: StorableDatetime
+
+    @property
+    def otel_trace_id(self) -> str | None:
+        """The caller's OpenTelemetry trace id, if it had a span."""
+        return None if self.otel is None else self.otel.trace_id
+
+    @property
+    def otel_span_id(self) -> str | None:
+        """The caller's OpenTelemetry span id, if it had a span."""
+        return None if self.otel is None else self.otel.span_id
 
     @property
     def trace_id(self) -> str:

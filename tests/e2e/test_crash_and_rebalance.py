@@ -114,8 +114,12 @@ async def test_two_projectors_one_killed(isolated: Isolated) -> None:
 async def test_stale_offset_fence_rolls_the_batch_back(isolated: Isolated) -> None:
     """A projector that lost its partition cannot commit a late batch: rows and offset both stay put."""
     settings = isolated.projector
-    old = await ProjectionRepository.connect(str(settings.database_url), settings.db_schema, settings.group_id, "old")
-    new = await ProjectionRepository.connect(str(settings.database_url), settings.db_schema, settings.group_id, "new")
+    old = await ProjectionRepository.connect(
+        str(settings.database_url), settings.db_schema, settings.group_id, "old", settings.control_schema
+    )
+    new = await ProjectionRepository.connect(
+        str(settings.database_url), settings.db_schema, settings.group_id, "new", settings.control_schema
+    )
     topic = settings.audit_topic
     try:
         first = BatchRows()

@@ -69,7 +69,7 @@ def _values(poison: dict[str, tuple[str, bytes]], kind: str) -> set[bytes]:
 
 async def _repository(isolated: Isolated) -> ProjectionRepository:
     s = isolated.projector
-    return await ProjectionRepository.connect(str(s.database_url), s.db_schema, s.group_id, "test")
+    return await ProjectionRepository.connect(str(s.database_url), s.db_schema, s.group_id, "test", s.control_schema)
 
 
 def _forged_rows(topic: str, bad_at: set[int], count: int) -> BatchRows:

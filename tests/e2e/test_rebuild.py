@@ -1,6 +1,7 @@
 """Compliance rebuilds: a shadow replay that survives being killed halfway and resumes without doubling a row."""
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -14,8 +15,9 @@ import pytest
 from audit_projector.compare import checksums, compare
 from audit_projector.replay import replay
 from audit_projector.swap import SwapRefusedError, swap
+from audit_schemas import OtelSpan, encode
 from tests.conftest import Isolated, projector_running
-from tests.factories import publish_events
+from tests.factories import action_event, key_of, publish_events, send_keyed
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -283,3 +285,51 @@ async def test_a_swap_is_refused_when_the_rebuild_does_not_match(isolated: Isola
     async with isolated.owner() as conn:
         assert await conn.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname = $1", shadow_name) == 1
         await conn.execute(f"DROP SCHEMA {shadow_name} CASCADE")
+
+
+async def test_version_1_and_version_2_actions_project_and_replay_alike(isolated: Isolated, projector: Any) -> None:
+    """Events written by an older producer (action v1) before v2 was introduced, then v2 ones: the live model and
+    a replay read both through the upcaster; the leaves keep the bytes as written."""
+    records: list[tuple[bytes, bytes | None]] = []
+    old_ids, new_ids = [], []
+    for i in range(40):
+        start = action_event(f"res-{i}")
+        span = OtelSpan(trace_id=f"{i:032x}", span_id=f"{i + 1:016x}")
+        start = start.model_copy(update={"data": start.data.model_copy(update={"otel": span})})
+        raw = json.loads(encode(start))
+        if i % 2 == 0:  # as a version-1 producer wrote it
+            old = raw["data"]
+            old.update(schema_version=1, otel_trace_id=span.trace_id, otel_span_id=span.span_id)
+            del old["otel"]
+            old_ids.append(str(start.data.audit_id))
+        else:
+            new_ids.append(str(start.data.audit_id))
+        records.append((json.dumps(raw, separators=(",", ":")).encode(), key_of(start)))
+    await send_keyed(isolated.stack.bootstrap, isolated.projector.audit_topic, records)
+    await eventually(lambda: _count(isolated, isolated.name, 40), within=30)
+
+    shadow = f"{isolated.name}_replayed"
+    await replay(
+        isolated.projector.model_copy(update={"db_schema": shadow, "kafka_group_id": f"audit-replay-{shadow}"}),
+        isolated.stack.owner_dsn,
+        timeout_s=120,
+    )
+    async with isolated.owner() as conn:
+        assert (await compare(conn, isolated.name, shadow)).differences == []
+        rows = await conn.fetch(
+            f"SELECT audit_id::text, otel_trace_id, otel_span_id, schema_version FROM {shadow}.audit_entries"
+        )
+        written = await conn.fetch(
+            f"SELECT l.leaf_data FROM {shadow}.merkle_leaves l JOIN {shadow}.audit_entries e "
+            "ON e.kafka_partition = l.partition AND e.kafka_offset = l.kafka_offset WHERE e.audit_id = $1::uuid",
+            old_ids[0],
+        )
+        dead = await conn.fetchval(f"SELECT count(*) FROM {shadow}.dead_letters")
+    assert dead == 0
+    by_id = {r["audit_id"]: r for r in rows}
+    assert set(by_id) == set(old_ids) | set(new_ids)
+    for audit_id in old_ids + new_ids:
+        i = int(by_id[audit_id]["otel_trace_id"], 16)
+        assert by_id[audit_id]["otel_span_id"] == f"{i + 1:016x}"  # the v1 ids landed where v2 puts them
+        assert by_id[audit_id]["schema_version"] == 2
+    assert b'"otel_trace_id"' in bytes(written[0]["leaf_data"])  # the leaf holds the record as written (v1)

@@ -13,11 +13,14 @@ from audit_schemas import (
     Entity,
     EnvelopeError,
     NewerSchemaError,
+    OtelSpan,
     decode,
     encode,
     kafka_headers,
 )
 from audit_schemas.jsonschema import drifted
+from audit_schemas.topics import ACTION_EVENT_TYPE
+from audit_schemas.upcasting import upcaster
 
 
 def _event() -> ActionEvent:
@@ -45,7 +48,7 @@ def test_structured_mode_envelope_has_cloudevents_attributes() -> None:
     assert raw["type"] == "dev.audittrail.audit.action.v1"
     assert raw["datacontenttype"] == "application/json"
     assert raw["data"]["action"] == "create"
-    assert raw["data"]["schema_version"] == 1
+    assert raw["data"]["schema_version"] == 2
 
 
 @pytest.mark.parametrize(
@@ -82,7 +85,7 @@ def test_missing_field_is_schema_validation() -> None:
     assert "entity" in caught.value.detail
 
 
-@pytest.mark.parametrize("change", [{"data": {"schema_version": 2}}, {"type": "dev.audittrail.audit.action.v2"}])
+@pytest.mark.parametrize("change", [{"data": {"schema_version": 3}}, {"type": "dev.audittrail.audit.action.v2"}])
 def test_newer_schema_is_not_poison(change: dict[str, object]) -> None:
     raw = json.loads(encode(_event()))
     for key, value in change.items():
@@ -104,3 +107,34 @@ def test_kafka_headers_carry_content_type_kind_and_trace() -> None:
     assert headers["content-type"] == b"application/cloudevents+json; charset=UTF-8"
     assert headers["ce_type"] == b"dev.audittrail.audit.action.v1"
     assert headers["traceparent"] == traceparent.encode()
+
+
+def test_a_version_1_action_is_upcast_and_reads_like_version_2() -> None:
+    event = _event()
+    current = event.model_copy(
+        update={"data": event.data.model_copy(update={"otel": OtelSpan(trace_id="a" * 32, span_id="b" * 16)})}
+    )
+    raw = json.loads(encode(current))
+    old = dict(raw["data"], schema_version=1, otel_trace_id="a" * 32, otel_span_id="b" * 16)
+    del old["otel"]
+    decoded = decode(json.dumps({**raw, "data": old}).encode())
+    assert isinstance(decoded, ActionEvent)
+    assert decoded.data == current.data  # the same payload, at the current version
+    assert (decoded.data.otel_trace_id, decoded.data.otel_span_id) == ("a" * 32, "b" * 16)
+    without = dict(old)
+    del without["otel_trace_id"], without["otel_span_id"]
+    assert decode(json.dumps({**raw, "data": without}).encode()).data.otel is None  # type: ignore[union-attr]
+
+
+def test_a_gap_in_the_upcaster_chain_is_named() -> None:
+    raw = json.loads(encode(_event()))
+    raw["data"]["schema_version"] = 0
+    with pytest.raises(EnvelopeError) as caught:
+        decode(json.dumps(raw).encode())
+    assert caught.value.reason == "no_upcaster"
+    assert "schema_version 0" in caught.value.detail
+
+
+def test_upcasters_register_once_per_version() -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        upcaster(ACTION_EVENT_TYPE, 1)(lambda data: data)

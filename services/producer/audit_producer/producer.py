@@ -39,6 +39,7 @@ from audit_schemas import (
     Entity,
     ErrorSummary,
     FieldChange,
+    OtelSpan,
     OutcomeEvent,
     OutcomeStatus,
     RequestContext,
@@ -265,8 +266,7 @@ class AuditProducer:
                 actor=actor,
                 request=self._redacted(request),
                 correlation_id=None if correlation_id is None else self.redactor.text(correlation_id),
-                otel_trace_id=otel[0] if otel else None,
-                otel_span_id=otel[1] if otel else None,
+                otel=OtelSpan(trace_id=otel[0], span_id=otel[1]) if otel else None,
                 started_at=now,
             )
         except ValueError as e:  # pydantic's ValidationError and Action(...) both are ValueErrors
