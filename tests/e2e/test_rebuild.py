@@ -17,7 +17,7 @@ from audit_projector.replay import replay
 from audit_projector.swap import SwapRefusedError, swap
 from audit_schemas import OtelSpan, encode
 from tests.conftest import Isolated, projector_running
-from tests.factories import action_event, key_of, publish_events, send_keyed
+from tests.factories import action_event, key_of, log_event, outcome_event, publish_events, send_keyed
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -333,3 +333,80 @@ async def test_version_1_and_version_2_actions_project_and_replay_alike(isolated
         assert by_id[audit_id]["otel_span_id"] == f"{i + 1:016x}"  # the v1 ids landed where v2 puts them
         assert by_id[audit_id]["schema_version"] == 2
     assert b'"otel_trace_id"' in bytes(written[0]["leaf_data"])  # the leaf holds the record as written (v1)
+
+
+async def test_an_investigation_rebuilds_one_tenant_or_one_entity_with_outcomes_and_logs(
+    isolated: Isolated, projector: Any
+) -> None:
+    audit_records: list[tuple[bytes, bytes | None]] = []
+    log_records: list[tuple[bytes, bytes | None]] = []
+    plan = [("acme", "res-1"), ("acme", "res-2"), ("globex", "res-1"), ("acme", "res-1")]
+    starts = []
+    for tenant, entity in plan:
+        start = action_event(entity, tenant=tenant)
+        starts.append(start)
+        audit_records += [(encode(start), key_of(start)), (encode(outcome_event(start)), key_of(start))]
+        line = log_event(start, f"working on {entity}")
+        log_records.append((encode(line), key_of(line)))
+    await send_keyed(isolated.stack.bootstrap, isolated.projector.audit_topic, audit_records)
+    await send_keyed(isolated.stack.bootstrap, isolated.projector.execution_log_topic, log_records)
+    await eventually(lambda: _count(isolated, isolated.name, 4), within=30)
+
+    async def investigate(schema: str, *scope: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "audit-projector"),
+            "replay",
+            "--schema",
+            schema,
+            *scope,
+            env={**isolated.projector_env(), "AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL": isolated.stack.owner_dsn},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 0, (out + err).decode()
+        return (out + err).decode()
+
+    by_tenant, by_entity = f"{isolated.name}_acme", f"{isolated.name}_res1"
+    assert "investigation rebuild of tenant acme" in await investigate(by_tenant, "--tenant", "acme")
+    await investigate(by_entity, "--entity", "resource/res-1", "--tenant", "acme")
+    async with isolated.owner() as conn:
+        for schema, wanted in ((by_tenant, [0, 1, 3]), (by_entity, [0, 3])):
+            ids = {s.data.audit_id for i, s in enumerate(starts) if i in wanted}
+            entries = {r[0] for r in await conn.fetch(f"SELECT audit_id FROM {schema}.audit_entries")}
+            outcomes = {r[0] for r in await conn.fetch(f"SELECT audit_id FROM {schema}.audit_outcomes")}
+            traces = {r[0] for r in await conn.fetch(f"SELECT trace_id FROM {schema}.execution_logs")}
+            leaves = await conn.fetchval(f"SELECT count(*) FROM {schema}.merkle_leaves")
+            assert entries == ids, schema
+            assert outcomes == ids, schema
+            assert {t.hex if hasattr(t, "hex") else t for t in traces} == {i.hex for i in ids}, schema
+            assert leaves == 0  # no tree: its leaves would carry the records left out
+            await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--entity", "res-1"], "MODEL/ID"),
+        (["--since", "2026-02-01", "--until", "2026-01-01"], "the window is empty"),
+        (["--tenant", "acme", "--swap"], "never swapped in"),
+    ],
+)
+async def test_a_bad_investigation_scope_exits_2(isolated: Isolated, args: list[str], message: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "audit-projector"),
+        "replay",
+        "--schema",
+        f"{isolated.name}_x",
+        *args,
+        env={
+            **isolated.projector_env(),
+            "AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL": isolated.stack.owner_dsn,
+            "COLUMNS": "200",
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    assert message in (out + err).decode()

@@ -31,6 +31,7 @@ from audit_projector.migrations import migrate as run_migrations
 from audit_projector.operations import Selection, request_skip
 from audit_projector.operations import redrive as run_redrive
 from audit_projector.replay import replay as run_replay
+from audit_projector.scope import ReplayScope
 from audit_projector.service import compact_once, serve
 from audit_projector.swap import swap as run_swap
 from audit_projector.topics import ensure_topics
@@ -115,6 +116,10 @@ def replay(
     do_swap: bool = typer.Option(
         False, "--swap/--no-swap", help="Verify the rebuild and swap it in for the live schema (default: leave it)."
     ),
+    tenant: str | None = typer.Option(None, help="Investigation: only this tenant's actions."),
+    entity: str | None = typer.Option(None, help="Investigation: only this entity's actions, as MODEL/ID."),
+    since: datetime | None = typer.Option(None, help="Investigation: only actions started at or after this time."),
+    until: datetime | None = typer.Option(None, help="Investigation: only actions started before this time."),
 ) -> None:
     """Rebuild the read model from offset 0 into a shadow schema while the live projectors keep serving.
 
@@ -125,7 +130,12 @@ def replay(
     """
     logs.configure("WARNING")
     live = _settings()
-    target = schema or f"audit_replay_{datetime.now(UTC):%Y%m%d%H%M%S}"
+    scope = _scope(tenant, entity, since, until)
+    if scope is not None and do_swap:
+        console.print("[red]an investigation rebuild (--tenant, --entity, --since, --until) is never swapped in[/red]")
+        raise typer.Exit(2)
+    kind = "audit_replay" if scope is None else "audit_investigation"
+    target = schema or f"{kind}_{datetime.now(UTC):%Y%m%d%H%M%S}"
     if dsn is None:
         console.print("[red]no owner DSN: pass --dsn or set AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL[/red]")
         raise typer.Exit(2)
@@ -146,8 +156,10 @@ def replay(
         ) as bar:
             task = bar.add_task(f"replaying into {target}", total=None)
             result = await run_replay(
-                settings, dsn, timeout, lambda done, total: bar.update(task, completed=done, total=total)
+                settings, dsn, timeout, lambda done, total: bar.update(task, completed=done, total=total), scope
             )
+        if scope is not None:
+            console.print(f"investigation rebuild of {scope.describe()}")
         rows = result.rows or {}
         console.print(
             f"schema {result.schema}: {result.records} records read"
@@ -164,6 +176,29 @@ def replay(
             )
 
     _run(go())
+
+
+def _scope(
+    tenant: str | None, entity: str | None, since: datetime | None, until: datetime | None
+) -> ReplayScope | None:
+    """The investigation scope the options describe, or None for a full rebuild; exit 2 on a bad one."""
+    if tenant is None and entity is None and since is None and until is None:
+        return None
+    model, _, entity_id = (entity or "").partition("/")
+    if entity is not None and not (model and entity_id):
+        console.print("[red]--entity takes MODEL/ID, e.g. resource/res-42[/red]")
+        raise typer.Exit(2)
+    try:
+        return ReplayScope(
+            tenant=tenant,
+            entity_model=model or None,
+            entity_id=entity_id or None,
+            since=since if since is None or since.tzinfo else since.replace(tzinfo=UTC),
+            until=until if until is None or until.tzinfo else until.replace(tzinfo=UTC),
+        )
+    except ValidationError as e:
+        console.print(f"[red]{e.errors()[0]['msg']}[/red]")
+        raise typer.Exit(2) from e
 
 
 class _RateColumn(ProgressColumn):

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     require_signatures: bool | None = None
     """Dead-letter unsigned events; signed ones are always checked against the key registry. Unset: on exactly
     when Kafka SASL is on; turning it off under SASL is refused at start."""
+    publish_dead_letters: bool = True
+    """Publish refused records to the dead-letter topic (a replay does not: the live projectors already did)."""
     merkle_enabled: bool = True
     """Keep the RFC 9162 Merkle tree of every projected partition (leaves, nodes, frontier) with each batch."""
     log_name: Annotated[str, StringConstraints(pattern=r"^[^\s+]{1,200}$")] = "audit-trail"

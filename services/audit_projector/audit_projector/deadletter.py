@@ -45,6 +45,14 @@ class DeadLetterSink(Protocol):
     async def publish(self, letters: list[DeadLetter]) -> None: ...
 
 
+class TableOnlyDeadLetters:
+    """For a rebuild: the live projectors already published these records' dead letters; a replay records them in
+    its own `dead_letters` table only, instead of publishing them again on every rebuild."""
+
+    async def publish(self, letters: list[DeadLetter]) -> None:
+        return None
+
+
 class KafkaDeadLetterSink:
     """Dead-letter topic publisher: the original key, value and headers plus `dlq.*` headers."""
 

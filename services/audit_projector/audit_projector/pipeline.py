@@ -39,6 +39,7 @@ from audit_projector.repository import (
     TreeState,
 )
 from audit_projector.rows import Coordinates, Row, Table, row_for
+from audit_projector.scope import Selector
 from audit_projector.state import BlockedPartition, Key, PipelineState
 from audit_schemas import (
     ActionEvent,
@@ -64,7 +65,8 @@ class Decoded(NamedTuple):
 
     record: ConsumerRecord
     at: Coordinates
-    item: "tuple[Table, Row] | EnvelopeError | NewerSchemaError"
+    item: "tuple[Table, Row] | EnvelopeError | NewerSchemaError | None"
+    """None: outside an investigation rebuild's scope (the offset moves on, nothing is written)."""
 
 
 class Pipeline:
@@ -84,6 +86,7 @@ class Pipeline:
         merkle: bool = True,
         checkpointer: Checkpointer | None = None,
         require_signatures: bool = False,
+        selector: Selector | None = None,
     ) -> None:
         self._consumer = consumer
         self._repo = repository
@@ -98,6 +101,7 @@ class Pipeline:
         self._merkle = merkle
         self._checkpoints = checkpointer
         self._require_signatures = require_signatures
+        self._selector = selector
         self._producer_keys: dict[str, ProducerKey] = {}
         self._trees: dict[Key, TreeState] = {}
         self._listener_error: BaseException | None = None
@@ -187,13 +191,14 @@ class Pipeline:
             items: list[Decoded] = []
             for record in polled:
                 at = Coordinates(tp.topic, tp.partition, int(record.offset))
-                item: tuple[Table, Row] | EnvelopeError | NewerSchemaError
+                item: tuple[Table, Row] | EnvelopeError | NewerSchemaError | None
                 try:
                     event = decode(record.value)
                     self._check_provenance(record, event)
-                    item = row_for(event, at)
+                    keep = self._selector is None or self._selector.keep(event)
+                    item = row_for(event, at) if keep else None
                 except (EnvelopeError, NewerSchemaError) as e:
-                    item = e
+                    item = None if self._selector is not None else e
                 items.append(Decoded(record, at, item))
                 done += 1
                 if done % 64 == 0:
@@ -387,7 +392,7 @@ class Pipeline:
                 return at.offset
             elif isinstance(item, EnvelopeError):
                 self._letter(batch, letters, record, at, item.reason, item.detail)
-            else:
+            elif item is not None:
                 batch.rows.put(*item)
             next_offset = at.offset + 1
         return next_offset

@@ -3,13 +3,15 @@
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
 import structlog
 
 from audit_projector.config import Settings
+from audit_projector.errors import ProjectorError
+from audit_projector.scope import ReplayScope, Selector
 from audit_projector.service import compact_once, prepare, running_pipeline
 from audit_projector.state import ProjectorState
 
@@ -57,13 +59,16 @@ async def catch_up(
     progress: Progress | None = None,
     *,
     targets: dict[tuple[str, int], int] | None = None,
+    topics: Sequence[str] | None = None,
+    selector: Selector | None = None,
 ) -> CatchUp:
-    """Run a pipeline per topic until each has projected up to the end offsets seen at its start (or at least up
-    to `targets`, per partition, when given)."""
+    """Run a pipeline per topic (all projected topics, or `topics`) until each has projected up to the end offsets
+    seen at its start (or at least up to `targets`, per partition, when given)."""
     stop = asyncio.Event()
     async with contextlib.AsyncExitStack() as stack:
         pipelines = [
-            await stack.enter_async_context(running_pipeline(settings, state.pipeline(t))) for t in settings.topics
+            await stack.enter_async_context(running_pipeline(settings, state.pipeline(t), selector))
+            for t in (topics or settings.topics)
         ]
         if targets is None:
             goals = [await p.end_offsets() for p in pipelines]
@@ -99,20 +104,43 @@ async def catch_up(
 
 
 async def replay(
-    settings: Settings, owner_dsn: str, timeout_s: float, progress: Progress | None = None
+    settings: Settings,
+    owner_dsn: str,
+    timeout_s: float,
+    progress: Progress | None = None,
+    scope: ReplayScope | None = None,
 ) -> ReplayResult:
     """Project every record up to the end offsets seen at start into `settings.db_schema`.
 
     Positions are stored in that schema with each batch, so running it again after an interruption (Ctrl-C,
-    a crash) continues where the last committed batch ended instead of starting over.
+    a crash) continues where the last committed batch ended instead of starting over. With a `scope` (an
+    investigation), only the actions it selects are projected, with their outcomes and log lines: the audit topic
+    is read first, then the log topic; no Merkle tree is kept (leaves would carry records outside the scope).
     """
-    # A rebuild signs nothing: checkpoints are the live log's, and the same roots already have theirs.
-    settings = settings.model_copy(update={"checkpoint_key": None, "checkpoint_key_file": None})
+    # A rebuild signs nothing (the same roots already have their checkpoints) and publishes no dead letters (the
+    # live projectors did); it records them in its own table.
+    update: dict[str, object] = {"checkpoint_key": None, "checkpoint_key_file": None, "publish_dead_letters": False}
+    if scope is not None:
+        update["merkle_enabled"] = False
+    settings = settings.model_copy(update=update)
     await prepare(settings.model_copy(update={"migrations_database_url": owner_dsn}))
     resumed = await _stored_records(owner_dsn, settings)
     state = ProjectorState()
     started = time.perf_counter()
-    done = await catch_up(settings, state, timeout_s, progress)
+    if scope is None:
+        done = await catch_up(settings, state, timeout_s, progress)
+    else:
+        if resumed:
+            raise ProjectorError(
+                f"{settings.db_schema} holds an interrupted investigation rebuild: a scoped rebuild cannot resume "
+                "(it decides on each action's start); drop the schema and run it again"
+            )
+        selector = Selector(scope)
+        first = await catch_up(settings, state, timeout_s, progress, topics=[settings.audit_topic], selector=selector)
+        second = await catch_up(
+            settings, state, timeout_s, progress, topics=[settings.execution_log_topic], selector=selector
+        )
+        done = CatchUp(first.records + second.records, first.seconds + second.seconds)
     await compact_once(settings)  # the closed days' daily tier, as the live model's compaction folds it
     rows = await _row_counts(owner_dsn, settings.db_schema)
     result = ReplayResult(

@@ -15,12 +15,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from audit_projector import metrics
 from audit_projector.checkpoints import Checkpointer
 from audit_projector.config import Settings
-from audit_projector.deadletter import KafkaDeadLetterSink
+from audit_projector.deadletter import KafkaDeadLetterSink, TableOnlyDeadLetters
 from audit_projector.errors import PausedError, ProjectorError, db_errors, explain_refusal, kafka_errors
 from audit_projector.health import create_health_app
 from audit_projector.migrations import migrate
 from audit_projector.pipeline import Pipeline, months_ahead
 from audit_projector.repository import SESSION_SETTINGS, ProjectionRepository, compact_rollups, pause_state
+from audit_projector.scope import Selector
 from audit_projector.state import PipelineState, ProjectorState
 from audit_projector.topics import check_retention, ensure_topics
 from audit_schemas.checkpoint import CheckpointError, NoteSigner
@@ -46,7 +47,9 @@ async def prepare(settings: Settings) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running_pipeline(settings: Settings, state: PipelineState) -> AsyncIterator[Pipeline]:
+async def running_pipeline(
+    settings: Settings, state: PipelineState, selector: Selector | None = None
+) -> AsyncIterator[Pipeline]:
     """A started pipeline for `state.topic` with its connection, consumer and dead-letter producer."""
     purpose = "audit" if state.topic == settings.audit_topic else "logs"
     signer = _signer(settings)
@@ -79,7 +82,9 @@ async def running_pipeline(settings: Settings, state: PipelineState) -> AsyncIte
             pipeline = Pipeline(
                 consumer,
                 repo,
-                KafkaDeadLetterSink(producer, settings.dead_letter_topic, settings.publish_timeout_s),
+                KafkaDeadLetterSink(producer, settings.dead_letter_topic, settings.publish_timeout_s)
+                if settings.publish_dead_letters
+                else TableOnlyDeadLetters(),
                 state,
                 max_records=settings.batch_max_records,
                 poll_timeout_ms=settings.poll_timeout_ms,
@@ -87,6 +92,7 @@ async def running_pipeline(settings: Settings, state: PipelineState) -> AsyncIte
                 months_ahead=settings.months_ahead,
                 merkle=settings.merkle_enabled,
                 require_signatures=settings.signatures_required,
+                selector=selector,
                 checkpointer=None
                 if signer is None
                 else Checkpointer(
