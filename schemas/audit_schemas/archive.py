@@ -74,35 +74,56 @@ def _unb64(text: object, what: str) -> bytes:
         raise ArchiveError(f"{what} is not valid base64") from e
 
 
+class Writer:
+    """Writes one archive incrementally (constant memory however many leaves): header, leaves in order, then
+    `finish` with the nodes; the end frontier and root are recomputed from the leaves as they pass."""
+
+    def __init__(self, out: IO[bytes], header: ArchiveHeader) -> None:
+        self._header = header
+        self._frontier, self._size = list(header.start_frontier), header.first_leaf
+        self._z = gzip.GzipFile(fileobj=out, mode="wb", mtime=0)
+        self._z.write(_line({
+            "kind": KIND, "version": VERSION, "origin": header.origin, "topic": header.topic,
+            "partition": header.partition, "first_leaf": header.first_leaf, "end_leaf": header.end_leaf,
+            "first_offset": header.first_offset, "end_offset": header.end_offset,
+            "start_frontier": [_b64(h) for h in header.start_frontier], "checkpoint": header.checkpoint,
+        }))  # fmt: skip
+
+    def add(self, index: int, offset: int, data: bytes) -> None:
+        """The next leaf: its index, its record's offset and the leaf data (the raw record)."""
+        if index != self._size:
+            raise ArchiveError(f"leaf {index} written out of order (expected {self._size})")
+        self._frontier, self._size, _ = merkle.append_leaves(self._frontier, self._size, [merkle.leaf_hash(data)])
+        self._z.write(_line({"kind": "leaf", "index": index, "offset": offset, "data": _b64(data)}))
+
+    def finish(self, nodes: Iterable[tuple[int, int, bytes]]) -> tuple[list[bytes], bytes]:
+        """Write the nodes and the end line; return the end frontier and root."""
+        header = self._header
+        if self._size != header.end_leaf:
+            raise ArchiveError(
+                f"{self._size - header.first_leaf} leaves written, the header promises "
+                f"{header.end_leaf - header.first_leaf}"
+            )
+        self._z.write(_line({"kind": "nodes", "nodes": [[lv, ix, _b64(h)] for lv, ix, h in nodes]}))
+        root = merkle.frontier_root(self._frontier)
+        self._z.write(_line({"kind": "end", "leaves": self._size - header.first_leaf,
+                             "end_frontier": [_b64(h) for h in self._frontier], "root": _b64(root)}))  # fmt: skip
+        self._z.close()
+        return self._frontier, root
+
+
 def write(
     out: IO[bytes],
     header: ArchiveHeader,
     leaves: Iterable[tuple[int, int, bytes]],
     nodes: Iterable[tuple[int, int, bytes]],
 ) -> tuple[list[bytes], bytes]:
-    """Write an archive to a binary stream: `leaves` as (index, offset, leaf data) in order, `nodes` as (level,
-    index, hash); return the end frontier and root, recomputed from the leaves while writing."""
-    frontier, size = list(header.start_frontier), header.first_leaf
-    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as z:
-        z.write(_line({
-            "kind": KIND, "version": VERSION, "origin": header.origin, "topic": header.topic,
-            "partition": header.partition, "first_leaf": header.first_leaf, "end_leaf": header.end_leaf,
-            "first_offset": header.first_offset, "end_offset": header.end_offset,
-            "start_frontier": [_b64(h) for h in header.start_frontier], "checkpoint": header.checkpoint,
-        }))  # fmt: skip
-        for index, offset, data in leaves:
-            if index != size:
-                raise ArchiveError(f"leaf {index} written out of order (expected {size})")
-            frontier, size, _ = merkle.append_leaves(frontier, size, [merkle.leaf_hash(data)])
-            z.write(_line({"kind": "leaf", "index": index, "offset": offset, "data": _b64(data)}))
-        if size != header.end_leaf:
-            raise ArchiveError(f"{size - header.first_leaf} leaves written, the header promises "
-                               f"{header.end_leaf - header.first_leaf}")  # fmt: skip
-        z.write(_line({"kind": "nodes", "nodes": [[lv, ix, _b64(h)] for lv, ix, h in nodes]}))
-        root = merkle.frontier_root(frontier)
-        z.write(_line({"kind": "end", "leaves": size - header.first_leaf,
-                       "end_frontier": [_b64(h) for h in frontier], "root": _b64(root)}))  # fmt: skip
-    return frontier, root
+    """Write a whole archive: `leaves` as (index, offset, leaf data) in order, `nodes` as (level, index, hash);
+    return the end frontier and root."""
+    writer = Writer(out, header)
+    for index, offset, data in leaves:
+        writer.add(index, offset, data)
+    return writer.finish(nodes)
 
 
 def _line(record: dict[str, Any]) -> bytes:
@@ -254,6 +275,7 @@ __all__ = [
     "ArchiveError",
     "ArchiveHeader",
     "ArchiveSummary",
+    "Writer",
     "read_header",
     "verify",
     "verify_chain",

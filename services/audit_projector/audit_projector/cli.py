@@ -2,7 +2,7 @@
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -23,6 +23,7 @@ from rich.progress import (
 from rich.text import Text
 
 from audit_projector import logs
+from audit_projector.archiving import archive_partitions
 from audit_projector.compare import compare, stored_offsets
 from audit_projector.config import Settings
 from audit_projector.errors import ProjectorError
@@ -359,6 +360,59 @@ async def _verify_read_model(settings: Settings, dsn: str, against: str | None, 
     if not report.differences:
         console.print("the read model matches the log")
     return 1 if report.differences else 0
+
+
+@app.command("archive")
+def archive_command(
+    directory: Path = typer.Option(..., "--dir", envvar="AUDIT_PROJECTOR_ARCHIVE_DIR", help="Where archives go."),
+    older_than: str = typer.Option(
+        ..., help="Archive up to each partition's newest checkpoint older than this (e.g. 90d, 12h, 30m)."
+    ),
+    dsn: str | None = typer.Option(None, envvar="AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL", help="Owner role DSN."),
+    key: list[str] = typer.Option([], help="Trusted checkpoint verifier key(s); default: the configured signer's."),
+) -> None:
+    """Write each partition's leaves up to a signed checkpoint older than the age into a verified archive, then
+    delete their rows. Cut by the log, not the calendar; replay and verify skip archived ranges."""
+    logs.configure("WARNING")
+    settings = _settings()
+    age = _duration(older_than)
+    if dsn is None:
+        console.print("[red]no owner DSN: pass --dsn or set AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL[/red]")
+        raise typer.Exit(2)
+    signer_key = settings.signer_key()
+    trusted = list(key) or ([NoteSigner.parse(signer_key).verifier_key] if signer_key else [])
+    if not trusted:
+        console.print("[red]no trusted key: pass --key (the log's verifier key) or configure the signing key[/red]")
+        raise typer.Exit(2)
+
+    async def go() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            done = await archive_partitions(
+                conn, settings.db_schema, settings.control_schema, settings.log_name, directory, age, trusted
+            )
+        finally:
+            await conn.close()
+        for a in done:
+            console.print(
+                f"{a.topic}/{a.partition}: leaves {a.first_leaf}..{a.end_leaf - 1} -> {a.path} ({a.bytes} bytes, "
+                f"{a.rows_deleted} rows deleted)"
+            )
+        if not done:
+            console.print(f"nothing to archive: no partition has a signed checkpoint older than {older_than}")
+        return 0
+
+    _exit_with(go)
+
+
+def _duration(text: str) -> timedelta:
+    """`90d`, `12h`, `30m` or `45s`; exit 2 otherwise."""
+    units = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+    number, unit = text[:-1], text[-1:]
+    if not number.isdigit() or unit not in units:
+        console.print(f"[red]{text!r} is not a duration like 90d, 12h, 30m or 45s[/red]")
+        raise typer.Exit(2)
+    return timedelta(**{units[unit]: int(number)})
 
 
 @app.command()

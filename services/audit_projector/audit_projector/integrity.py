@@ -51,6 +51,8 @@ class Report:
     leaves: int = 0
     checkpoints: int = 0
     rows: int = 0
+    archived_leaves: int = 0
+    """Leaves before each partition's last archive: checked when archived, and here through its signed frontier."""
     findings: list[Finding] = field(default_factory=list)
 
 
@@ -116,9 +118,28 @@ async def _verify_tree(
     report: Report,
 ) -> None:
     topic, partition, size = tree["topic"], tree["partition"], tree["size"]
-    frontier: list[bytes] = []
-    count = 0
-    last_offset = -1
+    # Leaves in a verified archive left the database; the tree is checked on from the frontier after them.
+    archived = await conn.fetchrow(
+        f"""SELECT end_leaf, end_offset, end_frontier FROM {control}.archives WHERE topic = $1 AND partition = $2
+             ORDER BY end_leaf DESC LIMIT 1""",
+        topic,
+        partition,
+    )
+    frontier: list[bytes] = list(archived["end_frontier"]) if archived else []
+    count = archived["end_leaf"] if archived else 0
+    last_offset = archived["end_offset"] - 1 if archived else -1
+    report.archived_leaves += count
+    if archived is not None:
+        registered = await conn.fetchval(
+            f"SELECT checkpoint FROM {control}.archives WHERE topic = $1 AND partition = $2 AND end_leaf = $3",
+            topic,
+            partition,
+            count,
+        )
+        problem = _archive_problem(registered, f"{log_name}/{topic}/{partition}", count, frontier, verifiers)
+        if problem is not None:
+            report.findings.append(Finding(topic, partition, count - 1, None, problem))
+            return
     checkpoints = {
         r["tree_size"]: r
         for r in await conn.fetch(
@@ -127,7 +148,7 @@ async def _verify_tree(
         )
     }
     nodes: dict[tuple[int, int], bytes] = {}
-    async for leaf in _leaves(conn, topic, partition):
+    async for leaf in _leaves(conn, topic, partition, count):
         index, offset = leaf["leaf_index"], leaf["kafka_offset"]
         if index != count:
             gap = f"leaf {count} is missing (deleted)" if index > count else "leaf index out of order"
@@ -178,13 +199,15 @@ async def _verify_tree(
             "SELECT level, node_index, hash FROM merkle_nodes WHERE topic = $1 AND partition = $2", topic, partition
         )
     }
+    archived_end = archived["end_leaf"] if archived else 0
+    stored = {k: v for k, v in stored.items() if (k[1] + 1) * (1 << k[0]) > archived_end}  # the archive has the rest
     if stored != nodes:
         bad = sorted(set(stored.items()) ^ set(nodes.items()))[0]
         report.findings.append(Finding(topic, partition, None, None, f"stored node {bad[0]} does not match the leaves"))
 
 
-async def _leaves(conn: asyncpg.Connection, topic: str, partition: int) -> AsyncIterator[asyncpg.Record]:
-    after = -1
+async def _leaves(conn: asyncpg.Connection, topic: str, partition: int, first: int) -> AsyncIterator[asyncpg.Record]:
+    after = first - 1
     while True:
         rows = await conn.fetch(
             """SELECT leaf_index, kafka_offset, leaf_hash, leaf_data FROM merkle_leaves
@@ -260,6 +283,19 @@ def _compare(stored: asyncpg.Record, row: Row, table: str) -> str | None:
             actual, expected = (None if actual is None else str(actual)), (None if expected is None else str(expected))
         if actual != expected:
             return f"{table}.{column} differs from the record (altered)"
+    return None
+
+
+def _archive_problem(
+    note: str, origin: str, size: int, frontier: list[bytes], verifiers: list[NoteVerifier]
+) -> str | None:
+    """Whether a registered archive's frontier is the one its signed checkpoint commits to."""
+    try:
+        checkpoint = open_checkpoint(note, verifiers)
+    except CheckpointError as e:
+        return f"the archive's checkpoint does not verify: {e}"
+    if (checkpoint.origin, checkpoint.size) != (origin, size) or checkpoint.root != merkle.frontier_root(frontier):
+        return "the archive registry's frontier is not the one its signed checkpoint commits to"
     return None
 
 

@@ -1,0 +1,117 @@
+"""Retention with verifiable archives: cut at signed checkpoints, verified offline, rows deleted, the tree still
+checked across the archived range."""
+
+import asyncio
+import gzip
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from audit_schemas.checkpoint import NoteSigner
+from tests.conftest import Isolated, projector_running
+from tests.factories import publish_events
+from tests.polling import eventually
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
+
+
+async def _run(command: str, *args: str, env: dict[str, str]) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / command),
+        *args,
+        env={**env, "COLUMNS": "300"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    return proc.returncode or 0, (out + err).decode()
+
+
+async def archived_log(isolated: Isolated, tmp_path: Path) -> tuple[NoteSigner, dict[str, str], list[Path]]:
+    """A projected log with signed checkpoints, archived up to them; the signer, the environment and the files."""
+    signer, key = NoteSigner.generate("audit-trail")
+    settings = isolated.projector.model_copy(
+        update={"checkpoint_key": SecretStr(key), "checkpoint_every_leaves": 10, "probe_interval_s": 0.2}
+    )
+    async with projector_running(settings):
+        await publish_events(isolated.stack.bootstrap, settings.audit_topic, 120, entities=12)
+
+        async def signed() -> bool:
+            async with isolated.owner() as conn:
+                leaves = await conn.fetchval("SELECT coalesce(sum(size), 0) FROM merkle_trees")
+                covered = await conn.fetchval(
+                    f"SELECT count(DISTINCT origin) FROM {settings.control_schema}.checkpoints"
+                )
+            return bool(leaves == 120 and covered >= 3)
+
+        await eventually(signed, within=30)
+    env = {
+        **isolated.projector_env(),
+        "AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL": isolated.stack.owner_dsn,
+        "AUDIT_PROJECTOR_CHECKPOINT_KEY": key,
+    }
+    code, report = await _run("audit-projector", "archive", "--dir", str(tmp_path), "--older-than", "0s", env=env)
+    assert code == 0, report
+    files = await asyncio.to_thread(lambda: sorted(tmp_path.rglob("*.ndjson.gz")))
+    return signer, env, files
+
+
+async def test_an_archive_verifies_offline_and_its_rows_leave_postgres(isolated: Isolated, tmp_path: Path) -> None:
+    signer, env, files = await archived_log(isolated, tmp_path)
+    assert files, "nothing was archived"
+    async with isolated.owner() as conn:
+        registry = await conn.fetch(
+            f"SELECT topic, partition, end_leaf, end_offset, rows_deleted, file_bytes "
+            f"FROM {isolated.projector.control_schema}.archives"
+        )
+        left = await conn.fetchval("SELECT count(*) FROM audit_entries")
+        below = await conn.fetchval(
+            f"""SELECT count(*) FROM audit_entries e JOIN {isolated.projector.control_schema}.archives a
+                  ON a.topic = e.kafka_topic AND a.partition = e.kafka_partition AND e.kafka_offset < a.end_offset"""
+        )
+    assert len(registry) == len(files)
+    assert sum(r["rows_deleted"] for r in registry) == 120 - left
+    assert below == 0  # nothing archived is left in the read model
+    assert left < 120
+
+    code, report = await _run("audit-schemas", "verify-archive", *map(str, files), "--key", signer.verifier_key,
+                              env=env)  # fmt: skip
+    assert code == 0, report
+    assert report.count("verified:") == len(files)
+
+    # The read model still verifies: the tree is checked on from each archive's signed frontier.
+    code, report = await _run("audit-projector", "verify", "--integrity", env=env)
+    assert code == 0, report
+
+    # A second run finds nothing new to archive (no newer checkpoint).
+    code, report = await _run("audit-projector", "archive", "--dir", str(tmp_path), "--older-than", "0s", env=env)
+    assert code == 0, report
+    assert "nothing to archive" in report
+
+    # A truncated download, or another key, does not verify.
+    whole = files[0].read_bytes()
+    files[0].write_bytes(gzip.compress(gzip.decompress(whole).rsplit(b"\n", 3)[0] + b"\n"))
+    code, report = await _run("audit-schemas", "verify-archive", str(files[0]), "--key", signer.verifier_key,
+                              env=env)  # fmt: skip
+    assert code == 1
+    assert "NOT VERIFIED" in report
+    files[0].write_bytes(whole)
+    other, _ = NoteSigner.generate("audit-trail")
+    code, report = await _run("audit-schemas", "verify-archive", str(files[0]), "--key", other.verifier_key, env=env)
+    assert code == 1
+
+
+async def test_archive_refuses_bad_input(isolated: Isolated, tmp_path: Path) -> None:
+    env: dict[str, Any] = {
+        **isolated.projector_env(),
+        "AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL": isolated.stack.owner_dsn,
+    }
+    code, report = await _run("audit-projector", "archive", "--dir", str(tmp_path), "--older-than", "soon", env=env)
+    assert code == 2
+    assert "not a duration" in report
+    code, report = await _run("audit-projector", "archive", "--dir", str(tmp_path), "--older-than", "1d", env=env)
+    assert code == 2
+    assert "no trusted key" in report
