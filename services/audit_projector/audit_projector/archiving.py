@@ -10,9 +10,13 @@ from pathlib import Path
 
 import asyncpg
 import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from audit_projector.errors import ProjectorError, db_errors
-from audit_schemas import archive
+from audit_projector.config import Settings
+from audit_projector.errors import ProjectorError, db_errors, kafka_errors
+from audit_projector.topics import partitions_of
+from audit_schemas import archive, merkle
+from audit_schemas.checkpoint import CheckpointError, NoteVerifier, open_checkpoint
 
 log = structlog.get_logger(__name__)
 
@@ -177,4 +181,156 @@ async def _leaves(
         yield r
 
 
-__all__ = ["Archived", "ArchivingError", "archive_partitions"]
+@dataclass(frozen=True, slots=True)
+class ArchivedRange:
+    """What a replay starts from in one partition: the tree and offset after its last archive."""
+
+    topic: str
+    partition: int
+    end_leaf: int
+    end_offset: int
+    end_frontier: tuple[bytes, ...]
+    checked_against_log: bool
+    """True when the archived range was re-read from Kafka and rebuilt the archive's root; False when the broker
+    had deleted it and the archive's signed checkpoint alone vouches for it."""
+
+
+async def replay_start(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    keys: list[str],
+) -> list[ArchivedRange]:
+    """Before a replay into `settings.db_schema`: refuse when the broker deleted history no verified archive
+    covers; otherwise, per archived partition, check the tree across the archived range (re-reading it from
+    Kafka when the broker still has it) and seed the schema's offset and tree after it, so the replay skips it."""
+    control = _quote(settings.control_schema)
+    with db_errors("cannot read the archives"):
+        rows = await conn.fetch(
+            f"""SELECT DISTINCT ON (topic, partition) topic, partition, end_leaf, end_offset, end_frontier, checkpoint
+                  FROM {control}.archives WHERE topic = ANY($1::text[])
+                 ORDER BY topic, partition, end_leaf DESC""",
+            list(settings.topics),
+        )
+    archives = {(r["topic"], r["partition"]): r for r in rows}
+    starts = await _log_starts(settings)
+    for (topic, partition), start in sorted(starts.items()):
+        covered = archives.get((topic, partition))
+        if start > 0 and (covered is None or covered["end_offset"] < start):
+            raise ArchivingError(
+                f"{topic}/{partition}: the broker's log starts at offset {start} (it deleted what came before) and "
+                + ("no archive covers it" if covered is None else f"the archives end at offset {covered['end_offset']}")
+                + "; a replay would silently lose that history"
+            )
+    if archives and not keys:
+        raise ArchivingError(
+            "parts of the log are archived: a replay needs the log's verifier key to trust them (configure the "
+            "checkpoint signing key, or pass --key)"
+        )
+    verifiers = [NoteVerifier.parse(k) for k in keys]
+    done: list[ArchivedRange] = []
+    for (topic, partition), r in sorted(archives.items()):
+        frontier = [bytes(h) for h in r["end_frontier"]]
+        origin = f"{settings.log_name}/{topic}/{partition}"
+        try:
+            checkpoint = open_checkpoint(r["checkpoint"], verifiers)
+        except CheckpointError as e:
+            raise ArchivingError(f"{origin}: the archive's checkpoint does not verify ({e})") from e
+        if (checkpoint.origin, checkpoint.size, checkpoint.root) != (
+            origin,
+            r["end_leaf"],
+            merkle.frontier_root(frontier),
+        ):
+            raise ArchivingError(f"{origin}: the archive registry's frontier is not the one its checkpoint signs")
+        readable = starts.get((topic, partition), 0) == 0
+        if readable:
+            await _check_against_log(settings, topic, partition, r["end_offset"], r["end_leaf"], frontier)
+        await _seed(conn, settings, topic, partition, r["end_offset"], r["end_leaf"], frontier)
+        done.append(ArchivedRange(topic, partition, r["end_leaf"], r["end_offset"], tuple(frontier), readable))
+    return done
+
+
+async def _log_starts(settings: Settings) -> dict[tuple[str, int], int]:
+    """Where the broker's log of each projected partition starts now (above 0: it deleted what came before)."""
+    parts = await partitions_of(settings.bootstrap_servers, list(settings.topics), settings.kafka)
+    partitions = [TopicPartition(t, p) for t, numbers in parts.items() for p in numbers]
+    if not partitions:
+        return {}
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False, **settings.kafka.client_options()
+    )
+    with kafka_errors("cannot read where the broker's log starts"):
+        await consumer.start()
+        try:
+            starts = await consumer.beginning_offsets(partitions)
+        finally:
+            await consumer.stop()
+    return {(tp.topic, tp.partition): int(n) for tp, n in starts.items()}
+
+
+async def _check_against_log(
+    settings: Settings, topic: str, partition: int, end_offset: int, end_leaf: int, frontier: list[bytes]
+) -> None:
+    """Re-read [0, end_offset) of the partition and rebuild the tree: it must end where the archive ends."""
+    tp = TopicPartition(topic, partition)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="none",
+        **settings.kafka.client_options(),
+    )
+    built: list[bytes] = []
+    size = 0
+    with kafka_errors(f"cannot re-read {topic}/{partition}"):
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            consumer.seek(tp, 0)
+            idle = 0
+            while size < end_leaf:
+                batch = await consumer.getmany(tp, timeout_ms=1000, max_records=5000)
+                records = [r for r in batch.get(tp, []) if r.offset < end_offset]
+                idle = 0 if batch else idle + 1
+                if idle >= 10:
+                    raise ArchivingError(f"{topic}/{partition}: the log ended before offset {end_offset}")
+                data = [
+                    merkle.leaf_data(topic, partition, r.offset, r.key, list(r.headers or ()), r.value) for r in records
+                ]
+                built, size, _ = merkle.append_leaves(built, size, [merkle.leaf_hash(d) for d in data])
+                if records and records[-1].offset >= end_offset - 1:
+                    break
+        finally:
+            await consumer.stop()
+    if size != end_leaf or built != frontier:
+        raise ArchivingError(
+            f"{topic}/{partition}: the log's first {end_offset} offsets make {size} leaves with another root than "
+            f"the archive of {end_leaf} leaves: the log or the archive was altered"
+        )
+
+
+async def _seed(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    topic: str,
+    partition: int,
+    offset: int,
+    size: int,
+    frontier: list[bytes],
+) -> None:
+    """Start the schema's partition after the archive (a resumed replay keeps what it already has)."""
+    schema = _quote(settings.db_schema)
+    with db_errors("cannot seed the replay after the archive"):
+        async with conn.transaction():
+            await conn.execute(
+                f"""INSERT INTO {schema}.projector_offsets (consumer_group, topic, partition, next_offset)
+                    VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""",
+                settings.group_id, topic, partition, offset,
+            )  # fmt: skip
+            await conn.execute(
+                f"""INSERT INTO {schema}.merkle_trees (topic, partition, size, frontier)
+                    VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""",
+                topic, partition, size, frontier,
+            )  # fmt: skip
+
+
+__all__ = ["Archived", "ArchivedRange", "ArchivingError", "archive_partitions", "replay_start"]

@@ -161,6 +161,12 @@ def replay(
             )
         if scope is not None:
             console.print(f"investigation rebuild of {scope.describe()}")
+        for a in result.archived:
+            how = "re-read from Kafka and matched" if a.checked_against_log else "deleted by the broker; signed"
+            console.print(
+                f"{a.topic}/{a.partition}: offsets before {a.end_offset} are archived ({a.end_leaf} leaves, {how}); "
+                "skipped"
+            )
         rows = result.rows or {}
         console.print(
             f"schema {result.schema}: {result.records} records read"

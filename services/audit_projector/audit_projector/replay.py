@@ -9,11 +9,13 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 
+from audit_projector.archiving import ArchivedRange, replay_start
 from audit_projector.config import Settings
 from audit_projector.errors import ProjectorError
 from audit_projector.scope import ReplayScope, Selector
 from audit_projector.service import compact_once, prepare, running_pipeline
 from audit_projector.state import ProjectorState
+from audit_schemas.checkpoint import NoteSigner
 
 log = structlog.get_logger(__name__)
 
@@ -32,12 +34,15 @@ class ReplayResult:
     """Records an interrupted earlier run had already projected into the schema."""
     rows: dict[str, int] | None = None
     """Rows in the schema's tables at the end."""
+    archived: tuple[ArchivedRange, ...] = ()
+    """Partitions whose archived beginning was skipped (and how it was checked)."""
     seconds: float = 0.0
 
     @property
     def per_second(self) -> float:
-        """Records projected per second by this run."""
-        return (self.records - self.resumed_from) / self.seconds if self.seconds > 0 else 0.0
+        """Records read per second by this run (not counting what an earlier run or an archive covered)."""
+        before = max(self.resumed_from, sum(a.end_offset for a in self.archived))
+        return (self.records - before) / self.seconds if self.seconds > 0 else 0.0
 
 
 Progress = Callable[[int, int], None]
@@ -119,12 +124,19 @@ async def replay(
     """
     # A rebuild signs nothing (the same roots already have their checkpoints) and publishes no dead letters (the
     # live projectors did); it records them in its own table.
+    signer = settings.signer_key()
+    keys = [NoteSigner.parse(signer).verifier_key] if signer else []
     update: dict[str, object] = {"checkpoint_key": None, "checkpoint_key_file": None, "publish_dead_letters": False}
     if scope is not None:
         update["merkle_enabled"] = False
     settings = settings.model_copy(update=update)
     await prepare(settings.model_copy(update={"migrations_database_url": owner_dsn}))
     resumed = await _stored_records(owner_dsn, settings)
+    conn = await asyncpg.connect(owner_dsn)
+    try:
+        archived = await replay_start(conn, settings, keys)
+    finally:
+        await conn.close()
     state = ProjectorState()
     started = time.perf_counter()
     if scope is None:
@@ -150,6 +162,7 @@ async def replay(
         state.dead_lettered,
         resumed_from=resumed,
         rows=rows,
+        archived=tuple(archived),
         seconds=time.perf_counter() - started,
     )
     log.info("replay_done", schema=settings.db_schema, records=done.records, projected=state.projected)

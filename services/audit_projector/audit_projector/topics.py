@@ -56,6 +56,22 @@ async def ensure_topics(
         await admin.close()
 
 
+async def partitions_of(
+    bootstrap_servers: str, names: list[str], security: KafkaSecurity | None = None
+) -> dict[str, list[int]]:
+    """The partition numbers of each topic (a topic the broker does not know has none)."""
+    admin = _admin(bootstrap_servers, security)
+    try:
+        await admin.start()
+        described = await admin.describe_topics(names)
+    except KafkaError as e:
+        kind = DependencyUnavailableError if e.retriable else ProjectorError
+        raise kind(f"cannot describe topics {names}: {e!r}") from e
+    finally:
+        await admin.close()
+    return {d["topic"]: sorted(p["partition"] for p in d.get("partitions") or ()) for d in described}
+
+
 _REQUIRED: Final = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
 
 
