@@ -42,8 +42,9 @@ def _quote(name: str) -> str:
 async def swap(live: Settings, shadow: Settings, owner_dsn: str, timeout_s: float) -> SwapResult:
     """Replace `live.db_schema` with `shadow.db_schema`, a rebuild that has already caught up once.
 
-    The bulk of the comparison runs before the pause (below the offsets both had then); during the pause only
-    the rest is compared, so the hold lasts about as long as the shadow needs to catch up on what arrived since.
+    The bulk of the comparison, and the check of the shadow's trees against the signed checkpoints, run before the
+    pause (below the offsets both had then); during the pause only the rest is compared, so the hold lasts about
+    as long as the shadow needs to catch up on what arrived since.
     Any mismatch refuses the swap and resumes the live projectors untouched.
     """
     retired = f"{live.db_schema}_retired_{datetime.now(UTC):%Y%m%d%H%M%S}"[:63]
@@ -88,7 +89,7 @@ async def _verify(
     report = await compare(conn, live.db_schema, shadow.db_schema, below, since=since)
     problems = list(report.differences)
     key = live.signer_key()
-    if key is not None and since is not None:  # the whole shadow against the checkpoints, once, during the pause
+    if key is not None and since is None:  # the shadow's trees against the signed checkpoints, before the pause
         await conn.execute(f"SET search_path = {_quote(shadow.db_schema)}")
         try:
             found = await verify_integrity(
