@@ -165,6 +165,19 @@ async def test_a_replay_skips_archived_ranges_but_checks_the_tree_across_them(
         assert f"{topic}/{partition}: offsets before {end} are archived" in report
         assert "deleted by the broker; signed" in report
 
+        # Only the archive holds that history now: without its file the replay refuses.
+        async with isolated.owner() as conn:
+            held = Path(
+                await conn.fetchval(
+                    f"SELECT file_name FROM {control}.archives WHERE topic = $1 AND partition = $2", topic, partition
+                )
+            )
+        await asyncio.to_thread(held.rename, held.with_suffix(".moved"))
+        code, report = await rebuild(f"{isolated.name}_r2b")
+        assert code == 1
+        assert "make the archive directory available" in report
+        await asyncio.to_thread(held.with_suffix(".moved").rename, held)
+
         # ... but history no archive covers is never silently lost.
         await admin.delete_records({TopicPartition(topic, partition): RecordsToDelete(end + 1)})
         code, report = await rebuild(f"{isolated.name}_r3")
@@ -173,5 +186,5 @@ async def test_a_replay_skips_archived_ranges_but_checks_the_tree_across_them(
     finally:
         await admin.close()
     async with isolated.owner() as conn:
-        for schema in (first, second, f"{isolated.name}_r3", f"{isolated.name}_nokey"):
+        for schema in (first, second, f"{isolated.name}_r2b", f"{isolated.name}_r3", f"{isolated.name}_nokey"):
             await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")

@@ -244,9 +244,37 @@ async def replay_start(
         readable = starts.get((topic, partition), 0) == 0
         if readable:
             await _check_against_log(settings, topic, partition, r["end_offset"], r["end_leaf"], frontier)
+        else:  # the broker no longer has it: only the archive files vouch for it, so they must verify now
+            await _verify_files(conn, control, topic, partition, keys)
         await _seed(conn, settings, topic, partition, r["end_offset"], r["end_leaf"], frontier)
         done.append(ArchivedRange(topic, partition, r["end_leaf"], r["end_offset"], tuple(frontier), readable))
     return done
+
+
+async def _verify_files(conn: asyncpg.Connection, control: str, topic: str, partition: int, keys: list[str]) -> None:
+    """Every archive file of the partition, as registered: present, unchanged (sha256) and verifying offline as a
+    chain from leaf 0."""
+    files = await conn.fetch(
+        f"""SELECT file_name, file_sha256 FROM {control}.archives WHERE topic = $1 AND partition = $2
+             ORDER BY first_leaf""",
+        topic,
+        partition,
+    )
+    paths = [Path(f["file_name"]) for f in files]
+    for path, f in zip(paths, files, strict=True):
+        try:
+            digest = hashlib.sha256(path.read_bytes()).digest()
+        except OSError as e:
+            raise ArchivingError(
+                f"{topic}/{partition}: the broker deleted history that only {path} holds, and it cannot be read "
+                f"({e.strerror}); make the archive directory available to the replay"
+            ) from e
+        if digest != bytes(f["file_sha256"]):
+            raise ArchivingError(f"{topic}/{partition}: {path} is not the archive that was registered (sha256)")
+    try:
+        archive.verify_chain(paths, keys)
+    except archive.ArchiveError as e:
+        raise ArchivingError(f"{topic}/{partition}: the archives do not verify: {e}") from e
 
 
 async def _log_starts(settings: Settings) -> dict[tuple[str, int], int]:
