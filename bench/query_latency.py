@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import socket
 import statistics
 import sys
@@ -380,7 +381,8 @@ async def capture(app: Any, client: httpx.AsyncClient, shape: Shape, headers: di
         control = head.startswith(("BEGIN", "COMMIT", "ROLLBACK", "SET ", "DECLARE", "FETCH", "CLOSE"))
         driver = "PG_ADVISORY_UNLOCK_ALL" in head or "TYPEINFO" in head  # the driver's own (reset, type lookup)
         if "SET_CONFIG('AUDIT.TENANTS'" in head:
-            tenants = str(args[0])
+            literal = re.search(r"set_config\('audit\.tenants', '((?:[^']|'')*)'", query)
+            tenants = str(args[0]) if args else (literal.group(1).replace("''", "'") if literal else "*")
         elif not (control or driver):
             statements.append((query, args, tenants))
     return statements
