@@ -244,6 +244,15 @@ async def test_closed_days_are_counted_from_the_daily_tier_and_stay_exact_throug
         for r in daily:
             folded[(r[0], r[2], r[5])] += r[6]
         assert {(r[0], r[1], r[2]): r[3] for r in everyone} == dict(folded)
+        narrow = await conn.fetch("SELECT bucket, action, status, entries FROM audit_rollups_daily_all_actions")
+        assert {(r[0], r[1], r[2]): r[3] for r in narrow} == dict(folded)  # the narrow table folds the same
+        models = await conn.fetch(
+            "SELECT bucket, entity_model, status, sum(entries) FROM audit_rollups_daily_all_models GROUP BY 1, 2, 3"
+        )
+        by_model: Counter[tuple[Any, ...]] = Counter()
+        for r in daily:
+            by_model[(r[0], r[3], r[5])] += r[6]
+        assert {(r[0], r[1], r[2]): r[3] for r in models} == dict(by_model)
 
     # A rebuild folds the same daily rows.
     target = f"{isolated.name}_r"

@@ -737,8 +737,14 @@ _DAILY: Final = {
     "audit_rollups_daily": "tenant_id, action, entity_model, actor_type, status",
     "audit_rollups_daily_actions": "tenant_id, action, status",
     "audit_rollups_daily_all": "action, entity_model, actor_type, status",
+    "audit_rollups_daily_all_actions": "action, status",
+    "audit_rollups_daily_all_models": "entity_model, actor_type, status",
 }
-_HOURLY_ALL: Final = "action, entity_model, actor_type, status"
+_HOURLY: Final = {
+    "audit_rollups_hourly_all": "action, entity_model, actor_type, status",
+    "audit_rollups_hourly_all_actions": "action, status",
+    "audit_rollups_hourly_all_models": "entity_model, actor_type, status",
+}
 
 
 async def compact_rollups(conn: asyncpg.Connection, now: datetime) -> int | None:
@@ -771,7 +777,7 @@ async def compact_rollups(conn: asyncpg.Connection, now: datetime) -> int | None
 
 
 async def _fold_hours(conn: asyncpg.Connection, since: datetime, until: datetime) -> None:
-    """Recount the marked hours in [since, until) into the all-tenants hourly table."""
+    """Recount the marked hours in [since, until) into the all-tenants hourly tables."""
     async with conn.transaction():
         marks = await conn.fetch(
             """SELECT bucket, tenant_id, kafka_partition, changes FROM audit_rollup_hour_changes
@@ -780,14 +786,15 @@ async def _fold_hours(conn: asyncpg.Connection, since: datetime, until: datetime
             until,
         )
         hours = sorted({m["bucket"] for m in marks})
-        await conn.execute("DELETE FROM audit_rollups_hourly_all WHERE bucket = ANY($1::timestamptz[])", hours)
-        await conn.execute(
-            f"""INSERT INTO audit_rollups_hourly_all (bucket, {_HOURLY_ALL}, entries)
-                SELECT bucket, {_HOURLY_ALL}, sum(entries) FROM audit_rollups
-                 WHERE bucket = ANY($1::timestamptz[])
-                 GROUP BY bucket, {_HOURLY_ALL} HAVING sum(entries) > 0""",
-            hours,
-        )
+        for table, columns in _HOURLY.items():
+            await conn.execute(f"DELETE FROM {table} WHERE bucket = ANY($1::timestamptz[])", hours)
+            await conn.execute(
+                f"""INSERT INTO {table} (bucket, {columns}, entries)
+                    SELECT bucket, {columns}, sum(entries) FROM audit_rollups
+                     WHERE bucket = ANY($1::timestamptz[])
+                     GROUP BY bucket, {columns} HAVING sum(entries) > 0""",
+                hours,
+            )
         await conn.execute(
             """DELETE FROM audit_rollup_hour_changes c
                 USING unnest($1::timestamptz[], $2::text[], $3::int[], $4::bigint[]) AS m(bucket, tenant_id, part, n)

@@ -346,7 +346,7 @@ class AuditRepository:
             if d0 < d1:
                 dirty = await _marked(conn, "audit_rollup_changes", "day", d0, d1, tenants)
                 if everyone:
-                    daily = "audit_rollups_daily_all"
+                    daily = _narrowest("daily", _needed_columns(query))
                 elif set(query.group_by) <= _NARROW_DIMENSIONS and _narrow_filters(query.filters):
                     daily = "audit_rollups_daily_actions"
                 else:
@@ -357,9 +357,10 @@ class AuditRepository:
         if not everyone or not hours:
             return plan + [("audit_rollups", since, until, None) for since, until in hours]
         dirty_hours = await _marked(conn, "audit_rollup_hour_changes", "bucket", hours[0][0], hours[-1][1], tenants)
+        hourly = _narrowest("hourly", _needed_columns(query))
         for since, until in hours:
             inside = [h for h in dirty_hours if since <= h < until]
-            plan.append(("audit_rollups_hourly_all", since, until, inside))
+            plan.append((hourly, since, until, inside))
             plan += [("audit_rollups", a, b, None) for a, b in _runs(inside, timedelta(hours=1))]
         return plan
 
@@ -740,6 +741,40 @@ def _runs(buckets: list[datetime], width: timedelta) -> list[tuple[datetime, dat
         else:
             runs.append((b, b + width))
     return runs
+
+
+_ALL_TENANTS: Final = {
+    # the folded all-tenants tables, narrowest first, with the columns each keeps
+    grain: [
+        (f"audit_rollups_{grain}_all_actions", frozenset({"action", "status"})),
+        (f"audit_rollups_{grain}_all_models", frozenset({"entity_model", "actor_type", "status"})),
+        (f"audit_rollups_{grain}_all", frozenset({"action", "entity_model", "actor_type", "status"})),
+    ]
+    for grain in ("daily", "hourly")
+}
+_DIMENSION_COLUMNS: Final = {
+    Dimension.EVENT: "action",
+    Dimension.OUTCOME: "status",
+    Dimension.MODEL: "entity_model",
+    Dimension.ACTOR_TYPE: "actor_type",
+}
+_ROLLUP_TERMS: Final = {"action": "action", "actor": "actor_type", "model": "entity_model", "outcome": "status"}
+
+
+def _needed_columns(query: StatsQuery) -> frozenset[str]:
+    """The rollup columns a stats query groups or filters on (tenant aside)."""
+    f = query.filters
+    needed = {_DIMENSION_COLUMNS[d] for d in query.group_by if d in _DIMENSION_COLUMNS}
+    needed |= {"action"} if f.actions else set()
+    needed |= {"actor_type"} if f.actor_type is not None else set()
+    needed |= {"entity_model"} if f.model is not None else set()
+    needed |= {_ROLLUP_TERMS[t.field] for t in f.terms if t.field in _ROLLUP_TERMS}
+    return frozenset(needed)
+
+
+def _narrowest(grain: str, needed: frozenset[str]) -> str:
+    """The smallest all-tenants table of that grain keeping every needed column."""
+    return next(table for table, columns in _ALL_TENANTS[grain] if needed <= columns)
 
 
 def _tenantless_filters(f: AuditFilter) -> bool:
