@@ -44,6 +44,7 @@ SCHEMA = "bench_api"
 CONTROL = "bench_api_control"
 TARGET_P99_MS = 50.0
 WARM_UP = 20
+_BLOCKING = frozenset({"Sort", "Incremental Sort", "Aggregate", "Hash", "Materialize", "WindowAgg", "SetOp"})
 """Requests of each shape, through the API and directly, before measuring."""
 BIG_TABLES = ("audit_entries", "execution_logs", "audit_outcomes")
 BIG_ROWS = 50_000
@@ -433,8 +434,10 @@ async def explain(conn: Any, statements: Statements) -> tuple[str, list[str]]:
             scanned.append(relation)
         if "Index Name" in node:
             indexes.append(node["Index Name"])
+        kind = node.get("Node Type", "")
+        streams = kind not in _BLOCKING  # a node that reads all its input first does not stop early
         for child in node.get("Plans", []):
-            walk(child, limited or node.get("Node Type") == "Limit")
+            walk(child, (limited or kind == "Limit") and streams)
 
     scanned: list[str] = []
     for sql, args, tenants in statements:
