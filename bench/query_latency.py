@@ -328,8 +328,9 @@ async def run(entries: int, requests: int, regenerate: bool, only: str = "") -> 
                         if response.status_code != 200:  # a 503 is a timed-out statement: report, do not hide
                             raise RuntimeError(f"{shape.name}: {response.status_code} {response.text[:300]}")
 
-                    for _ in range(WARM_UP):  # steady state: plans cached, pages in memory
-                        await call()
+                    # Steady state: plans cached, pages in memory, and (concurrently) the API's pool holding a
+                    # connection per client (a first burst would otherwise pay for TLS and authentication).
+                    await concurrently(call, WARM_UP)
                     api_ms = await concurrently(call, requests)
                     statements = await capture(capture_app, local, shape, headers)
 
@@ -337,8 +338,7 @@ async def run(entries: int, requests: int, regenerate: bool, only: str = "") -> 
                         async with pool.acquire() as conn:
                             await run_sql(conn, statements)
 
-                    for _ in range(WARM_UP):
-                        await direct()
+                    await concurrently(direct, WARM_UP)
                     sql_ms = await concurrently(direct, requests)
                     async with pool.acquire() as conn:
                         plan, scans = await explain(conn, statements)
