@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from audit_query import selfaudit
+from audit_query import logs, selfaudit
 from audit_query.auth import Scope, new_secret, secret_hash
 from audit_query.config import Settings
 from audit_query.errors import QueryError
@@ -43,6 +43,7 @@ def serve(
 ) -> None:
     """Serve the API (OpenAPI docs at /docs), the console at / and its sign-in page at /login."""
     settings = _settings()
+    logs.configure(settings.log_level)
     config = server_config(create_app(settings), settings, host=host or settings.host, port=port or settings.port)
     uvicorn.Server(config).run()
 

@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     """Tenant under which the API records its own actions (token changes, exports)."""
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """INFO logs one line per authenticated request (who read what); WARNING keeps only problems."""
 
     @model_validator(mode="after")
     def _oidc_complete_and_safe(self) -> Self:

@@ -115,6 +115,8 @@ def server_config(app: FastAPI, settings: Settings, **overrides: object) -> uvic
         "host": settings.host,
         "port": settings.port,
         "log_level": "info",
+        "access_log": False,  # the service logs each authenticated request itself, with who made it
+        "log_config": None,  # uvicorn's records go through the service's own structlog chain
         "server_header": False,
         "proxy_headers": bool(settings.trusted_proxies),
         "forwarded_allow_ips": ",".join(settings.trusted_proxies) or "",
