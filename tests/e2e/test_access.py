@@ -157,7 +157,7 @@ async def test_postgres_itself_walls_tenants_off_for_every_statement_the_api_use
         rows = await repo.list_entries("acme", AuditFilter(), "time", SortOrder.DESC, 50, None)
         assert {r.entry.tenant_id for r in rows} == {"acme"}
         assert await repo.entry("acme", ids["globex"]) is None
-        assert await repo.logs_json("acme", ids["globex"], 100) == ("[]", False)
+        assert await repo.logs_json("acme", ids["globex"], 100) == ("[]", False, None)
         assert await repo.dead_letters("acme", None, 10) == []
         assert await repo.entry("", ids["acme"]) is None, "an empty tenant list sees nothing"
     finally:

@@ -139,3 +139,50 @@ async def test_trace_and_entry_views_cap_their_log_lines(isolated: Isolated, aud
     assert trace["entry"]["audit_id"] == str(act.audit_id)
     assert entry["logs"] == trace["logs"]
     assert entry["logs_truncated"] is True
+
+
+async def test_the_trace_view_pages_its_log_lines_without_skipping_or_repeating(
+    isolated: Isolated, audit: AuditProducer
+) -> None:
+    log = structlog.wrap_logger(structlog.ReturnLogger(), processors=[add_trace_context, audit.logs])
+    async with projector_running(isolated.projector):
+        async with audit.action(
+            "sync", entity=Entity(id="chatty", model="resource"), actor=Actor.user("ada"), tenant="acme"
+        ) as act:
+            for n in range(11):
+                log.info("line", n=n)
+        async with audit.action("sync", entity=Entity(id="other", model="resource"), actor=Actor.user("ada"),
+                                tenant="acme") as other:  # fmt: skip
+            log.info("elsewhere")
+        settings = isolated.query.model_copy(update={"trace_page": 4})
+        async with query_client(settings, await isolated.token()) as client:
+            path = f"/v1/traces/{act.audit_id.hex}"
+
+            async def projected() -> Any:
+                body = (await client.get(path, params={"logs_limit": 100})).json()
+                return body if len(body.get("logs", [])) == 11 else None
+
+            await eventually(projected, within=30)
+            seen: list[int] = []
+            params: dict[str, Any] = {}
+            pages = 0
+            for _ in range(10):
+                response = await client.get(path, params=params)
+                assert response.status_code == 200, response.text
+                page = response.json()
+                pages += 1
+                seen += [line["fields"]["n"] for line in page["logs"]]
+                if page["logs_next"] is None:
+                    assert page["logs_truncated"] is False
+                    break
+                assert page["logs_truncated"] is True
+                params = {"logs_after": page["logs_next"]}
+            assert seen == list(range(11))  # every line once, in order
+            assert pages == 3
+            first = (await client.get(path)).json()
+            # A page cursor continues only its own trace, for the same caller; a forged one is refused.
+            moved = await client.get(f"/v1/traces/{other.audit_id.hex}", params={"logs_after": first["logs_next"]})
+            forged = await client.get(path, params={"logs_after": first["logs_next"][:-2] + "AA"})
+    assert moved.status_code == 400
+    assert forged.status_code == 400
+    assert "error" in forged.json() or "detail" in forged.json()

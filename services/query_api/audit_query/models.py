@@ -174,12 +174,14 @@ class AuditEntryDetail(_Public):
 
 
 class TraceView(_Public):
-    """Everything recorded under one trace id: the entry (once projected), its outcome and every log line."""
+    """Everything recorded under one trace id: the entry (once projected), its outcome and its log lines, a page
+    at a time."""
 
     trace_id: str
     entry: AuditEntryPublic | None
     logs: list[ExecutionLogPublic]
-    logs_truncated: bool
+    logs_truncated: bool = Field(description="More lines follow this page.")
+    logs_next: str | None = Field(None, description="Pass as `logs_after` for the next page of lines.")
 
 
 class Health(_Public):

@@ -418,27 +418,38 @@ class AuditRepository:
         rows = await self._fetch(f"{_ENTRY_SELECT} WHERE e.audit_id = $1 LIMIT 1", audit_id, tenants=tenants)
         return self._entry(rows[0]) if rows else None
 
-    async def logs_json(self, tenants: str, trace_id: UUID, limit: int) -> tuple[str, bool]:
-        """Execution-log lines of a trace in time order, as the JSON array PostgreSQL builds (no per-row decoding
-        and re-encoding in Python: a trace of thousands of lines costs what the query costs), and whether more
-        than `limit` exist. Only lines whose tenant is their entry's: a guessed trace id never shows another
+    async def logs_json(
+        self, tenants: str, trace_id: UUID, limit: int, after: Sequence[Any] | None = None
+    ) -> tuple[str, bool, tuple[str, str] | None]:
+        """A page of a trace's execution-log lines in time order, as the JSON array PostgreSQL builds (no per-row
+        decoding and re-encoding in Python), whether more follow, and the (time, log id) key of the page's last
+        line (for the next page). Only lines whose tenant is their entry's: a guessed trace id never shows another
         tenant's lines."""
         rows = await self._fetch(
             """SELECT coalesce(json_agg(json_build_object(
                           'log_id', l.log_id, 'time', l.logged_at, 'level', l.level, 'logger', l.logger,
                           'message', l.message, 'fields', l.fields, 'process', l.process, 'source', l.source)
                         ORDER BY l.logged_at, l.log_id) FILTER (WHERE l.n <= $2), '[]')::text AS logs,
-                      count(*) > $2 AS truncated
+                      count(*) > $2 AS truncated,
+                      (array_agg(l.logged_at::text ORDER BY l.logged_at DESC, l.log_id DESC)
+                         FILTER (WHERE l.n <= $2))[1] AS last_time,
+                      (array_agg(l.log_id::text ORDER BY l.logged_at DESC, l.log_id DESC)
+                         FILTER (WHERE l.n <= $2))[1] AS last_id
                  FROM (SELECT l.*, row_number() OVER (ORDER BY l.logged_at, l.log_id) AS n
                          FROM execution_logs l
                          JOIN audit_entries e ON e.audit_id = $1 AND e.tenant_id = l.tenant_id
                         WHERE l.trace_id = $1
+                          AND ($3::timestamptz IS NULL OR (l.logged_at, l.log_id) > ($3::timestamptz, $4::uuid))
                         ORDER BY l.logged_at, l.log_id LIMIT $2 + 1) AS l""",
             trace_id,
             limit,
+            datetime.fromisoformat(str(after[0]).replace(" ", "T")) if after else None,
+            UUID(str(after[1])) if after else None,
             tenants=tenants,
         )
-        return str(rows[0]["logs"]), bool(rows[0]["truncated"])
+        r = rows[0]
+        last = (r["last_time"], r["last_id"]) if r["last_time"] is not None else None
+        return str(r["logs"]), bool(r["truncated"]), last
 
     async def dead_letters(self, tenants: str, reason: str | None, limit: int) -> list[dict[str, Any]]:
         """The newest dead letters (visible only when `tenants` is `*`)."""
@@ -822,6 +833,17 @@ def _floor_hour(at: datetime) -> datetime:
 def _ceil_hour(at: datetime) -> datetime:
     floor = _floor_hour(at)
     return floor if floor == at else floor + timedelta(hours=1)
+
+
+def check_log_key(key: Sequence[Any]) -> None:
+    """A trace page cursor's key is (time, log id) as text; anything else is a 400 (a cursor from elsewhere)."""
+    try:
+        if len(key) != 2:
+            raise ValueError("two values expected")
+        datetime.fromisoformat(str(key[0]).replace(" ", "T"))
+        UUID(str(key[1]))
+    except (TypeError, ValueError) as e:
+        raise BadRequestError("logs_after is not a cursor of this trace's log lines") from e
 
 
 def _literal(text: str) -> str:

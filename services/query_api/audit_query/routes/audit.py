@@ -225,6 +225,6 @@ async def get_audit_entry(audit_id: UUID, principal: ReaderDep, repo: Repository
     entry = await repo.entry(principal.tenant_setting, audit_id)
     if entry is None:
         raise NotFoundError(f"no audit entry {audit_id}")
-    logs, truncated = await repo.logs_json(principal.tenant_setting, audit_id, settings.max_logs)
+    logs, truncated, _ = await repo.logs_json(principal.tenant_setting, audit_id, settings.max_logs)
     body = f'{{"entry":{entry.model_dump_json()},"logs":{logs},"logs_truncated":{"true" if truncated else "false"}}}'
     return Response(body, media_type="application/json")

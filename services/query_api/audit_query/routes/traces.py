@@ -3,13 +3,15 @@
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Path, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
+from audit_query.cursor import Cursor, scope_of
 from audit_query.deps import CodecDep, ReaderDep, RepositoryDep, SettingsDep
 from audit_query.errors import NotFoundError
 from audit_query.live import events, positions_of, stream_scope
 from audit_query.models import TraceView
+from audit_query.repository import check_log_key
 
 router = APIRouter(prefix="/v1/traces", tags=["traces"])
 
@@ -20,16 +22,29 @@ async def get_trace(
     principal: ReaderDep,
     repo: RepositoryDep,
     settings: SettingsDep,
+    codec: CodecDep,
+    logs_limit: Annotated[
+        int | None, Query(ge=1, le=100_000, description="Log lines per page (capped by the server's maximum).")
+    ] = None,
+    logs_after: Annotated[str | None, Query(description="`logs_next` of the previous page, unchanged.")] = None,
 ) -> Response:
-    """The entry and its logs; 404 until the entry is projected (lines are shown only beside their entry)."""
+    """The entry and a page of its logs in time order (`logs_next` continues it); 404 until the entry is
+    projected (lines are shown only beside their entry)."""
     audit_id = UUID(hex=trace_id)
+    scope = scope_of(view="trace-logs", trace=trace_id, tenants=principal.tenant_setting)
+    after = codec.decode(logs_after, scope).key if logs_after else None
+    if after is not None:
+        check_log_key(after)
     entry = await repo.entry(principal.tenant_setting, audit_id)
     if entry is None:  # lines are shown only beside their entry
         raise NotFoundError(f"nothing recorded for trace {trace_id}")
-    logs, truncated = await repo.logs_json(principal.tenant_setting, audit_id, settings.max_logs)
+    size = min(logs_limit or settings.trace_page, settings.max_logs)
+    logs, truncated, last = await repo.logs_json(principal.tenant_setting, audit_id, size, after)
+    following = codec.encode(Cursor(scope, last)) if truncated and last is not None else None
     body = (
         f'{{"trace_id":"{trace_id}","entry":{entry.model_dump_json()},"logs":{logs},'
-        f'"logs_truncated":{"true" if truncated else "false"}}}'
+        f'"logs_truncated":{"true" if truncated else "false"},'
+        f'"logs_next":{"null" if following is None else chr(34) + following + chr(34)}}}'
     )
     return Response(body, media_type="application/json")
 
