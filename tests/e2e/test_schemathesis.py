@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,11 +77,13 @@ def served(seeded: Isolated) -> Iterator[tuple[str, str]]:
         "AUDIT_QUERY_TOPICS": json.dumps(list(q.topics)),  # exports are recorded on this test's audit topic
         "AUDIT_QUERY_PORT": str(port),
     }
+    # The service logs a line per request: to a file, since an undrained pipe would fill and stall it.
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below, after the process
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "audit-query"), "serve"],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -95,8 +98,7 @@ def served(seeded: Isolated) -> Iterator[tuple[str, str]]:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
-        if proc.stderr is not None:
-            proc.stderr.close()
+        log.close()
 
 
 def _admin_token(isolated: Isolated) -> str:

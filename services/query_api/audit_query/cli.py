@@ -1,6 +1,7 @@
 """`audit-query`: serve the HTTP API and web UI, and manage API tokens."""
 
 import asyncio
+import gc
 import getpass
 import re
 from datetime import UTC, datetime, timedelta
@@ -45,6 +46,10 @@ def serve(
     settings = _settings()
     logs.configure(settings.log_level)
     config = server_config(create_app(settings), settings, host=host or settings.host, port=port or settings.port)
+    # Everything allocated so far (modules, schemas, the grammar, the app) lives as long as the process: moved
+    # out of the collector's reach, a full collection no longer walks it in the middle of a request.
+    gc.collect()
+    gc.freeze()
     uvicorn.Server(config).run()
 
 

@@ -1,7 +1,6 @@
 """The FastAPI application: routes, lifespan resources, security, static pages and error mapping."""
 
 import asyncio
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -48,10 +47,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         watcher = asyncio.create_task(
             app.state.repository.watch_swaps(str(settings.database_url), settings.db_schema, stop)
         )
-        # Everything allocated so far (modules, schemas, the grammar) lives as long as the process: moved out of
-        # the collector's reach, a full collection no longer walks it in the middle of a request.
-        gc.collect()
-        gc.freeze()
         try:
             yield
         finally:
