@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -370,6 +371,14 @@ async def test_an_investigation_rebuilds_one_tenant_or_one_entity_with_outcomes_
     by_tenant, by_entity = f"{isolated.name}_acme", f"{isolated.name}_res1"
     assert "investigation rebuild of tenant acme" in await investigate(by_tenant, "--tenant", "acme")
     await investigate(by_entity, "--entity", "resource/res-1", "--tenant", "acme")
+    later, earlier = f"{isolated.name}_later", f"{isolated.name}_earlier"
+    cut = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
+    await investigate(later, "--since", cut)  # a window after every action: nothing in it
+    await investigate(earlier, "--until", cut, "--tenant", "globex")  # a window before the cut, one tenant
+    async with isolated.owner() as conn:
+        assert await conn.fetchval(f"SELECT count(*) FROM {later}.audit_entries") == 0
+        assert await conn.fetchval(f"SELECT count(*) FROM {earlier}.audit_entries") == 1
+        await conn.execute(f"DROP SCHEMA {later} CASCADE; DROP SCHEMA {earlier} CASCADE")
     async with isolated.owner() as conn:
         for schema, wanted in ((by_tenant, [0, 1, 3]), (by_entity, [0, 3])):
             ids = {s.data.audit_id for i, s in enumerate(starts) if i in wanted}
