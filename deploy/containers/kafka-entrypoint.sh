@@ -1,0 +1,33 @@
+#!/bin/bash
+# Write the KRaft configuration from the environment, format the storage on first start, run the broker.
+set -euo pipefail
+data=/var/lib/kafka/data
+props=/var/lib/kafka/server.properties
+cat >"$props" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:${KAFKA_CONTROLLER_PORT}
+listeners=PLAINTEXT://${KAFKA_LISTEN_HOST}:${KAFKA_PORT},CONTROLLER://127.0.0.1:${KAFKA_CONTROLLER_PORT}
+advertised.listeners=PLAINTEXT://${KAFKA_ADVERTISED_HOST}:${KAFKA_PORT}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=${data}
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+auto.create.topics.enable=false
+num.partitions=6
+group.initial.rebalance.delay.ms=0
+group.min.session.timeout.ms=1000
+PROPS
+java_() { java -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true -cp '/opt/kafka/libs/*' "$@"; }
+if [ ! -f "$data/meta.properties" ]; then
+  cluster=$(java_ kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
+  java_ kafka.tools.StorageTool format -t "$cluster" -c "$props" >/dev/null
+  echo "kafka-entrypoint: formatted $data (cluster $cluster)"
+fi
+exec java -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true -cp '/opt/kafka/libs/*' kafka.Kafka "$props"

@@ -1,0 +1,13 @@
+#!/bin/sh
+# First start: initdb, the roles and the `audit` database over the local socket only; then serve on PG_LISTEN:PGPORT.
+set -eu
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+  initdb -D "$PGDATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 --encoding=UTF8 --locale=C.UTF-8 >/dev/null
+  pg_ctl -D "$PGDATA" -o "-c listen_addresses='' -k /tmp" -w start >/dev/null
+  psql -q -h /tmp -U postgres -d postgres -v ON_ERROR_STOP=1 -f /usr/local/share/audit-trail/bootstrap.sql
+  psql -q -h /tmp -U postgres -d postgres -c "CREATE DATABASE audit OWNER audit_owner"
+  psql -q -h /tmp -U postgres -d audit -c "REVOKE CREATE ON SCHEMA public FROM PUBLIC"
+  pg_ctl -D "$PGDATA" -w stop >/dev/null
+  echo "postgres-entrypoint: initialised $PGDATA"
+fi
+exec postgres -D "$PGDATA" -c listen_addresses="$PG_LISTEN" -p "$PGPORT" -k /tmp -c max_connections=200
