@@ -13,7 +13,6 @@ Usage: `python -m bench.rebuild_figures [--events N]`. Cleans up its schemas and
 
 import argparse
 import asyncio
-import os
 import shutil
 import tempfile
 import time
@@ -31,12 +30,7 @@ from audit_projector.swap import swap
 from audit_projector.topics import ensure_topics
 from audit_schemas import archive, merkle
 from audit_schemas.checkpoint import Checkpoint, NoteSigner
-
-OWNER = os.environ.get("AUDIT_OWNER_DSN", "postgresql://audit_owner:audit_owner@127.0.0.1:15432/audit")
-PROJECTOR = os.environ.get(
-    "AUDIT_PROJECTOR_DATABASE_URL", "postgresql://audit_projector:audit_projector@127.0.0.1:15432/audit"
-)
-BOOTSTRAP = os.environ.get("AUDIT_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
+from bench.projector_vs_copy import BOOTSTRAP, OWNER, PROJECTOR
 
 
 async def run(events: int) -> None:

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from audit_projector.config import Settings
 from audit_projector.errors import ProjectorError, db_errors, kafka_errors
+from audit_projector.repository import quoted
 from audit_projector.topics import partitions_of
 from audit_schemas import archive, merkle
 from audit_schemas.checkpoint import CheckpointError, NoteVerifier, open_checkpoint
@@ -38,10 +39,6 @@ class Archived:
     rows_deleted: int
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 async def archive_partitions(
     conn: asyncpg.Connection,
     schema: str,
@@ -54,10 +51,10 @@ async def archive_partitions(
     """Archive every partition of `schema` up to its newest signed checkpoint older than `older_than`; the
     connection is the owner's. Each file is verified offline (by `keys`) before its rows are deleted, and the
     deletion and the archive's registration commit together."""
-    control = _quote(control_schema)
+    control = quoted(control_schema)
     done: list[Archived] = []
     with db_errors("cannot list the trees"):
-        trees = await conn.fetch(f"SELECT topic, partition FROM {_quote(schema)}.merkle_trees ORDER BY 1, 2")
+        trees = await conn.fetch(f"SELECT topic, partition FROM {quoted(schema)}.merkle_trees ORDER BY 1, 2")
     for tree in trees:
         topic, partition = tree["topic"], tree["partition"]
         origin = f"{log_name}/{topic}/{partition}"
@@ -102,7 +99,7 @@ async def _archive_one(
     start_frontier, checkpoint = target.start_frontier, target.checkpoint
     end = checkpoint["tree_size"]
     bounds = await conn.fetchrow(
-        f"""SELECT min(kafka_offset) AS lo, max(kafka_offset) AS hi, count(*) AS n FROM {_quote(schema)}.merkle_leaves
+        f"""SELECT min(kafka_offset) AS lo, max(kafka_offset) AS hi, count(*) AS n FROM {quoted(schema)}.merkle_leaves
              WHERE topic = $1 AND partition = $2 AND leaf_index >= $3 AND leaf_index < $4""",
         topic,
         partition,
@@ -120,7 +117,7 @@ async def _archive_one(
     partial = path.with_suffix(".partial")
     async with conn.transaction(readonly=True, isolation="repeatable_read"):
         nodes = await conn.fetch(
-            f"""SELECT level, node_index, hash FROM {_quote(schema)}.merkle_nodes
+            f"""SELECT level, node_index, hash FROM {quoted(schema)}.merkle_nodes
                  WHERE topic = $1 AND partition = $2 AND node_index * (1::bigint << level) >= $3
                    AND (node_index + 1) * (1::bigint << level) <= $4 ORDER BY level, node_index""",
             topic,
@@ -153,7 +150,7 @@ async def _archive_one(
     with db_errors("cannot register the archive and delete its rows"):
         async with conn.transaction():
             deleted = await conn.fetchval(
-                f"SELECT {_quote(schema)}.archive_rows($1, $2, $3, $4)", schema, topic, partition, header.end_offset
+                f"SELECT {quoted(schema)}.archive_rows($1, $2, $3, $4)", schema, topic, partition, header.end_offset
             )
             await conn.execute(
                 f"""INSERT INTO {control}.archives (topic, partition, first_leaf, end_leaf, first_offset, end_offset,
@@ -170,7 +167,7 @@ async def _leaves(
     conn: asyncpg.Connection, schema: str, topic: str, partition: int, first: int, end: int
 ) -> AsyncIterator[asyncpg.Record]:
     async for r in conn.cursor(
-        f"""SELECT leaf_index, kafka_offset, leaf_data FROM {_quote(schema)}.merkle_leaves
+        f"""SELECT leaf_index, kafka_offset, leaf_data FROM {quoted(schema)}.merkle_leaves
              WHERE topic = $1 AND partition = $2 AND leaf_index >= $3 AND leaf_index < $4 ORDER BY leaf_index""",
         topic,
         partition,
@@ -203,7 +200,7 @@ async def replay_start(
     """Before a replay into `settings.db_schema`: refuse when the broker deleted history no verified archive
     covers; otherwise, per archived partition, check the tree across the archived range (re-reading it from
     Kafka when the broker still has it) and seed the schema's offset and tree after it, so the replay skips it."""
-    control = _quote(settings.control_schema)
+    control = quoted(settings.control_schema)
     with db_errors("cannot read the archives"):
         rows = await conn.fetch(
             f"""SELECT DISTINCT ON (topic, partition) topic, partition, end_leaf, end_offset, end_frontier, checkpoint
@@ -346,7 +343,7 @@ async def _seed(
     frontier: list[bytes],
 ) -> None:
     """Start the schema's partition after the archive (a resumed replay keeps what it already has)."""
-    schema = _quote(settings.db_schema)
+    schema = quoted(settings.db_schema)
     with db_errors("cannot seed the replay after the archive"):
         async with conn.transaction():
             await conn.execute(

@@ -32,6 +32,7 @@ from audit_projector.migrations import migrate as run_migrations
 from audit_projector.operations import Selection, request_skip
 from audit_projector.operations import redrive as run_redrive
 from audit_projector.replay import replay as run_replay
+from audit_projector.repository import quoted
 from audit_projector.scope import ReplayScope
 from audit_projector.service import compact_once, serve
 from audit_projector.swap import swap as run_swap
@@ -464,7 +465,7 @@ def producer_key(
         raise typer.Exit(2) from e
     public = parsed.public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
     kid = signing.key_id(parsed.name, public)
-    control = '"' + settings.control_schema.replace('"', '""') + '"'
+    control = quoted(settings.control_schema)
 
     async def go() -> None:
         conn = await asyncpg.connect(dsn)

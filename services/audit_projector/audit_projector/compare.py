@@ -8,6 +8,7 @@ from typing import Any, Final
 import asyncpg
 
 from audit_projector.errors import db_errors
+from audit_projector.repository import quoted
 from audit_projector.rows import DEAD_LETTER_COLUMNS, ENTRY_COLUMNS, LOG_COLUMNS, OUTCOME_COLUMNS
 
 _TABLES: Final = {
@@ -39,10 +40,6 @@ class Comparison:
     partitions: int = 0
     differences: list[str] = field(default_factory=list)
     """Human-readable, the most precise first: table, partition, day, offset and column."""
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _row_text(columns: tuple[str, ...]) -> str:
@@ -82,7 +79,7 @@ async def checksums(
                 for r in await conn.fetch(
                     f"""SELECT t.kafka_topic, t.kafka_partition, {day} AS day, count(*) AS n,
                                md5(string_agg({_row_text(columns)}, '' ORDER BY t.kafka_offset)) AS sum
-                          FROM {_quote(schema)}.{table} t WHERE {below} GROUP BY 1, 2, 3""",
+                          FROM {quoted(schema)}.{table} t WHERE {below} GROUP BY 1, 2, 3""",
                     *args,
                 ):
                     out[(table, r["kafka_topic"], r["kafka_partition"], r["day"])] = Checksum(r["n"], r["sum"])
@@ -100,7 +97,7 @@ async def leaves(
             f"""SELECT t.kafka_topic, t.kafka_partition, count(*) AS n,
                        md5(string_agg(t.leaf_hash, ''::bytea ORDER BY t.leaf_index)) AS sum
                   FROM (SELECT topic AS kafka_topic, partition AS kafka_partition, leaf_index, leaf_hash, kafka_offset
-                          FROM {_quote(schema)}.merkle_leaves) t
+                          FROM {quoted(schema)}.merkle_leaves) t
                  WHERE {below} GROUP BY 1, 2""",
             *args,
         )
@@ -111,7 +108,7 @@ async def stored_offsets(conn: asyncpg.Connection, schema: str, group: str) -> B
     """The next offsets stored in `schema` for `group`."""
     with db_errors(f"cannot read the offsets of schema {schema}"):
         rows = await conn.fetch(
-            f"SELECT topic, partition, next_offset FROM {_quote(schema)}.projector_offsets WHERE consumer_group = $1",
+            f"SELECT topic, partition, next_offset FROM {quoted(schema)}.projector_offsets WHERE consumer_group = $1",
             group,
         )
     return {(r[0], r[1]): r[2] for r in rows}
@@ -158,8 +155,8 @@ async def _first_leaf(
         "AND kafka_offset < $3 ORDER BY leaf_index"
     )
     with db_errors("cannot read the leaves"):
-        ours = await conn.fetch(sql.format(_quote(live)), key[0], key[1], bound)
-        theirs = await conn.fetch(sql.format(_quote(log)), key[0], key[1], bound)
+        ours = await conn.fetch(sql.format(quoted(live)), key[0], key[1], bound)
+        theirs = await conn.fetch(sql.format(quoted(log)), key[0], key[1], bound)
     head = f"Merkle leaves of {key[0]}/{key[1]}: {len(ours)} in {live}, {len(theirs)} in the log"
     for a, b in zip(ours, theirs, strict=False):
         if tuple(a) != tuple(b):
@@ -195,11 +192,11 @@ async def _narrow(
         await conn.execute("SET LOCAL TimeZone = 'UTC'")
         ours = {
             r["kafka_offset"]: r
-            for r in await conn.fetch(f"SELECT {select} FROM {_quote(live)}.{table} t WHERE {where}", *args)
+            for r in await conn.fetch(f"SELECT {select} FROM {quoted(live)}.{table} t WHERE {where}", *args)
         }
         theirs = {
             r["kafka_offset"]: r
-            for r in await conn.fetch(f"SELECT {select} FROM {_quote(log)}.{table} t WHERE {where}", *args)
+            for r in await conn.fetch(f"SELECT {select} FROM {quoted(log)}.{table} t WHERE {where}", *args)
         }
     for offset in sorted(set(ours) | set(theirs)):
         mine, logged = ours.get(offset), theirs.get(offset)

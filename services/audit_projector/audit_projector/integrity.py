@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from audit_projector.errors import db_errors
+from audit_projector.repository import quoted
 from audit_projector.rows import ENTRY_COLUMNS, LOG_COLUMNS, OUTCOME_COLUMNS, Coordinates, Row, row_for
 from audit_schemas import EnvelopeError, NewerSchemaError, decode, merkle
 from audit_schemas.checkpoint import CheckpointError, NoteVerifier, open_checkpoint
@@ -87,7 +88,7 @@ async def verify_integrity(conn: asyncpg.Connection, control_schema: str, keys: 
     """Check every partition's tree; the connection should be able to read everything (the owner)."""
     verifiers = [NoteVerifier.parse(k) for k in keys]
     report = Report()
-    control = '"' + control_schema.replace('"', '""') + '"'
+    control = quoted(control_schema)
     with db_errors("cannot read the trees"):
         trees = await conn.fetch("SELECT topic, partition, size, frontier FROM merkle_trees ORDER BY topic, partition")
     for tree in trees:

@@ -10,6 +10,7 @@ import asyncpg
 import structlog
 
 from audit_projector.archiving import ArchivedRange, replay_start
+from audit_projector.compare import stored_offsets
 from audit_projector.config import Settings
 from audit_projector.errors import ProjectorError
 from audit_projector.scope import ReplayScope, Selector
@@ -131,9 +132,11 @@ async def replay(
         update["merkle_enabled"] = False
     settings = settings.model_copy(update=update)
     await prepare(settings.model_copy(update={"migrations_database_url": owner_dsn}))
-    resumed = await _stored_records(owner_dsn, settings)
     conn = await asyncpg.connect(owner_dsn)
     try:
+        # What an earlier, interrupted run of this replay already projected (read before seeding archived ranges).
+        stored = await stored_offsets(conn, settings.db_schema, settings.group_id)
+        resumed = sum(n for (topic, _), n in stored.items() if topic in settings.topics)
         archived = await replay_start(conn, settings, keys)
     finally:
         await conn.close()
@@ -170,21 +173,6 @@ async def replay(
 
 
 _COUNTED = ("audit_entries", "audit_outcomes", "execution_logs", "dead_letters")
-
-
-async def _stored_records(owner_dsn: str, settings: Settings) -> int:
-    """Records already projected into the schema under this group (an earlier, interrupted run's)."""
-    conn = await asyncpg.connect(owner_dsn, server_settings={"search_path": settings.db_schema})
-    try:
-        stored = await conn.fetchval(
-            "SELECT coalesce(sum(next_offset), 0) FROM projector_offsets WHERE consumer_group = $1 "
-            "AND topic = ANY($2::text[])",
-            settings.group_id,
-            list(settings.topics),
-        )
-        return int(stored)
-    finally:
-        await conn.close()
 
 
 async def _row_counts(owner_dsn: str, schema: str) -> dict[str, int]:

@@ -29,6 +29,11 @@ from audit_projector.rows import (
 )
 
 
+def quoted(name: str) -> str:
+    """A schema or table name as a quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 @dataclass(frozen=True, slots=True)
 class _Target:
     """A read-model table, its session staging table, columns and conflict target."""
@@ -217,7 +222,7 @@ class ProjectionRepository:
         self._conn = conn
         self._schema = schema
         self._group = group_id
-        self._control = '"' + control_schema.replace('"', '""') + '"'
+        self._control = quoted(control_schema)
         self._months: set[tuple[str, date]] = set()
 
     @classmethod
@@ -831,7 +836,7 @@ async def _fold_day(conn: asyncpg.Connection, day: datetime) -> None:
 
 async def pause_state(conn: asyncpg.Connection, control_schema: str, read_model: str) -> tuple[bool, str | None]:
     """Whether the projectors of `read_model` are paused, and why."""
-    control = '"' + control_schema.replace('"', '""') + '"'
+    control = quoted(control_schema)
     with db_errors("cannot read the projector control row"):
         row = await conn.fetchrow(
             f"SELECT paused, reason FROM {control}.projector_control WHERE read_model = $1", read_model
@@ -862,4 +867,5 @@ __all__ = [
     "WriteResult",
     "compact_rollups",
     "pause_state",
+    "quoted",
 ]

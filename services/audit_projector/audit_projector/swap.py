@@ -13,7 +13,7 @@ from audit_projector.config import Settings
 from audit_projector.errors import ProjectorError, db_errors
 from audit_projector.integrity import verify_integrity
 from audit_projector.replay import catch_up
-from audit_projector.repository import PAUSE_LOCK
+from audit_projector.repository import PAUSE_LOCK, quoted
 from audit_projector.state import ProjectorState
 from audit_schemas.checkpoint import NoteSigner
 from audit_schemas.read_model import SWAP_CHANNEL
@@ -33,10 +33,6 @@ class SwapResult:
     retired: str
     paused_s: float
     rows_verified: int
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 async def swap(live: Settings, shadow: Settings, owner_dsn: str, timeout_s: float) -> SwapResult:
@@ -60,8 +56,8 @@ async def swap(live: Settings, shadow: Settings, owner_dsn: str, timeout_s: floa
             checked += await _verify(conn, live, shadow, targets, before)
             with db_errors("cannot rename the schemas"):
                 async with conn.transaction():
-                    await conn.execute(f"ALTER SCHEMA {_quote(live.db_schema)} RENAME TO {_quote(retired)}")
-                    await conn.execute(f"ALTER SCHEMA {_quote(shadow.db_schema)} RENAME TO {_quote(live.db_schema)}")
+                    await conn.execute(f"ALTER SCHEMA {quoted(live.db_schema)} RENAME TO {quoted(retired)}")
+                    await conn.execute(f"ALTER SCHEMA {quoted(shadow.db_schema)} RENAME TO {quoted(live.db_schema)}")
                     await _set_pause(conn, live, False, f"swapped in {shadow.db_schema}; old model kept as {retired}")
                     await conn.execute("SELECT pg_notify($1, $2)", SWAP_CHANNEL, live.db_schema)
         except BaseException:
@@ -90,7 +86,7 @@ async def _verify(
     problems = list(report.differences)
     key = live.signer_key()
     if key is not None and since is None:  # the shadow's trees against the signed checkpoints, before the pause
-        await conn.execute(f"SET search_path = {_quote(shadow.db_schema)}")
+        await conn.execute(f"SET search_path = {quoted(shadow.db_schema)}")
         try:
             found = await verify_integrity(
                 conn, live.control_schema, [NoteSigner.parse(key).verifier_key], live.log_name
@@ -116,7 +112,7 @@ async def _pause(conn: asyncpg.Connection, live: Settings, reason: str) -> None:
 async def _set_pause(conn: asyncpg.Connection, live: Settings, paused: bool, reason: str) -> None:
     with db_errors("cannot write the projector control row"):
         await conn.execute(
-            f"""INSERT INTO {_quote(live.control_schema)}.projector_control (read_model, paused, reason)
+            f"""INSERT INTO {quoted(live.control_schema)}.projector_control (read_model, paused, reason)
                 VALUES ($1, $2, $3)
                 ON CONFLICT (read_model) DO UPDATE
                 SET paused = EXCLUDED.paused, reason = EXCLUDED.reason, changed_by = current_user,

@@ -345,19 +345,14 @@ class AuditRepository:
             d0, d1 = _ceil_day(first), _floor_day(last)
             if d0 < d1:
                 dirty = await _marked(conn, "audit_rollup_changes", "day", d0, d1, tenants)
-                if everyone:
-                    daily = _narrowest("daily", _needed_columns(query))
-                elif set(query.group_by) <= _NARROW_DIMENSIONS and _narrow_filters(query.filters):
-                    daily = "audit_rollups_daily_actions"
-                else:
-                    daily = "audit_rollups_daily"
+                daily = _narrowest("daily_all" if everyone else "daily", _needed_columns(query))
                 plan.append((daily, d0, d1, dirty))
                 hours = [(first, d0), *_runs(dirty, timedelta(days=1)), (d1, last)]
         hours = [(since, until) for since, until in hours if since < until]
         if not everyone or not hours:
             return plan + [("audit_rollups", since, until, None) for since, until in hours]
         dirty_hours = await _marked(conn, "audit_rollup_hour_changes", "bucket", hours[0][0], hours[-1][1], tenants)
-        hourly = _narrowest("hourly", _needed_columns(query))
+        hourly = _narrowest("hourly_all", _needed_columns(query))
         for since, until in hours:
             inside = [h for h in dirty_hours if since <= h < until]
             plan.append((hourly, since, until, inside))
@@ -728,10 +723,6 @@ def _rollup_sql(
     return f"SELECT {select} FROM {table} r {where.sql()} {group}", where.args
 
 
-_NARROW_DIMENSIONS: Final = frozenset({Dimension.BUCKET, Dimension.EVENT, Dimension.OUTCOME, Dimension.TENANT})
-"""What the narrow daily table (per tenant, event and outcome) can group by."""
-
-
 async def _marked(
     conn: "PoolConnectionProxy[asyncpg.Record]", table: str, column: str, since: datetime, until: datetime, tenants: str
 ) -> list[datetime]:
@@ -754,14 +745,21 @@ def _runs(buckets: list[datetime], width: timedelta) -> list[tuple[datetime, dat
     return runs
 
 
-_ALL_TENANTS: Final = {
-    # the folded all-tenants tables, narrowest first, with the columns each keeps
-    grain: [
-        (f"audit_rollups_{grain}_all_actions", frozenset({"action", "status"})),
-        (f"audit_rollups_{grain}_all_models", frozenset({"entity_model", "actor_type", "status"})),
-        (f"audit_rollups_{grain}_all", frozenset({"action", "entity_model", "actor_type", "status"})),
-    ]
-    for grain in ("daily", "hourly")
+_ACTIONS: Final = frozenset({"action", "status"})
+_MODELS: Final = frozenset({"entity_model", "actor_type", "status"})
+_EVERY: Final = _ACTIONS | _MODELS
+_FOLDED: Final = {
+    # the folded rollup tables, narrowest first, with the columns each keeps besides the bucket (and the tenant,
+    # for the per-tenant daily tables)
+    "daily": [("audit_rollups_daily_actions", _ACTIONS), ("audit_rollups_daily", _EVERY)],
+    **{
+        f"{grain}_all": [
+            (f"audit_rollups_{grain}_all_actions", _ACTIONS),
+            (f"audit_rollups_{grain}_all_models", _MODELS),
+            (f"audit_rollups_{grain}_all", _EVERY),
+        ]
+        for grain in ("daily", "hourly")
+    },
 }
 _DIMENSION_COLUMNS: Final = {
     Dimension.EVENT: "action",
@@ -769,7 +767,7 @@ _DIMENSION_COLUMNS: Final = {
     Dimension.MODEL: "entity_model",
     Dimension.ACTOR_TYPE: "actor_type",
 }
-_ROLLUP_TERMS: Final = {"action": "action", "actor": "actor_type", "model": "entity_model", "outcome": "status"}
+_ROLLUP_TERMS: Final = {k: v.removeprefix("r.") for k, v in _ROLLUP_TERM_COLUMNS.items() if k != "tenant"}
 
 
 def _needed_columns(query: StatsQuery) -> frozenset[str]:
@@ -783,19 +781,14 @@ def _needed_columns(query: StatsQuery) -> frozenset[str]:
     return frozenset(needed)
 
 
-def _narrowest(grain: str, needed: frozenset[str]) -> str:
-    """The smallest all-tenants table of that grain keeping every needed column."""
-    return next(table for table, columns in _ALL_TENANTS[grain] if needed <= columns)
+def _narrowest(kind: str, needed: frozenset[str]) -> str:
+    """The smallest folded table of that kind keeping every needed column."""
+    return next(table for table, columns in _FOLDED[kind] if needed <= columns)
 
 
 def _tenantless_filters(f: AuditFilter) -> bool:
     """Whether the filters leave the tenant open (the all-tenants daily table can answer them)."""
     return f.tenant is None and not any(t.field == "tenant" for t in f.terms)
-
-
-def _narrow_filters(f: AuditFilter) -> bool:
-    """Whether the filters need only the narrow daily table's columns."""
-    return f.actor_type is None and f.model is None and not any(t.field in ("actor", "model") for t in f.terms)
 
 
 def _entries_sql(query: StatsQuery, since: datetime, until: datetime, tenants: str) -> tuple[str, list[Any]]:
