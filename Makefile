@@ -24,7 +24,7 @@ pytest: .venv/.ok
 stack: .venv/.ok
 	deploy/local/stack.sh up
 
-.venv/.ok: pyproject.toml deploy/local/python-env.sh
+.venv/.ok: pyproject.toml schemas/pyproject.toml services/producer/pyproject.toml services/audit_projector/pyproject.toml services/query_api/pyproject.toml deploy/local/python-env.sh
 	deploy/local/python-env.sh
 	touch $@
 

@@ -94,7 +94,13 @@ def relay(
     table: str = typer.Option("audit_outbox", help="Outbox table name."),
 ) -> None:
     """Publish committed outbox rows to Kafka until SIGINT/SIGTERM (one relay leads; others stand by)."""
-    import asyncpg  # only services using the outbox need it
+    try:
+        import asyncpg  # only services using the outbox need it
+    except ModuleNotFoundError as e:
+        console.print(
+            "[red]audit-producer relay needs the 'outbox' extra: pip install 'audit-trail-producer[outbox]'[/red]"
+        )
+        raise typer.Exit(2) from e
 
     from audit_producer.outbox import OutboxRelay
     from audit_producer.publisher import KafkaPublisher
