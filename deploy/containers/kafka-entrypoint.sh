@@ -3,15 +3,23 @@
 set -euo pipefail
 data=/var/lib/kafka/data
 props=/var/lib/kafka/server.properties
+listeners="PLAINTEXT://${KAFKA_LISTEN_HOST}:${KAFKA_PORT}"
+advertised="PLAINTEXT://${KAFKA_ADVERTISED_HOST}:${KAFKA_PORT}"
+protocols="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+if [ -n "${KAFKA_EXTERNAL_PORT:-}" ]; then  # a second listener for clients outside a bridge network
+  listeners="$listeners,EXTERNAL://${KAFKA_LISTEN_HOST}:${KAFKA_EXTERNAL_PORT}"
+  advertised="$advertised,EXTERNAL://${KAFKA_EXTERNAL_HOST}:${KAFKA_EXTERNAL_PORT}"
+  protocols="$protocols,EXTERNAL:PLAINTEXT"
+fi
 cat >"$props" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:${KAFKA_CONTROLLER_PORT}
-listeners=PLAINTEXT://${KAFKA_LISTEN_HOST}:${KAFKA_PORT},CONTROLLER://127.0.0.1:${KAFKA_CONTROLLER_PORT}
-advertised.listeners=PLAINTEXT://${KAFKA_ADVERTISED_HOST}:${KAFKA_PORT}
+listeners=${listeners},CONTROLLER://127.0.0.1:${KAFKA_CONTROLLER_PORT}
+advertised.listeners=${advertised}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=${protocols}
 log.dirs=${data}
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=10

@@ -7,6 +7,7 @@
 #                                secure: a second broker with SASL_SSL (SCRAM-SHA-512, the stack's CA) beside a
 #                                PLAINTEXT listener, deny-by-default ACLs, one principal per service
 #   stack.sh down [plain|secure] stop everything, or only that broker (data is kept until `stack.sh clean`)
+#   stack.sh fetch               only fetch the Kafka jars into the cache (image builds copy them)
 #   stack.sh status              say what runs
 #   stack.sh env [plain|secure]  print the environment that points the services at this stack
 #   stack.sh clean               stop and delete all data
@@ -326,6 +327,7 @@ case "${1:-}" in
       log "stack is up; environment in $state/env"
     fi
     ;;
+  fetch) command -v mvn >/dev/null || apt_install maven; mkdir -p "$cache"; fetch_kafka ;;
   down) if [ -n "${2:-}" ]; then stop_kafka "$2"; else stop_all; fi ;;
   clean) stop_all; rm -rf "$state"; log "removed $state" ;;
   status)

@@ -322,7 +322,7 @@ async def _started(server: uvicorn.Server) -> bool:
     return bool(server.started)
 
 
-async def _cli(isolated: Isolated, *args: str) -> tuple[int, str, str]:
+async def _cli(isolated: Isolated, *args: str, stdin: str = "") -> tuple[int, str, str]:
     env = {
         "AUDIT_QUERY_ENVIRONMENT": "test",
         "AUDIT_QUERY_CURSOR_SECRET": isolated.query.cursor_secret.get_secret_value(),
@@ -337,10 +337,11 @@ async def _cli(isolated: Isolated, *args: str) -> tuple[int, str, str]:
         str(Path(sys.executable).parent / "audit-query"),
         *args,
         env={**os.environ, **env},
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), 60)
     return proc.returncode or 0, out.decode(), err.decode()
 
 
@@ -372,8 +373,19 @@ async def test_token_commands_create_list_revoke_and_are_audited(
     finally:
         await conn.close()
     assert stored == secret_hash(secret), "only the hash is stored"
+    code, _, err = await _cli(isolated, "tokens", "check", stdin=secret + "\n")
+    assert (code, "grafana" in err) == (0, True), err
+    assert secret not in err
+    code, _, err = await _cli(isolated, "tokens", "check", stdin="atr_" + "x" * 43)
+    assert (code, "not a live token" in err) == (1, True), err
+    code, _, err = await _cli(isolated, "tokens", "check", stdin="\x00\n")
+    assert code in (1, 2), err
+    code, _, err = await _cli(isolated, "tokens", "check")
+    assert code == 2, err
     code, _, err = await _cli(isolated, "tokens", "revoke", str(token_id), "--by", "ada")
     assert code == 0, err
+    code, _, err = await _cli(isolated, "tokens", "check", stdin=secret)
+    assert code == 1, "revoked"
     async with await _client(api, secret) as c:
         assert (await c.get("/v1/audit")).status_code == 401
     code, _, err = await _cli(isolated, "tokens", "revoke", str(token_id))

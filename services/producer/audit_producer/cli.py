@@ -66,6 +66,9 @@ def demo(
     wait: float = typer.Option(60.0, help="Seconds to wait for the read model."),
     token: str | None = typer.Option(None, envvar="AUDIT_DEMO_TOKEN", help="API token to read the results with."),
     history: int = typer.Option(14, min=0, max=90, help="Days of generated history to import (0: none)."),
+    public_url: str | None = typer.Option(
+        None, envvar="AUDIT_DEMO_PUBLIC_URL", help="The API's address as people reach it, if not --api."
+    ),
 ) -> None:
     """Perform all 13 actions with execution logs, then print the API URLs and a sample from it."""
 
@@ -78,7 +81,7 @@ def demo(
                 console.print(
                     f"imported {imported} generated actions over the last {history} days (source demo-history)"
                 )
-        await demo_module.show(api.rstrip("/"), ids, wait, token)
+        await demo_module.show(api.rstrip("/"), ids, wait, token, public_url=(public_url or api).rstrip("/"))
 
     try:
         asyncio.run(go())

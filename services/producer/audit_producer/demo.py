@@ -157,8 +157,12 @@ async def import_history(audit: AuditProducer, tenants: list[str], days: int = 1
     return actions
 
 
-async def show(api: str, audit_ids: list[str], timeout_s: float, token: str | None = None) -> None:
-    """Wait until the API serves every entry, then print where to look, a sample, and how to sign in."""
+async def show(
+    api: str, audit_ids: list[str], timeout_s: float, token: str | None = None, *, public_url: str | None = None
+) -> None:
+    """Wait until the API serves every entry, then print where to look (`public_url`, when people reach the API
+    at another address than this process does), a sample, and how to sign in."""
+    shown = public_url or api
     headers = {"authorization": f"Bearer {token}"} if token else {}
     async with httpx.AsyncClient(base_url=api, timeout=5, headers=headers) as client:
         deadline = time.monotonic() + timeout_s
@@ -185,12 +189,12 @@ async def show(api: str, audit_ids: list[str], timeout_s: float, token: str | No
         print(f"\nExecution logs of the execute action ({execute_id}):")
         for line in detail["logs"]:
             print(f"  {line['time']}  {line['level']:<7} {line['logger'] or '':<24} {line['message']}")
-        print(f"\nWeb UI:        {api}/  (sign in at {api}/login)")
+        print(f"\nWeb UI:        {shown}/  (sign in at {shown}/login)")
         if token:
             print("Read-only token for the demo tenant (paste it on the sign-in page, or send it as a bearer token):")
             print(f"  {token}")
-        print(f"OpenAPI docs:  {api}/docs")
-        print(f"Audit log:     {api}/v1/audit")
-        print(f"Trace view:    {api}/v1/traces/{detail['entry']['trace_id']}")
+        print(f"OpenAPI docs:  {shown}/docs")
+        print(f"Audit log:     {shown}/v1/audit")
+        print(f"Trace view:    {shown}/v1/traces/{detail['entry']['trace_id']}")
         if found != len(audit_ids):
             raise SystemExit(f"only {found} of {len(audit_ids)} actions reached the API in {timeout_s}s")

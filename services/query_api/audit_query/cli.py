@@ -4,6 +4,7 @@ import asyncio
 import gc
 import getpass
 import re
+import sys
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
@@ -19,7 +20,7 @@ from audit_query.auth import Scope, new_secret, secret_hash
 from audit_query.config import Settings
 from audit_query.errors import QueryError
 from audit_query.main import create_app, server_config
-from audit_query.repository import TokenAdmin
+from audit_query.repository import TokenAdmin, TokenInfo
 from audit_schemas import Action, Actor
 
 app = typer.Typer(help="Audit Trail query API.", no_args_is_help=True)
@@ -149,6 +150,29 @@ def list_tokens() -> None:
         Console().print(table)
 
     _run(go())
+
+
+@tokens.command("check")
+def check_token() -> None:
+    """Read a token's secret on stdin; exit 0 and name it if it is live, 1 if unknown, revoked or expired."""
+    settings = _settings()
+    secret = sys.stdin.readline().strip()
+    if not secret:
+        console.print("[red]give the token's secret on stdin[/red]")
+        raise typer.Exit(2)
+
+    async def go() -> TokenInfo | None:
+        conn = await asyncpg.connect(_admin_dsn(settings))
+        try:
+            return await TokenAdmin(conn, settings.control_schema).live(secret_hash(secret))
+        finally:
+            await conn.close()
+
+    found = _run(go())
+    if not isinstance(found, TokenInfo):
+        console.print("[red]not a live token (unknown, revoked or expired)[/red]")
+        raise typer.Exit(1)
+    console.print(f"token {found.id} ({found.name}) is live")
 
 
 @tokens.command("revoke")

@@ -982,6 +982,16 @@ class TokenAdmin:
         )
         return [_token_info(r) for r in rows]
 
+    async def live(self, hashed: bytes) -> TokenInfo | None:
+        """The token with this secret hash if it is neither revoked nor expired; None otherwise."""
+        row = await self._conn.fetchrow(
+            f"""SELECT id, name, scopes, tenants, created_by, created_at, expires_at, last_used_at, revoked_at
+                  FROM {self._schema}.api_tokens
+                 WHERE secret_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())""",
+            hashed,
+        )
+        return None if row is None else _token_info(row)
+
     async def revoke(self, token_id: UUID, by: str) -> TokenInfo | None:
         """Revoke a live token; None when there is no such live token."""
         row = await self._conn.fetchrow(
