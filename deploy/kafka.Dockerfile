@@ -26,6 +26,7 @@ RUN apt-get update \
  && useradd --system --uid 10002 --home-dir /var/lib/kafka --create-home kafka
 COPY --from=jars /libs /opt/kafka/libs
 COPY deploy/containers/kafka-entrypoint.sh /usr/local/bin/kafka-entrypoint.sh
+COPY deploy/local/log4j2.xml /opt/kafka/log4j2.xml
 
 # One PLAINTEXT listener on KAFKA_LISTEN_HOST:KAFKA_PORT advertised as KAFKA_ADVERTISED_HOST (loopback with host
 # networking; 0.0.0.0 and the service's name on a bridge network). KAFKA_EXTERNAL_PORT adds a second listener

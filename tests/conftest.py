@@ -76,12 +76,24 @@ def _local_stack_env(profile: str = "plain") -> dict[str, str]:
     return env
 
 
+CONTAINERS = os.environ.get("AUDIT_TEST_STACK") == "containers"
+"""AUDIT_TEST_STACK=containers: Kafka and Postgres from our images, by testcontainers (make test-containers)."""
+collect_ignore = [] if CONTAINERS else ["containers"]  # the container-only tests (compose smoke) need an engine
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
-    """Use the stack named in the environment, else start the local one (and stop it if we started it)."""
+    """Use the stack named in the environment, or containers (AUDIT_TEST_STACK=containers), else start the local
+    one (and stop it if we started it)."""
     given = _env_stack()
     if given is not None:
         yield given
+        return
+    if CONTAINERS:
+        from tests.container_stack import container_stack
+
+        with container_stack() as a:
+            yield Stack(a.bootstrap, a.owner_dsn, a.projector_dsn, a.query_dsn, a.admin_dsn)
         return
     status = subprocess.run(["bash", str(STACK), "status"], capture_output=True, text=True).stdout
     already = "kafka: running" in status and "postgres: running" in status
@@ -127,7 +139,7 @@ class SecureStack:
 @pytest.fixture(scope="session")
 def secure_stack(stack: Stack) -> Iterator[SecureStack]:
     """The local stack's secure broker, started for the session if it is not running (never for a given stack)."""
-    if _env_stack() is not None:
+    if _env_stack() is not None or CONTAINERS:
         pytest.skip("the secure profile is part of the local stack (stack.sh up secure)")
     status = subprocess.run(["bash", str(STACK), "status"], capture_output=True, text=True).stdout
     already = "kafka-secure: running" in status

@@ -32,10 +32,14 @@ num.partitions=6
 group.initial.rebalance.delay.ms=0
 group.min.session.timeout.ms=1000
 PROPS
-java_() { java -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true -cp '/opt/kafka/libs/*' "$@"; }
+java_() {
+  java -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile=/opt/kafka/log4j2.xml -cp '/opt/kafka/libs/*' "$@"
+}
 if [ ! -f "$data/meta.properties" ]; then
   cluster=$(java_ kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
   java_ kafka.tools.StorageTool format -t "$cluster" -c "$props" >/dev/null
   echo "kafka-entrypoint: formatted $data (cluster $cluster)"
 fi
-exec java -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true -cp '/opt/kafka/libs/*' kafka.Kafka "$props"
+exec java -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true \
+  -Dlog4j2.configurationFile=/opt/kafka/log4j2.xml -cp '/opt/kafka/libs/*' kafka.Kafka "$props"
