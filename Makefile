@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 
-.PHONY: demo test check pytest stack down clean schemas bench
+.PHONY: demo test test-containers check pytest stack down clean schemas bench
 
 ## Start Kafka + Postgres, the projector and query API, and run the demo service against them.
 demo: stack
@@ -20,6 +20,11 @@ check: .venv/.ok
 
 pytest: .venv/.ok
 	$(VENV)/pytest
+
+## The container suite: a loopback-only Docker engine, our images, the end-to-end tests on testcontainers-started
+## Kafka and Postgres, and the compose smoke test (deploy/containers/suite.sh; about 10 minutes on a fresh machine).
+test-containers: .venv/.ok
+	deploy/containers/suite.sh
 
 stack: .venv/.ok
 	deploy/local/stack.sh up

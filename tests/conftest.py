@@ -54,6 +54,10 @@ class Stack:
     """A superuser DSN, when the stack is ours to disturb (the local one; AUDIT_TEST_ADMIN_DSN otherwise)."""
     ca_file: str | None = None
     """The CA that signed Postgres's certificate, when it offers TLS (AUDIT_TEST_CA_FILE for a given stack)."""
+    kafka_pid_file: Path | None = None
+    """The local stack's Kafka process, which a test may freeze with SIGSTOP."""
+    kafka_container: str | None = None
+    """The Kafka container's id, which a test may freeze with `docker pause`."""
 
 
 def _env_stack() -> Stack | None:
@@ -65,6 +69,10 @@ def _env_stack() -> Stack | None:
     bootstrap, owner, projector, query = (str(v) for v in values)
     admin, ca = os.environ.get("AUDIT_TEST_ADMIN_DSN"), os.environ.get("AUDIT_TEST_CA_FILE")
     return Stack(bootstrap, owner, projector, query, admin, ca)
+
+
+def _local_state_dir() -> Path:
+    return Path(os.environ.get("AUDIT_STACK_DIR") or Path(tempfile.gettempdir()) / "audit-trail-stack")
 
 
 def _local_stack_env(profile: str = "plain") -> dict[str, str]:
@@ -93,7 +101,9 @@ def stack() -> Iterator[Stack]:
         from tests.container_stack import container_stack
 
         with container_stack() as a:
-            yield Stack(a.bootstrap, a.owner_dsn, a.projector_dsn, a.query_dsn, a.admin_dsn)
+            yield Stack(
+                a.bootstrap, a.owner_dsn, a.projector_dsn, a.query_dsn, a.admin_dsn, kafka_container=a.kafka_container
+            )
         return
     status = subprocess.run(["bash", str(STACK), "status"], capture_output=True, text=True).stdout
     already = "kafka: running" in status and "postgres: running" in status
@@ -107,6 +117,7 @@ def stack() -> Iterator[Stack]:
         env["AUDIT_QUERY_DATABASE_URL"],
         env["AUDIT_POSTGRES_ADMIN_DSN"],
         env["AUDIT_STACK_CA_FILE"],
+        kafka_pid_file=_local_state_dir() / "kafka.pid",
     )
     if not already and os.environ.get("AUDIT_KEEP_STACK") != "1":
         subprocess.run(["bash", str(STACK), "down"], check=False)
@@ -451,12 +462,18 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def broker_frozen(stack: Stack) -> Iterator[None]:
-    """SIGSTOP the local Kafka JVM (a broker that stops answering), and SIGCONT it after the block."""
-    state = Path(os.environ.get("AUDIT_STACK_DIR") or Path(tempfile.gettempdir()) / "audit-trail-stack")
-    pid_file = state / "kafka.pid"
-    if stack.admin_dsn is None or not pid_file.is_file():
-        pytest.skip("needs the local stack's Kafka process")
-    pid = int(pid_file.read_text())
+    """A broker that stops answering for the block: the local Kafka JVM SIGSTOPped (SIGCONT after), or the Kafka
+    container paused (`docker pause`, the cgroup freezer) and unpaused after."""
+    if stack.kafka_container is not None:
+        subprocess.run(["docker", "pause", stack.kafka_container], check=True, capture_output=True, timeout=30)
+        try:
+            yield
+        finally:
+            subprocess.run(["docker", "unpause", stack.kafka_container], check=True, capture_output=True, timeout=30)
+        return
+    if stack.kafka_pid_file is None or not stack.kafka_pid_file.is_file():
+        pytest.skip("needs the local stack's Kafka process or a Kafka container")
+    pid = int(stack.kafka_pid_file.read_text())
     os.kill(pid, signal.SIGSTOP)
     try:
         yield

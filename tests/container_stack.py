@@ -31,6 +31,8 @@ class Addresses:
     projector_dsn: str
     query_dsn: str
     admin_dsn: str
+    kafka_container: str
+    """The Kafka container's id (a test may pause it)."""
 
 
 def free_port() -> int:
@@ -75,15 +77,15 @@ def container_stack() -> Iterator[Addresses]:
         .with_env("KAFKA_HEAP", "768m")
     )
     db = f"127.0.0.1:{pg_port}/audit"
-    addresses = Addresses(
-        bootstrap=f"127.0.0.1:{kafka_port}",
-        owner_dsn=f"postgresql://audit_owner:audit_owner@{db}",
-        projector_dsn=f"postgresql://audit_projector:audit_projector@{db}",
-        query_dsn=f"postgresql://audit_query:audit_query@{db}",
-        admin_dsn=f"postgresql://postgres:{password}@{db}",
-    )
     with (
         started(postgres, "database system is ready to accept connections"),
-        started(kafka, "Kafka Server started"),
+        started(kafka, "Kafka Server started") as broker,
     ):
-        yield addresses
+        yield Addresses(
+            bootstrap=f"127.0.0.1:{kafka_port}",
+            owner_dsn=f"postgresql://audit_owner:audit_owner@{db}",
+            projector_dsn=f"postgresql://audit_projector:audit_projector@{db}",
+            query_dsn=f"postgresql://audit_query:audit_query@{db}",
+            admin_dsn=f"postgresql://postgres:{password}@{db}",
+            kafka_container=broker.get_wrapped_container().id,
+        )
