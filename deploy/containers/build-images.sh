@@ -53,3 +53,5 @@ prefetch_kafka
 build postgres postgres.Dockerfile
 build kafka kafka.Dockerfile
 build services Dockerfile
+# Untagged images older than a day (superseded builds and their stages); recent ones stay as the build cache.
+docker image prune --force --filter until=24h >/dev/null
