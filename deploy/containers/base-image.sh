@@ -26,7 +26,7 @@ mirror=${AUDIT_DEBIAN_MIRROR:-$(apt_mirror)}
 command -v debootstrap >/dev/null || die "no debootstrap: apt-get install debootstrap"
 docker info >/dev/null 2>&1 || die "no Docker engine answers (deploy/containers/engine.sh up; export DOCKER_HOST)"
 
-key=$(printf '%s\n' "$suite" "$variant" "$mirror" "$(sha256sum "$here/base-image.sh")" | sha256sum | cut -c1-12)
+key=$(printf '%s\n' "$suite" "$variant" "$mirror" "$(sha256sum <"$here/base-image.sh" | cut -d" " -f1)" | sha256sum | cut -c1-12)
 tag="audit-trail/debian:$suite-$key"
 if docker image inspect "$tag" >/dev/null 2>&1; then log "reusing $tag"; echo "$tag"; exit 0; fi
 
