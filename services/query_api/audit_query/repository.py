@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -298,74 +299,57 @@ class AuditRepository:
                     yield self._entry(record)
 
     async def stats(self, tenants: str, query: StatsQuery) -> tuple[list[dict[str, Any]], str]:
-        """Counts per group: whole hours from the rollups when the filters allow, the rest from the entries (in one
-        snapshot); user and entity groups are a top-N from the entries."""
-        counts: dict[tuple[Any, ...], int] = {}
+        """`stats_json` with its rows decoded (the chart and the model list)."""
+        rows, _, source = await self.stats_json(tenants, query)
+        decoded: list[dict[str, Any]] = json.loads(rows)
+        return decoded, source
+
+    async def stats_json(self, tenants: str, query: StatsQuery) -> tuple[str, int, str]:
+        """Counts per group as a JSON array of rows (each group's values and `count`, sorted by group, or by count
+        for a top-N), their total, and where they came from: whole hours from the rollups when the filters allow,
+        the rest from the entries, all in one snapshot; user and entity groups are a top-N from the entries.
+
+        Four round trips whatever the range: the transaction opened with the tenants named, the change markers,
+        one statement adding up every part (UNION ALL) into the finished JSON, the commit."""
+        rows_json, total = "[]", 0
         sources: list[str] = []
+        parts: list[tuple[str, list[Any]]] = []
         rollup_where = _rollup_where(query.filters) if set(query.group_by) <= ROLLUP_DIMENSIONS else None
         if rollup_where is not None:
             _tenant_scope(rollup_where, tenants, "r.tenant_id")
         spans: list[tuple[datetime, datetime]] = [(query.since, query.until)]
         with store_errors():
-            async with self._pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
-                await conn.execute("SELECT set_config('audit.tenants', $1, true)", tenants)
-                if rollup_where is not None:
-                    first, last = _ceil_hour(query.since), _floor_hour(query.until)
-                    if first < last:
-                        for table, since, until, days in await self._rollup_plan(conn, query, tenants, first, last):
-                            await self._count(conn, counts, _rollup_sql(query, rollup_where, table, since, until, days))
-                        sources.append("rollups")
-                        spans = [(query.since, first), (last, query.until)]
-                for since, until in spans:
-                    if since < until:
-                        await self._count(conn, counts, _entries_sql(query, since, until, tenants))
-                        if "entries" not in sources:
-                            sources.append("entries")
-        names = [d.value for d in query.group_by]
-        rows = [{**dict(zip(names, key, strict=True)), "count": n} for key, n in counts.items() if n > 0]
-        if TOP_DIMENSIONS & set(query.group_by):
-            rows.sort(key=lambda r: (-r["count"], str(r[names[0]])))
-            rows = rows[: query.limit]
-        else:
-            rows.sort(key=lambda r: tuple(str(r[n]) for n in names))
-        return rows, "+".join(sources) or "entries"
-
-    @staticmethod
-    async def _rollup_plan(
-        conn: "PoolConnectionProxy[asyncpg.Record]", query: StatsQuery, tenants: str, first: datetime, last: datetime
-    ) -> list[tuple[str, datetime, datetime, list[datetime] | None]]:
-        """Which rollup table answers which part of the whole hours [first, last), each item a table, a range and
-        the buckets to leave out of it. Folded tables answer the days and hours whose fold is current (no change
-        marker in this snapshot); the hourly rows answer the rest. Callers who see every tenant, without a tenant
-        filter or grouping, read the all-tenants tables."""
-        everyone = tenants == "*" and Dimension.TENANT not in query.group_by and _tenantless_filters(query.filters)
-        plan: list[tuple[str, datetime, datetime, list[datetime] | None]] = []
-        hours = [(first, last)]
-        if not (Dimension.BUCKET in query.group_by and query.bucket is BucketSize.HOUR):
-            d0, d1 = _ceil_day(first), _floor_day(last)
-            if d0 < d1:
-                dirty = await _marked(conn, "audit_rollup_changes", "day", d0, d1, tenants)
-                daily = _narrowest("daily_all" if everyone else "daily", _needed_columns(query))
-                plan.append((daily, d0, d1, dirty))
-                hours = [(first, d0), *_runs(dirty, timedelta(days=1)), (d1, last)]
-        hours = [(since, until) for since, until in hours if since < until]
-        if not everyone or not hours:
-            return plan + [("audit_rollups", since, until, None) for since, until in hours]
-        dirty_hours = await _marked(conn, "audit_rollup_hour_changes", "bucket", hours[0][0], hours[-1][1], tenants)
-        hourly = _narrowest("hourly_all", _needed_columns(query))
-        for since, until in hours:
-            inside = [h for h in dirty_hours if since <= h < until]
-            plan.append((hourly, since, until, inside))
-            plan += [("audit_rollups", a, b, None) for a, b in _runs(inside, timedelta(hours=1))]
-        return plan
-
-    @staticmethod
-    async def _count(
-        conn: "PoolConnectionProxy[asyncpg.Record]", counts: dict[tuple[Any, ...], int], sql: tuple[str, list[Any]]
-    ) -> None:
-        for record in await conn.fetch(sql[0], *sql[1]):
-            key = tuple(v.isoformat() if isinstance(v, datetime) else v for v in list(record.values())[:-1])
-            counts[key] = counts.get(key, 0) + int(record["n"] or 0)  # sum() over no rows is null
+            async with self._pool.acquire() as conn:
+                await conn.execute(
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; "
+                    f"SELECT set_config('audit.tenants', {_literal(tenants)}, true)"
+                )
+                try:
+                    if rollup_where is not None:
+                        first, last = _ceil_hour(query.since), _floor_hour(query.until)
+                        if first < last:
+                            markers = await _markers(conn, query, tenants, first, last)
+                            for table, since, until, skip in _rollup_plan(query, tenants, first, last, markers):
+                                parts.append(_rollup_sql(query, rollup_where, table, since, until, skip))
+                            sources.append("rollups")
+                            spans = [(query.since, first), (last, query.until)]
+                    for since, until in spans:
+                        if since < until:
+                            parts.append(_entries_sql(query, since, until, tenants))
+                            if "entries" not in sources:
+                                sources.append("entries")
+                    if parts:
+                        sql, args = _finished(query, _union(parts))
+                        record = await conn.fetchrow(sql, *args)
+                        assert record is not None  # aggregates without GROUP BY always yield a row
+                        rows_json, total = record[0], int(record[1])
+                except BaseException:
+                    if not conn.is_closed():
+                        with contextlib.suppress(Exception):
+                            await conn.execute("ROLLBACK")
+                    raise
+                await conn.execute("COMMIT")
+        return rows_json, total, "+".join(sources) or "entries"
 
     async def trace_since(
         self, tenants: str, audit_id: UUID, positions: dict[tuple[str, int], int], limit: int
@@ -723,15 +707,125 @@ def _rollup_sql(
     return f"SELECT {select} FROM {table} r {where.sql()} {group}", where.args
 
 
-async def _marked(
-    conn: "PoolConnectionProxy[asyncpg.Record]", table: str, column: str, since: datetime, until: datetime, tenants: str
-) -> list[datetime]:
-    """The buckets in [since, until) whose hourly rows changed since they were folded (for these tenants)."""
-    where = _Where()
-    where.add(f"r.{column} >= {{}} AND r.{column} < {{}}", since, until)
-    _tenant_scope(where, tenants, "r.tenant_id")
-    rows = await conn.fetch(f"SELECT DISTINCT r.{column} FROM {table} r {where.sql()} ORDER BY 1", *where.args)
-    return [r[0] for r in rows]
+@dataclass(frozen=True, slots=True)
+class _Markers:
+    """Buckets whose hourly rows changed since they were folded: days (daily tables) and hours (hourly ones)."""
+
+    days: list[datetime]
+    hours: list[datetime]
+
+
+async def _markers(
+    conn: "PoolConnectionProxy[asyncpg.Record]", query: StatsQuery, tenants: str, first: datetime, last: datetime
+) -> _Markers:
+    """The change markers that decide which folded rows are current for the whole hours [first, last), in one
+    statement: day markers when days are read from the daily tables, hour markers when the all-tenants hourly
+    tables are read."""
+    d0, d1 = _ceil_day(first), _floor_day(last)
+    args: list[Any] = []
+    selects: list[str] = []
+    if _days_folded(query) and d0 < d1:
+        day = _Where([], args)
+        day.add("r.day >= {} AND r.day < {}", d0, d1)
+        _tenant_scope(day, tenants, "r.tenant_id")
+        selects.append(f"SELECT DISTINCT true AS daily, r.day AS at FROM audit_rollup_changes r {day.sql()}")
+    if _everyone(query, tenants):
+        hour = _Where([], args)
+        hour.add("r.bucket >= {} AND r.bucket < {}", first, last)
+        selects.append(f"SELECT DISTINCT false AS daily, r.bucket AS at FROM audit_rollup_hour_changes r {hour.sql()}")
+    if not selects:
+        return _Markers([], [])
+    rows = await conn.fetch(" UNION ALL ".join(f"({s})" for s in selects), *args)
+    return _Markers(sorted(r["at"] for r in rows if r["daily"]), sorted(r["at"] for r in rows if not r["daily"]))
+
+
+def _days_folded(query: StatsQuery) -> bool:
+    """Whether whole days may come from the daily tables (not when the buckets are hours)."""
+    return not (Dimension.BUCKET in query.group_by and query.bucket is BucketSize.HOUR)
+
+
+def _everyone(query: StatsQuery, tenants: str) -> bool:
+    """Whether the all-tenants tables answer: a caller who sees every tenant, no tenant filter or grouping."""
+    return tenants == "*" and Dimension.TENANT not in query.group_by and _tenantless_filters(query.filters)
+
+
+def _rollup_plan(
+    query: StatsQuery, tenants: str, first: datetime, last: datetime, markers: _Markers
+) -> list[tuple[str, datetime, datetime, list[datetime] | None]]:
+    """Which rollup table answers which part of the whole hours [first, last), each item a table, a range and
+    the buckets to leave out of it. Folded tables answer the days and hours whose fold is current (no change
+    marker in this snapshot); the hourly rows answer the rest. Callers who see every tenant, without a tenant
+    filter or grouping, read the all-tenants tables."""
+    everyone = _everyone(query, tenants)
+    plan: list[tuple[str, datetime, datetime, list[datetime] | None]] = []
+    hours = [(first, last)]
+    if _days_folded(query):
+        d0, d1 = _ceil_day(first), _floor_day(last)
+        if d0 < d1:
+            daily = _narrowest("daily_all" if everyone else "daily", _needed_columns(query))
+            plan.append((daily, d0, d1, markers.days))
+            hours = [(first, d0), *_runs(markers.days, timedelta(days=1)), (d1, last)]
+    hours = [(since, until) for since, until in hours if since < until]
+    if not everyone or not hours:
+        return plan + [("audit_rollups", since, until, None) for since, until in hours]
+    hourly = _narrowest("hourly_all", _needed_columns(query))
+    for since, until in hours:
+        inside = [h for h in markers.hours if since <= h < until]
+        plan.append((hourly, since, until, inside))
+        plan += [("audit_rollups", a, b, None) for a, b in _runs(inside, timedelta(hours=1))]
+    return plan
+
+
+_PLACEHOLDER: Final = re.compile(r"\$(\d+)")
+
+
+def _union(parts: list[tuple[str, list[Any]]]) -> tuple[str, list[Any]]:
+    """Several counting statements as one (UNION ALL), each one's placeholders renumbered after the previous."""
+    if len(parts) == 1:
+        return parts[0]
+    statements: list[str] = []
+    args: list[Any] = []
+    for sql, part_args in parts:
+        offset = len(args)
+
+        def shifted(m: re.Match[str], offset: int = offset) -> str:
+            return f"${int(m.group(1)) + offset}"
+
+        statements.append(f"({_PLACEHOLDER.sub(shifted, sql)})")
+        args.extend(part_args)
+    return " UNION ALL ".join(statements), args
+
+
+def _finished(query: StatsQuery, union: tuple[str, list[Any]]) -> tuple[str, list[Any]]:
+    """The parts' counts added up per group and returned as the response's JSON rows and their total, built by
+    PostgreSQL: a month of day-and-event buckets is hundreds of rows, which cost more to decode, merge, sort and
+    encode in Python than to count. Buckets as ISO 8601 in UTC; groups in code-point order (as Python sorts
+    strings), a top-N by count."""
+    sql, args = union
+    dims = [d.value for d in query.group_by]
+    keys = [f"k{i}" for i in range(len(dims))]
+    columns = ", ".join([*keys, "n"])
+    grouped = f"SELECT {', '.join([*keys, 'sum(n) AS n'])} FROM ({sql}) AS u({columns})"
+    grouped += f" GROUP BY {', '.join(keys)}" if keys else ""
+    grouped += " HAVING sum(n) > 0"
+
+    def value(dim: str, key: str) -> str:
+        if dim == Dimension.BUCKET.value:
+            return f"""to_char({key} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS') || '+00:00'"""
+        return key
+
+    fields = ", ".join([*(f"'{d}', {value(d, k)}" for d, k in zip(dims, keys, strict=True)), "'count', n::bigint"])
+    order = [k if d == Dimension.BUCKET.value else f'{k} COLLATE "C"' for d, k in zip(dims, keys, strict=True)]
+    if TOP_DIMENSIONS & set(query.group_by):
+        args = [*args, query.limit]
+        grouped += f" ORDER BY n DESC, {order[0]} LIMIT ${len(args)}"
+        order = ["n DESC", order[0]]
+    by = f" ORDER BY {', '.join(order)}" if order else ""
+    return (
+        f"SELECT coalesce(json_agg(json_build_object({fields}){by}), '[]')::text, coalesce(sum(n), 0)"
+        f" FROM ({grouped}) AS g",
+        args,
+    )
 
 
 def _runs(buckets: list[datetime], width: timedelta) -> list[tuple[datetime, datetime]]:
