@@ -13,6 +13,7 @@ import httpx
 import pytest
 import structlog
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -96,6 +97,23 @@ def _audit_log(c: Console) -> dict[str, Any]:
     c.browser.find_element(By.ID, "prev").click()
     c.wait.until(lambda b: c.rows() == first)
     out["pages"] = (first, second)
+    # By keyboard: "n" pages forward, "p" back, "/" reaches the search box; ↓ and Enter open the second row.
+    body = c.browser.find_element(By.TAG_NAME, "body")
+    body.send_keys("n")
+    c.wait.until(lambda b: c.rows() == second)
+    body.send_keys("p")
+    c.wait.until(lambda b: c.rows() == first)
+    body.send_keys("/")
+    out["slash_focus"] = c.browser.switch_to.active_element.get_attribute("id")
+    rows = c.browser.find_elements(By.CSS_SELECTOR, "#rows tr")
+    rows[0].send_keys(Keys.ARROW_DOWN)
+    out["down_focus"] = c.browser.switch_to.active_element.get_attribute("data-audit-id")
+    c.browser.switch_to.active_element.send_keys(Keys.ENTER)
+    c.wait.until(lambda b: "/traces/" in b.current_url)
+    out["opened"] = c.browser.current_url
+    c.browser.back()
+    c.settled()
+    c.wait.until(lambda b: c.rows() == first)
     # The event control.
     Select(c.browser.find_element(By.ID, "f-event")).select_by_value("approve")
     c.browser.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
@@ -280,6 +298,9 @@ async def test_the_console_end_to_end(
     assert sorted(r[7] for r in rows[2:]) == globex
 
     first, second = seen["pages"]
+    assert seen["slash_focus"] == "q"
+    assert seen["down_focus"] == first[1][5], "↓ moved to the second row"
+    assert seen["opened"].endswith("/traces/" + first[1][5].replace("-", ""))
     assert not {r[5] for r in first} & {r[5] for r in second}
     assert seen["total"] == "72 entries"
     assert seen["approve"]

@@ -135,7 +135,11 @@ function renderRows(page, state) {
       el("td", { class: e.outcome.status }, outcomeLabel(e.outcome.status)));
     const open = () => go(`/traces/${e.trace_id}`);
     tr.onclick = (ev) => { if (ev.target.tagName !== "A") open(); };
-    tr.onkeydown = (ev) => { if (ev.key === "Enter") open(); };
+    tr.onkeydown = (ev) => {
+      if (ev.key === "Enter") open();
+      else if (ev.key === "ArrowDown" || ev.key === "j") { ev.preventDefault(); (tr.nextElementSibling || tr).focus(); }
+      else if (ev.key === "ArrowUp" || ev.key === "k") { ev.preventDefault(); (tr.previousElementSibling || tr).focus(); }
+    };
     rows.append(tr);
   }
   $("prev").disabled = !page.prev_cursor;
@@ -167,6 +171,15 @@ async function drawCharts(params, mine = generation) {
     return el("li", {}, el("a", { href: `/entities/${encodeURIComponent(model)}/${encodeURIComponent(id.join("/"))}` }, r.entity), ` — ${r.count}`);
   }));
 }
+
+// Keyboard: "/" focuses the search box from anywhere but a field; in the table, ↓/↑ (or j/k) move between rows
+// and Enter opens one; "n" and "p" page forward and back.
+document.addEventListener("keydown", (ev) => {
+  if (ev.ctrlKey || ev.metaKey || ev.altKey || ev.target.closest("input, select, textarea")) return;
+  if (ev.key === "/" && !$("audit-view").hidden) { ev.preventDefault(); $("q").focus(); $("q").select(); }
+  else if (ev.key === "n" && !$("audit-view").hidden && !$("next").disabled) $("next").click();
+  else if (ev.key === "p" && !$("audit-view").hidden && !$("prev").disabled) $("prev").click();
+});
 
 $("search").onsubmit = (ev) => { ev.preventDefault(); navigate({ ...viewState(), q: $("q").value.trim(), cursor: "" }); };
 filters.onsubmit = (ev) => {
