@@ -207,6 +207,13 @@ def _entities(c: Console) -> dict[str, Any]:
         r.get_attribute("class") for r in updated.find_elements(By.CSS_SELECTOR, "table.logs tr[data-log-id]")
     ]
     c.shot("entity-activity")
+    # Within one tenant (as the table's and the trace view's links open it): acme and globex each have an inv-1.
+    for tenant in ("acme", "globex", "initech"):
+        c.browser.get(f"{c.base}/entities/invoice/inv-1?tenant={tenant}")
+        c.settled()
+        c.wait.until(lambda b, tenant=tenant: tenant in b.find_element(By.ID, "entity-title").text)
+        summaries = [i.text for i in c.browser.find_elements(By.CSS_SELECTOR, "#activity > li summary")]
+        out[f"in_{tenant}"] = (summaries, c.browser.find_element(By.ID, "status").text)
     return out
 
 
@@ -332,6 +339,14 @@ async def test_the_console_end_to_end(
     assert "recalculated" in entities["logs"]
     assert "tax service slow" in entities["logs"]
     assert "level-error" in entities["log_classes"]
+    everywhere = entities["activity"]
+    for tenant in ("acme", "globex"):
+        summaries, _ = entities[f"in_{tenant}"]
+        assert summaries, tenant
+        assert len(summaries) == sum(f"tenant {tenant}" in a for a in everywhere), tenant
+        assert all(f"tenant {tenant}" in a for a in summaries), tenant
+    assert entities["in_initech"][0] == []
+    assert "no audit entries" in entities["in_initech"][1]
 
     assert before == "in progress"
     assert logs_text.index("step 1") < logs_text.index("step 2")

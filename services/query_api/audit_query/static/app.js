@@ -128,7 +128,7 @@ function renderRows(page, state) {
   rows.replaceChildren();
   for (const e of page.data) {
     const tr = el("tr", { class: "entry", tabindex: "0", "data-audit-id": e.audit_id });
-    const entityLink = el("a", { href: `/entities/${encodeURIComponent(e.entity.model)}/${encodeURIComponent(e.entity.id)}` }, e.entity.id);
+    const entityLink = el("a", { href: entityHref(e.entity.model, e.entity.id, e.tenant_id) }, e.entity.id);
     tr.append(
       el("td", {}, timeCell(e.time)), el("td", {}, who(e.user)), el("td", {}, e.event), el("td", {}, entityLink),
       el("td", {}, e.entity.model), el("td", { class: "mono" }, e.audit_id),
@@ -245,16 +245,25 @@ $("entity-search").onsubmit = (ev) => {
 let activityCursor = null;
 async function entityView(model, id) {
   show("entity-view");
-  $("entity-title").textContent = `${model} / ${id}`;
+  const tenant = new URLSearchParams(location.search).get("tenant");
+  $("entity-title").replaceChildren(`${model} / ${id}`, ...(tenant
+    ? [el("span", { class: "tenant" }, ` in tenant ${tenant} · `), el("a", { href: entityHref(model, id) }, "every tenant")]
+    : []));
   $("activity").replaceChildren();
   activityCursor = null;
   setStatus("Loading…", "loading");
   const mine = generation;
-  try { await moreActivity(model, id, mine); if (!stale(mine)) setStatus(""); } catch (e) { if (!stale(mine)) setStatus(e.message, "error"); }
-  $("activity-more").onclick = () => moreActivity(model, id).catch((e) => setStatus(e.message, "error"));
+  try { await moreActivity(model, id, tenant, mine); if (!stale(mine)) setStatus(""); } catch (e) { if (!stale(mine)) setStatus(e.message, "error"); }
+  $("activity-more").onclick = () => moreActivity(model, id, tenant).catch((e) => setStatus(e.message, "error"));
 }
-async function moreActivity(model, id, mine = generation) {
+// An entity's page, within one tenant when given (the same id may name different entities in different tenants).
+function entityHref(model, id, tenant) {
+  const path = `/entities/${encodeURIComponent(model)}/${encodeURIComponent(id)}`;
+  return tenant ? `${path}?${new URLSearchParams({ tenant })}` : path;
+}
+async function moreActivity(model, id, tenant, mine = generation) {
   const q = new URLSearchParams({ limit: "50" });
+  if (tenant) q.set("tenant", tenant);
   if (activityCursor) q.set("cursor", activityCursor);
   const page = await api(`/v1/entities/${encodeURIComponent(model)}/${encodeURIComponent(id)}/audit?${q}`);
   if (stale(mine)) return;
@@ -317,7 +326,7 @@ function traceView(traceId) {
     const e = JSON.parse(ev.data);
     $("trace-entry").replaceChildren(
       el("p", {}, timeCell(e.time), " ", el("strong", {}, e.event), " ",
-        el("a", { href: `/entities/${encodeURIComponent(e.entity.model)}/${encodeURIComponent(e.entity.id)}` }, `${e.entity.model}/${e.entity.id}`),
+        el("a", { href: entityHref(e.entity.model, e.entity.id, e.tenant_id) }, `${e.entity.model}/${e.entity.id}`),
         " by ", who(e.user), " (tenant ", e.tenant_id, ") — ", el("span", { class: e.outcome.status, id: "trace-outcome" }, outcomeLabel(e.outcome.status))),
       ...entryBody(e));
   };
