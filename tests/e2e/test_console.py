@@ -211,7 +211,8 @@ def _entities(c: Console) -> dict[str, Any]:
     for tenant in ("acme", "globex", "initech"):
         c.browser.get(f"{c.base}/entities/invoice/inv-1?tenant={tenant}")
         c.settled()
-        c.wait.until(lambda b, tenant=tenant: tenant in b.find_element(By.ID, "entity-title").text)
+        title = f"in tenant {tenant}"
+        c.wait.until(expected_conditions.text_to_be_present_in_element((By.ID, "entity-title"), title))
         summaries = [i.text for i in c.browser.find_elements(By.CSS_SELECTOR, "#activity > li summary")]
         out[f"in_{tenant}"] = (summaries, c.browser.find_element(By.ID, "status").text)
     return out
