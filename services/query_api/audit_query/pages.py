@@ -1,10 +1,26 @@
 """One page of audit entries: cursor in, rows from the repository, signed cursor out."""
 
+import json
+from dataclasses import dataclass
+
+from fastapi.responses import Response
+
 from audit_query.auth import Principal
 from audit_query.config import Settings
 from audit_query.cursor import Cursor, CursorCodec, scope_of
-from audit_query.models import AuditFilter, AuditPage, SortField, SortOrder
+from audit_query.models import AuditFilter, SortField, SortOrder
 from audit_query.repository import AuditRepository, check_sort_values
+
+
+@dataclass(frozen=True, slots=True)
+class PageJson:
+    """A page of entries as the response body (AuditPage's JSON), and how many entries it holds."""
+
+    body: bytes
+    count: int
+
+    def response(self) -> Response:
+        return Response(self.body, media_type="application/json")
 
 
 async def read_page(
@@ -19,8 +35,9 @@ async def read_page(
     order: SortOrder,
     limit: int | None,
     cursor: str | None,
-) -> AuditPage:
-    """Keyset page; the cursor is bound to `view`, sort, order and filters, so no other query takes it."""
+) -> PageJson:
+    """Keyset page; the cursor is bound to `view`, sort, order and filters, so no other query takes it. The rows
+    come as JSON from the repository and are joined here, with the cursors, into AuditPage's JSON."""
     # The caller's tenant scope is part of the cursor's scope: a cursor does not carry across principals' views.
     scope = scope_of(
         view=view,
@@ -45,4 +62,12 @@ async def read_page(
         more_after = len(rows) > size
     next_cursor = codec.encode(Cursor(scope, page[-1].sort_values)) if page and more_after else None
     prev_cursor = codec.encode(Cursor(scope, page[0].sort_values, backward=True)) if page and more_before else None
-    return AuditPage(data=[r.entry for r in page], count=len(page), next_cursor=next_cursor, prev_cursor=prev_cursor)
+    body = (
+        f'{{"data":[{",".join(r.entry_json for r in page)}],"count":{len(page)},'
+        f'"next_cursor":{_string(next_cursor)},"prev_cursor":{_string(prev_cursor)}}}'
+    )
+    return PageJson(body.encode(), len(page))
+
+
+def _string(value: str | None) -> str:
+    return "null" if value is None else json.dumps(value)

@@ -130,9 +130,10 @@ class TraceRecord:
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """An entry row, and what a cursor would need to continue after it (computed only for the rows that get one)."""
+    """An entry as the API's JSON, and what a cursor would need to continue after it (computed only for the rows
+    that get one)."""
 
-    entry: AuditEntryPublic
+    entry_json: str
     record: asyncpg.Record
     sort: str
 
@@ -225,9 +226,13 @@ class AuditRepository:
         direction = "ASC" if order is SortOrder.ASC else "DESC"
         order_by = ", ".join(f"{c} {direction}" for c, _ in keys)
         where.args.append(limit + 1)
-        sql = f"{_ENTRY_SELECT} {where.sql()} ORDER BY {order_by} LIMIT ${len(where.args)}"
+        select = ", ".join([*(c for c, _ in keys), f"{_entry_json(self._unknown_after)} AS entry_json"])
+        sql = (
+            f"SELECT {select} FROM audit_entries e LEFT JOIN audit_outcomes o ON o.audit_id = e.audit_id "
+            f"{where.sql()} ORDER BY {order_by} LIMIT ${len(where.args)}"
+        )
         rows = await self._fetch(sql, *where.args, tenants=tenants)
-        return [Row(self._entry(r), r, sort) for r in rows]
+        return [Row(r["entry_json"], r, sort) for r in rows]
 
     async def models(self, tenants: str) -> list[tuple[str, int]]:
         """Every entity model in the log with its number of entries (from the rollups, as stats over all time)."""
@@ -529,6 +534,44 @@ class AuditRepository:
             duration_ms=r["duration_ms"],
             unrecorded=json.loads(r["unrecorded"]) if r["unrecorded"] is not None else None,
         )
+
+
+def _iso(column: str) -> str:
+    """A timestamptz as the API writes times everywhere (pydantic's form): ISO 8601 in UTC ending in `Z`, with
+    six digits of microseconds only when there are any."""
+    utc = f"{column} AT TIME ZONE 'UTC'"
+    return (
+        f"""to_char({utc}, 'YYYY-MM-DD"T"HH24:MI:SS') || CASE WHEN date_part('microseconds', {column})::bigint """
+        f"""% 1000000 = 0 THEN '' ELSE to_char({utc}, '.US') END || 'Z'"""
+    )
+
+
+def _entry_json(unknown_after: timedelta) -> str:
+    """An entry and its outcome as AuditEntryPublic's JSON, built by PostgreSQL: a page of rows then costs the
+    API no model per row (the same fields, in the same order, as `AuditRepository._entry` builds)."""
+    late = f"interval '{int(unknown_after.total_seconds() * 1_000_000)} microseconds'"
+    pending = (
+        f"json_build_object('status', CASE WHEN now() - e.occurred_at > {late} THEN 'unknown' ELSE 'in_progress' END,"
+        " 'error', NULL, 'revision', NULL, 'changes', NULL, 'finished_at', NULL, 'duration_ms', NULL,"
+        " 'unrecorded', NULL)"
+    )
+    ended = (
+        "json_build_object('status', o.status, 'error', CASE WHEN coalesce(o.error_type, '') = '' THEN NULL"
+        " ELSE json_build_object('type', o.error_type, 'message', coalesce(o.error_message, '')) END,"
+        f" 'revision', o.revision, 'changes', o.changes, 'finished_at', {_iso('o.finished_at')},"
+        " 'duration_ms', o.duration_ms, 'unrecorded', o.unrecorded)"
+    )
+    return (
+        "json_build_object('audit_id', e.audit_id, 'trace_id', replace(e.audit_id::text, '-', ''),"
+        f" 'time', {_iso('e.occurred_at')}, 'tenant_id', e.tenant_id, 'event', e.action,"
+        " 'user', json_build_object('type', e.actor_type, 'id', e.actor_id, 'display_name', e.actor_display_name),"
+        " 'entity', json_build_object('id', e.entity_id, 'model', e.entity_model),"
+        " 'request', CASE WHEN e.request_id IS NULL AND e.client_ip IS NULL AND e.user_agent IS NULL THEN NULL"
+        " ELSE json_build_object('request_id', e.request_id, 'client_ip', host(e.client_ip),"
+        " 'user_agent', e.user_agent) END,"
+        " 'correlation_id', e.correlation_id, 'otel_trace_id', e.otel_trace_id, 'source', e.source,"
+        f" 'outcome', CASE WHEN o.status IS NULL THEN {pending} ELSE {ended} END)::text"
+    )
 
 
 def _tenant_scope(where: _Where, tenants: str, column: str = "e.tenant_id") -> None:

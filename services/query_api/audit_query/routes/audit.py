@@ -86,9 +86,9 @@ async def list_audit_entries(
     order: SortOrder = SortOrder.DESC,
     limit: LimitQuery = None,
     cursor: CursorQuery = None,
-) -> AuditPage:
+) -> Response:
     """Every entry, filtered and sorted, with keyset pagination stable under concurrent inserts."""
-    return await read_page(
+    page = await read_page(
         principal,
         repo,
         codec,
@@ -100,6 +100,7 @@ async def list_audit_entries(
         limit=limit,
         cursor=cursor,
     )
+    return page.response()
 
 
 @router.get("/count", response_model=EntryCount, summary="How many entries a view holds")

@@ -3,6 +3,7 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
+from fastapi.responses import Response
 from pydantic import BaseModel
 
 from audit_query.deps import CodecDep, ReaderDep, RepositoryDep, SettingsDep
@@ -75,7 +76,7 @@ async def entity_history(
     tenant: Annotated[str | None, Query(max_length=64)] = None,
     limit: LimitQuery = None,
     cursor: CursorQuery = None,
-) -> AuditPage:
+) -> Response:
     """Every action on the entity in the order the log holds them (its partition's offsets), not by clocks."""
     filters = AuditFilter(tenant=tenant, model=model, entity_id=entity_id)
     page = await read_page(
@@ -90,6 +91,6 @@ async def entity_history(
         limit=limit,
         cursor=cursor,
     )
-    if not page.data and cursor is None:
+    if not page.count and cursor is None:
         raise NotFoundError(f"no audit entries for {model}/{entity_id}")
-    return page
+    return page.response()
