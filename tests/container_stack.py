@@ -9,7 +9,6 @@ testcontainers' reaper, cannot be pulled.
 import contextlib
 import os
 import secrets
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,6 +16,8 @@ os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
 from testcontainers.core.container import DockerContainer  # reads the setting above at import
 from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
+from tests.conftest import free_port
 
 TAG = os.environ.get("AUDIT_IMAGE_TAG", "dev")
 STARTUP_S = 120
@@ -33,14 +34,6 @@ class Addresses:
     admin_dsn: str
     kafka_container: str
     """The Kafka container's id (a test may pause it)."""
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now (the container binds it a moment later)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _host_network(image: str) -> DockerContainer:

@@ -1,20 +1,25 @@
-"""The `audit-schemas` entry point: the command line when its extra is installed, a clear error otherwise."""
+"""Console entry points that need an extra: the command line when it is installed, a clear error otherwise."""
 
+import importlib
 import sys
+from collections.abc import Callable, Iterable
 
-CLI_MODULES = frozenset({"typer", "click", "rich"})
 
-
-def main() -> None:
-    """Run `audit_schemas.cli`, or exit 2 naming the extra to install if typer is missing."""
+def run_cli(command: str, module: str, install: str, needs: Iterable[str]) -> None:
+    """Import `module` and run its Typer `app`; if one of the modules in `needs` is missing, say which extra to
+    install (`install`, a pip requirement) on stderr and exit 2 instead of a traceback."""
     try:
-        from audit_schemas.cli import app
+        app: Callable[[], object] = importlib.import_module(module).app
     except ModuleNotFoundError as e:
-        if e.name not in CLI_MODULES:
+        if e.name not in set(needs):
             raise
         sys.stderr.write(
-            f"audit-schemas: the command line needs the 'cli' extra ({e.name} is not installed): "
-            "pip install 'audit-trail-schemas[cli]'\n"
+            f"{command}: the command line needs the 'cli' extra ({e.name} is not installed): pip install '{install}'\n"
         )
         raise SystemExit(2) from e
     app()
+
+
+def main() -> None:
+    """`audit-schemas`."""
+    run_cli("audit-schemas", "audit_schemas.cli", "audit-trail-schemas[cli]", ("typer", "click", "rich"))

@@ -14,8 +14,7 @@ import pytest
 
 from audit_producer import Actor, AuditProducer, Entity
 from audit_producer.config import Settings as ProducerSettings
-from tests.conftest import ROOT
-from tests.container_stack import free_port
+from tests.conftest import ROOT, free_port
 from tests.polling import eventually
 
 COMPOSE = ["docker", "compose", "-f", str(ROOT / "deploy" / "docker-compose.yml"),

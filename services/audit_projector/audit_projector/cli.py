@@ -52,6 +52,24 @@ def _settings(**overrides: object) -> Settings:
         raise typer.Exit(2) from e
 
 
+def _owner_dsn(dsn: str | None) -> str:
+    """The owner role's DSN, or exit 2 saying how to give it."""
+    if dsn is None:
+        console.print("[red]no owner DSN: pass --dsn or set AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL[/red]")
+        raise typer.Exit(2)
+    return dsn
+
+
+def _trusted_keys(settings: Settings, key: list[str]) -> list[str]:
+    """The verifier keys given with --key, else the configured signing key's; exit 2 when there are none."""
+    signer_key = settings.signer_key()
+    trusted = list(key) or ([NoteSigner.parse(signer_key).verifier_key] if signer_key else [])
+    if not trusted:
+        console.print("[red]no trusted key: pass --key (the log's verifier key) or configure the signing key[/red]")
+        raise typer.Exit(2)
+    return trusted
+
+
 def _run(coro: object) -> None:
     try:
         asyncio.run(coro)  # type: ignore[arg-type]
@@ -82,9 +100,7 @@ def migrate(
     """Apply pending SQL migrations under an advisory lock."""
     logs.configure()
     settings = _settings(db_schema=schema)
-    if dsn is None:
-        console.print("[red]no owner DSN: pass --dsn or set AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL[/red]")
-        raise typer.Exit(2)
+    dsn = _owner_dsn(dsn)
     _run(_migrate(dsn, settings.db_schema, settings.control_schema))
 
 
@@ -138,9 +154,7 @@ def replay(
         raise typer.Exit(2)
     kind = "audit_replay" if scope is None else "audit_investigation"
     target = schema or f"{kind}_{datetime.now(UTC):%Y%m%d%H%M%S}"
-    if dsn is None:
-        console.print("[red]no owner DSN: pass --dsn or set AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL[/red]")
-        raise typer.Exit(2)
+    dsn = _owner_dsn(dsn)
     if target in (live.db_schema, live.control_schema):
         console.print(f"[red]{target} is the live read model's (or control) schema: replay into a shadow[/red]")
         raise typer.Exit(2)
@@ -302,16 +316,10 @@ def verify(
     if integrity == read_model:
         console.print("[red]choose one check: --integrity or --read-model[/red]")
         raise typer.Exit(2)
-    if dsn is None:
-        console.print("[red]no owner DSN: pass --dsn or set AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL[/red]")
-        raise typer.Exit(2)
+    dsn = _owner_dsn(dsn)
     if read_model:
         _exit_with(lambda: _verify_read_model(settings, dsn, against, keep))
-    signer_key = settings.signer_key()
-    trusted = list(key) or ([NoteSigner.parse(signer_key).verifier_key] if signer_key else [])
-    if not trusted:
-        console.print("[red]no trusted key: pass --key (the log's verifier key) or configure the signing key[/red]")
-        raise typer.Exit(2)
+    trusted = _trusted_keys(settings, key)
 
     async def go() -> int:
         conn = await asyncpg.connect(dsn, server_settings={"search_path": settings.db_schema})
@@ -383,14 +391,8 @@ def archive_command(
     logs.configure("WARNING")
     settings = _settings()
     age = _duration(older_than)
-    if dsn is None:
-        console.print("[red]no owner DSN: pass --dsn or set AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL[/red]")
-        raise typer.Exit(2)
-    signer_key = settings.signer_key()
-    trusted = list(key) or ([NoteSigner.parse(signer_key).verifier_key] if signer_key else [])
-    if not trusted:
-        console.print("[red]no trusted key: pass --key (the log's verifier key) or configure the signing key[/red]")
-        raise typer.Exit(2)
+    dsn = _owner_dsn(dsn)
+    trusted = _trusted_keys(settings, key)
 
     async def go() -> int:
         conn = await asyncpg.connect(dsn)
@@ -455,9 +457,7 @@ def producer_key(
 ) -> None:
     """Register a publisher's signing key in the projector's key registry."""
     settings = _settings()
-    if dsn is None:
-        console.print("[red]no owner DSN: pass --dsn or set AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL[/red]")
-        raise typer.Exit(2)
+    dsn = _owner_dsn(dsn)
     try:
         parsed = NoteVerifier.parse(verifier_key)
     except CheckpointError as e:

@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
@@ -324,36 +324,24 @@ class AuditRepository:
             _tenant_scope(rollup_where, tenants, "r.tenant_id")
         spans: list[tuple[datetime, datetime]] = [(query.since, query.until)]
         with store_errors():
-            async with self._pool.acquire() as conn:
-                await conn.execute(
-                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; "
-                    f"SELECT set_config('audit.tenants', {_literal(tenants)}, true)"
-                )
-                try:
-                    if rollup_where is not None:
-                        first, last = _ceil_hour(query.since), _floor_hour(query.until)
-                        if first < last:
-                            markers = await _markers(conn, query, tenants, first, last)
-                            for table, since, until, skip in _rollup_plan(query, tenants, first, last, markers):
-                                parts.append(_rollup_sql(query, rollup_where, table, since, until, skip))
-                            sources.append("rollups")
-                            spans = [(query.since, first), (last, query.until)]
-                    for since, until in spans:
-                        if since < until:
-                            parts.append(_entries_sql(query, since, until, tenants))
-                            if "entries" not in sources:
-                                sources.append("entries")
-                    if parts:
-                        sql, args = _finished(query, _union(parts))
-                        record = await conn.fetchrow(sql, *args)
-                        assert record is not None  # aggregates without GROUP BY always yield a row
-                        rows_json, total = record[0], int(record[1])
-                except BaseException:
-                    if not conn.is_closed():
-                        with contextlib.suppress(Exception):
-                            await conn.execute("ROLLBACK")
-                    raise
-                await conn.execute("COMMIT")
+            async with self._pool.acquire() as conn, _tenants_transaction(conn, tenants, "REPEATABLE READ"):
+                if rollup_where is not None:
+                    first, last = _ceil_hour(query.since), _floor_hour(query.until)
+                    if first < last:
+                        markers = await _markers(conn, query, tenants, first, last)
+                        for table, since, until, skip in _rollup_plan(query, tenants, first, last, markers):
+                            parts.append(_rollup_sql(query, rollup_where, table, since, until, skip))
+                        sources.append("rollups")
+                        spans = [(query.since, first), (last, query.until)]
+                for since, until in spans:
+                    if since < until:
+                        parts.append(_entries_sql(query, since, until, tenants))
+                        if "entries" not in sources:
+                            sources.append("entries")
+                if parts:
+                    sql, args = _finished(query, _union(parts))
+                    record = (await conn.fetch(sql, *args))[0]  # aggregates without GROUP BY: always one row
+                    rows_json, total = record[0], int(record[1])
         return rows_json, total, "+".join(sources) or "entries"
 
     async def trace_since(
@@ -487,18 +475,8 @@ class AuditRepository:
             if tenants is None:
                 rows: list[asyncpg.Record] = await self._pool.fetch(sql, *args)
                 return rows
-            async with self._pool.acquire() as conn:
-                # One round trip opens the transaction and names the tenants (a literal: tenant ids match
-                # ^[A-Za-z0-9][A-Za-z0-9_.-]*$ and are quoted anyway); the statement; then the commit.
-                await conn.execute(f"BEGIN READ ONLY; SELECT set_config('audit.tenants', {_literal(tenants)}, true)")
-                try:
-                    rows = await conn.fetch(sql, *args)
-                except BaseException:
-                    if not conn.is_closed():
-                        with contextlib.suppress(Exception):
-                            await conn.execute("ROLLBACK")
-                    raise
-                await conn.execute("COMMIT")
+            async with self._pool.acquire() as conn, _tenants_transaction(conn, tenants):
+                rows = await conn.fetch(sql, *args)
         return rows
 
     def _entry(self, r: asyncpg.Record) -> AuditEntryPublic:
@@ -534,6 +512,26 @@ class AuditRepository:
             duration_ms=r["duration_ms"],
             unrecorded=json.loads(r["unrecorded"]) if r["unrecorded"] is not None else None,
         )
+
+
+@contextlib.asynccontextmanager
+async def _tenants_transaction(
+    conn: "PoolConnectionProxy[asyncpg.Record]", tenants: str, isolation: str = "READ COMMITTED"
+) -> AsyncIterator[None]:
+    """A read-only transaction whose `audit.tenants` names `tenants`, opened in one round trip (the setting as a
+    literal: tenant ids match ^[A-Za-z0-9][A-Za-z0-9_.-]*$ and are quoted anyway); committed after the block,
+    rolled back if it raises."""
+    await conn.execute(
+        f"BEGIN ISOLATION LEVEL {isolation} READ ONLY; SELECT set_config('audit.tenants', {_literal(tenants)}, true)"
+    )
+    try:
+        yield
+    except BaseException:
+        if not conn.is_closed():
+            with contextlib.suppress(Exception):
+                await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
 
 
 def _iso(column: str) -> str:
