@@ -202,7 +202,7 @@ async def test_a_key_rotation_window_accepts_both_keys_then_only_the_new_one(
     new, new_key = NoteSigner.generate("resource-service")
     later, later_key = NoteSigner.generate("resource-service")
     now = datetime.now(UTC)
-    retire_at = now + timedelta(seconds=3)
+    retire_at = now + timedelta(seconds=10)  # room for three CLI registrations and two actions on a busy machine
     # The window: the new key is valid from now, the old one until `retire_at`; both are registered at once.
     await _register(isolated, old, "--source", "resource-service", "--valid-until", retire_at.isoformat())
     await _register(isolated, new, "--source", "resource-service")
@@ -223,6 +223,7 @@ async def test_a_key_rotation_window_accepts_both_keys_then_only_the_new_one(
     async with projector_running(settings):
         await act(old_key, "old-in-window")
         await act(new_key, "new-in-window")
+        assert datetime.now(UTC) < retire_at, "the in-window actions took longer than the window"
         await asyncio.sleep(max(0.0, (retire_at - datetime.now(UTC)).total_seconds()) + 0.5)
         await act(old_key, "old-after-window")
         await act(new_key, "new-after-window")
