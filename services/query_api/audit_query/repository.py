@@ -225,11 +225,10 @@ class AuditRepository:
             where.clauses.append(f"({columns}) {op} ({', '.join(placeholders)})")
         direction = "ASC" if order is SortOrder.ASC else "DESC"
         order_by = ", ".join(f"{c} {direction}" for c, _ in keys)
-        where.args.append(limit + 1)
         select = ", ".join([*(c for c, _ in keys), f"{_entry_json(self._unknown_after)} AS entry_json"])
         sql = (
             f"SELECT {select} FROM audit_entries e LEFT JOIN audit_outcomes o ON o.audit_id = e.audit_id "
-            f"{where.sql()} ORDER BY {order_by} LIMIT ${len(where.args)}"
+            f"{where.sql()} ORDER BY {order_by} LIMIT {_limit(limit + 1)}"
         )
         rows = await self._fetch(sql, *where.args, tenants=tenants)
         return [Row(r["entry_json"], r, sort) for r in rows]
@@ -263,10 +262,9 @@ class AuditRepository:
             where.add("e.entity_id >= {} AND e.entity_id < {}", prefix, prefix + _PREFIX_END)
         if after is not None:
             where.add("(e.entity_id, e.entity_model) > ({}, {})", *after)
-        where.args.append(limit)
         rows = await self._fetch(
             f"SELECT DISTINCT e.entity_model, e.entity_id FROM audit_entries e {where.sql()} "
-            f"ORDER BY e.entity_id, e.entity_model LIMIT ${len(where.args)}",
+            f"ORDER BY e.entity_id, e.entity_model LIMIT {_limit(limit)}",
             *where.args,
             tenants=tenants,
         )
@@ -277,10 +275,9 @@ class AuditRepository:
         where = _Where()
         _apply_filters(where, filters)
         _tenant_scope(where, tenants)
-        where.args.append(cap)
         sql = (
             "SELECT count(*) FROM (SELECT 1 FROM audit_entries e LEFT JOIN audit_outcomes o ON o.audit_id = e.audit_id"
-            f" {where.sql()} LIMIT ${len(where.args)}) AS capped"
+            f" {where.sql()} LIMIT {_limit(cap)}) AS capped"
         )
         rows = await self._fetch(sql, *where.args, tenants=tenants)
         return int(rows[0][0])
@@ -353,19 +350,18 @@ class AuditRepository:
         entry_rows = await self._fetch(f"{_ENTRY_SELECT} WHERE e.audit_id = $1 LIMIT 1", audit_id, tenants=tenants)
         keys = list(positions)
         rows = await self._fetch(
-            """SELECT l.log_id, l.logged_at, l.level, l.logger, l.message, l.fields, l.process, l.source,
+            f"""SELECT l.log_id, l.logged_at, l.level, l.logger, l.message, l.fields, l.process, l.source,
                       l.kafka_topic, l.kafka_partition, l.kafka_offset
                  FROM execution_logs l
                  JOIN audit_entries e ON e.audit_id = $1 AND e.tenant_id = l.tenant_id
                  LEFT JOIN unnest($2::text[], $3::int[], $4::bigint[]) AS p(topic, part, off)
                    ON p.topic = l.kafka_topic AND p.part = l.kafka_partition
                 WHERE l.trace_id = $1 AND l.kafka_offset > coalesce(p.off, -1)
-                ORDER BY l.kafka_topic, l.kafka_partition, l.kafka_offset LIMIT $5""",
+                ORDER BY l.kafka_topic, l.kafka_partition, l.kafka_offset LIMIT {_limit(limit)}""",
             audit_id,
             [k[0] for k in keys],
             [k[1] for k in keys],
             [positions[k] for k in keys],
-            limit,
             tenants=tenants,
         )
         if not entry_rows:
@@ -397,24 +393,24 @@ class AuditRepository:
         decoding and re-encoding in Python), whether more follow, and the (time, log id) key of the page's last
         line (for the next page). Only lines whose tenant is their entry's: a guessed trace id never shows another
         tenant's lines."""
+        n = int(_limit(limit))
         rows = await self._fetch(
-            """SELECT coalesce(json_agg(json_build_object(
+            f"""SELECT coalesce(json_agg(json_build_object(
                           'log_id', l.log_id, 'time', l.logged_at, 'level', l.level, 'logger', l.logger,
                           'message', l.message, 'fields', l.fields, 'process', l.process, 'source', l.source)
-                        ORDER BY l.logged_at, l.log_id) FILTER (WHERE l.n <= $2), '[]')::text AS logs,
-                      count(*) > $2 AS truncated,
+                        ORDER BY l.logged_at, l.log_id) FILTER (WHERE l.n <= {n}), '[]')::text AS logs,
+                      count(*) > {n} AS truncated,
                       (array_agg(l.logged_at::text ORDER BY l.logged_at DESC, l.log_id DESC)
-                         FILTER (WHERE l.n <= $2))[1] AS last_time,
+                         FILTER (WHERE l.n <= {n}))[1] AS last_time,
                       (array_agg(l.log_id::text ORDER BY l.logged_at DESC, l.log_id DESC)
-                         FILTER (WHERE l.n <= $2))[1] AS last_id
+                         FILTER (WHERE l.n <= {n}))[1] AS last_id
                  FROM (SELECT l.*, row_number() OVER (ORDER BY l.logged_at, l.log_id) AS n
                          FROM execution_logs l
                          JOIN audit_entries e ON e.audit_id = $1 AND e.tenant_id = l.tenant_id
                         WHERE l.trace_id = $1
-                          AND ($3::timestamptz IS NULL OR (l.logged_at, l.log_id) > ($3::timestamptz, $4::uuid))
-                        ORDER BY l.logged_at, l.log_id LIMIT $2 + 1) AS l""",
+                          AND ($2::timestamptz IS NULL OR (l.logged_at, l.log_id) > ($2::timestamptz, $3::uuid))
+                        ORDER BY l.logged_at, l.log_id LIMIT {n + 1}) AS l""",
             trace_id,
-            limit,
             datetime.fromisoformat(str(after[0]).replace(" ", "T")) if after else None,
             UUID(str(after[1])) if after else None,
             tenants=tenants,
@@ -858,8 +854,7 @@ def _finished(query: StatsQuery, union: tuple[str, list[Any]]) -> tuple[str, lis
     fields = ", ".join([*(f"'{d}', {value(d, k)}" for d, k in zip(dims, keys, strict=True)), "'count', n::bigint"])
     order = [k if d == Dimension.BUCKET.value else f'{k} COLLATE "C"' for d, k in zip(dims, keys, strict=True)]
     if TOP_DIMENSIONS & set(query.group_by):
-        args = [*args, query.limit]
-        grouped += f" ORDER BY n DESC, {order[0]} LIMIT ${len(args)}"
+        grouped += f" ORDER BY n DESC, {order[0]} LIMIT {_limit(query.limit)}"
         order = ["n DESC", order[0]]
     by = f" ORDER BY {', '.join(order)}" if order else ""
     return (
@@ -935,8 +930,7 @@ def _entries_sql(query: StatsQuery, since: datetime, until: datetime, tenants: s
     group = f"GROUP BY {', '.join(str(i + 1) for i in range(len(dims)))}" if dims else ""
     top = ""
     if TOP_DIMENSIONS & set(query.group_by):
-        where.args.append(query.limit)
-        top = f"ORDER BY n DESC, 1 LIMIT ${len(where.args)}"
+        top = f"ORDER BY n DESC, 1 LIMIT {_limit(query.limit)}"
     select = ", ".join([*dims, "count(*) AS n"])
     return (
         f"SELECT {select} FROM audit_entries e LEFT JOIN audit_outcomes o ON o.audit_id = e.audit_id "
@@ -985,6 +979,16 @@ async def _keep_session(conn: "asyncpg.Connection[asyncpg.Record]") -> None:
     """Pool connections carry no session state to reset: settings are transaction-local, listeners live on their
     own connection, no advisory locks are taken; asyncpg still rolls back any open transaction. Skipping the reset
     query saves a round trip per request."""
+
+
+def _limit(n: int) -> str:
+    """A row limit written into the SQL rather than bound: with `LIMIT $n` the planner cannot cost a generic plan
+    (it assumes a tenth of the rows), so every execution is planned again, which on the partitioned tables with
+    row-level security costs as much as running the query; a literal lets the prepared statement keep one plan."""
+    value = int(n)
+    if not 0 <= value <= 1_000_000:
+        raise ValueError(f"row limit out of range: {value}")
+    return str(value)
 
 
 def _like_escaped(text: str) -> str:
