@@ -1,11 +1,11 @@
 """Prometheus metrics of the query API: request latency by route template, method and status."""
 
 import time
-from collections.abc import Awaitable, Callable
 from typing import Final
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from audit_query.deps import AdminDep
 
@@ -20,18 +20,7 @@ REQUEST_SECONDS: Final = Histogram(
 def instrument(app: FastAPI, *, public: bool = True) -> None:
     """Time every request and serve `/metrics` (without a credential when `public`, else to audit:admin)."""
 
-    @app.middleware("http")
-    async def timed(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = request.scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            REQUEST_SECONDS.labels(template, request.method, str(status)).observe(time.perf_counter() - started)
+    app.add_middleware(RequestTimer)
 
     if public:
 
@@ -44,3 +33,30 @@ def instrument(app: FastAPI, *, public: bool = True) -> None:
         @app.get("/metrics", include_in_schema=False)
         async def admin_metrics(principal: AdminDep) -> Response:
             return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+class RequestTimer:
+    """ASGI middleware observing each HTTP request's duration (to its last byte) under its route template; plain
+    ASGI rather than an `@app.middleware` function, which runs every request in its own task through a stream."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            template = getattr(scope.get("route"), "path", None) or "unmatched"
+            REQUEST_SECONDS.labels(template, scope["method"], str(status)).observe(time.perf_counter() - started)
