@@ -1,13 +1,16 @@
-"""The list and entity pages' rows are built as JSON by PostgreSQL; each must equal, field for field, the entry
-that the single-entry endpoint builds in Python, for every kind of entry."""
+"""The list, entity, entry and trace pages' entries are built as JSON by PostgreSQL; each must equal, field for
+field, the entry the repository builds in Python (the live view's form), for every kind of entry."""
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import httpx
 import pytest
 
 from audit_producer import Actor, AuditProducer, Entity, RequestContext
+from audit_query.repository import AuditRepository
 from audit_schemas import encode
 from tests.conftest import Isolated, projector_running
 from tests.e2e.test_search import all_entries, seed_history
@@ -56,9 +59,19 @@ async def test_page_rows_equal_the_entries_the_api_builds_in_python(
         listed = await eventually(everything, within=60)
     statuses = {e["outcome"]["status"] for e in listed}
     assert {"succeeded", "failed", "in_progress", "unknown"} <= statuses, statuses
-    for entry in listed:
-        single = (await api.get(f"/v1/audit/{entry['audit_id']}")).json()["entry"]
-        assert entry == single, entry["audit_id"]
+    unknown_after = timedelta(seconds=isolated.query.unknown_after_s)
+    repo = await AuditRepository.open(isolated.stack.query_dsn, isolated.name, unknown_after)
+    try:
+        for entry in listed:
+            built = await repo.entry("*", UUID(entry["audit_id"]))
+            assert built is not None
+            assert entry == json.loads(built.model_dump_json()), entry["audit_id"]
+            single = (await api.get(f"/v1/audit/{entry['audit_id']}")).json()["entry"]
+            assert entry == single, entry["audit_id"]
+            trace = (await api.get(f"/v1/traces/{entry['trace_id']}")).json()["entry"]
+            assert entry == trace, entry["audit_id"]
+    finally:
+        await repo.close()
     by_entity = {e["entity"]["id"]: e for e in listed}
     assert by_entity["res-old"]["time"] == "2026-01-02T03:04:05Z"
     assert by_entity["res-new"]["time"].endswith(".100000Z")

@@ -129,6 +129,17 @@ class TraceRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class TraceJson:
+    """An entry and a page of its execution-log lines as JSON text, whether more lines follow, and the (time,
+    log id) key of the page's last line (where the next page starts)."""
+
+    entry: str
+    logs: str
+    truncated: bool
+    last: tuple[str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
 class Row:
     """An entry as the API's JSON, and what a cursor would need to continue after it (computed only for the rows
     that get one)."""
@@ -386,38 +397,27 @@ class AuditRepository:
         rows = await self._fetch(f"{_ENTRY_SELECT} WHERE e.audit_id = $1 LIMIT 1", audit_id, tenants=tenants)
         return self._entry(rows[0]) if rows else None
 
-    async def logs_json(
-        self, tenants: str, trace_id: UUID, limit: int, after: Sequence[Any] | None = None
-    ) -> tuple[str, bool, tuple[str, str] | None]:
-        """A page of a trace's execution-log lines in time order, as the JSON array PostgreSQL builds (no per-row
-        decoding and re-encoding in Python), whether more follow, and the (time, log id) key of the page's last
-        line (for the next page). Only lines whose tenant is their entry's: a guessed trace id never shows another
-        tenant's lines."""
-        n = int(_limit(limit))
+    async def trace_json(
+        self, tenants: str, audit_id: UUID, limit: int, after: Sequence[Any] | None = None
+    ) -> "TraceJson | None":
+        """An entry (as AuditEntryPublic's JSON) and a page of its trace's execution-log lines in time order, in
+        one statement built by PostgreSQL; None when there is no such entry among `tenants`. `after`: the (time,
+        log id) key of the previous page's last line. Only lines whose tenant is their entry's: a guessed trace id
+        never shows another tenant's lines."""
+        page, args = _logs_page(audit_id, limit, after)
         rows = await self._fetch(
-            f"""SELECT coalesce(json_agg(json_build_object(
-                          'log_id', l.log_id, 'time', l.logged_at, 'level', l.level, 'logger', l.logger,
-                          'message', l.message, 'fields', l.fields, 'process', l.process, 'source', l.source)
-                        ORDER BY l.logged_at, l.log_id) FILTER (WHERE l.n <= {n}), '[]')::text AS logs,
-                      count(*) > {n} AS truncated,
-                      (array_agg(l.logged_at::text ORDER BY l.logged_at DESC, l.log_id DESC)
-                         FILTER (WHERE l.n <= {n}))[1] AS last_time,
-                      (array_agg(l.log_id::text ORDER BY l.logged_at DESC, l.log_id DESC)
-                         FILTER (WHERE l.n <= {n}))[1] AS last_id
-                 FROM (SELECT l.*, row_number() OVER (ORDER BY l.logged_at, l.log_id) AS n
-                         FROM execution_logs l
-                         JOIN audit_entries e ON e.audit_id = $1 AND e.tenant_id = l.tenant_id
-                        WHERE l.trace_id = $1
-                          AND ($2::timestamptz IS NULL OR (l.logged_at, l.log_id) > ($2::timestamptz, $3::uuid))
-                        ORDER BY l.logged_at, l.log_id LIMIT {n + 1}) AS l""",
-            trace_id,
-            datetime.fromisoformat(str(after[0]).replace(" ", "T")) if after else None,
-            UUID(str(after[1])) if after else None,
+            f"""SELECT (SELECT {_entry_json(self._unknown_after)}
+                          FROM audit_entries e LEFT JOIN audit_outcomes o ON o.audit_id = e.audit_id
+                         WHERE e.audit_id = $1 LIMIT 1) AS entry, p.*
+                  FROM ({page}) AS p""",
+            *args,
             tenants=tenants,
         )
         r = rows[0]
+        if r["entry"] is None:
+            return None
         last = (r["last_time"], r["last_id"]) if r["last_time"] is not None else None
-        return str(r["logs"]), bool(r["truncated"]), last
+        return TraceJson(str(r["entry"]), str(r["logs"]), bool(r["truncated"]), last)
 
     async def dead_letters(self, tenants: str, reason: str | None, limit: int) -> list[dict[str, Any]]:
         """The newest dead letters (visible only when `tenants` is `*`)."""
@@ -565,6 +565,35 @@ def _entry_json(unknown_after: timedelta) -> str:
         " 'user_agent', e.user_agent) END,"
         " 'correlation_id', e.correlation_id, 'otel_trace_id', e.otel_trace_id, 'source', e.source,"
         f" 'outcome', CASE WHEN o.status IS NULL THEN {pending} ELSE {ended} END)::text"
+    )
+
+
+def _logs_page(audit_id: UUID, limit: int, after: Sequence[Any] | None) -> tuple[str, list[Any]]:
+    """The statement for one page of a trace's log lines (`$1` the audit id): the page as a JSON array, whether
+    more follow, and the last line's key. A first page and a following one are different statements, each with
+    one plan (an optional cursor written as `$2 IS NULL OR …` would be planned again for every call)."""
+    n = int(_limit(limit))
+    args: list[Any] = [audit_id]
+    cursor = ""
+    if after is not None:
+        args += [datetime.fromisoformat(str(after[0]).replace(" ", "T")), UUID(str(after[1]))]
+        cursor = "AND (l.logged_at, l.log_id) > ($2::timestamptz, $3::uuid)"
+    return (
+        f"""SELECT coalesce(json_agg(json_build_object(
+                       'log_id', l.log_id, 'time', l.logged_at, 'level', l.level, 'logger', l.logger,
+                       'message', l.message, 'fields', l.fields, 'process', l.process, 'source', l.source)
+                     ORDER BY l.logged_at, l.log_id) FILTER (WHERE l.n <= {n}), '[]')::text AS logs,
+                   count(*) > {n} AS truncated,
+                   (array_agg(l.logged_at::text ORDER BY l.logged_at DESC, l.log_id DESC)
+                      FILTER (WHERE l.n <= {n}))[1] AS last_time,
+                   (array_agg(l.log_id::text ORDER BY l.logged_at DESC, l.log_id DESC)
+                      FILTER (WHERE l.n <= {n}))[1] AS last_id
+              FROM (SELECT l.*, row_number() OVER (ORDER BY l.logged_at, l.log_id) AS n
+                      FROM execution_logs l
+                      JOIN audit_entries e ON e.audit_id = $1 AND e.tenant_id = l.tenant_id
+                     WHERE l.trace_id = $1 {cursor}
+                     ORDER BY l.logged_at, l.log_id LIMIT {n + 1}) AS l""",
+        args,
     )
 
 

@@ -230,9 +230,9 @@ async def export_audit_entries(
 @router.get("/{audit_id}", response_model=AuditEntryDetail, summary="One entry with its execution logs")
 async def get_audit_entry(audit_id: UUID, principal: ReaderDep, repo: RepositoryDep, settings: SettingsDep) -> Response:
     """The entry, its outcome and every execution-log line of its trace, in time order."""
-    entry = await repo.entry(principal.tenant_setting, audit_id)
-    if entry is None:
+    found = await repo.trace_json(principal.tenant_setting, audit_id, settings.max_logs)
+    if found is None:
         raise NotFoundError(f"no audit entry {audit_id}")
-    logs, truncated, _ = await repo.logs_json(principal.tenant_setting, audit_id, settings.max_logs)
-    body = f'{{"entry":{entry.model_dump_json()},"logs":{logs},"logs_truncated":{"true" if truncated else "false"}}}'
+    truncated = "true" if found.truncated else "false"
+    body = f'{{"entry":{found.entry},"logs":{found.logs},"logs_truncated":{truncated}}}'
     return Response(body, media_type="application/json")

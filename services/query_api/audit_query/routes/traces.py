@@ -35,15 +35,14 @@ async def get_trace(
     after = codec.decode(logs_after, scope).key if logs_after else None
     if after is not None:
         check_log_key(after)
-    entry = await repo.entry(principal.tenant_setting, audit_id)
-    if entry is None:  # lines are shown only beside their entry
-        raise NotFoundError(f"nothing recorded for trace {trace_id}")
     size = min(logs_limit or settings.trace_page, settings.max_logs)
-    logs, truncated, last = await repo.logs_json(principal.tenant_setting, audit_id, size, after)
-    following = codec.encode(Cursor(scope, last)) if truncated and last is not None else None
+    trace = await repo.trace_json(principal.tenant_setting, audit_id, size, after)
+    if trace is None:  # lines are shown only beside their entry
+        raise NotFoundError(f"nothing recorded for trace {trace_id}")
+    following = codec.encode(Cursor(scope, trace.last)) if trace.truncated and trace.last is not None else None
     body = (
-        f'{{"trace_id":"{trace_id}","entry":{entry.model_dump_json()},"logs":{logs},'
-        f'"logs_truncated":{"true" if truncated else "false"},'
+        f'{{"trace_id":"{trace_id}","entry":{trace.entry},"logs":{trace.logs},'
+        f'"logs_truncated":{"true" if trace.truncated else "false"},'
         f'"logs_next":{"null" if following is None else chr(34) + following + chr(34)}}}'
     )
     return Response(body, media_type="application/json")
