@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     default_limit: Annotated[int, Field(ge=1, le=1000)] = 50
     max_limit: Annotated[int, Field(ge=1, le=5000)] = 500
     max_logs: Annotated[int, Field(ge=1, le=100_000)] = 5000
-    trace_page: Annotated[int, Field(ge=1, le=100_000)] = 500
+    trace_page: Annotated[int, Field(ge=1, le=100_000)] = 200
     """Log lines in a page of the trace view unless the caller asks for more (up to `max_logs`)."""
     session_ttl_s: Annotated[float, Field(gt=60, le=7 * 24 * 3600)] = 8 * 3600.0
     """How long a console session lasts after sign-in."""

@@ -279,8 +279,23 @@ function activityItem(e) {
     if (!details.open || details.dataset.loaded) return;
     details.dataset.loaded = "1";
     try {
-      const full = await api("/v1/audit/" + e.audit_id);
-      details.append(...entryBody(full.entry), logTable(full.logs),
+      // A page of log lines at a time: an action with thousands of lines opens as fast as one with three.
+      const first = await api(`/v1/traces/${e.trace_id}`);
+      const table = logTable(first.logs);
+      const more = el("button", { type: "button", class: "more" }, "More log lines");
+      more.hidden = !first.logs_next;
+      let next = first.logs_next;
+      more.onclick = async () => {
+        more.disabled = true;
+        try {
+          const page = await api(`/v1/traces/${e.trace_id}?logs_after=${encodeURIComponent(next)}`);
+          for (const l of page.logs) table.append(logRow(l));
+          next = page.logs_next;
+          more.hidden = !next;
+        } catch (err) { details.append(el("p", { class: "error" }, err.message)); }
+        more.disabled = false;
+      };
+      details.append(...entryBody(first.entry), table, more,
         el("p", {}, el("a", { href: `/traces/${e.trace_id}` }, "Open the trace view")));
     } catch (err) { details.append(el("p", { class: "error" }, err.message)); }
   });
