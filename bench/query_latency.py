@@ -126,6 +126,9 @@ class Shape:
     path: str
     params: dict[str, Any]
     who: str = "admin"
+    warm_params: dict[str, Any] | None = None
+    """Parameters of the warm-up requests when not `params`: the same statement prepared with other values, so
+    a plan chosen for them (PostgreSQL keeps a generic plan after five executions) serves this one."""
     kind: str = "target"
     """`target`: held to the 50 ms p99; `bounded`: a shape docs/search.md lists as not index-driven (its cost is
     bounded by the statement timeout, its figures are reported); `beyond`: more than a view shows at once."""
@@ -222,7 +225,7 @@ async def token(tenants: tuple[str, ...] | None) -> str:
     return secret
 
 
-def shapes(trace_hex: str, entity: str, small: str) -> list[Shape]:
+def shapes(trace_hex: str, entity: str, small: str, large: str = "t00") -> list[Shape]:
     """Every list shape (filters x sorts) the console offers, the stats, the entity and trace views."""
     out = [Shape(f"list sort={s} {o}", "/v1/audit", {"sort": s, "order": o}) for s in ("time", "user", "event")
            for o in ("desc", "asc")]  # fmt: skip
@@ -236,6 +239,10 @@ def shapes(trace_hex: str, entity: str, small: str) -> list[Shape]:
         Shape("model + entity", "/v1/audit", {"model": "resource", "entity_id": entity}),
         Shape("tenant", "/v1/audit", {"tenant": small}),
         Shape("small tenant + event", "/v1/audit", {"tenant": small, "event": "delete"}),
+        Shape("small tenant + event, planned for the largest", "/v1/audit", {"tenant": small, "event": "delete"},
+              warm_params={"tenant": large, "event": "delete"}),
+        Shape("small tenant + model, planned for the largest", "/v1/audit", {"tenant": small, "model": "secret"},
+              warm_params={"tenant": large, "model": "secret"}),
         Shape("outcome failed", "/v1/audit", {"q": "outcome:failed"}, kind="bounded"),
         Shape("outcome failed sort=user", "/v1/audit", {"q": "outcome:failed", "sort": "user", "order": "asc"},
               kind="bounded"),
@@ -291,6 +298,9 @@ async def run(entries: int, requests: int, regenerate: bool, only: str = "") -> 
             "SELECT entity_id FROM audit_entries WHERE entity_model = 'resource' ORDER BY kafka_offset LIMIT 1"
         )
         small = await owner.fetchval("SELECT tenant_id FROM audit_rollups GROUP BY 1 ORDER BY sum(entries) LIMIT 1")
+        large = await owner.fetchval(
+            "SELECT tenant_id FROM audit_rollups GROUP BY 1 ORDER BY sum(entries) DESC LIMIT 1"
+        )
     finally:
         await owner.close()
     tokens = {"admin": await token(None), "small": await token((small,))}
@@ -335,17 +345,22 @@ async def run(entries: int, requests: int, regenerate: bool, only: str = "") -> 
             gc.freeze()  # the harness's own long-lived objects: its collections then stay short
             pool = await asyncpg.create_pool(QUERY, min_size=8, max_size=8, server_settings={"search_path": SCHEMA})
             try:
-                for shape in [s for s in shapes(trace.hex, entity, small) if only in s.name]:
+                for shape in [s for s in shapes(trace.hex, entity, small, large) if only in s.name]:
                     headers = {"authorization": f"Bearer {tokens[shape.who]}"}
 
-                    async def call(shape: Shape = shape, headers: dict[str, str] = headers) -> None:
-                        status, body = await load.get(shape.path, shape.params, headers)
+                    async def call(
+                        shape: Shape = shape, headers: dict[str, str] = headers, params: dict[str, Any] | None = None
+                    ) -> None:
+                        status, body = await load.get(shape.path, shape.params if params is None else params, headers)
                         if status != 200:  # a 503 is a timed-out statement: report, do not hide
                             raise RuntimeError(f"{shape.name}: {status} {body[:300]!r}")
 
                     # Steady state: plans cached, pages in memory, and (concurrently) the API's pool holding a
                     # connection per client (a first burst would otherwise pay for TLS and authentication).
-                    await concurrently(call, WARM_UP)
+                    async def warm_up(call: Callable[..., Awaitable[None]] = call, shape: Shape = shape) -> None:
+                        await call(params=shape.warm_params)
+
+                    await concurrently(warm_up, WARM_UP * (4 if shape.warm_params else 1))
                     api_ms = await concurrently(call, requests)
                     statements = await capture(capture_app, local, shape, headers)
 
