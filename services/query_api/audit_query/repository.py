@@ -399,7 +399,7 @@ class AuditRepository:
 
     async def trace_json(
         self, tenants: str, audit_id: UUID, limit: int, after: Sequence[Any] | None = None
-    ) -> "TraceJson | None":
+    ) -> TraceJson | None:
         """An entry (as AuditEntryPublic's JSON) and a page of its trace's execution-log lines in time order, in
         one statement built by PostgreSQL; None when there is no such entry among `tenants`. `after`: the (time,
         log id) key of the previous page's last line. Only lines whose tenant is their entry's: a guessed trace id
