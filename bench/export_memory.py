@@ -27,7 +27,7 @@ import asyncpg
 import httpx
 
 from audit_projector.topics import ensure_topics
-from bench.query_latency import CONTROL, OWNER, QUERY, SCHEMA, _free_port, _until_up, generate, token
+from bench.query_latency import OWNER, SCHEMA, _free_port, _until_up, generate, serve_api, token
 
 BOOTSTRAP = os.environ.get("AUDIT_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
 TOPICS = ("bench.export-audit", "bench.export-logs")
@@ -137,25 +137,7 @@ async def run(days: float) -> int:
     await ensure_topics(BOOTSTRAP, list(TOPICS), 1)
     secret = await token(None)
     port = _free_port()
-    env = {
-        **os.environ,
-        "AUDIT_QUERY_ENVIRONMENT": "test",
-        "AUDIT_QUERY_CURSOR_SECRET": "bench-cursor-secret-" + "x" * 32,
-        "AUDIT_QUERY_DATABASE_URL": QUERY,
-        "AUDIT_QUERY_DB_SCHEMA": SCHEMA,
-        "AUDIT_QUERY_CONTROL_SCHEMA": CONTROL,
-        "AUDIT_QUERY_BOOTSTRAP_SERVERS": BOOTSTRAP,
-        "AUDIT_QUERY_TOPICS": json.dumps(TOPICS),
-        "AUDIT_QUERY_PORT": str(port),
-        "AUDIT_QUERY_LOG_LEVEL": "WARNING",
-    }
-    server = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "audit-query"),
-        "serve",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    server = await serve_api(port, bootstrap_servers=BOOTSTRAP, topics=json.dumps(TOPICS), log_level="WARNING")
     headers = {"authorization": f"Bearer {secret}"}
     runs: list[tuple[str, Run]] = []
     try:

@@ -51,6 +51,7 @@ here: about 0.5 ms more CPU per request, shared by the API and PostgreSQL; give 
 measure that)."""
 SCHEMA = "bench_api"
 CONTROL = "bench_api_control"
+CURSOR_SECRET = "bench-cursor-secret-" + "x" * 32
 TARGET_P99_MS = 50.0
 WARM_UP = 20
 _BLOCKING = frozenset({"Sort", "Incremental Sort", "Aggregate", "Hash", "Materialize", "WindowAgg", "SetOp"})
@@ -225,7 +226,7 @@ async def token(tenants: tuple[str, ...] | None) -> str:
     return secret
 
 
-def shapes(trace_hex: str, entity: str, small: str, large: str = "t00") -> list[Shape]:
+def shapes(trace_hex: str, entity: str, small: str, large: str) -> list[Shape]:
     """Every list shape (filters x sorts) the console offers, the stats, the entity and trace views."""
     out = [Shape(f"list sort={s} {o}", "/v1/audit", {"sort": s, "order": o}) for s in ("time", "user", "event")
            for o in ("desc", "asc")]  # fmt: skip
@@ -306,30 +307,15 @@ async def run(entries: int, requests: int, regenerate: bool, only: str = "") -> 
     tokens = {"admin": await token(None), "small": await token((small,))}
     settings = Settings(
         environment="test",
-        cursor_secret="bench-cursor-secret-" + "x" * 32,
+        cursor_secret=CURSOR_SECRET,
         database_url=QUERY,
         db_schema=SCHEMA,
         control_schema=CONTROL,
         public_metrics=True,
     )
     port = _free_port()
-    env = {
-        **os.environ,
-        "AUDIT_QUERY_ENVIRONMENT": "test",
-        "AUDIT_QUERY_CURSOR_SECRET": settings.cursor_secret.get_secret_value(),
-        "AUDIT_QUERY_DATABASE_URL": QUERY,
-        "AUDIT_QUERY_DB_SCHEMA": SCHEMA,
-        "AUDIT_QUERY_CONTROL_SCHEMA": CONTROL,
-        "AUDIT_QUERY_PORT": str(port),
-    }
     # The API in its own process (as deployed): its CPU is not shared with the clients' event loop.
-    server = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "audit-query"),
-        "serve",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    server = await serve_api(port)
     capture_app = create_app(settings)  # in this process, only to see which SQL a request runs
     failures = []
     print(f"\n{'shape':34} {'API p50':>8} {'API p99':>8} {'SQL p50':>8} {'SQL p99':>8}  plan")
@@ -443,20 +429,17 @@ class LoadClient:
         target = path + ("?" + urlencode(params, doseq=True) if params else "")
         head = f"GET {target} HTTP/1.1\r\nhost: 127.0.0.1:{self._port}\r\n"
         head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
-        while self._idle:  # the server closes a connection idle for its keep-alive time: then open another
-            reader, writer = self._idle.pop()
+        while True:  # the server closes a connection idle for its keep-alive time: then try the next, or a new one
+            reused = bool(self._idle)
+            reader, writer = self._idle.pop() if reused else await asyncio.open_connection("127.0.0.1", self._port)
             writer.write(head.encode())
             try:
                 answer = await reader.readuntil(b"\r\n\r\n")
                 break
             except (asyncio.IncompleteReadError, ConnectionError) as e:
                 writer.close()
-                if isinstance(e, asyncio.IncompleteReadError) and e.partial:
+                if not reused or (isinstance(e, asyncio.IncompleteReadError) and e.partial):
                     raise
-        else:
-            reader, writer = await asyncio.open_connection("127.0.0.1", self._port)
-            writer.write(head.encode())
-            answer = await reader.readuntil(b"\r\n\r\n")
         status_line, _, raw = answer.partition(b"\r\n")
         status = int(status_line.split()[1])
         fields = {}
@@ -484,6 +467,28 @@ class LoadClient:
         for _, writer in self._idle:
             writer.close()
         self._idle.clear()
+
+
+async def serve_api(port: int, **settings: str) -> asyncio.subprocess.Process:
+    """`audit-query serve` in its own process on `port`, reading the bench schemas (plus `settings`, as
+    AUDIT_QUERY_* variables without the prefix); its output discarded."""
+    env = {
+        **os.environ,
+        "AUDIT_QUERY_ENVIRONMENT": "test",
+        "AUDIT_QUERY_CURSOR_SECRET": CURSOR_SECRET,
+        "AUDIT_QUERY_DATABASE_URL": QUERY,
+        "AUDIT_QUERY_DB_SCHEMA": SCHEMA,
+        "AUDIT_QUERY_CONTROL_SCHEMA": CONTROL,
+        "AUDIT_QUERY_PORT": str(port),
+        **{f"AUDIT_QUERY_{name.upper()}": value for name, value in settings.items()},
+    }
+    return await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "audit-query"),
+        "serve",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
 
 
 def _free_port() -> int:

@@ -64,10 +64,6 @@ async def read_page(
     prev_cursor = codec.encode(Cursor(scope, page[0].sort_values, backward=True)) if page and more_before else None
     body = (
         f'{{"data":[{",".join(r.entry_json for r in page)}],"count":{len(page)},'
-        f'"next_cursor":{_string(next_cursor)},"prev_cursor":{_string(prev_cursor)}}}'
+        f'"next_cursor":{json.dumps(next_cursor)},"prev_cursor":{json.dumps(prev_cursor)}}}'
     )
     return PageJson(body.encode(), len(page))
-
-
-def _string(value: str | None) -> str:
-    return "null" if value is None else json.dumps(value)

@@ -392,11 +392,6 @@ class AuditRepository:
         )
         return out, r["status"] is not None
 
-    async def entry(self, tenants: str, audit_id: UUID) -> AuditEntryPublic | None:
-        """One entry with its outcome, or None (also when its tenant is not among `tenants`)."""
-        rows = await self._fetch(f"{_ENTRY_SELECT} WHERE e.audit_id = $1 LIMIT 1", audit_id, tenants=tenants)
-        return self._entry(rows[0]) if rows else None
-
     async def trace_json(
         self, tenants: str, audit_id: UUID, limit: int, after: Sequence[Any] | None = None
     ) -> TraceJson | None:

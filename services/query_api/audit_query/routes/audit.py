@@ -1,5 +1,6 @@
 """The global audit log and single entries with their execution logs."""
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -233,6 +234,5 @@ async def get_audit_entry(audit_id: UUID, principal: ReaderDep, repo: Repository
     found = await repo.trace_json(principal.tenant_setting, audit_id, settings.max_logs)
     if found is None:
         raise NotFoundError(f"no audit entry {audit_id}")
-    truncated = "true" if found.truncated else "false"
-    body = f'{{"entry":{found.entry},"logs":{found.logs},"logs_truncated":{truncated}}}'
+    body = f'{{"entry":{found.entry},"logs":{found.logs},"logs_truncated":{json.dumps(found.truncated)}}}'
     return Response(body, media_type="application/json")

@@ -1,5 +1,6 @@
 """The trace view: one action's audit entry, outcome and execution logs by trace id."""
 
+import json
 from typing import Annotated
 from uuid import UUID
 
@@ -42,8 +43,8 @@ async def get_trace(
     following = codec.encode(Cursor(scope, trace.last)) if trace.truncated and trace.last is not None else None
     body = (
         f'{{"trace_id":"{trace_id}","entry":{trace.entry},"logs":{trace.logs},'
-        f'"logs_truncated":{"true" if trace.truncated else "false"},'
-        f'"logs_next":{"null" if following is None else chr(34) + following + chr(34)}}}'
+        f'"logs_truncated":{json.dumps(trace.truncated)},'
+        f'"logs_next":{json.dumps(following)}}}'
     )
     return Response(body, media_type="application/json")
 
