@@ -20,7 +20,7 @@ async def test_history_spans_days_tenants_and_outcomes(
     isolated: Isolated, audit: AuditProducer, api: httpx.AsyncClient
 ) -> None:
     async with projector_running(isolated.projector):
-        assert await import_history(audit, ["demo", "acme", "globex"], days=14, actions=120) == 120
+        assert len(await import_history(audit, ["demo", "acme", "globex"], days=14, actions=120)) == 120
 
         async def projected() -> list[dict[str, Any]] | None:
             found = await all_entries(api, q=f"source:{HISTORY_SOURCE} -outcome:in_progress")

@@ -25,8 +25,9 @@ class _Signed:
 class Checkpointer:
     """Signs checkpoints with the projector's key (read from a file or the environment, never the database).
 
-    A checkpoint is published to its own topic (acks=all) and stored in the control schema, so someone with
-    database access alone cannot quietly re-sign history: the topic holds what was signed.
+    A checkpoint is stored in the control schema, then published to its own topic (acks=all), so someone with
+    database access alone cannot quietly re-sign or drop history: the topic holds what was signed, and
+    `verify --integrity` holds the database to it.
     """
 
     def __init__(
@@ -73,14 +74,20 @@ class Checkpointer:
             return
         checkpoint = Checkpoint(origin, tree.size, frontier_root(tree.frontier))
         note = self._signer.sign(checkpoint.body())
+        # Stored before it is published: whatever a verifier reads on the topic, the database had already.
         try:
-            await self._producer.send_and_wait(self._topic, note.encode(), key=origin.encode())
             await self._repo.store_checkpoint(
                 origin, tree.size, checkpoint.root, self._signer.name, self._signer.key_hash, note
             )
-        except (KafkaError, ProjectorError) as e:
+        except ProjectorError as e:
             log.warning("checkpoint_not_signed", origin=origin, size=tree.size, error=str(e)[:300])
             return
         self._signed[origin] = _Signed(tree.size, time.monotonic())
         metrics.CHECKPOINTS.labels(topic).inc()
+        try:
+            await self._producer.send_and_wait(self._topic, note.encode(), key=origin.encode())
+        except KafkaError as e:
+            # Kept in the database; the next checkpoint of this origin is published as usual.
+            log.warning("checkpoint_not_published", origin=origin, size=tree.size, error=str(e)[:300])
+            return
         log.debug("checkpoint_signed", origin=origin, size=tree.size)

@@ -31,6 +31,7 @@ from audit_projector.integrity import verify_integrity
 from audit_projector.migrations import migrate as run_migrations
 from audit_projector.operations import Selection, request_skip
 from audit_projector.operations import redrive as run_redrive
+from audit_projector.published import from_file, from_topic
 from audit_projector.replay import replay as run_replay
 from audit_projector.repository import quoted
 from audit_projector.scope import ReplayScope
@@ -309,8 +310,18 @@ def verify(
     keep: bool = typer.Option(False, help="With --read-model: keep the scratch schema for inspection."),
     dsn: str | None = typer.Option(None, envvar="AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL", help="Owner role DSN."),
     key: list[str] = typer.Option([], help="Trusted checkpoint verifier key(s); default: the configured signer's."),
+    checkpoints: list[Path] = typer.Option(
+        [],
+        "--checkpoints",
+        help="With --integrity: checkpoints kept outside the database (the JSON of GET /v1/checkpoints, JSON "
+        "Lines, or one signed note) that the trees must not contradict.",
+    ),
+    topic: bool = typer.Option(
+        True, "--topic/--no-topic", help="With --integrity: hold the trees to the checkpoint topic too (default)."
+    ),
 ) -> None:
-    """Check that the read model is what the log holds: exit 1 naming the first altered, inserted or deleted row."""
+    """Check that the read model is what the log holds: exit 1 naming every altered, inserted or deleted row
+    (the first 1,000, with a count of all)."""
     logs.configure("WARNING")
     settings = _settings()
     if integrity == read_model:
@@ -322,17 +333,27 @@ def verify(
     trusted = _trusted_keys(settings, key)
 
     async def go() -> int:
+        published = [p for path in checkpoints for p in from_file(path)]
+        if topic:  # read before the database's snapshot: every note on it was stored before then
+            published += await from_topic(settings.bootstrap_servers, settings.checkpoint_topic, settings.kafka)
         conn = await asyncpg.connect(dsn, server_settings={"search_path": settings.db_schema})
         try:
-            report = await verify_integrity(conn, settings.control_schema, trusted, settings.log_name)
+            report = await verify_integrity(
+                conn, settings.control_schema, trusted, settings.log_name, published=published
+            )
         finally:
             await conn.close()
         console.print(
-            f"{report.partitions} partitions, {report.leaves} leaves, {report.checkpoints} checkpoints checked"
+            f"{report.partitions} partitions, {report.leaves} leaves, {report.rows} rows, {report.checkpoints} "
+            f"checkpoints checked; {report.published} published checkpoints held against them"
         )
         for finding in report.findings:
-            console.print(f"[red]{finding}[/red]")
-        return 1 if report.findings else 0
+            console.print(f"[red]{finding}[/red]", soft_wrap=True)
+        if report.found > len(report.findings):
+            console.print(f"[red]… {report.found - len(report.findings)} more findings not listed[/red]")
+        if report.found:
+            console.print(f"[red]{report.found} finding(s)[/red]")
+        return 1 if report.found else 0
 
     _exit_with(go)
 

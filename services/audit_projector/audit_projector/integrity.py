@@ -1,28 +1,38 @@
 """`audit-projector verify --integrity`: recompute every tree from the stored raw records, check it against the
-stored nodes, the signed checkpoints (and the checkpoint topic), and re-derive every read-model row from its
-leaf — naming the first altered, inserted, deleted or truncated entry by partition, leaf index and offset.
+stored nodes, the signed checkpoints in the database, those published outside it (the checkpoint topic, an
+auditor's file), and re-derive every read-model row from its leaf — naming every altered, inserted, deleted or
+truncated place (bounded) by partition, leaf index and offset.
+
+Everything is read in one snapshot and walked in log order: leaves and the rows of each table side by side.
 """
 
 import json
 import struct
-from collections.abc import AsyncIterator, Sequence
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
+from uuid import UUID
 
 import asyncpg
 
 from audit_projector.errors import db_errors
+from audit_projector.published import Published
 from audit_projector.repository import quoted
-from audit_projector.rows import ENTRY_COLUMNS, LOG_COLUMNS, OUTCOME_COLUMNS, Coordinates, Row, row_for
+from audit_projector.rows import ENTRY_COLUMNS, LOG_COLUMNS, OUTCOME_COLUMNS, Coordinates, Row, Table, row_for
+from audit_projector.streams import OrderedRows, Position, in_log_order
 from audit_schemas import EnvelopeError, NewerSchemaError, decode, merkle
-from audit_schemas.checkpoint import CheckpointError, NoteVerifier, open_checkpoint
+from audit_schemas.checkpoint import Checkpoint, CheckpointError, NoteVerifier, open_checkpoint
 
-_CHUNK = 5000
-_TABLES = {
-    "entries": ("audit_entries", "audit_id"),
-    "outcomes": ("audit_outcomes", "audit_id"),
-    "logs": ("execution_logs", "log_id"),
+FINDINGS_LISTED: Final = 1000
+"""Findings kept with their text; any beyond are counted."""
+
+_TABLES: Final[dict[Table, tuple[str, str, tuple[str, ...]]]] = {
+    "entries": ("audit_entries", "audit_id", ENTRY_COLUMNS),
+    "outcomes": ("audit_outcomes", "audit_id", OUTCOME_COLUMNS),
+    "logs": ("execution_logs", "log_id", LOG_COLUMNS),
 }
+_JSON_COLUMNS: Final = frozenset({"changes", "fields", "unrecorded"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,13 +40,13 @@ class Finding:
     """One thing that does not match, and where."""
 
     topic: str
-    partition: int
+    partition: int | None
     leaf_index: int | None
     offset: int | None
     problem: str
 
     def __str__(self) -> str:
-        where = f"{self.topic}/{self.partition}"
+        where = self.topic if self.partition is None else f"{self.topic}/{self.partition}"
         if self.leaf_index is not None:
             where += f" leaf {self.leaf_index}"
         if self.offset is not None:
@@ -46,15 +56,32 @@ class Finding:
 
 @dataclass(slots=True)
 class Report:
-    """What was checked and what was found (the first finding per partition is the one to look at)."""
+    """What was checked and every place found damaged (the first `limit` with their text, all counted)."""
 
     partitions: int = 0
     leaves: int = 0
     checkpoints: int = 0
+    published: int = 0
+    """Checkpoints published outside the database (topic, file) that were held against the trees."""
     rows: int = 0
     archived_leaves: int = 0
     """Leaves before each partition's last archive: checked when archived, and here through its signed frontier."""
     findings: list[Finding] = field(default_factory=list)
+    found: int = 0
+    """Every finding, including those beyond `limit`."""
+    limit: int = FINDINGS_LISTED
+
+    def add(self, finding: Finding) -> None:
+        """Record a finding (its text only while under the limit)."""
+        self.found += 1
+        if len(self.findings) < self.limit:
+            self.findings.append(finding)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outside:
+    checkpoint: Checkpoint
+    source: str
 
 
 def parse_leaf_data(data: bytes) -> tuple[str, int, int, bytes | None, list[tuple[str, bytes]], bytes | None]:
@@ -84,227 +111,398 @@ def parse_leaf_data(data: bytes) -> tuple[str, int, int, bytes | None, list[tupl
     return topic, partition, offset, key, headers, value
 
 
-async def verify_integrity(conn: asyncpg.Connection, control_schema: str, keys: Sequence[str], log_name: str) -> Report:
-    """Check every partition's tree; the connection should be able to read everything (the owner)."""
-    verifiers = [NoteVerifier.parse(k) for k in keys]
-    report = Report()
-    control = quoted(control_schema)
-    with db_errors("cannot read the trees"):
-        trees = await conn.fetch("SELECT topic, partition, size, frontier FROM merkle_trees ORDER BY topic, partition")
-    for tree in trees:
-        report.partitions += 1
-        await _verify_tree(conn, control, tree, verifiers, log_name, report)
-    with db_errors("cannot look for rows without leaves"):
-        orphans = await conn.fetch(
-            """SELECT e.kafka_topic, e.kafka_partition, e.kafka_offset, 'entries' AS t FROM audit_entries e
-                WHERE NOT EXISTS (SELECT 1 FROM merkle_leaves l WHERE l.topic = e.kafka_topic
-                                  AND l.partition = e.kafka_partition AND l.kafka_offset = e.kafka_offset)
-               UNION ALL
-               SELECT o.kafka_topic, o.kafka_partition, o.kafka_offset, 'outcomes' FROM audit_outcomes o
-                WHERE NOT EXISTS (SELECT 1 FROM merkle_leaves l WHERE l.topic = o.kafka_topic
-                                  AND l.partition = o.kafka_partition AND l.kafka_offset = o.kafka_offset)
-               ORDER BY 1, 2, 3 LIMIT 100"""
-        )
-    for r in orphans:
-        report.findings.append(Finding(r[0], r[1], None, r[2], f"a row in {r[3]} that no leaf records (inserted)"))
-    return report
-
-
-async def _verify_tree(
+async def verify_integrity(
     conn: asyncpg.Connection,
-    control: str,
-    tree: asyncpg.Record,
-    verifiers: list[NoteVerifier],
+    control_schema: str,
+    keys: Sequence[str],
     log_name: str,
-    report: Report,
-) -> None:
-    topic, partition, size = tree["topic"], tree["partition"], tree["size"]
-    # Leaves in a verified archive left the database; the tree is checked on from the frontier after them.
-    archived = await conn.fetchrow(
-        f"""SELECT end_leaf, end_offset, end_frontier FROM {control}.archives WHERE topic = $1 AND partition = $2
-             ORDER BY end_leaf DESC LIMIT 1""",
-        topic,
-        partition,
-    )
-    frontier: list[bytes] = list(archived["end_frontier"]) if archived else []
-    count = archived["end_leaf"] if archived else 0
-    last_offset = archived["end_offset"] - 1 if archived else -1
-    report.archived_leaves += count
-    if archived is not None:
-        registered = await conn.fetchval(
-            f"SELECT checkpoint FROM {control}.archives WHERE topic = $1 AND partition = $2 AND end_leaf = $3",
-            topic,
-            partition,
-            count,
-        )
-        problem = _archive_problem(registered, f"{log_name}/{topic}/{partition}", count, frontier, verifiers)
-        if problem is not None:
-            report.findings.append(Finding(topic, partition, count - 1, None, problem))
-            return
-    checkpoints = {
-        r["tree_size"]: r
-        for r in await conn.fetch(
-            f"SELECT tree_size, root_hash, note FROM {control}.checkpoints WHERE origin = $1",
-            f"{log_name}/{topic}/{partition}",
-        )
-    }
-    nodes: dict[tuple[int, int], bytes] = {}
-    async for leaf in _leaves(conn, topic, partition, count):
-        index, offset = leaf["leaf_index"], leaf["kafka_offset"]
-        if index != count:
-            gap = f"leaf {count} is missing (deleted)" if index > count else "leaf index out of order"
-            report.findings.append(Finding(topic, partition, count, None, gap))
-            return
-        computed = merkle.leaf_hash(leaf["leaf_data"])
-        if computed != leaf["leaf_hash"] or not _data_matches(leaf["leaf_data"], topic, partition, offset):
-            report.findings.append(Finding(topic, partition, index, offset, "the leaf's record was altered"))
-            return
-        if offset <= last_offset:
-            report.findings.append(Finding(topic, partition, index, offset, "offsets do not increase"))
-            return
-        mismatch = await _row_matches(conn, leaf["leaf_data"], Coordinates(topic, partition, offset))
-        if mismatch is not None:
-            report.findings.append(Finding(topic, partition, index, offset, mismatch))
-            return
-        frontier, count, made = merkle.append_leaves(frontier, count, [computed])
-        for level, node_index, value in made:
-            nodes[(level, node_index)] = value
-        last_offset = offset
-        report.leaves += 1
-        report.rows += 1
-        if count in checkpoints:
-            problem = _checkpoint_problem(checkpoints[count], merkle.frontier_root(frontier), verifiers)
-            if problem is not None:
-                report.findings.append(Finding(topic, partition, count - 1, offset, problem))
-                return
-            report.checkpoints += 1
-    if count != size:
-        report.findings.append(
-            Finding(topic, partition, count, None, f"the tree records {size} leaves but {count} are stored (deleted)")
-        )
-        return
-    beyond = [s for s in checkpoints if s > count]
-    if beyond:
-        report.findings.append(
-            Finding(
-                topic, partition, count, None, f"a signed checkpoint covers {max(beyond)} leaves, {count} are stored"
+    *,
+    published: Sequence[Published] = (),
+    lagging: bool = False,
+    limit: int = FINDINGS_LISTED,
+) -> Report:
+    """Check every partition's tree in the schema on the connection's search path (read as the owner).
+
+    `published` are notes from outside the database, read before this call (so each was stored before its
+    snapshot). `lagging` says the schema is a rebuild that may not have reached the log's newest checkpoints yet:
+    checkpoints beyond its trees are then not findings.
+    """
+    checker = _Checker(conn, quoted(control_schema), [NoteVerifier.parse(k) for k in keys], log_name, lagging, limit)
+    with db_errors("cannot read the trees"):
+        if conn.is_in_transaction():
+            await checker.run(published)
+        else:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                await checker.run(published)
+    return checker.report
+
+
+class _Checker:
+    """One walk over a snapshot: the leaves in log order, each table's rows merged beside them."""
+
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        control: str,
+        verifiers: list[NoteVerifier],
+        log_name: str,
+        lagging: bool,
+        limit: int,
+    ) -> None:
+        self.conn = conn
+        self.control = control
+        self.verifiers = verifiers
+        self.log_name = log_name
+        self.lagging = lagging
+        self.report = Report(limit=limit)
+        self.signed: dict[str, dict[int, asyncpg.Record]] = defaultdict(dict)
+        self.outside: dict[str, dict[int, list[_Outside]]] = defaultdict(lambda: defaultdict(list))
+        self.rows: dict[Table, OrderedRows] = {}
+
+    def origin(self, topic: str, partition: int) -> str:
+        return f"{self.log_name}/{topic}/{partition}"
+
+    def where(self, origin: str) -> tuple[str, int | None]:
+        """The topic and partition an origin of this log names."""
+        topic, _, partition = origin.removeprefix(f"{self.log_name}/").rpartition("/")
+        return (topic, int(partition)) if partition.isdigit() and topic else (origin, None)
+
+    async def run(self, published: Sequence[Published]) -> None:
+        trees = {(r["topic"], r["partition"]): r for r in await self.conn.fetch("SELECT * FROM merkle_trees")}
+        archives = {
+            (r["topic"], r["partition"]): r
+            for r in await self.conn.fetch(
+                f"""SELECT DISTINCT ON (topic, partition) topic, partition, end_leaf, end_offset, end_frontier,
+                           checkpoint FROM {self.control}.archives ORDER BY topic, partition, end_leaf DESC"""
             )
+        }
+        for r in await self.conn.fetch(
+            f"SELECT origin, tree_size, root_hash, note FROM {self.control}.checkpoints WHERE starts_with(origin, $1)",
+            f"{self.log_name}/",
+        ):
+            self.signed[r["origin"]][r["tree_size"]] = r
+        self.open_published(published)
+        for kind, (table, _, _) in _TABLES.items():
+            self.rows[kind] = await OrderedRows.open(self.conn, in_log_order(table))
+        self.dead = await OrderedRows.open(self.conn, in_log_order("dead_letters", columns="kafka_offset"))
+        self.verdicts = await OrderedRows.open(
+            self.conn, in_log_order("record_verdicts", "topic", "partition", columns="kafka_offset")
         )
-        return
-    if list(tree["frontier"]) != frontier:
-        report.findings.append(Finding(topic, partition, None, None, "the stored frontier does not match the leaves"))
-        return
-    stored = {
-        (r["level"], r["node_index"]): r["hash"]
-        for r in await conn.fetch(
-            "SELECT level, node_index, hash FROM merkle_nodes WHERE topic = $1 AND partition = $2", topic, partition
+        leaves = await OrderedRows.open(
+            self.conn,
+            """SELECT topic, partition, kafka_offset, leaf_index, leaf_hash, leaf_data FROM merkle_leaves
+                ORDER BY topic COLLATE "C", partition, leaf_index""",
         )
-    }
-    archived_end = archived["end_leaf"] if archived else 0
-    stored = {k: v for k, v in stored.items() if (k[1] + 1) * (1 << k[0]) > archived_end}  # the archive has the rest
-    if stored != nodes:
-        bad = sorted(set(stored.items()) ^ set(nodes.items()))[0]
-        report.findings.append(Finding(topic, partition, None, None, f"stored node {bad[0]} does not match the leaves"))
+        walked: set[tuple[str, int]] = set()
+        walk: _TreeWalk | None = None
+        while (leaf := await leaves.next()) is not None:
+            key = (leaf["topic"], leaf["partition"])
+            if walk is None or walk.key != key:
+                if walk is not None:
+                    await walk.finish()
+                walk = await self.start(key, trees.get(key), archives.get(key))
+                walked.add(key)
+            await walk.leaf(leaf)
+        if walk is not None:
+            await walk.finish()
+        for key in sorted(set(trees) - walked):
+            await (await self.start(key, trees[key], archives.get(key))).finish()
+            walked.add(key)
+        for kind, stream in self.rows.items():
+            for row in await stream.rest():
+                self.inserted(kind, row)
+        if not self.lagging:
+            self.lost_partitions(walked)
+
+    def open_published(self, published: Sequence[Published]) -> None:
+        for p in published:
+            try:
+                checkpoint = open_checkpoint(p.note, self.verifiers)
+            except CheckpointError as e:
+                self.report.add(Finding(p.source, None, None, None, f"a published checkpoint does not verify: {e}"))
+                continue
+            if checkpoint.origin.startswith(f"{self.log_name}/"):
+                self.outside[checkpoint.origin][checkpoint.size].append(_Outside(checkpoint, p.source))
+                self.report.published += 1
+
+    async def start(
+        self, key: tuple[str, int], tree: asyncpg.Record | None, archive: asyncpg.Record | None
+    ) -> "_TreeWalk":
+        self.report.partitions += 1
+        walk = _TreeWalk(self, key, tree, archive)
+        await walk.begin()
+        return walk
+
+    def inserted(self, kind: Table, row: asyncpg.Record) -> None:
+        self.report.add(
+            Finding(row[0], row[1], None, row[2], f"a row in {_TABLES[kind][0]} that no leaf records (inserted)")
+        )
+
+    def lost_partitions(self, walked: set[tuple[str, int]]) -> None:
+        """Checkpoints of partitions that have neither a tree nor a leaf left."""
+        for origin in sorted(set(self.signed) | set(self.outside)):
+            topic, partition = self.where(origin)
+            if partition is not None and (topic, partition) in walked:
+                continue
+            sizes = set(self.signed.get(origin, {})) | set(self.outside.get(origin, {}))
+            self.report.add(
+                Finding(
+                    topic,
+                    partition,
+                    None,
+                    None,
+                    f"checkpoints up to size {max(sizes)} exist but no tree or leaf (deleted)",
+                )
+            )
+
+    def checkpoint_problem(self, checkpoint: asyncpg.Record, root: bytes) -> str | None:
+        try:
+            opened = open_checkpoint(checkpoint["note"], self.verifiers)
+        except CheckpointError as e:
+            return f"the checkpoint at size {checkpoint['tree_size']} does not verify with the trusted keys: {e}"
+        if opened.root != root or checkpoint["root_hash"] != root:
+            return f"the leaves up to size {checkpoint['tree_size']} do not hash to the signed root"
+        return None
+
+    async def row_problem(self, data: bytes, at: Coordinates) -> str | None:
+        """Re-project the leaf's record and compare with the row at its position (None when equal or when its
+        absence is accounted for)."""
+        position: Position = (at.topic, at.partition, at.offset)
+        for kind, stream in self.rows.items():
+            for orphan in await stream.before(position):
+                self.inserted(kind, orphan)
+        await self.dead.before(position)
+        await self.verdicts.before(position)
+        dead = await self.dead.at(position) is not None
+        duplicate = await self.verdicts.at(position) is not None
+        stored = {kind: await stream.at(position) for kind, stream in self.rows.items()}
+        present = [kind for kind, row in stored.items() if row is not None]
+        value = parse_leaf_data(data)[5]
+        try:
+            kind, expected = row_for(decode(value), at)
+        except (EnvelopeError, NewerSchemaError):
+            if present:
+                return f"a {_TABLES[present[0]][0]} row for a record the projector refused (inserted)"
+            return None
+        table, id_column, columns = _TABLES[kind]
+        if any(k != kind for k in present):
+            return f"a row in another table than the record's ({table}) (inserted)"
+        row = stored.get(kind)
+        if row is None:
+            if dead:
+                return None
+            if duplicate and await self.stored_elsewhere(table, id_column, expected):
+                return None
+            if kind == "logs" and await self.same_line_stored(expected):
+                return None  # a re-sent line: its first copy is the row
+            return f"its {table} row is missing (deleted or truncated)"
+        if dead:
+            return f"a {table} row for a dead-lettered record (inserted)"
+        return _compare(row, expected, table, columns)
+
+    async def same_line_stored(self, line: Row) -> bool:
+        """Whether an identical execution-log line (same time, id and content) is stored at another offset."""
+        found = await self.conn.fetchrow(
+            "SELECT * FROM execution_logs WHERE logged_at = $1 AND log_id = $2", line.values[0], line.values[1]
+        )
+        if found is None:
+            return False
+        content = LOG_COLUMNS[: LOG_COLUMNS.index("kafka_topic")]
+        return _compare(found, Row(line.at, line.values[: len(content)]), "execution_logs", content) is None
+
+    async def stored_elsewhere(self, table: str, id_column: str, row: Row) -> bool:
+        if row.claim is None:
+            return False
+        found = await self.conn.fetchval(f"SELECT 1 FROM {table} WHERE {id_column} = $1", row.claim.audit_id)
+        return found is not None
 
 
-async def _leaves(conn: asyncpg.Connection, topic: str, partition: int, first: int) -> AsyncIterator[asyncpg.Record]:
-    after = first - 1
-    while True:
-        rows = await conn.fetch(
-            """SELECT leaf_index, kafka_offset, leaf_hash, leaf_data FROM merkle_leaves
-                WHERE topic = $1 AND partition = $2 AND leaf_index > $3 ORDER BY leaf_index LIMIT $4""",
-            topic,
-            partition,
-            after,
-            _CHUNK,
-        )
-        if not rows:
+class _TreeWalk:
+    """One partition's tree recomputed leaf by leaf and held against what the database and others say of it."""
+
+    def __init__(
+        self, checker: _Checker, key: tuple[str, int], tree: asyncpg.Record | None, archive: asyncpg.Record | None
+    ) -> None:
+        self.checker = checker
+        self.report = checker.report
+        self.key = key
+        self.topic, self.partition = key
+        self.tree = tree
+        self.archive = archive
+        origin = checker.origin(*key)
+        self.signed = checker.signed.get(origin, {})
+        self.outside = checker.outside.get(origin, {})
+        self.frontier: list[bytes] = list(archive["end_frontier"]) if archive else []
+        self.count: int = archive["end_leaf"] if archive else 0
+        self.last_offset: int = archive["end_offset"] - 1 if archive else -1
+        self.nodes: dict[tuple[int, int], bytes] = {}
+        self.broken = False
+        """The recomputed tree no longer follows the stored one (a leaf is missing): its roots prove nothing more."""
+        self.root_mismatches = 0
+
+    def add(self, leaf_index: int | None, offset: int | None, problem: str) -> None:
+        self.report.add(Finding(self.topic, self.partition, leaf_index, offset, problem))
+
+    async def begin(self) -> None:
+        if self.archive is None:
             return
-        for r in rows:
-            yield r
-        after = rows[-1]["leaf_index"]
+        self.report.archived_leaves += self.count
+        problem = self.archive_problem()
+        if problem is not None:
+            self.add(self.count - 1, None, problem)
+            self.broken = True
+            return
+        self.check_outside(merkle.frontier_root(self.frontier), None)
+
+    def archive_problem(self) -> str | None:
+        """Whether the archive's frontier is the one its registered signed checkpoint commits to."""
+        assert self.archive is not None
+        try:
+            checkpoint = open_checkpoint(self.archive["checkpoint"], self.checker.verifiers)
+        except CheckpointError as e:
+            return f"the archive's checkpoint does not verify: {e}"
+        origin = self.checker.origin(self.topic, self.partition)
+        if (checkpoint.origin, checkpoint.size) != (origin, self.count) or checkpoint.root != merkle.frontier_root(
+            self.frontier
+        ):
+            return "the archive registry's frontier is not the one its signed checkpoint commits to"
+        return None
+
+    async def leaf(self, leaf: asyncpg.Record) -> None:
+        index, offset, data = leaf["leaf_index"], leaf["kafka_offset"], leaf["leaf_data"]
+        if index < self.count:
+            self.add(index, offset, "leaf index out of order")
+            return
+        if index > self.count:
+            self.add(self.count, None, f"leaves {self.count} to {index - 1} are missing (deleted)")
+            self.broken = True
+            self.count = index
+        computed = merkle.leaf_hash(data)
+        readable = _data_matches(data, self.topic, self.partition, offset)
+        if computed != leaf["leaf_hash"] or not readable:
+            self.add(index, offset, "the leaf's record was altered")
+        if offset <= self.last_offset:
+            self.add(index, offset, "offsets do not increase")
+        elif readable:
+            mismatch = await self.checker.row_problem(data, Coordinates(self.topic, self.partition, offset))
+            if mismatch is not None:
+                self.add(index, offset, mismatch)
+            self.report.rows += 1
+        self.frontier, self.count, made = merkle.append_leaves(self.frontier, self.count, [computed])
+        for level, node_index, value in made:
+            self.nodes[(level, node_index)] = value
+        self.last_offset = max(offset, self.last_offset)
+        self.report.leaves += 1
+        if self.count in self.signed or self.count in self.outside:
+            self.check_size(offset)
+
+    def check_size(self, offset: int | None) -> None:
+        """The signed and published checkpoints at the size just reached, against the recomputed root."""
+        if self.broken:
+            return
+        root = merkle.frontier_root(self.frontier)
+        signed = self.signed.get(self.count)
+        if signed is not None:
+            problem = self.checker.checkpoint_problem(signed, root)
+            if problem is None:
+                self.report.checkpoints += 1
+            else:
+                self.root_mismatch(offset, problem)
+        self.check_outside(root, offset)
+
+    def check_outside(self, root: bytes, offset: int | None) -> None:
+        for seen in self.outside.get(self.count, []):
+            if seen.checkpoint.root != root:
+                self.root_mismatch(
+                    offset, f"the checkpoint at size {self.count} published on {seen.source} has another root"
+                )
+            elif self.count not in self.signed and not (self.archive and self.count == self.archive["end_leaf"]):
+                self.add(
+                    self.count - 1,
+                    offset,
+                    f"the checkpoint at size {self.count} published on {seen.source} is missing from the database "
+                    "(deleted)",
+                )
+
+    def root_mismatch(self, offset: int | None, problem: str) -> None:
+        """The first disagreeing root of a partition is named; the ones after it follow from it and are counted."""
+        self.root_mismatches += 1
+        if self.root_mismatches == 1:
+            self.add(self.count - 1, offset, problem)
+
+    async def finish(self) -> None:
+        if self.root_mismatches > 1:
+            self.add(None, None, f"and {self.root_mismatches - 1} later checkpoints do not match either")
+        size = self.tree["size"] if self.tree is not None else None
+        if size is None:
+            self.add(None, None, f"{self.count} leaves but no tree record")
+        elif self.count != size:
+            self.add(self.count, None, f"the tree records {size} leaves but {self.count} are stored (deleted)")
+        if not self.checker.lagging:
+            beyond = [s for s in self.signed if s > self.count]
+            if beyond:
+                self.add(self.count, None, f"a signed checkpoint covers {max(beyond)} leaves, {self.count} are stored")
+            ahead = [s for s in self.outside if s > self.count]
+            if ahead:
+                sources = self.outside[max(ahead)]
+                self.add(
+                    self.count,
+                    None,
+                    f"the tree holds {self.count} leaves but a checkpoint published on {sources[0].source} covers "
+                    f"{max(ahead)} (rolled back)",
+                )
+        if self.tree is None or self.broken:
+            return
+        if list(self.tree["frontier"]) != self.frontier:
+            self.add(None, None, "the stored frontier does not match the leaves")
+        stored = {
+            (r["level"], r["node_index"]): r["hash"]
+            for r in await self.checker.conn.fetch(
+                "SELECT level, node_index, hash FROM merkle_nodes WHERE topic = $1 AND partition = $2",
+                self.topic,
+                self.partition,
+            )
+        }
+        archived_end = self.archive["end_leaf"] if self.archive else 0
+        stored = {
+            k: v for k, v in stored.items() if (k[1] + 1) * (1 << k[0]) > archived_end
+        }  # the archive has the rest
+        if stored != self.nodes:
+            differing = sorted(set(stored.items()) ^ set(self.nodes.items()))
+            self.add(None, None, f"stored node {differing[0][0]} does not match the leaves ({len(differing)} differ)")
 
 
 def _data_matches(data: bytes, topic: str, partition: int, offset: int) -> bool:
     try:
         parsed = parse_leaf_data(data)
-    except (ValueError, struct.error):
+    except (ValueError, struct.error, UnicodeDecodeError):
         return False
     return parsed[:3] == (topic, partition, offset)
 
 
-async def _row_matches(conn: asyncpg.Connection, data: bytes, at: Coordinates) -> str | None:
-    """Re-project the leaf's record and compare with the stored row (None when equal or legitimately absent)."""
-    _, _, _, _, _, value = parse_leaf_data(data)
-    try:
-        table_kind, row = row_for(decode(value), at)
-    except (EnvelopeError, NewerSchemaError):
-        return None  # dead-lettered: its verdict is in dead_letters, no read-model row
-    table, id_column = _TABLES[table_kind]
-    stored = await conn.fetchrow(
-        f"SELECT * FROM {table} WHERE kafka_topic = $1 AND kafka_partition = $2 AND kafka_offset = $3",
-        at.topic,
-        at.partition,
-        at.offset,
-    )
-    if stored is None:
-        return await _absence_problem(conn, table, id_column, row)
-    return _compare(stored, row, table)
+def _normal(column: str, value: Any) -> Any:
+    """A stored or projected value in one comparable form (JSON parsed, addresses and ids as text)."""
+    if value is None:
+        return None
+    if column in _JSON_COLUMNS:
+        return json.loads(value)
+    if column == "client_ip":
+        return str(value)
+    if isinstance(value, UUID):
+        return value.hex
+    if column in ("trace_id", "log_id", "audit_id"):
+        try:
+            return UUID(str(value)).hex
+        except ValueError:
+            return value
+    return value
 
 
-async def _absence_problem(conn: asyncpg.Connection, table: str, id_column: str, row: Row) -> str | None:
-    """A record without its row is fine only when it was a dropped duplicate or a refused conflict."""
-    if row.claim is not None:
-        dead = await conn.fetchval(
-            "SELECT 1 FROM dead_letters WHERE kafka_topic = $1 AND kafka_partition = $2 AND kafka_offset = $3",
-            row.at.topic,
-            row.at.partition,
-            row.at.offset,
-        )
-        duplicate = await conn.fetchval(
-            "SELECT 1 FROM record_verdicts WHERE topic = $1 AND partition = $2 AND kafka_offset = $3",
-            row.at.topic,
-            row.at.partition,
-            row.at.offset,
-        )
-        stored_elsewhere = await conn.fetchval(f"SELECT 1 FROM {table} WHERE {id_column} = $1", row.claim.audit_id)
-        if dead or (duplicate and stored_elsewhere):
-            return None
-    return f"its {table} row is missing (deleted or truncated)"
-
-
-def _compare(stored: asyncpg.Record, row: Row, table: str) -> str | None:
-    columns = {"audit_entries": ENTRY_COLUMNS, "audit_outcomes": OUTCOME_COLUMNS, "execution_logs": LOG_COLUMNS}[table]
+def _compare(stored: asyncpg.Record, row: Row, table: str, columns: tuple[str, ...]) -> str | None:
     for column, expected in zip(columns, row.values, strict=True):
-        actual: Any = stored[column]
-        if column in ("changes", "fields", "unrecorded"):
-            actual = None if actual is None else json.loads(actual)
-            expected = None if expected is None else json.loads(expected)
-        elif column == "client_ip":
-            actual, expected = (None if actual is None else str(actual)), (None if expected is None else str(expected))
-        if actual != expected:
+        if _normal(column, stored[column]) != _normal(column, expected):
             return f"{table}.{column} differs from the record (altered)"
     return None
 
 
-def _archive_problem(
-    note: str, origin: str, size: int, frontier: list[bytes], verifiers: list[NoteVerifier]
-) -> str | None:
-    """Whether a registered archive's frontier is the one its signed checkpoint commits to."""
-    try:
-        checkpoint = open_checkpoint(note, verifiers)
-    except CheckpointError as e:
-        return f"the archive's checkpoint does not verify: {e}"
-    if (checkpoint.origin, checkpoint.size) != (origin, size) or checkpoint.root != merkle.frontier_root(frontier):
-        return "the archive registry's frontier is not the one its signed checkpoint commits to"
-    return None
-
-
-def _checkpoint_problem(checkpoint: asyncpg.Record, root: bytes, verifiers: list[NoteVerifier]) -> str | None:
-    try:
-        opened = open_checkpoint(checkpoint["note"], verifiers)
-    except CheckpointError as e:
-        return f"the checkpoint at size {checkpoint['tree_size']} does not verify with the trusted keys: {e}"
-    if opened.root != root or checkpoint["root_hash"] != root:
-        return f"the leaves up to size {checkpoint['tree_size']} do not hash to the signed root"
-    return None
+__all__ = ["FINDINGS_LISTED", "Finding", "Report", "parse_leaf_data", "verify_integrity"]

@@ -88,8 +88,9 @@ async def _verify(
     if key is not None and since is None:  # the shadow's trees against the signed checkpoints, before the pause
         await conn.execute(f"SET search_path = {quoted(shadow.db_schema)}")
         try:
+            # The live projectors go on signing while the shadow lags: only checkpoints it has reached count.
             found = await verify_integrity(
-                conn, live.control_schema, [NoteSigner.parse(key).verifier_key], live.log_name
+                conn, live.control_schema, [NoteSigner.parse(key).verifier_key], live.log_name, lagging=True
             )
         finally:
             await conn.execute("RESET search_path")

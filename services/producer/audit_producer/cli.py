@@ -79,7 +79,7 @@ def demo(
             if history:
                 imported = await demo_module.import_history(audit, [tenant, "acme", "globex"], days=history)
                 console.print(
-                    f"imported {imported} generated actions over the last {history} days (source demo-history)"
+                    f"imported {len(imported)} generated actions over the last {history} days (source demo-history)"
                 )
         await demo_module.show(api.rstrip("/"), ids, wait, token, public_url=(public_url or api).rstrip("/"))
 

@@ -109,11 +109,11 @@ HISTORY_SOURCE = "demo-history"
 """Source of the generated history, so it is never mistaken for recorded actions."""
 
 
-async def import_history(audit: AuditProducer, tenants: list[str], days: int = 14, actions: int = 400) -> int:
+async def import_history(audit: AuditProducer, tenants: list[str], days: int = 14, actions: int = 400) -> list[str]:
     """Two weeks of generated history (several tenants, users, models, outcomes) so charts mean something.
 
     Events carry their historical times and a distinct source (`demo-history`); they go through the same
-    publisher (signed when the service signs) and are projected like any other.
+    publisher (signed when the service signs) and are projected like any other. Returns their audit ids.
     """
     rng = random.Random(7)
     users = [Actor.user(f"u-{n.lower()}", f"{n} Example") for n in ("Alice", "Bob", "Carol", "Dan", "Erin")]
@@ -123,6 +123,7 @@ async def import_history(audit: AuditProducer, tenants: list[str], days: int = 1
                Action.DRYRUN: 6, Action.RETRY: 4, Action.REJECT: 3, Action.DELETE: 3, Action.ENABLE: 2,
                Action.DISABLE: 2, Action.DESTROY: 1, Action.RECREATE: 1}  # fmt: skip
     now = datetime.now(UTC)
+    ids = []
     for _ in range(actions):
         tenant = rng.choices(tenants, weights=[6, *[1] * (len(tenants) - 1)])[0]
         model = rng.choice(list(models))
@@ -154,7 +155,8 @@ async def import_history(audit: AuditProducer, tenants: list[str], days: int = 1
         )  # fmt: skip
         for event in (start, outcome):
             await audit.import_event(event)
-    return actions
+        ids.append(str(audit_id))
+    return ids
 
 
 async def show(
