@@ -158,13 +158,15 @@ async def generate(entries: int, regenerate: bool) -> None:
         started = time.perf_counter()
         for months_back in range(8):
             await conn.execute(
-                "SELECT ensure_month_partition($1, $2, (date_trunc('month', now()) - $3 * interval '1 month')::date)",
+                f"SELECT {CONTROL}.ensure_month_partition($1, $2, "
+                "(date_trunc('month', now()) - $3 * interval '1 month')::date)",
                 SCHEMA,
                 "audit_entries",
                 months_back,
             )
             await conn.execute(
-                "SELECT ensure_month_partition($1, $2, (date_trunc('month', now()) - $3 * interval '1 month')::date)",
+                f"SELECT {CONTROL}.ensure_month_partition($1, $2, "
+                "(date_trunc('month', now()) - $3 * interval '1 month')::date)",
                 SCHEMA,
                 "execution_logs",
                 months_back,

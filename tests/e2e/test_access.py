@@ -317,6 +317,22 @@ async def test_oidc_access_tokens_are_verified_against_the_providers_keys(
             signed_in = await c.post("/v1/session", json={"credential": jwt.encode(header, _claims(), key)})
             assert signed_in.status_code == 200
             assert signed_in.json()["tenants"] == ["acme"]
+            # A session ends no later than the JWT it was opened with (not after the 8-hour session TTL).
+            c.cookies.clear()
+            short = jwt.encode(header, _claims(exp=int(time.time()) + 3), key)
+            opened = await c.post("/v1/session", json={"credential": short})
+            assert opened.status_code == 200
+            assert int(opened.headers["set-cookie"].split("Max-Age=")[1].split(";")[0]) <= 3
+            cookie = opened.cookies["audit_session"]
+            c.cookies.clear()
+            c.cookies.set("audit_session", cookie)  # kept by a careless client past its Max-Age
+            assert (await c.get("/v1/session")).status_code == 200
+            await asyncio.sleep(3.5)
+            ended = await c.get("/v1/session")
+            assert ended.status_code == 401
+            assert "session has ended or expired" in ended.json()["detail"]
+            stale = await c.post("/v1/session", json={"credential": jwt.encode(header, _claims(exp=now - 10), key)})
+            assert stale.status_code == 401  # within the clock-skew leeway, but no session for a spent credential
     finally:
         server.should_exit = True
         await task

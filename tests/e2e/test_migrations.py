@@ -15,16 +15,18 @@ pytestmark = [pytest.mark.postgres]
 
 async def test_concurrent_migrations_apply_each_file_once(stack: Stack) -> None:
     schema = f"m{uuid4().hex[:12]}"
-    results = await asyncio.gather(*(migrate(stack.owner_dsn, schema) for _ in range(4)))
-    applied = [versions for versions in results if versions]
-    assert applied == [[m.version for m in bundled()]], "exactly one runner applied everything"
+    control = f"{schema}_control"
+    results = await asyncio.gather(*(migrate(stack.owner_dsn, schema, control_schema=control) for _ in range(4)))
+    applied = sorted(v for versions in results for v in versions)
+    everything = [f"control/{m.version}" for m in bundled("control")] + [m.version for m in bundled()]
+    assert applied == sorted(everything), "each file applied by exactly one runner"
     conn = await asyncpg.connect(stack.owner_dsn)
     try:
         rows = await conn.fetch(f"SELECT version FROM {schema}.schema_migrations ORDER BY version")
     finally:
         await conn.close()
     assert [r["version"] for r in rows] == [m.version for m in bundled()]
-    assert await migrate(stack.owner_dsn, schema) == []
+    assert await migrate(stack.owner_dsn, schema, control_schema=control) == []
 
 
 async def test_edited_migration_is_refused(stack: Stack) -> None:

@@ -89,7 +89,9 @@ async def test_month_creation_is_race_free_and_moves_default_rows(isolated: Isol
         )
         made = await asyncio.gather(
             *(
-                w.fetchval(f"SELECT {schema}.ensure_month_partition($1, 'execution_logs', '2011-03-20')", schema)
+                w.fetchval(
+                    f"SELECT {schema}_control.ensure_month_partition($1, 'execution_logs', '2011-03-20')", schema
+                )
                 for w in writers
             )
         )
@@ -98,7 +100,7 @@ async def test_month_creation_is_race_free_and_moves_default_rows(isolated: Isol
         assert where.endswith("execution_logs_y2011m03")
         with pytest.raises(asyncpg.RaiseError, match="not a partitioned"):
             await writers[0].fetchval(
-                f"SELECT {schema}.ensure_month_partition($1, 'dead_letters', '2011-03-01')", schema
+                f"SELECT {schema}_control.ensure_month_partition($1, 'dead_letters', '2011-03-01')", schema
             )
     finally:
         await owner.close()

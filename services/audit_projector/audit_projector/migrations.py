@@ -3,7 +3,7 @@
 import hashlib
 from dataclasses import dataclass
 from importlib import resources
-from typing import Final
+from typing import Final, Literal
 
 import asyncpg
 import structlog
@@ -43,28 +43,71 @@ def bundled(kind: str = "read_model") -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
+ReadModelKind = Literal["live", "shadow"]
+
+
 async def migrate(
-    dsn: str, schema: str, migrations: list[Migration] | None = None, *, control_schema: str | None = None
+    dsn: str,
+    schema: str,
+    migrations: list[Migration] | None = None,
+    *,
+    control_schema: str | None = "audit_control",
+    kind: ReadModelKind = "live",
 ) -> list[str]:
-    """Bring `schema` (and the control schema, when named) up to date; return the versions applied now.
+    """Bring the control schema and `schema` up to date and register `schema` as a read model of that kind (a
+    model already registered keeps its kind); return the versions applied now.
 
     Idempotent and concurrency-safe. The control schema holds what a rebuild of the read model must never
-    touch (API tokens, sessions); it is migrated separately, under its own lock.
+    touch (API tokens, sessions, the registry of read models); it is migrated first, under its own lock.
     """
-    applied = await _migrate(dsn, schema, bundled() if migrations is None else migrations)
+    applied = []
     if control_schema is not None:
         applied += [f"control/{v}" for v in await _migrate(dsn, control_schema, bundled("control"))]
+    applied += await _migrate(dsn, schema, bundled() if migrations is None else migrations)
+    if control_schema is not None:
+        await register(dsn, control_schema, schema, kind)
     return applied
 
 
-async def _migrate(dsn: str, schema: str, todo: list[Migration]) -> list[str]:
+async def register(dsn: str, control_schema: str, schema: str, kind: ReadModelKind) -> None:
+    """List `schema` in the control schema's registry of read models (the owner's functions act on no other)."""
+    conn = await _connect(dsn)
     try:
-        conn = await asyncpg.connect(dsn)
+        await register_on(conn, control_schema, schema, kind, keep=True)
+    except asyncpg.PostgresError as e:
+        raise MigrationError(f"cannot register read model {schema!r}: {e}") from e
+    finally:
+        await conn.close()
+
+
+async def register_on(
+    conn: asyncpg.Connection, control_schema: str, schema: str, kind: str, *, keep: bool = False
+) -> None:
+    """Register `schema` by OID as `kind` (`keep`: an already registered model keeps its kind), on `conn` — the
+    swap does it in its own transaction."""
+    control = '"' + control_schema.replace('"', '""') + '"'
+    on_conflict = "NOTHING" if keep else "UPDATE SET kind = EXCLUDED.kind, changed_at = now()"
+    await conn.execute(
+        f"""INSERT INTO {control}.read_models (schema_oid, kind, registered_name)
+            SELECT oid, $2, nspname FROM pg_catalog.pg_namespace WHERE nspname = $1
+            ON CONFLICT (schema_oid) DO {on_conflict}""",
+        schema,
+        kind,
+    )
+
+
+async def _connect(dsn: str) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(dsn)
     except Exception as e:
         error = classify_db_error("cannot connect to run migrations", e)
         if isinstance(error, DependencyUnavailableError):
             raise error from e
         raise MigrationError(str(error)) from e
+
+
+async def _migrate(dsn: str, schema: str, todo: list[Migration]) -> list[str]:
+    conn = await _connect(dsn)
     try:
         await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", _LOCK_NAMESPACE, schema)
         try:

@@ -131,7 +131,7 @@ async def replay(
     if scope is not None:
         update["merkle_enabled"] = False
     settings = settings.model_copy(update=update)
-    await prepare(settings.model_copy(update={"migrations_database_url": owner_dsn}))
+    await prepare(settings.model_copy(update={"migrations_database_url": owner_dsn}), kind="shadow")
     conn = await asyncpg.connect(owner_dsn)
     try:
         # What an earlier, interrupted run of this replay already projected (read before seeding archived ranges).

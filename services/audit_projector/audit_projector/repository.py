@@ -280,7 +280,7 @@ class ProjectionRepository:
         for parent, month in sorted(set(months) - self._months):
             with db_errors(f"cannot create the {month:%Y-%m} partition of {parent}"):
                 made = await self._conn.fetchval(
-                    "SELECT ensure_month_partition($1, $2, $3)", self._schema, parent, month
+                    f"SELECT {self._control}.ensure_month_partition($1, $2, $3)", self._schema, parent, month
                 )
             self._months.add((parent, month))
             created += bool(made)

@@ -18,7 +18,7 @@ from audit_projector.config import Settings
 from audit_projector.deadletter import KafkaDeadLetterSink, TableOnlyDeadLetters
 from audit_projector.errors import PausedError, ProjectorError, db_errors, explain_refusal, kafka_errors
 from audit_projector.health import create_health_app
-from audit_projector.migrations import migrate
+from audit_projector.migrations import ReadModelKind, migrate
 from audit_projector.pipeline import Pipeline, months_ahead
 from audit_projector.repository import SESSION_SETTINGS, ProjectionRepository, compact_rollups, pause_state
 from audit_projector.scope import Selector
@@ -33,10 +33,13 @@ _BACKOFF_MAX_S = 30.0
 _CLOSE_TIMEOUT_S = 5.0
 
 
-async def prepare(settings: Settings) -> None:
-    """Migrations (when the owner DSN is configured) and topics: safe to run from every instance."""
+async def prepare(settings: Settings, kind: ReadModelKind = "live") -> None:
+    """Migrations (when the owner DSN is configured) and topics: safe to run from every instance. `kind` is how
+    a read model not registered yet is registered (a rebuild's is a shadow)."""
     if settings.migrations_database_url is not None:
-        await migrate(str(settings.migrations_database_url), settings.db_schema, control_schema=settings.control_schema)
+        await migrate(
+            str(settings.migrations_database_url), settings.db_schema, control_schema=settings.control_schema, kind=kind
+        )
     topics = [settings.audit_topic, settings.execution_log_topic, settings.dead_letter_topic, settings.checkpoint_topic]
     created = await ensure_topics(settings.bootstrap_servers, topics, settings.partitions, settings.kafka)
     if created:

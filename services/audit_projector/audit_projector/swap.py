@@ -12,6 +12,7 @@ from audit_projector.compare import Bounds, compare, stored_offsets
 from audit_projector.config import Settings
 from audit_projector.errors import ProjectorError, db_errors
 from audit_projector.integrity import verify_integrity
+from audit_projector.migrations import register_on
 from audit_projector.replay import catch_up
 from audit_projector.repository import PAUSE_LOCK, quoted
 from audit_projector.state import ProjectorState
@@ -58,6 +59,9 @@ async def swap(live: Settings, shadow: Settings, owner_dsn: str, timeout_s: floa
                 async with conn.transaction():
                     await conn.execute(f"ALTER SCHEMA {quoted(live.db_schema)} RENAME TO {quoted(retired)}")
                     await conn.execute(f"ALTER SCHEMA {quoted(shadow.db_schema)} RENAME TO {quoted(live.db_schema)}")
+                    # The registry follows the OIDs: the rebuild is the live model now, the old one is retired.
+                    await register_on(conn, live.control_schema, live.db_schema, "live")
+                    await register_on(conn, live.control_schema, retired, "retired")
                     await _set_pause(conn, live, False, f"swapped in {shadow.db_schema}; old model kept as {retired}")
                     await conn.execute("SELECT pg_notify($1, $2)", SWAP_CHANNEL, live.db_schema)
         except BaseException:

@@ -37,12 +37,15 @@ from audit_schemas import (
     ActionStarted,
     Actor,
     Entity,
+    EnvelopeError,
     ErrorSummary,
     FieldChange,
+    NewerSchemaError,
     OtelSpan,
     OutcomeEvent,
     OutcomeStatus,
     RequestContext,
+    decode,
     encode,
     kafka_headers,
 )
@@ -128,6 +131,7 @@ class AuditProducer:
         generated for a demo). Acknowledged like any audit event, signed when the service signs; no spool."""
         if not self._started:
             raise NotStartedError("AuditProducer.start() was not called (use `async with`)")
+        _conforms(event)
         key = (event.partitionkey or "").encode()
         await self._publisher.publish(self.settings.audit_topic, key, encode(event), kafka_headers(event))
 
@@ -271,16 +275,21 @@ class AuditProducer:
             )
         except ValueError as e:  # pydantic's ValidationError and Action(...) both are ValueErrors
             raise InvalidActionError(_explain(e)) from e
-        return ActionEvent(
-            id=audit_id,
-            source=self.source,
-            subject=f"{entity.model}/{entity.id}",
-            time=now,
-            traceparent=str(Traceparent(trace_id=audit_id.hex, span_id=span_id)),
-            tracestate=tracestate_for(data.tenant_id),
-            partitionkey=audit_key(tenant, entity.model, entity.id),
-            data=data,
-        )
+        try:
+            event = ActionEvent(
+                id=audit_id,
+                source=self.source,
+                subject=f"{entity.model}/{entity.id}",
+                time=now,
+                traceparent=str(Traceparent(trace_id=audit_id.hex, span_id=span_id)),
+                tracestate=tracestate_for(data.tenant_id),
+                partitionkey=audit_key(tenant, entity.model, entity.id),
+                data=data,
+            )
+        except ValueError as e:  # an entity built without validation (model_construct) fails here, if not before
+            raise InvalidActionError(_explain(e)) from e
+        _conforms(event)
+        return event
 
     def _outcome_event(
         self,
@@ -386,6 +395,19 @@ class AuditProducer:
             return f"{why}; spool: {e}"
         log.warning("audit_outcome_spooled", audit_id=str(outcome.data.audit_id), reason=why)
         return None
+
+
+def _conforms(event: ActionEvent | OutcomeEvent) -> None:
+    """The exact bytes that would be published, through the projector's own check (the contracts' `decode`):
+    a model built without validation (`model_construct`) or changed after it (redaction) cannot slip through."""
+    try:
+        value = encode(event)
+    except (ValueError, TypeError) as e:  # e.g. a lone surrogate: not UTF-8, so no bytes at all
+        raise InvalidActionError(f"this {event.type} event cannot be encoded: {e}") from e
+    try:
+        decode(value)
+    except (EnvelopeError, NewerSchemaError) as e:
+        raise InvalidActionError(f"the projector would refuse this {event.type} event ({e})") from e
 
 
 def _record(event: ActionEvent | OutcomeEvent) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:

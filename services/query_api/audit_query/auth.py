@@ -7,6 +7,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final, Literal
 from uuid import UUID
@@ -40,6 +41,13 @@ class Principal:
     scopes: frozenset[str]
     tenants: frozenset[str] | None
     token_id: UUID | None = None
+    expires_at: datetime | None = None
+    """When the credential itself stops being valid (a JWT's `exp`, a token's expiry): no session outlives it."""
+
+    def session_end(self, now: datetime, ttl: timedelta) -> datetime:
+        """When a console session opened now with this credential must end: after `ttl`, or with the credential."""
+        end = now + ttl
+        return end if self.expires_at is None else min(end, self.expires_at)
 
     @property
     def tenant_setting(self) -> str:
@@ -59,6 +67,7 @@ class Principal:
             "scopes": sorted(self.scopes),
             "tenants": None if self.tenants is None else sorted(self.tenants),
             "token_id": str(self.token_id) if self.token_id else None,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
         }
 
     @classmethod
@@ -70,6 +79,7 @@ class Principal:
             scopes=frozenset(raw["scopes"]),
             tenants=None if tenants is None else frozenset(tenants),
             token_id=UUID(raw["token_id"]) if raw.get("token_id") else None,
+            expires_at=datetime.fromisoformat(raw["expires_at"]) if raw.get("expires_at") else None,
         )
 
 
@@ -152,6 +162,7 @@ class JwtVerifier:
             kind="jwt",
             scopes=_scopes(claims.get(self._settings.oidc_scopes_claim)),
             tenants=_tenants(claims.get(self._settings.oidc_tenants_claim)),
+            expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
         )
 
 

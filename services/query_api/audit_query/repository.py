@@ -1035,7 +1035,7 @@ class ControlRepository:
     async def token(self, hashed: bytes) -> tuple[Principal, bool] | None:
         """The live token with this hash, and whether its last use is over a minute old (None: no such token)."""
         rows = await self._fetch(
-            f"""SELECT id, name, scopes, tenants,
+            f"""SELECT id, name, scopes, tenants, expires_at,
                        last_used_at IS NULL OR last_used_at < now() - interval '1 minute' AS stale
                   FROM {self._schema}.api_tokens
                  WHERE secret_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())""",
@@ -1045,19 +1045,20 @@ class ControlRepository:
             return None
         r = rows[0]
         tenants = None if r["tenants"] is None else frozenset(r["tenants"])
-        return Principal(r["name"], "token", frozenset(r["scopes"]), tenants, r["id"]), r["stale"]
+        principal = Principal(r["name"], "token", frozenset(r["scopes"]), tenants, r["id"], r["expires_at"])
+        return principal, r["stale"]
 
     async def touch(self, token_id: UUID) -> None:
         """Record that a token was used (at most once a minute, by the caller's choice)."""
         await self._fetch(f"UPDATE {self._schema}.api_tokens SET last_used_at = now() WHERE id = $1", token_id)
 
-    async def open_session(self, hashed: bytes, principal: Principal, ttl: timedelta) -> None:
-        """Store a console session by the hash of its id."""
+    async def open_session(self, hashed: bytes, principal: Principal, expires_at: datetime) -> None:
+        """Store a console session by the hash of its id, ending at `expires_at`."""
         await self._fetch(
-            f"INSERT INTO {self._schema}.sessions (id_hash, principal, expires_at) VALUES ($1, $2, now() + $3)",
+            f"INSERT INTO {self._schema}.sessions (id_hash, principal, expires_at) VALUES ($1, $2, $3)",
             hashed,
             json.dumps(principal.as_json()),
-            ttl,
+            expires_at,
         )
 
     async def session(self, hashed: bytes) -> Principal | None:
@@ -1229,7 +1230,9 @@ class ProofRepository:
 
     async def leaf_of(self, tenants: str, audit_id: UUID) -> dict[str, Any] | None:
         """The leaf of an entry the caller's tenants may see (its raw record included), or None."""
-        rows = await self._repo._fetch("SELECT * FROM merkle_leaf_of(current_schema(), $1)", audit_id, tenants=tenants)
+        rows = await self._repo._fetch(
+            f"SELECT * FROM {self._control}.merkle_leaf_of(current_schema(), $1)", audit_id, tenants=tenants
+        )
         return dict(rows[0]) if rows else None
 
     async def nodes(

@@ -1,7 +1,7 @@
 """Console sign-in: a credential pasted once becomes an HttpOnly session cookie; sign-out ends it server-side."""
 
 import secrets
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Request, Response
@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from audit_query.auth import SESSION_COOKIE, secret_hash
 from audit_query.deps import ControlDep, CurrentPrincipal, SettingsDep, authenticate
+from audit_query.errors import UnauthorizedError
 
 router = APIRouter(prefix="/v1/session", tags=["session"])
 
@@ -39,13 +40,16 @@ async def sign_in(
     """Check the credential once; the browser then holds only an opaque session id in an HttpOnly cookie."""
     principal = await authenticate(request, body.credential.strip(), control)
     session_id = secrets.token_urlsafe(32)
-    ttl = timedelta(seconds=settings.session_ttl_s)
-    await control.open_session(secret_hash(session_id), principal, ttl)
+    now = datetime.now(UTC)
+    ends = principal.session_end(now, timedelta(seconds=settings.session_ttl_s))
+    if ends <= now:
+        raise UnauthorizedError("the credential has expired: sign in with a fresh one", invalid=True)
+    await control.open_session(secret_hash(session_id), principal, ends)
     secure = settings.cookie_secure if settings.cookie_secure is not None else request.url.scheme == "https"
     response.set_cookie(
         SESSION_COOKIE,
         session_id,
-        max_age=int(ttl.total_seconds()),
+        max_age=max(1, int((ends - now).total_seconds())),
         httponly=True,
         samesite="strict",
         secure=secure,

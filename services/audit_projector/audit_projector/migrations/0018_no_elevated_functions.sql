@@ -1,0 +1,30 @@
+-- Repair: the functions that ran with the owner's rights took any schema the caller could use, its own pg_temp
+-- included, and resolved names in it. They moved to the control schema (checked against its read-model
+-- registry); the copies here go. Every function a policy or a trigger runs names its built-ins by schema.
+DROP FUNCTION IF EXISTS merkle_leaf_of(text, uuid);
+DROP FUNCTION IF EXISTS ensure_month_partition(text, text, date);
+
+CREATE OR REPLACE FUNCTION tenant_visible(tenant text) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT coalesce(pg_catalog.current_setting('audit.tenants', true) OPERATOR(pg_catalog.=) '*', false)
+        OR tenant OPERATOR(pg_catalog.=) ANY (pg_catalog.string_to_array(
+               nullif(pg_catalog.current_setting('audit.tenants', true), ''), ','))
+$$;
+
+CREATE OR REPLACE FUNCTION all_tenants_visible() RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT coalesce(pg_catalog.current_setting('audit.tenants', true) OPERATOR(pg_catalog.=) '*', false) $$;
+
+CREATE OR REPLACE FUNCTION refuse_change() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF coalesce(current_setting('audit.maintenance', true), '') = 'on' THEN
+        RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+    END IF;
+    RAISE EXCEPTION 'audit trail rows are append-only: % on % refused', TG_OP, TG_TABLE_NAME
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$;
