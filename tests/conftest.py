@@ -255,6 +255,7 @@ async def isolated(stack: Stack) -> AsyncIterator[Isolated]:
         projector_group=projector.group_id,
         topics=(audit_topic, log_topic),
         unknown_after_s=3600,
+        live_grace_s=1.0,
     )
     producer = ProducerSettings(
         bootstrap_servers=stack.bootstrap, publish_timeout_s=10, audit_topic=audit_topic, execution_log_topic=log_topic
@@ -415,23 +416,33 @@ async def query_client(settings: QuerySettings, token: str | None = None) -> Asy
         yield client
 
 
+@contextlib.asynccontextmanager
+async def query_server(settings: QuerySettings) -> AsyncIterator[str]:
+    """The query API served by uvicorn on a free loopback port (real streaming, unlike the ASGI transport); its
+    base URL."""
+    config = server_config(create_app(settings), settings, port=0, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                await task
+            await asyncio.sleep(0.02)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
 @pytest.fixture
 async def api(isolated: Isolated) -> AsyncIterator[httpx.AsyncClient]:
     """The query API served by uvicorn on a free loopback port, and an HTTP client for it."""
-    config = server_config(create_app(isolated.query), isolated.query, port=0, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            await task
-        await asyncio.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    admin = await isolated.token(("audit:read", "audit:export", "audit:admin"))
-    headers = {"authorization": f"Bearer {admin}"}
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10, headers=headers) as client:
-        yield client
-    server.should_exit = True
-    await task
+    async with query_server(isolated.query) as base:
+        admin = await isolated.token(("audit:read", "audit:export", "audit:admin"))
+        headers = {"authorization": f"Bearer {admin}"}
+        async with httpx.AsyncClient(base_url=base, timeout=10, headers=headers) as client:
+            yield client
 
 
 def projector_process(

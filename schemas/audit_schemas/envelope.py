@@ -156,7 +156,18 @@ def _newer_version(event_type: str, data: Any) -> bool:
 
 
 def decode(value: bytes | None) -> ActionEvent | OutcomeEvent | ExecutionLogEvent:
-    """Parse a record value; raise EnvelopeError for poison and NewerSchemaError for the future."""
+    """Parse a record value; raise EnvelopeError for poison and NewerSchemaError for the future.
+
+    This is the one check of what the projector accepts: the producer runs it on the bytes it publishes too.
+    """
+    event = _parse(value)
+    if isinstance(event, ExecutionLogEvent) and event.data.tenant_id is None:
+        # Stored, no reader could ever see it (every read names tenants): refused where an operator sees it.
+        raise EnvelopeError("no_tenant", "an execution-log line names no tenant, so no reader could see it")
+    return event
+
+
+def _parse(value: bytes | None) -> ActionEvent | OutcomeEvent | ExecutionLogEvent:
     if value is None:
         raise EnvelopeError("empty_value", "record has no value")
     try:

@@ -343,20 +343,20 @@ async def _started(server: uvicorn.Server) -> bool:
 
 
 async def _cli(isolated: Isolated, *args: str, stdin: str = "") -> tuple[int, str, str]:
+    """`audit-query` with only what the token commands use: no cursor secret, read DSN or server settings (in
+    production, where the server would refuse to start without a cursor secret)."""
     env = {
-        "AUDIT_QUERY_ENVIRONMENT": "test",
-        "AUDIT_QUERY_CURSOR_SECRET": isolated.query.cursor_secret.get_secret_value(),
-        "AUDIT_QUERY_DATABASE_URL": str(isolated.query.database_url),
+        "AUDIT_QUERY_ENVIRONMENT": "production",
         "AUDIT_QUERY_ADMIN_DATABASE_URL": isolated.stack.owner_dsn,
-        "AUDIT_QUERY_DB_SCHEMA": isolated.name,
         "AUDIT_QUERY_CONTROL_SCHEMA": isolated.query.control_schema,
         "AUDIT_QUERY_BOOTSTRAP_SERVERS": isolated.stack.bootstrap,
         "AUDIT_QUERY_TOPICS": json.dumps(list(isolated.query.topics)),
     }
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("AUDIT_QUERY_")}
     proc = await asyncio.create_subprocess_exec(
         str(Path(sys.executable).parent / "audit-query"),
         *args,
-        env={**os.environ, **env},
+        env={**inherited, **env},
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -97,3 +97,12 @@ async def test_the_openapi_document_lists_every_status(api: httpx.AsyncClient) -
     ):
         statuses = set(spec["paths"][path]["get"]["responses"])
         assert {"200", "400", "401", "403", "404", "422", "503"} <= statuses, (path, statuses)
+
+
+async def test_every_proof_field_is_described_in_the_openapi_document(api: httpx.AsyncClient) -> None:
+    schemas = (await api.get("/openapi.json")).json()["components"]["schemas"]
+    for name in ("InclusionProof", "ConsistencyProof", "CheckpointPublic", "KeyPublic"):
+        properties = schemas[name]["properties"]
+        undescribed = [field for field, spec in properties.items() if not spec.get("description")]
+        assert undescribed == [], f"{name}: {undescribed}"
+    assert "Merkle leaves" in schemas["InclusionProof"]["properties"]["leaf_data"]["description"]

@@ -9,7 +9,7 @@ import pytest
 import structlog
 
 from audit_producer import Actor, AuditProducer, Entity, add_trace_context
-from tests.conftest import Isolated, projector_running, query_client
+from tests.conftest import Isolated, projector_running, query_client, query_server
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -109,12 +109,62 @@ async def test_stream_ids_are_checked_and_a_browser_session_is_enough(
                 assert response.status_code == 200
                 seen = await _read_events(response, until="end")
         assert [k for k, _, _ in seen] == ["entry", "outcome", "end"]
-        # Another tenant's reader sees nothing of it, and the stream says nothing either way about it.
+        # Another tenant's reader is told what an unknown id gets (after the grace period): nothing recorded.
         globex = await isolated.token(("audit:read",), tenants=("globex",))
-        async with api.stream("GET", url, headers={"authorization": f"Bearer {globex}"}, timeout=10) as response:
-            with pytest.raises(TimeoutError):
-                async with asyncio.timeout(2):
-                    await _read_events(response, until="entry")
+        hidden = await api.get(url, headers={"authorization": f"Bearer {globex}"})
+        unknown = await api.get(f"/v1/traces/{'0' * 32}/stream")
+        assert (hidden.status_code, unknown.status_code) == (404, 404)
+        assert hidden.json()["detail"] == f"nothing recorded for trace {trace_id}"
+        # The dashed spelling (as the console's Audit Log ID column shows it) names the same trace.
+        dashed = str(act.audit_id)
+        view = await api.get(f"/v1/traces/{dashed}")
+        assert view.status_code == 200
+        assert view.json()["trace_id"] == trace_id
+        async with api.stream("GET", f"/v1/traces/{dashed}/stream", timeout=30) as response:
+            assert [k for k, _, _ in await _read_events(response, until="end")] == ["entry", "outcome", "end"]
+        assert (await api.get(f"/v1/traces/{dashed.upper()}")).status_code == 422
+
+
+async def test_open_streams_are_capped_per_credential(isolated: Isolated, audit: AuditProducer) -> None:
+    settings = isolated.query.model_copy(update={"live_streams_per_credential": 2})
+    token = await isolated.token(("audit:read",), tenants=("acme",))
+    other = await isolated.token(("audit:read",), tenants=("acme",))
+    release = asyncio.Event()
+
+    def client(base: str, secret: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=base, timeout=30, headers={"authorization": f"Bearer {secret}"})
+
+    async with projector_running(isolated.projector), query_server(settings) as base, client(base, token) as mine:
+        async with audit.action(
+            "sync", entity=Entity(id="r-cap", model="resource"), actor=Actor.user("ada"), tenant="acme"
+        ) as act:
+            trace_id = act.audit_id.hex
+            url = f"/v1/traces/{trace_id}/stream"
+            await eventually(lambda: _entry_in(mine, trace_id), within=20)
+
+            async def hold(opened: asyncio.Event) -> int:
+                async with mine.stream("GET", url) as response:
+                    opened.set()
+                    await release.wait()
+                    return response.status_code
+
+            opened = [asyncio.Event(), asyncio.Event()]
+            holders = [asyncio.create_task(hold(e)) for e in opened]
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in opened)), 10)
+            third = await mine.get(url)
+            assert third.status_code == 429
+            assert third.headers["retry-after"] == "5"
+            assert "2 open live streams" in third.json()["detail"]
+            async with client(base, other) as theirs, theirs.stream("GET", url) as ok:
+                assert ok.status_code == 200  # another credential has its own share
+            release.set()
+            assert await asyncio.gather(*holders) == [200, 200]
+        async with mine.stream("GET", url) as again:
+            assert again.status_code == 200  # the slots were released when the streams closed
+
+
+async def _entry_in(client: httpx.AsyncClient, trace_id: str) -> bool:
+    return (await client.get(f"/v1/traces/{trace_id}")).status_code == 200
 
 
 async def test_trace_and_entry_views_cap_their_log_lines(isolated: Isolated, audit: AuditProducer) -> None:

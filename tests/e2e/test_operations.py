@@ -9,9 +9,10 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from audit_schemas import encode
-from tests.conftest import Isolated, free_port, projector_running
+from tests.conftest import Isolated, free_port, projector_running, query_client
 from tests.factories import action_event, key_of, read_topic, send_keyed
 from tests.polling import eventually
 
@@ -66,6 +67,13 @@ async def test_an_operator_dead_letters_the_record_that_blocks_a_partition(isola
                                "--reason", "x")  # fmt: skip
         assert code == 1, "the partition is already past offset 0"
         assert "already past" in out
+        # One past the block: a valid record, not the one blocking. Refused with the blocked offset, exit 2.
+        code, out = await _cli(isolated, "skip", "--topic", topic, "--partition", str(partition), "--offset",
+                               str(offset + 1), "--reason", "typo")  # fmt: skip
+        assert code == 2, out
+        assert f"is blocked at offset {offset}" in out
+        assert "--force" in out
+        assert await _rows(isolated, "SELECT * FROM projector_skips") == []
         code, out = await _cli(isolated, "skip", "--topic", topic, "--partition", str(partition), "--offset",
                                str(offset), "--reason", "v9 producer deployed by mistake", "--by", "ada")  # fmt: skip
         assert code == 0, out
@@ -174,3 +182,22 @@ async def test_metrics_are_scraped_from_both_services(isolated: Isolated, api: h
     query_metrics = (await api.get("/metrics")).text
     assert 'audit_query_request_duration_seconds_count{method="GET",route="/v1/audit",status="200"}' in query_metrics
     assert 'route="/v1/audit/{audit_id}",status="422"' in query_metrics
+
+
+async def test_metrics_can_require_their_own_bearer_token(isolated: Isolated) -> None:
+    settings = isolated.query.model_copy(update={"metrics_token": SecretStr("scrape-" + "s" * 32)})
+    reader = await isolated.token(("audit:read", "audit:admin"))
+    async with query_client(settings) as anonymous:
+        assert (await anonymous.get("/metrics")).status_code == 401
+        wrong = await anonymous.get("/metrics", headers={"authorization": "Bearer scrape-wrong"})
+        assert wrong.status_code == 401
+        assert 'error="invalid_token"' in wrong.headers["www-authenticate"]
+        # An API credential is not the scrape token: /metrics has its own secret.
+        assert (await anonymous.get("/metrics", headers={"authorization": f"Bearer {reader}"})).status_code == 401
+        ok = await anonymous.get("/metrics", headers={"authorization": "Bearer scrape-" + "s" * 32})
+        assert ok.status_code == 200
+        assert "audit_query_request_duration_seconds" in ok.text
+    closed = isolated.query.model_copy(update={"public_metrics": False})
+    async with query_client(closed) as anonymous:
+        assert (await anonymous.get("/metrics")).status_code == 401
+        assert (await anonymous.get("/metrics", headers={"authorization": f"Bearer {reader}"})).status_code == 200

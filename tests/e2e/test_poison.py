@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer
 
 from audit_schemas import encode, kafka_headers
 from tests.conftest import Isolated, free_port, projector_running
-from tests.factories import action_event, send_raw
+from tests.factories import action_event, key_of, log_event, send_keyed, send_raw
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -185,3 +185,29 @@ async def test_redelivered_events_are_a_no_op(isolated: Isolated, projector: Any
     finally:
         await conn.close()
     assert count == 1
+
+
+async def test_a_log_line_without_a_tenant_is_dead_lettered_not_stored_unseen(
+    isolated: Isolated, projector: Any
+) -> None:
+    start = action_event("tenantless")
+    orphan = log_event(start, "no tenant in the trace context")
+    orphan = orphan.model_copy(update={"data": orphan.data.model_copy(update={"tenant_id": None})})
+    tagged = log_event(start, "with its tenant")
+    await send_keyed(
+        isolated.stack.bootstrap,
+        isolated.projector.execution_log_topic,
+        [(encode(orphan), key_of(orphan)), (encode(tagged), key_of(tagged))],
+    )
+
+    async def letters() -> list[asyncpg.Record] | None:
+        async with isolated.owner() as conn:
+            found = await conn.fetch("SELECT reason, detail FROM dead_letters")
+            stored = await conn.fetch("SELECT message FROM execution_logs")
+        return found if found and stored else None
+
+    [letter] = await eventually(letters)
+    assert letter["reason"] == "no_tenant"
+    assert "no reader could see it" in letter["detail"]
+    async with isolated.owner() as conn:
+        assert [r["message"] for r in await conn.fetch("SELECT message FROM execution_logs")] == ["with its tenant"]

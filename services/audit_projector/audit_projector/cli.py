@@ -29,7 +29,7 @@ from audit_projector.config import Settings
 from audit_projector.errors import ProjectorError
 from audit_projector.integrity import verify_integrity
 from audit_projector.migrations import migrate as run_migrations
-from audit_projector.operations import Selection, request_skip
+from audit_projector.operations import NotTheBlockingRecordError, Selection, request_skip
 from audit_projector.operations import redrive as run_redrive
 from audit_projector.published import from_file, from_topic
 from audit_projector.replay import replay as run_replay
@@ -254,15 +254,26 @@ def skip(
     reason: str = typer.Option(..., help="Why: kept with the dead letter and the request."),
     move_to: bool = typer.Option(False, "--move-to", help="Move past a range the broker no longer has, to OFFSET."),
     by: str | None = typer.Option(None, help="Operator name recorded with the request (default: database role)."),
+    force: bool = typer.Option(
+        False, "--force", help="Dead-letter the record at OFFSET although it is not the one blocking the partition."
+    ),
 ) -> None:
-    """Unblock a partition: dead-letter the record at OFFSET, or move past a lost range; the projector applies it."""
+    """Unblock a partition: dead-letter the record at OFFSET (the one it is blocked at), or move past a lost range;
+    the projector applies it. Exit 2 when OFFSET is not the blocking record."""
     logs.configure("WARNING")
     settings = _settings()
 
     async def go() -> None:
-        console.print(await request_skip(settings, topic, partition, offset, reason, move_to=move_to, by=by))
+        console.print(
+            await request_skip(settings, topic, partition, offset, reason, move_to=move_to, by=by, force=force)
+        )
 
-    _run(go())
+    try:
+        _run(go())
+    except typer.Exit as e:
+        if isinstance(e.__cause__, NotTheBlockingRecordError):
+            raise typer.Exit(2) from e.__cause__
+        raise
 
 
 @app.command()

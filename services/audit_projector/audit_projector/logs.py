@@ -4,6 +4,13 @@ import logging
 import sys
 
 import structlog
+from prometheus_client import Counter
+
+from audit_schemas.kafka_logs import quiet_kafka_outages
+
+KAFKA_LINES_HELD = Counter(
+    "audit_projector_kafka_client_lines_held", "Kafka client warnings and errors held back during outages."
+)
 
 
 def configure(level: str = "INFO") -> None:
@@ -32,3 +39,4 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    quiet_kafka_outages(lambda n: KAFKA_LINES_HELD.inc(n))

@@ -72,10 +72,26 @@ async def _connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
+class NotTheBlockingRecordError(OperationError):
+    """A dead-letter skip named a record that is not the one its partition is blocked at (`--force` overrides)."""
+
+
 async def request_skip(
-    settings: Settings, topic: str, partition: int, offset: int, reason: str, *, move_to: bool, by: str | None
+    settings: Settings,
+    topic: str,
+    partition: int,
+    offset: int,
+    reason: str,
+    *,
+    move_to: bool,
+    by: str | None,
+    force: bool = False,
 ) -> str:
-    """Record a skip request for the running projector; return what it will do."""
+    """Record a skip request for the running projector; return what it will do.
+
+    A dead-letter skip takes the record the partition is blocked at, and only that one: dead-lettering a valid
+    record by a typo in the offset is refused unless `force` says the operator means it.
+    """
     if not reason.strip():
         raise OperationError("a skip needs a reason (--reason), kept with the dead letter")
     if topic not in settings.topics:
@@ -92,6 +108,18 @@ async def request_skip(
                 raise OperationError(f"{topic}/{partition} is already past offset {offset} (stored offset {stored})")
             if move_to and stored is not None and offset == stored:
                 raise OperationError(f"{topic}/{partition} already stands at offset {offset}")
+            blocked = await conn.fetchval(
+                "SELECT kafka_offset FROM projector_blocks WHERE consumer_group = $1 AND topic = $2 AND partition = $3",
+                settings.group_id,
+                topic,
+                partition,
+            )
+            if not move_to and not force and blocked != offset:
+                where = "is not blocked" if blocked is None else f"is blocked at offset {blocked}"
+                raise NotTheBlockingRecordError(
+                    f"{topic}/{partition} {where}: the record at offset {offset} is not the one blocking it "
+                    "(--force dead-letters it anyway)"
+                )
             added = await conn.fetchval(
                 """INSERT INTO projector_skips (consumer_group, topic, partition, kafka_offset, kind, reason,
                                                 requested_by)

@@ -2,17 +2,24 @@
 
 import asyncio
 import contextlib
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
+from prometheus_client import Counter
 
 from audit_producer.errors import PublishError
+from audit_schemas.kafka_logs import quiet_kafka_outages
 from audit_schemas.kafka_security import KafkaSecurity
 from audit_schemas.signing import EventSigner
 
 _CONNECTION_ERRORS = frozenset(
     {"KafkaConnectionError", "NodeNotReadyError", "RequestTimedOutError", "KafkaTimeoutError"}
+)
+
+
+KAFKA_LINES_HELD: Final = Counter(
+    "audit_producer_kafka_client_lines_held", "Kafka client warnings and errors held back during outages."
 )
 
 
@@ -49,6 +56,7 @@ class KafkaPublisher:
         self._timeout = timeout_s
         self._linger_ms = linger_ms
         self._producer: AIOKafkaProducer | None = None
+        self._outages = quiet_kafka_outages(lambda n: KAFKA_LINES_HELD.inc(n))
         self._wanted = False
         self._connecting = asyncio.Lock()
 
@@ -123,6 +131,8 @@ class KafkaPublisher:
             async with asyncio.timeout(self._timeout):
                 ack = await (await self._connected()).send(topic, value=value, key=key, headers=headers)
                 await ack
+            if self._outages.in_outage:
+                self._outages.recovered()
         except TimeoutError as e:
             raise PublishError(f"publish to {topic} not acknowledged within {self._timeout}s") from e
         except KafkaError as e:

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from audit_query import logs, selfaudit
 from audit_query.auth import Scope, new_secret, secret_hash
-from audit_query.config import Settings
+from audit_query.config import AdminSettings, Settings
 from audit_query.errors import QueryError
 from audit_query.main import create_app, server_config
 from audit_query.repository import TokenAdmin, TokenInfo
@@ -33,6 +33,15 @@ _DURATION = re.compile(r"^(\d+)([mhd])$")
 def _settings() -> Settings:
     try:
         return Settings()
+    except ValidationError as e:
+        console.print(f"[red]invalid AUDIT_QUERY_* settings:[/red]\n{e}")
+        raise typer.Exit(2) from e
+
+
+def _admin_settings() -> AdminSettings:
+    """Only what the token commands use: they run without the server's cursor secret or OIDC settings."""
+    try:
+        return AdminSettings()
     except ValidationError as e:
         console.print(f"[red]invalid AUDIT_QUERY_* settings:[/red]\n{e}")
         raise typer.Exit(2) from e
@@ -54,7 +63,7 @@ def serve(
     uvicorn.Server(config).run()
 
 
-def _admin_dsn(settings: Settings) -> str:
+def _admin_dsn(settings: AdminSettings) -> str:
     if settings.admin_database_url is None:
         console.print("[red]set AUDIT_QUERY_ADMIN_DATABASE_URL (the owner role) to manage tokens[/red]")
         raise typer.Exit(2)
@@ -83,7 +92,7 @@ def create_token(
     by: str | None = typer.Option(None, help="Who creates it (default: your login name)."),
 ) -> None:
     """Create a token and print its secret once, alone on stdout."""
-    settings = _settings()
+    settings = _admin_settings()
     if all_tenants == bool(tenant):
         console.print("[red]give --tenant (one or more) or --all-tenants[/red]")
         raise typer.Exit(2)
@@ -128,7 +137,7 @@ def create_token(
 @tokens.command("list")
 def list_tokens() -> None:
     """Every token with its scopes, tenants and use (never the secrets)."""
-    settings = _settings()
+    settings = _admin_settings()
 
     async def go() -> None:
         conn = await asyncpg.connect(_admin_dsn(settings))
@@ -155,7 +164,7 @@ def list_tokens() -> None:
 @tokens.command("check")
 def check_token() -> None:
     """Read a token's secret on stdin; exit 0 and name it if it is live, 1 if unknown, revoked or expired."""
-    settings = _settings()
+    settings = _admin_settings()
     secret = sys.stdin.readline().strip()
     if not secret:
         console.print("[red]give the token's secret on stdin[/red]")
@@ -181,7 +190,7 @@ def revoke_token(
     by: str | None = typer.Option(None, help="Who revokes it (default: your login name)."),
 ) -> None:
     """Revoke a token at once (and every console session opened with it)."""
-    settings = _settings()
+    settings = _admin_settings()
     actor = _actor(by)
 
     async def go() -> bool:

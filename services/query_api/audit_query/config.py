@@ -15,15 +15,14 @@ _UNSAFE_ALGORITHMS = frozenset({"none", "HS256", "HS384", "HS512"})
 SchemaName = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,62}$")]
 
 
-class Settings(BaseSettings):
-    """Database, Kafka (for lag), cursor signing and paging limits."""
+class AdminSettings(BaseSettings):
+    """What `audit-query tokens` needs: the owner's DSN, the control schema, and Kafka with the API's signing key
+    for the audit records of token changes. Nothing of the HTTP server (cursor secret, OIDC, limits)."""
 
-    model_config = SettingsConfigDict(env_prefix="AUDIT_QUERY_", env_nested_delimiter="__", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="AUDIT_QUERY_", env_nested_delimiter="__", frozen=True, extra="ignore")
 
     environment: Literal["development", "test", "production"] = "production"
     """Only `development` may run with the built-in cursor key; everything else needs real secrets."""
-    database_url: PostgresDsn = PostgresDsn("postgresql://audit_query@127.0.0.1:15432/audit")
-    db_schema: SchemaName = "audit"
     control_schema: SchemaName = "audit_control"
     """API tokens and sessions: state that a rebuild of the read model never touches."""
     admin_database_url: PostgresDsn | None = None
@@ -34,8 +33,32 @@ class Settings(BaseSettings):
     signing_key: SecretStr | None = None
     """The API's own Ed25519 key (source `audit-query`): signs the audit records of its own actions."""
     signing_key_file: Path | None = None
-    projector_group: str = "audit-projector"
     topics: tuple[str, ...] = (AUDIT_TOPIC, EXECUTION_LOG_TOPIC)
+    self_audit_tenant: str = "platform"
+    """Tenant under which the API records its own actions (token changes, exports)."""
+
+    @model_validator(mode="after")
+    def _signed_when_authenticated(self) -> Self:
+        if self.kafka.sasl and self.signing_key is None and self.signing_key_file is None:
+            raise ValueError(
+                "Kafka SASL is on, so the API's own audit records must be signed: set AUDIT_QUERY_SIGNING_KEY "
+                "or _SIGNING_KEY_FILE"
+            )
+        return self
+
+    def event_signer(self) -> EventSigner | None:
+        """The signer of the API's own audit records, or None (they go unsigned; refused under SASL)."""
+        return EventSigner.configured(self.signing_key, self.signing_key_file)
+
+
+class Settings(AdminSettings):
+    """Database, Kafka (for lag), cursor signing and paging limits."""
+
+    model_config = SettingsConfigDict(env_prefix="AUDIT_QUERY_", env_nested_delimiter="__", frozen=True, extra="forbid")
+
+    database_url: PostgresDsn = PostgresDsn("postgresql://audit_query@127.0.0.1:15432/audit")
+    db_schema: SchemaName = "audit"
+    projector_group: str = "audit-projector"
     cursor_secret: SecretStr = SecretStr(_DEV_SECRET)
     """Signs pagination cursors so a client cannot forge or replay one against another query."""
     unknown_after_s: Annotated[float, Field(gt=0)] = 900.0
@@ -47,12 +70,20 @@ class Settings(BaseSettings):
     max_logs: Annotated[int, Field(ge=1, le=100_000)] = 5000
     trace_page: Annotated[int, Field(ge=1, le=100_000)] = 200
     """Log lines in a page of the trace view unless the caller asks for more (up to `max_logs`)."""
+    live_streams_per_credential: Annotated[int, Field(ge=1, le=1000)] = 8
+    """Open live trace streams one credential (token, JWT subject, session) may hold per worker; more: 429."""
+    live_grace_s: Annotated[float, Field(ge=0, le=60)] = 5.0
+    """How long a live stream waits for a trace with nothing recorded yet before answering 404."""
     session_ttl_s: Annotated[float, Field(gt=60, le=7 * 24 * 3600)] = 8 * 3600.0
     """How long a console session lasts after sign-in."""
     cookie_secure: bool | None = None
     """Mark the session cookie `Secure`; by default when the request came over TLS."""
     public_metrics: bool = True
-    """Serve /metrics without a credential (scrapers usually sit inside the network)."""
+    """Serve /metrics without a credential (scrapers usually sit inside the network). Off: an audit:admin
+    credential, or the metrics token, is needed."""
+    metrics_token: SecretStr | None = None
+    """A bearer token for /metrics alone (Prometheus' `authorization` setting); when set, /metrics needs it."""
+    metrics_token_file: Path | None = None
     trusted_proxies: tuple[str, ...] = ()
     """Addresses whose X-Forwarded-* headers are believed; none by default."""
     oidc_issuer: str | None = None
@@ -68,8 +99,6 @@ class Settings(BaseSettings):
     jwks_cache_s: Annotated[float, Field(gt=0)] = 300.0
     log_name: str = "audit-trail"
     """The projector's log name: checkpoint origins are `<log name>/<topic>/<partition>`."""
-    self_audit_tenant: str = "platform"
-    """Tenant under which the API records its own actions (token changes, exports)."""
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -85,18 +114,13 @@ class Settings(BaseSettings):
             raise ValueError(f"AUDIT_QUERY_OIDC_ALGORITHMS must name asymmetric algorithms only, not {sorted(unsafe)}")
         return self
 
-    @model_validator(mode="after")
-    def _signed_when_authenticated(self) -> Self:
-        if self.kafka.sasl and self.signing_key is None and self.signing_key_file is None:
-            raise ValueError(
-                "Kafka SASL is on, so the API's own audit records must be signed: set AUDIT_QUERY_SIGNING_KEY "
-                "or _SIGNING_KEY_FILE"
-            )
-        return self
-
-    def event_signer(self) -> EventSigner | None:
-        """The signer of the API's own audit records, or None (they go unsigned; refused under SASL)."""
-        return EventSigner.configured(self.signing_key, self.signing_key_file)
+    def scrape_token(self) -> str | None:
+        """The /metrics bearer token, from the setting or its file (None: none configured)."""
+        if self.metrics_token is not None:
+            return self.metrics_token.get_secret_value().strip() or None
+        if self.metrics_token_file is not None:
+            return self.metrics_token_file.read_text().strip() or None
+        return None
 
     @model_validator(mode="after")
     def _real_secret_outside_development(self) -> Self:

@@ -10,6 +10,7 @@ from audit_query.config import Settings
 from audit_query.cursor import CursorCodec
 from audit_query.errors import UnauthorizedError
 from audit_query.kafka import KafkaProbe
+from audit_query.live import StreamSlots
 from audit_query.repository import AuditRepository, ControlRepository
 
 _bearer = HTTPBearer(auto_error=False, description="An API token (`atr_…`) or an OIDC access token (JWT).")
@@ -41,7 +42,13 @@ async def get_codec(request: Request) -> CursorCodec:
     return codec
 
 
+async def get_streams(request: Request) -> StreamSlots:
+    streams: StreamSlots = request.app.state.streams
+    return streams
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+StreamsDep = Annotated[StreamSlots, Depends(get_streams)]
 RepositoryDep = Annotated[AuditRepository, Depends(get_repository)]
 ControlDep = Annotated[ControlRepository, Depends(get_control)]
 ProbeDep = Annotated[KafkaProbe, Depends(get_probe)]

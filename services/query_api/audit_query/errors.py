@@ -51,6 +51,16 @@ class NotFoundError(QueryError):
     status_code = 404
 
 
+class TooManyRequestsError(QueryError):
+    """The caller holds its share of a bounded resource (open live streams); retry after a while."""
+
+    status_code = 429
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class StoreUnavailableError(QueryError):
     """The read model could not be reached; retry later."""
 
@@ -100,6 +110,7 @@ ERROR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
     401: {"description": "No credential, or one that is invalid or expired."},
     403: {"description": "The credential lacks the scope this route needs."},
     404: {"description": "No such entry, entity or trace (or not one the caller's tenants may see)."},
+    429: {"description": "Too many open live streams for this credential; retry after `Retry-After` seconds."},
     503: {"description": "The read model is unreachable or a query timed out; retry later."},
 }
 """Statuses every data route may answer, each with a JSON body `{"detail": ...}`, for the OpenAPI document."""

@@ -12,8 +12,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 from uuid import UUID
 
+from audit_query.auth import Principal
 from audit_query.cursor import Cursor, CursorCodec, scope_of
-from audit_query.errors import BadRequestError, QueryError
+from audit_query.errors import BadRequestError, QueryError, TooManyRequestsError
 from audit_query.repository import AuditRepository
 
 POLL_S: Final = 0.5
@@ -25,6 +26,71 @@ KEEPALIVE_S: Final = 15.0
 BATCH: Final = 500
 
 Positions = dict[tuple[str, int], int]
+
+
+class StreamSlot:
+    """One open stream's place in its credential's share; released once, when the stream ends."""
+
+    def __init__(self, slots: "StreamSlots", key: str) -> None:
+        self._slots = slots
+        self._key = key
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release(self._key)
+
+    async def holding(self, stream: AsyncIterator[str]) -> AsyncIterator[str]:
+        """`stream`, releasing the slot when it ends, fails or the client goes away."""
+        try:
+            async for chunk in stream:
+                yield chunk
+        finally:
+            self.release()
+
+
+class StreamSlots:
+    """How many live streams each credential holds open in this worker, bounded (a polling stream costs a query
+    every half second: one caller must not hold hundreds)."""
+
+    def __init__(self, per_credential: int) -> None:
+        self._limit = per_credential
+        self._open: dict[str, int] = {}
+
+    def acquire(self, principal: Principal) -> StreamSlot:
+        """A slot for `principal`, or 429 when it holds its share."""
+        key = f"{principal.kind}:{principal.token_id or principal.name}"
+        held = self._open.get(key, 0)
+        if held >= self._limit:
+            raise TooManyRequestsError(
+                f"this credential already holds {held} open live streams (the limit is {self._limit}); "
+                "close one or retry later",
+                retry_after_s=5,
+            )
+        self._open[key] = held + 1
+        return StreamSlot(self, key)
+
+    def release(self, key: str) -> None:
+        left = self._open.get(key, 0) - 1
+        if left > 0:
+            self._open[key] = left
+        else:
+            self._open.pop(key, None)
+
+
+async def recorded(repo: AuditRepository, tenants: str, trace_id: str, grace_s: float) -> bool:
+    """Whether anything (the entry or a log line) is recorded under the trace for these tenants, waiting up to
+    `grace_s` for an action that is just starting."""
+    audit_id = UUID(hex=trace_id)
+    deadline = time.monotonic() + grace_s
+    while True:
+        records, _ = await repo.trace_since(tenants, audit_id, {}, 1)
+        if records:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
 
 
 def stream_scope(trace_id: str, tenants: str) -> str:
@@ -97,4 +163,4 @@ def _event(kind: str, data: dict[str, Any], event_id: str | None = None) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-__all__ = ["events", "positions_of", "stream_scope"]
+__all__ = ["StreamSlot", "StreamSlots", "events", "positions_of", "recorded", "stream_scope"]

@@ -15,9 +15,10 @@ from fastapi.staticfiles import StaticFiles
 from audit_query.auth import JwtVerifier
 from audit_query.config import Settings
 from audit_query.cursor import CursorCodec
-from audit_query.errors import ERROR_RESPONSES, QueryError, UnauthorizedError
+from audit_query.errors import ERROR_RESPONSES, QueryError, TooManyRequestsError, UnauthorizedError
 from audit_query.guard import InputGuard
 from audit_query.kafka import KafkaProbe
+from audit_query.live import StreamSlots
 from audit_query.metrics import instrument
 from audit_query.repository import AuditRepository, ControlRepository, ProofRepository
 from audit_query.routes import audit, deadletters, entities, health, proofs, session, traces
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.proofs = ProofRepository(app.state.repository, settings.control_schema)
         app.state.jwt = JwtVerifier(settings) if settings.oidc_issuer else None
         app.state.kafka = KafkaProbe(settings.bootstrap_servers, security=settings.kafka)
+        app.state.streams = StreamSlots(settings.live_streams_per_credential)
         stop = asyncio.Event()
         watcher = asyncio.create_task(
             app.state.repository.watch_swaps(str(settings.database_url), settings.db_schema, stop)
@@ -69,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(session.router, responses={401: ERROR_RESPONSES[401], 400: ERROR_RESPONSES[400]})
     app.include_router(health.router)
-    instrument(app, public=settings.public_metrics)
+    instrument(app, public=settings.public_metrics, token=settings.scrape_token())
     app.add_middleware(InputGuard)
     app.add_middleware(SecurityHeaders)
     app.mount("/static/swagger", StaticFiles(directory=str(SWAGGER)), name="swagger")
@@ -78,6 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(QueryError)
     async def query_error(request: Request, exc: QueryError) -> JSONResponse:
         headers = {"www-authenticate": exc.challenge} if isinstance(exc, UnauthorizedError) else None
+        if isinstance(exc, TooManyRequestsError):
+            headers = {"retry-after": str(exc.retry_after_s)}
         return JSONResponse({"detail": str(exc)}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)

@@ -1,13 +1,16 @@
 """Prometheus metrics of the query API: request latency by route template, method and status."""
 
+import hashlib
+import hmac
 import time
-from typing import Final
+from typing import Annotated, Final
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Header, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from audit_query.deps import AdminDep
+from audit_query.errors import UnauthorizedError
 
 REQUEST_SECONDS: Final = Histogram(
     "audit_query_request_duration_seconds",
@@ -17,12 +20,25 @@ REQUEST_SECONDS: Final = Histogram(
 )
 
 
-def instrument(app: FastAPI, *, public: bool = True) -> None:
-    """Time every request and serve `/metrics` (without a credential when `public`, else to audit:admin)."""
+def instrument(app: FastAPI, *, public: bool = True, token: str | None = None) -> None:
+    """Time every request and serve `/metrics`: to the bearer of `token` when one is set, else without a credential
+    when `public`, else to audit:admin."""
 
     app.add_middleware(RequestTimer)
 
-    if public:
+    if token is not None:
+        expected = hashlib.sha256(token.encode()).digest()
+
+        @app.get("/metrics", include_in_schema=False)
+        async def scrape(authorization: Annotated[str | None, Header()] = None) -> Response:
+            scheme, _, given = (authorization or "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                hashlib.sha256(given.strip().encode()).digest(), expected
+            ):
+                raise UnauthorizedError("/metrics needs the metrics bearer token", invalid=bool(authorization))
+            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    elif public:
 
         @app.get("/metrics", include_in_schema=False)
         async def metrics() -> Response:

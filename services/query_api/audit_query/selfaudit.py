@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from audit_query.config import Settings
+from audit_query.config import AdminSettings
 from audit_query.errors import QueryError, kafka_refusal
 from audit_schemas import (
     Action,
@@ -80,7 +80,7 @@ def events(
     return start, outcome
 
 
-async def record(settings: Settings, start: ActionEvent, outcome: OutcomeEvent, timeout_s: float = 10) -> None:
+async def record(settings: AdminSettings, start: ActionEvent, outcome: OutcomeEvent, timeout_s: float = 10) -> None:
     """Publish both events (signed with the API's key, when it has one) with acks=all; SelfAuditError when Kafka
     does not acknowledge them."""
     topic = settings.topics[0]

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from audit_query.deps import ReaderDep, RepositoryDep, SettingsDep
 from audit_query.errors import BadRequestError, NotFoundError
@@ -20,43 +20,60 @@ router = APIRouter(tags=["proofs"])
 class KeyPublic(BaseModel):
     """A key that signs checkpoints, in the note verifier-key format."""
 
-    name: str
-    key_hash: str
-    verifier_key: str
+    name: Annotated[str, Field(description="The key's name, as its signature lines in a note carry it.")]
+    key_hash: Annotated[
+        str, Field(description="8 hex digits: the first 4 bytes of SHA-256(name ‖ 0x0A ‖ 0x01 ‖ public key).")
+    ]
+    verifier_key: Annotated[
+        str,
+        Field(description="`<name>+<key hash>+<base64(0x01 ‖ Ed25519 public key)>`: what an auditor pins."),
+    ]
 
 
 class CheckpointPublic(BaseModel):
     """A signed tree head: origin, size, root (base64) and the signed note itself."""
 
-    origin: str
-    tree_size: int
-    root_hash: str
-    note: str
+    origin: Annotated[str, Field(description="`<log name>/<topic>/<partition>`: which tree.")]
+    tree_size: Annotated[int, Field(description="Leaves the tree held when signed.")]
+    root_hash: Annotated[str, Field(description="base64 of the 32-byte RFC 9162 root hash at that size.")]
+    note: Annotated[
+        str,
+        Field(description="The C2SP signed note: the checkpoint body (origin, size, root) and its signature lines."),
+    ]
 
 
 class InclusionProof(BaseModel):
     """Everything an auditor needs to check one entry offline: the record, where it sits, and the proof."""
 
-    audit_id: UUID
-    topic: str
-    partition: int
-    offset: int
-    leaf_index: int
-    leaf_data: str
-    """base64 of the raw record's leaf encoding; its SHA-256(0x00 ‖ data) is the leaf hash."""
-    tree_size: int
-    inclusion_proof: list[str]
-    checkpoint: str
-    """The signed checkpoint (C2SP note) whose root the proof leads to."""
+    audit_id: Annotated[UUID, Field(description="The entry (its start event's audit id).")]
+    topic: Annotated[str, Field(description="Kafka topic of the start event's record.")]
+    partition: Annotated[int, Field(description="Its partition: each partition has a tree of its own.")]
+    offset: Annotated[int, Field(description="Its Kafka offset.")]
+    leaf_index: Annotated[int, Field(description="Its leaf's position in the partition's tree (0-based).")]
+    leaf_data: Annotated[
+        str,
+        Field(
+            description="base64 of the raw record's leaf encoding (schemas/README.md, 'Merkle leaves'); "
+            "SHA-256(0x00 ‖ data) is the leaf hash."
+        ),
+    ]
+    tree_size: Annotated[int, Field(description="Size of the tree the proof leads to: the checkpoint's size.")]
+    inclusion_proof: Annotated[
+        list[str],
+        Field(description="base64 sibling hashes from the leaf up to the root (RFC 9162 §2.1.3.1), in order."),
+    ]
+    checkpoint: Annotated[str, Field(description="The signed checkpoint (C2SP note) whose root the proof leads to.")]
 
 
 class ConsistencyProof(BaseModel):
     """A proof that the tree of `to` leaves extends the tree of `from` leaves (RFC 9162 §2.1.4)."""
 
-    origin: str
-    from_size: int
-    to_size: int
-    proof: list[str]
+    origin: Annotated[str, Field(description="`<log name>/<topic>/<partition>`: which tree.")]
+    from_size: Annotated[int, Field(description="The older, smaller tree size.")]
+    to_size: Annotated[int, Field(description="The newer tree size.")]
+    proof: Annotated[
+        list[str], Field(description="base64 node hashes of the consistency proof (RFC 9162 §2.1.4.1), in order.")
+    ]
 
 
 def _proofs(request: Request) -> ProofRepository:

@@ -8,18 +8,31 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from audit_query.cursor import Cursor, scope_of
-from audit_query.deps import CodecDep, ReaderDep, RepositoryDep, SettingsDep
+from audit_query.deps import CodecDep, ReaderDep, RepositoryDep, SettingsDep, StreamsDep
 from audit_query.errors import NotFoundError
-from audit_query.live import events, positions_of, stream_scope
+from audit_query.live import events, positions_of, recorded, stream_scope
 from audit_query.models import TraceView
 from audit_query.repository import check_log_key
 
 router = APIRouter(prefix="/v1/traces", tags=["traces"])
 
+TraceIdPath = Annotated[
+    str,
+    Path(
+        pattern=r"^(?:[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$",
+        description="The action's audit id: 32 lowercase hex digits, or the same id in its dashed UUID form.",
+    ),
+]
+
+
+def _hex(trace_id: str) -> str:
+    """Both spellings of a trace id as the 32 hex digits the log lines carry."""
+    return trace_id.replace("-", "")
+
 
 @router.get("/{trace_id}", response_model=TraceView, summary="Everything recorded under one trace id")
 async def get_trace(
-    trace_id: Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="32 lowercase hex digits.")],
+    trace_id: TraceIdPath,
     principal: ReaderDep,
     repo: RepositoryDep,
     settings: SettingsDep,
@@ -31,6 +44,7 @@ async def get_trace(
 ) -> Response:
     """The entry and a page of its logs in time order (`logs_next` continues it); 404 until the entry is
     projected (lines are shown only beside their entry)."""
+    trace_id = _hex(trace_id)
     audit_id = UUID(hex=trace_id)
     scope = scope_of(view="trace-logs", trace=trace_id, tenants=principal.tenant_setting)
     after = codec.decode(logs_after, scope).key if logs_after else None
@@ -56,20 +70,33 @@ async def get_trace(
     responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def stream_trace(
-    trace_id: Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="32 lowercase hex digits.")],
+    trace_id: TraceIdPath,
     request: Request,
     principal: ReaderDep,
     repo: RepositoryDep,
     codec: CodecDep,
+    settings: SettingsDep,
+    streams: StreamsDep,
     last_event_id: Annotated[
         str | None, Header(alias="Last-Event-ID", description="The id of the last event received, to resume after.")
     ] = None,
 ) -> StreamingResponse:
     """The entry, then each log line and the outcome as they are projected, then `end`. Event ids are signed
     positions in the log: reconnecting with `Last-Event-ID` resumes with no line lost or repeated. A browser
-    authenticates with its session cookie (EventSource cannot send headers)."""
+    authenticates with its session cookie (EventSource cannot send headers).
+
+    404 when nothing is recorded under the id for the caller's tenants within a short grace period (a trace that
+    is just starting); 429 with `Retry-After` when the credential already holds its share of open streams."""
+    trace_id = _hex(trace_id)
     scope = stream_scope(trace_id, principal.tenant_setting)
     positions = positions_of(codec, last_event_id, scope)
+    slot = streams.acquire(principal)
+    try:
+        if not positions and not await recorded(repo, principal.tenant_setting, trace_id, settings.live_grace_s):
+            raise NotFoundError(f"nothing recorded for trace {trace_id}")
+    except BaseException:
+        slot.release()
+        raise
     stream = events(
         repo,
         codec,
@@ -80,7 +107,7 @@ async def stream_trace(
         disconnected=request.is_disconnected,
     )
     return StreamingResponse(
-        stream,
+        slot.holding(stream),
         media_type="text/event-stream",
         headers={"cache-control": "no-store", "x-accel-buffering": "no"},
     )
