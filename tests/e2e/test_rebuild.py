@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 from datetime import UTC, datetime, timedelta
@@ -13,12 +14,14 @@ import asyncpg
 import httpx
 import pytest
 
+from audit_producer import AuditProducer
 from audit_projector.compare import checksums, compare
 from audit_projector.replay import replay
 from audit_projector.swap import SwapRefusedError, swap
 from audit_schemas import OtelSpan, encode
 from tests.conftest import Isolated, projector_running
 from tests.factories import action_event, key_of, log_event, outcome_event, publish_events, send_keyed
+from tests.history import History, record_history
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -135,15 +138,32 @@ async def _verify(isolated: Isolated, *args: str) -> tuple[int, str]:
     return proc.returncode or 0, (out + err).decode()
 
 
-async def test_verify_read_model_names_the_first_difference_with_the_log(isolated: Isolated, projector: Any) -> None:
+async def _mix(isolated: Isolated, audit: AuditProducer) -> History:
+    """The realistic mix recorded and projected (every action's outcome in, the dead letter too)."""
+    history = await record_history(audit, isolated.stack.bootstrap)
+
+    async def projected() -> bool:
+        async with isolated.owner() as conn:
+            outcomes = await conn.fetchval("SELECT count(*) FROM audit_outcomes")
+            dead = await conn.fetchval("SELECT count(*) FROM dead_letters")
+        return bool(outcomes == len(history.audit_ids) and dead == history.dead_letters)
+
+    await eventually(projected, within=60)
+    return history
+
+
+async def test_verify_read_model_names_the_first_difference_with_the_log(
+    isolated: Isolated, audit: AuditProducer, projector: Any
+) -> None:
     if isolated.stack.admin_dsn is None:
         pytest.skip("needs a superuser DSN to tamper with")
-    await publish_events(isolated.stack.bootstrap, isolated.projector.audit_topic, 300)
-    await eventually(lambda: _count(isolated, isolated.name, 300), within=60)
+    history = await _mix(isolated, audit)
     code, report = await _verify(isolated)
     assert code == 0, report
     assert "the read model matches the log" in report, report
-    assert "300 rows" in report
+    compared = re.search(r"and (\d+) rows compared", report)
+    assert compared is not None, report
+    assert int(compared.group(1)) >= 2 * len(history.audit_ids) + history.min_log_lines + history.dead_letters
     async with isolated.owner() as conn:
         scratch = await conn.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'audit_verify_%'")
     assert scratch == 0  # the scratch rebuild is dropped unless --keep
@@ -263,26 +283,26 @@ async def test_a_verified_swap_under_ingest_and_query_load_loses_and_doubles_not
     print(f"swap: paused {result.paused_s * 1000:.0f} ms, {result.rows_verified} rows verified, {requests} requests")
 
 
-async def test_a_swap_is_refused_when_the_rebuild_does_not_match(isolated: Isolated) -> None:
+async def test_a_swap_is_refused_when_the_rebuild_does_not_match(isolated: Isolated, audit: AuditProducer) -> None:
     if isolated.stack.admin_dsn is None:
         pytest.skip("needs a superuser DSN to tamper with")
     live = isolated.projector.model_copy(update={"probe_interval_s": 0.2})
     shadow_name = f"{isolated.name}_shadow"
     shadow = live.model_copy(update={"db_schema": shadow_name, "kafka_group_id": f"audit-replay-{shadow_name}"})
     async with projector_running(live):
-        await publish_events(isolated.stack.bootstrap, live.audit_topic, 200)
-        await eventually(lambda: _count(isolated, isolated.name, 200), within=60)
+        history = await _mix(isolated, audit)
         await replay(shadow, isolated.stack.owner_dsn, timeout_s=120)
         await _tamper(
             isolated,
-            f"UPDATE {shadow_name}.audit_entries SET actor_display_name = 'Mallory' WHERE kafka_offset = "
-            f"(SELECT min(kafka_offset) FROM {shadow_name}.audit_entries) RETURNING kafka_offset",
+            f"UPDATE {shadow_name}.execution_logs SET message = 'forged' WHERE log_id = "
+            f"(SELECT log_id FROM {shadow_name}.execution_logs ORDER BY kafka_offset LIMIT 1) RETURNING kafka_offset",
         )
-        with pytest.raises(SwapRefusedError, match="actor_display_name"):
+        with pytest.raises(SwapRefusedError, match="message"):
             await swap(live, shadow, isolated.stack.owner_dsn, timeout_s=60)
         # Nothing was replaced, and the live projector was never paused: it keeps projecting.
         await publish_events(isolated.stack.bootstrap, live.audit_topic, 10)
-        await eventually(lambda: _count(isolated, isolated.name, 210), within=30)
+        entries = len(history.audit_ids) + 10
+        await eventually(lambda: _count(isolated, isolated.name, entries), within=30)
     async with isolated.owner() as conn:
         assert await conn.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname = $1", shadow_name) == 1
         await conn.execute(f"DROP SCHEMA {shadow_name} CASCADE")

@@ -2,7 +2,6 @@
 and a checkpoint re-signed with another key. The guard rails refuse the services' roles and casual changes."""
 
 import asyncio
-import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -13,12 +12,12 @@ import asyncpg
 import pytest
 from pydantic import SecretStr
 
-from audit_producer import Actor, AuditProducer, Entity
+from audit_producer import AuditProducer
 from audit_projector.integrity import Report, verify_integrity
-from audit_schemas import encode
 from audit_schemas.checkpoint import Checkpoint, NoteSigner
 from tests.conftest import Isolated, projector_running
-from tests.factories import action_event, key_of, send_keyed
+from tests.factories import read_topic
+from tests.history import record_history
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -28,40 +27,27 @@ Tamper = Callable[[asyncpg.Connection, str], Awaitable[Any]]
 
 @pytest.fixture
 async def projected(isolated: Isolated, audit: AuditProducer) -> tuple[Isolated, NoteSigner]:
-    """A log with starts, outcomes, logs, a dead letter and a duplicate, its trees and signed checkpoints."""
+    """The realistic mix (the demo's actions with execution logs in two tenants, generated history, an aborted
+    action, a dead letter, an identical re-send), its trees and signed checkpoints."""
     if isolated.stack.admin_dsn is None:
         pytest.skip("needs a superuser DSN to tamper with")
     signer, key = NoteSigner.generate("audit-trail")
     settings = isolated.projector.model_copy(
         update={"checkpoint_key": SecretStr(key), "checkpoint_every_leaves": 5, "probe_interval_s": 0.2}
     )
-    dup = action_event("dup")
     async with projector_running(settings):
-        for i in range(12):
-            async with audit.action(
-                "update",
-                entity=Entity(id=f"t-{i % 3}", model="resource"),
-                actor=Actor.user("u", "Ursula"),
-                tenant="acme",
-            ) as act:
-                act.change("size", i, i + 1)
-        bad = json.loads(encode(action_event("bad")))
-        bad["data"]["action"] = "teleport"
-        await send_keyed(
-            isolated.stack.bootstrap,
-            isolated.projector.audit_topic,
-            [(json.dumps(bad).encode(), b"acme/resource/bad"), (encode(dup), key_of(dup)), (encode(dup), key_of(dup))],
-        )
+        await record_history(audit, isolated.stack.bootstrap)
 
         async def settled() -> bool:
+            consumed = sum(
+                [len(await read_topic(isolated.stack.bootstrap, t)) for t in settings.topics]
+            )  # every record of both topics has its leaf
             async with isolated.owner() as conn:
-                leaves = await conn.fetchval(
-                    "SELECT count(*) FROM merkle_leaves WHERE topic = $1", settings.audit_topic
-                )
+                leaves = await conn.fetchval("SELECT count(*) FROM merkle_leaves")
                 signed = await conn.fetchval(f"SELECT count(*) FROM {isolated.query.control_schema}.checkpoints")
-            return bool(leaves == 27 and signed >= 3)
+            return bool(leaves == consumed and signed >= 10)
 
-        await eventually(settled, within=30)
+        await eventually(settled, within=60, interval=0.5)
     return isolated, signer
 
 
@@ -141,7 +127,15 @@ async def _resign_checkpoint(conn: asyncpg.Connection, control: str) -> None:
     )
 
 
+async def _alter_log_line(conn: asyncpg.Connection, control: str) -> None:
+    await conn.execute(
+        "UPDATE execution_logs SET message = 'nothing to see' WHERE log_id ="
+        " (SELECT log_id FROM execution_logs ORDER BY kafka_partition, kafka_offset LIMIT 1)"
+    )
+
+
 TAMPERINGS: list[tuple[Tamper, str]] = [
+    (_alter_log_line, "execution_logs.message differs"),
     (_alter_entry, "audit_entries.actor_display_name differs"),
     (_insert_entry, "no leaf records (inserted)"),
     (_delete_newest, "deleted"),
@@ -157,8 +151,8 @@ async def test_each_kind_of_tampering_is_found_with_its_position(projected: tupl
     isolated, signer = projected
     clean = await _verify_with(isolated, signer, None)
     assert clean.findings == [], clean.findings
-    assert clean.leaves >= 27
-    assert clean.checkpoints >= 3
+    assert clean.leaves >= 150
+    assert clean.checkpoints >= 10
     for tamper, words in TAMPERINGS:
         report = await _verify_with(isolated, signer, tamper)
         assert report.findings, f"{tamper.__name__} was not noticed"
