@@ -14,7 +14,8 @@ cd "$root"
 # verifiable log (Merkle log, proofs, tampering, rebuilds), health, migrations and the published wheels.
 default_e2e="tests/e2e/test_end_to_end.py tests/e2e/test_read_model.py tests/e2e/test_durability.py
   tests/e2e/test_crash_and_rebalance.py tests/e2e/test_poison.py tests/e2e/test_merkle_log.py
-  tests/e2e/test_proofs.py tests/e2e/test_tamper.py tests/e2e/test_rebuild.py tests/e2e/test_health.py
+  tests/e2e/test_proofs.py tests/e2e/test_tamper.py tests/e2e/test_integrity.py tests/e2e/test_rebuild.py
+  tests/e2e/test_health.py
   tests/e2e/test_migrations.py tests/e2e/test_wheels.py"
 read -r -a e2e <<<"$(echo ${AUDIT_CONTAINER_E2E:-$default_e2e})"
 

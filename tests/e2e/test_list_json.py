@@ -49,12 +49,18 @@ async def test_page_rows_equal_the_entries_the_api_builds_in_python(
             [(encode(whole), 0), (encode(tenths), 1), (encode(ended), 1), (encode(late), 2)],
         )
 
+        previous: list[dict[str, Any]] = []
+
         async def everything() -> list[dict[str, Any]] | None:
+            nonlocal previous
             found = await all_entries(api)
-            done = len(found) == 15 and any(
-                e["outcome"]["status"] == "succeeded" for e in found if e["entity"]["id"] == "res-new"
+            done = len(found) == 15 and all(
+                any(e["outcome"]["status"] == "succeeded" for e in found if e["entity"]["id"] == entity)
+                for entity in ("res-new", "inv/9 ü")
             )
-            return found if done else None
+            settled = found == previous  # two reads alike: no outcome still on its way
+            previous = found
+            return found if done and settled else None
 
         listed = await eventually(everything, within=60)
     statuses = {e["outcome"]["status"] for e in listed}

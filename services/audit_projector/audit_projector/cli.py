@@ -395,7 +395,13 @@ async def _verify_read_model(settings: Settings, dsn: str, against: str | None, 
                 console.print(f"{k[0]}/{k[1]}: the live model is at offset {live_at.get(k, 0)} of {n}; compared below")
         report = await compare(conn, settings.db_schema, scratch, bounds)
         if against is None and not keep:
-            await conn.execute(f'DROP SCHEMA "{scratch}" CASCADE')
+            async with conn.transaction():
+                await conn.execute(
+                    f"""DELETE FROM {quoted(settings.control_schema)}.read_models
+                         WHERE schema_oid = (SELECT oid FROM pg_namespace WHERE nspname = $1)""",
+                    scratch,
+                )
+                await conn.execute(f'DROP SCHEMA "{scratch}" CASCADE')
     finally:
         await conn.close()
     console.print(
