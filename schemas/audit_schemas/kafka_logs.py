@@ -43,14 +43,17 @@ class KafkaOutageFilter(logging.Filter):
             self._last_error = now
             if self._since is None:
                 self._since = self._last_line = now
-                record.msg = f"kafka client trouble began (further client errors are counted, not logged): {record.msg}"
-                return True
+                return True  # the first line of a spell passes as it is: often it is the only one
             if now - self._last_line >= REMIND_S:
                 self._last_line = now
                 record.msg = (
                     f"kafka client trouble for {now - self._since:.0f} s, {self._held} client lines held back; "
                     f"latest: {record.msg}"
                 )
+                return True
+            if self._held == 0:
+                record.msg = f"kafka client trouble (further client lines are counted, not logged): {record.msg}"
+                self._held = 1
                 return True
             self._held += 1
         if self._on_suppressed is not None:
@@ -67,12 +70,13 @@ class KafkaOutageFilter(logging.Filter):
 
     def _end(self, now: float, why: str) -> None:
         assert self._since is not None
-        logging.getLogger("aiokafka.outage").warning(
-            "kafka client trouble over after %.1f s (%s); %d client lines were held back",
-            now - self._since,
-            why,
-            self._held,
-        )
+        if self._held:  # a spell of one line needs no summary
+            logging.getLogger("aiokafka.outage").warning(
+                "kafka client trouble over after %.1f s (%s); %d client lines were held back",
+                now - self._since,
+                why,
+                self._held - 1,
+            )
         self._since = None
         self._held = 0
 

@@ -23,10 +23,10 @@ def test_an_outage_is_one_line_and_a_count(monkeypatch: pytest.MonkeyPatch, capl
         if f.filter(record):
             passed.append(record.getMessage())
         clock[0] += 0.005
-    assert len(passed) == 1
-    assert passed[0].startswith("kafka client trouble began")
-    assert "Unable connect" in passed[0]
-    assert sum(held) == 199
+    assert len(passed) == 2  # the first as it is, the second saying that the rest are counted
+    assert passed[0] == "Unable connect to node with id 0"
+    assert passed[1].startswith("kafka client trouble (further client lines are counted")
+    assert sum(held) == 198
     assert f.filter(_record(logging.DEBUG))  # debug lines are not the flood's
     reminders = []
     for _ in range(int(kafka_logs.REMIND_S)):  # the outage goes on: an attempt a second for a minute
@@ -49,6 +49,7 @@ def test_a_quiet_spell_ends_the_outage(monkeypatch: pytest.MonkeyPatch, caplog: 
     monkeypatch.setattr("audit_schemas.kafka_logs.time.monotonic", lambda: clock[0])
     f = KafkaOutageFilter()
     assert f.filter(_record())
+    assert f.filter(_record())  # "further lines are counted"
     assert not f.filter(_record())
     clock[0] += kafka_logs.QUIET_S + 1
     with caplog.at_level(logging.WARNING, logger="aiokafka.outage"):
@@ -65,3 +66,13 @@ def test_installed_on_every_aiokafka_logger() -> None:
     assert installed is kafka_logs.quiet_kafka_outages()  # idempotent
     for name in ("aiokafka", "aiokafka.conn", "aiokafka.cluster"):
         assert installed in logging.getLogger(name).filters
+
+
+def test_a_single_transient_warning_passes_alone(caplog: pytest.LogCaptureFixture) -> None:
+    f = KafkaOutageFilter()
+    record = _record(logging.WARNING, "Got error produce response ... NotLeaderForPartitionError, retrying")
+    assert f.filter(record)
+    assert record.getMessage().startswith("Got error produce response")
+    with caplog.at_level(logging.WARNING, logger="aiokafka.outage"):
+        f.recovered()
+    assert caplog.text == ""  # nothing was held back: no summary

@@ -32,7 +32,9 @@ class Settings(BaseSettings):
     execution_log_topic: str = EXECUTION_LOG_TOPIC
     publish_timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
     """Deadline for one audit event's acknowledgement (aiokafka alone would wait up to 40 s)."""
-    linger_ms: Annotated[int, Field(ge=0, le=1000)] = 5
+    linger_ms: Annotated[int, Field(ge=0, le=1000)] = 0
+    """How long the client waits to fill a batch. 0: audit events are on the caller's path (the body waits for the
+    start's acknowledgement); execution-log lines still batch while a request is in flight."""
     log_queue_size: Annotated[int, Field(ge=1)] = 10_000
     """Execution-log lines waiting to be shipped; beyond this, lines are dropped and counted."""
     failure_mode: Literal["closed", "open"] = "closed"

@@ -160,8 +160,8 @@ class AuditProducer:
         """
         if not self._started:
             raise NotStartedError("AuditProducer.start() was not called (use `async with`)")
-        started, scope, trace = self.begin(action, entity, actor, tenant, request, correlation_id)
-        await self._record_start(started)
+        started, value, scope, trace = self._begin(action, entity, actor, tenant, request, correlation_id)
+        await self._record_start(started, value)
         clock = time.perf_counter()
         with bind_trace(trace):
             try:
@@ -169,14 +169,14 @@ class AuditProducer:
             except GeneratorExit:
                 raise
             except BaseException as e:
-                outcome = self._outcome_event(started, scope, clock, e)
-                problem = await asyncio.shield(self._record_outcome(outcome))
+                outcome, encoded = self._outcome_record(started, scope, clock, e)
+                problem = await asyncio.shield(self._record_outcome(outcome, encoded))
                 if problem is not None:
                     e.add_note(
                         f"audit trail: the outcome of action {started.data.audit_id} was not recorded: {problem}"
                     )
                 raise
-        problem = await asyncio.shield(self._record_outcome(self._outcome_event(started, scope, clock, None)))
+        problem = await asyncio.shield(self._record_outcome(*self._outcome_record(started, scope, clock, None)))
         if problem is not None:
             raise OutcomeNotRecordedError(started.data.audit_id, problem)
 
@@ -222,8 +222,21 @@ class AuditProducer:
         correlation_id: str | None,
     ) -> tuple[ActionEvent, ActionScope, TraceContext]:
         """A validated start event, the scope its body fills in, and its trace (nothing is sent)."""
+        started, _, scope, trace = self._begin(action, entity, actor, tenant, request, correlation_id)
+        return started, scope, trace
+
+    def _begin(
+        self,
+        action: Action | str,
+        entity: Entity,
+        actor: Actor,
+        tenant: str,
+        request: RequestContext | None,
+        correlation_id: str | None,
+    ) -> tuple[ActionEvent, bytes, ActionScope, TraceContext]:
+        """`begin()`, with the start's bytes as checked (encoded once: what is checked is what is sent)."""
         span_id = new_span_id()
-        started = self._started_event(action, entity, actor, tenant, request, correlation_id, span_id)
+        started, value = self._started_event(action, entity, actor, tenant, request, correlation_id, span_id)
         trace = TraceContext(audit_id=started.data.audit_id, span_id=span_id, tenant_id=tenant)
         scope = ActionScope(
             started.data.audit_id,
@@ -235,7 +248,7 @@ class AuditProducer:
             max_value_bytes=self.settings.max_value_bytes,
             redactor=self.redactor,
         )
-        return started, scope, trace
+        return started, value, scope, trace
 
     def _redacted(self, request: RequestContext | None) -> RequestContext | None:
         """The request context with credentials inside its text masked (a token pasted into a user agent…)."""
@@ -257,7 +270,7 @@ class AuditProducer:
         request: RequestContext | None,
         correlation_id: str | None,
         span_id: str,
-    ) -> ActionEvent:
+    ) -> tuple[ActionEvent, bytes]:
         audit_id = uuid7()
         now = datetime.now(UTC)
         otel = current_otel_ids()
@@ -288,8 +301,7 @@ class AuditProducer:
             )
         except ValueError as e:  # an entity built without validation (model_construct) fails here, if not before
             raise InvalidActionError(_explain(e)) from e
-        _conforms(event)
-        return event
+        return event, _conforms(event)
 
     def _outcome_event(
         self,
@@ -300,6 +312,17 @@ class AuditProducer:
         status: OutcomeStatus | None = None,
     ) -> OutcomeEvent:
         """The outcome, built so that it cannot fail: every value was encoded when it was set."""
+        return self._outcome_record(started, scope, clock, error, status)[0]
+
+    def _outcome_record(
+        self,
+        started: ActionEvent,
+        scope: ActionScope,
+        clock: float,
+        error: BaseException | None,
+        status: OutcomeStatus | None = None,
+    ) -> tuple[OutcomeEvent, bytes]:
+        """The outcome and its bytes (encoded once, to fit the size limit and to send)."""
         now = datetime.now(UTC)
         summary = None
         if error is not None:
@@ -332,9 +355,9 @@ class AuditProducer:
         )
         return _within(event, self.settings.max_event_bytes)
 
-    async def _record_start(self, started: ActionEvent) -> None:
+    async def _record_start(self, started: ActionEvent, value: bytes) -> None:
         """Publish the start (fail-closed), or spool it and let the body run (fail-open)."""
-        key, value, headers = _record(started)
+        key, value, headers = _record(started, value)
         open_mode = self.settings.failure_mode == "open"
         if open_mode and self._delivery.queued:
             # Events already wait in the spool: this one goes behind them, so one entity's order holds.
@@ -351,7 +374,6 @@ class AuditProducer:
                 # The start may still reach Kafka from the client's buffer: close it as not run.
                 await self._abort(started, e)
             raise
-        log.debug("audit_event_published", type=started.type, audit_id=str(started.data.audit_id))
 
     async def _spool_or_raise(self, kind: str, event: ActionEvent, cause: PublishError) -> None:
         key, value, headers = _record(event)
@@ -372,19 +394,18 @@ class AuditProducer:
             return
         log.warning("audit_start_not_acknowledged", audit_id=str(started.data.audit_id), error=str(cause))
 
-    async def _record_outcome(self, outcome: OutcomeEvent) -> str | None:
-        """Publish the outcome, else spool it; return why it could be neither (None once it is safe)."""
-        audit_id = str(outcome.data.audit_id)
+    async def _record_outcome(self, outcome: OutcomeEvent, value: bytes | None = None) -> str | None:
+        """Publish the outcome, else spool it; return why it could be neither (None once it is safe). The library's
+        own success is not logged: a service that ships its logs would ship that line as the action's."""
         if self.settings.failure_mode == "open" and self._delivery.queued:
             return await self._spool_outcome(outcome, "events are waiting in the spool")
-        key, value, headers = _record(outcome)
+        key, value, headers = _record(outcome, value)
         try:
             await self._delivery.publish(key, value, headers)
         except PublishError as e:
             if not e.retriable:
                 return await self._spool_outcome(outcome, str(e)) if _too_large(e) else str(e)
             return await self._spool_outcome(outcome, str(e))
-        log.debug("audit_event_published", type=outcome.type, audit_id=audit_id)
         return None
 
     async def _spool_outcome(self, outcome: OutcomeEvent, why: str) -> str | None:
@@ -397,9 +418,9 @@ class AuditProducer:
         return None
 
 
-def _conforms(event: ActionEvent | OutcomeEvent) -> None:
-    """The exact bytes that would be published, through the projector's own check (the contracts' `decode`):
-    a model built without validation (`model_construct`) or changed after it (redaction) cannot slip through."""
+def _conforms(event: ActionEvent | OutcomeEvent) -> bytes:
+    """The exact bytes that will be published, through the projector's own check (the contracts' `decode`): a
+    model built without validation (`model_construct`) or changed after it (redaction) cannot slip through."""
     try:
         value = encode(event)
     except (ValueError, TypeError) as e:  # e.g. a lone surrogate: not UTF-8, so no bytes at all
@@ -408,19 +429,24 @@ def _conforms(event: ActionEvent | OutcomeEvent) -> None:
         decode(value)
     except (EnvelopeError, NewerSchemaError) as e:
         raise InvalidActionError(f"the projector would refuse this {event.type} event ({e})") from e
+    return value
 
 
-def _record(event: ActionEvent | OutcomeEvent) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
-    return (event.partitionkey or "").encode(), encode(event), kafka_headers(event)
+def _record(
+    event: ActionEvent | OutcomeEvent, value: bytes | None = None
+) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """Key, value (`value` when already encoded) and headers of the event's record."""
+    return (event.partitionkey or "").encode(), encode(event) if value is None else value, kafka_headers(event)
 
 
 def _too_large(error: PublishError) -> bool:
     return "TooLarge" in str(error)
 
 
-def _within(event: OutcomeEvent, limit: int) -> OutcomeEvent:
-    """The outcome with its largest change values replaced by markers until it fits `limit` bytes."""
-    size = len(encode(event))
+def _within(event: OutcomeEvent, limit: int) -> tuple[OutcomeEvent, bytes]:
+    """The outcome with its largest change values replaced by markers until it fits `limit` bytes; its bytes."""
+    value = encode(event)
+    size = len(value)
     changes = dict(event.data.changes or {})
     unrecorded = dict(event.data.unrecorded or {})
     by_size = sorted(changes, key=lambda name: len(changes[name].model_dump_json()), reverse=True)
@@ -433,8 +459,9 @@ def _within(event: OutcomeEvent, limit: int) -> OutcomeEvent:
         event = event.model_copy(
             update={"data": event.data.model_copy(update={"changes": changes, "unrecorded": unrecorded})}
         )
-        size = len(encode(event))
-    return event
+        value = encode(event)
+        size = len(value)
+    return event, value
 
 
 def _resolve(value: Any, arguments: Mapping[str, Any]) -> Any:
