@@ -31,3 +31,26 @@ def test_the_producer_bench_runs_and_writes_its_figures(stack: Stack, tmp_path: 
     assert figures["smoke"] is True
     assert {r["concurrency"] for r in figures["actions"]} == {1, 8, 64}
     assert all(r["per_second"] > 0 for r in figures["actions"] + figures["logs"])
+
+
+@pytest.mark.postgres
+def test_the_ingest_bench_runs_and_writes_its_figures(stack: Stack, tmp_path: Path) -> None:
+    out = tmp_path / "ingest.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.ingest", "--smoke", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={
+            **os.environ,
+            "AUDIT_KAFKA_BOOTSTRAP": stack.bootstrap,
+            "AUDIT_OWNER_DSN": stack.owner_dsn,
+            "AUDIT_PROJECTOR_DATABASE_URL": stack.projector_dsn,
+        },
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "COPY of its write set" in done.stdout
+    figures = json.loads(out.read_text())
+    assert figures["rows"] > figures["records"]  # entries, outcomes, logs, leaves, nodes, rollups…
+    assert all(r["records_per_s"] > 0 for r in figures["rates"].values())
