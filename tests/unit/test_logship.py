@@ -172,3 +172,27 @@ async def test_stop_has_a_deadline_even_when_no_acknowledgement_comes() -> None:
     await shipper.stop(0.3)
     assert time.monotonic() - started < 2
     assert shipper.dropped == 20, "lines never acknowledged by the deadline are counted as dropped"
+
+
+async def test_the_librarys_own_lines_are_never_shipped_as_an_actions_logs() -> None:
+    """With a logger factory that carries no names (the demo's PrintLogger), the library's module loggers still
+    name themselves, so their lines (spooling, aborts) never land in the action's execution log."""
+    from audit_producer import delivery, outbox, producer
+
+    publisher = RecordingPublisher()
+    shipper = ExecutionLogShipper(publisher, Settings(), "svc")
+    shipper.start()
+    structlog.configure(
+        processors=[add_trace_context, shipper, structlog.processors.KeyValueRenderer()],
+        logger_factory=structlog.ReturnLoggerFactory(),
+    )
+    try:
+        with resume_trace(str(Traceparent(trace_id=uuid4().hex, span_id="1" * 16)), "audittrail=t:acme"):
+            for module in (producer, delivery, outbox):
+                module.log.warning("audit_outcome_spooled", reason="test")
+            structlog.get_logger().info("the service's own line")
+        await shipper.stop()
+    finally:
+        structlog.reset_defaults()
+    shipped = [decode(value) for _, _, value in publisher.records]
+    assert [e.data.message for e in shipped if isinstance(e, ExecutionLogEvent)] == ["the service's own line"]

@@ -14,7 +14,7 @@ from audit_producer.errors import PublishError, SpoolError
 from audit_producer.publisher import EventPublisher
 from audit_producer.spool import Spool
 
-log = structlog.get_logger(__name__)
+log = structlog.get_logger(__name__, logger_name=__name__)  # named, so the log shipper never ships its lines
 
 SPOOLED: Final = Counter(
     "audit_producer_events_spooled", "Audit events written to the local spool, by kind.", ["source", "kind"]

@@ -27,7 +27,9 @@ from audit_schemas.tracecontext import new_span_id, tracestate_for
 
 # Never ship the Kafka client's own records (or ours): shipping them would feed back into itself.
 IGNORED_LOGGERS: Final = ("aiokafka", "kafka", "audit_producer")
-_RESERVED_KEYS: Final = frozenset({"event", "level", "logger", "timestamp", "trace_id", "span_id", "_record"})
+_RESERVED_KEYS: Final = frozenset(
+    {"event", "level", "logger", "logger_name", "timestamp", "trace_id", "span_id", "_record"}
+)
 _LEVELS: Final = {
     "debug": LogLevel.DEBUG,
     "info": LogLevel.INFO,
@@ -149,7 +151,8 @@ class ExecutionLogShipper:
         """structlog processor: ship a copy of the event when it is written inside an action; never raises."""
         try:
             trace = current_trace()
-            name = event_dict.get("logger") or getattr(logger, "name", None)
+            # `logger_name`: how the library's own loggers name themselves under any logger factory.
+            name = event_dict.get("logger") or event_dict.get("logger_name") or getattr(logger, "name", None)
             if trace is None or _ignored(name):
                 return event_dict
             fields = {k: v for k, v in event_dict.items() if k not in _RESERVED_KEYS}

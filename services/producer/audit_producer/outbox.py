@@ -27,7 +27,7 @@ from audit_producer.publisher import EventPublisher
 from audit_producer.scope import ActionScope
 from audit_schemas import Action, ActionEvent, Actor, Entity, OutcomeEvent, RequestContext, encode, kafka_headers
 
-log = structlog.get_logger(__name__)
+log = structlog.get_logger(__name__, logger_name=__name__)  # named, so the log shipper never ships its lines
 
 Conn = asyncpg.Connection | PoolConnectionProxy
 """A connection, or one borrowed from a pool."""

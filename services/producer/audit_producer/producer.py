@@ -52,7 +52,7 @@ from audit_schemas import (
 from audit_schemas.topics import audit_key
 from audit_schemas.tracecontext import Traceparent, new_span_id, tracestate_for
 
-log = structlog.get_logger(__name__)
+log = structlog.get_logger(__name__, logger_name=__name__)  # named, so the log shipper never ships its lines
 
 P = ParamSpec("P")
 R = TypeVar("R")
