@@ -12,10 +12,12 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from pydantic import SecretStr
 
+from audit_producer import AuditProducer
 from audit_projector.compare import compare
 from audit_schemas.checkpoint import NoteSigner
 from tests.conftest import Isolated, projector_running
-from tests.factories import publish_events
+from tests.factories import publish_events, read_topic
+from tests.history import record_history
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -33,14 +35,24 @@ async def _run(command: str, *args: str, env: dict[str, str]) -> tuple[int, str]
     return proc.returncode or 0, (out + err).decode()
 
 
-async def archived_log(isolated: Isolated, tmp_path: Path) -> tuple[NoteSigner, dict[str, str], list[Path]]:
-    """A projected log with signed checkpoints, archived up to them; the signer, the environment and the files."""
+async def _records(isolated: Isolated) -> int:
+    """Records in the test's projected topics now."""
+    return sum([len(await read_topic(isolated.stack.bootstrap, t)) for t in isolated.projector.topics])
+
+
+_ROWS = "SELECT (SELECT count(*) FROM audit_entries) + (SELECT count(*) FROM audit_outcomes) + (SELECT count(*) FROM execution_logs) + (SELECT count(*) FROM dead_letters)"  # noqa: E501
+
+
+async def archived_log(isolated: Isolated, tmp_path: Path) -> tuple[NoteSigner, dict[str, str], list[Path], int]:
+    """The realistic mix projected with signed checkpoints, archived up to them, then 30 more actions; the signer,
+    the environment, the files and the read-model rows there were before the archive."""
     signer, key = NoteSigner.generate("audit-trail")
     settings = isolated.projector.model_copy(
         update={"checkpoint_key": SecretStr(key), "checkpoint_every_leaves": 10, "probe_interval_s": 0.2}
     )
-    async with projector_running(settings):
-        await publish_events(isolated.stack.bootstrap, settings.audit_topic, 120, entities=12)
+    async with AuditProducer("test-service", isolated.producer) as audit, projector_running(settings):
+        await record_history(audit, isolated.stack.bootstrap)
+        consumed = await _records(isolated)
 
         async def signed() -> bool:
             async with isolated.owner() as conn:
@@ -48,9 +60,11 @@ async def archived_log(isolated: Isolated, tmp_path: Path) -> tuple[NoteSigner, 
                 covered = await conn.fetchval(
                     f"SELECT count(DISTINCT origin) FROM {settings.control_schema}.checkpoints"
                 )
-            return bool(leaves == 120 and covered >= 3)
+            return bool(leaves == consumed and covered >= 6)
 
         await eventually(signed, within=30)
+    async with isolated.owner() as conn:
+        rows_before = int(await conn.fetchval(_ROWS))
     env = {
         **isolated.projector_env(),
         "AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL": isolated.stack.owner_dsn,
@@ -64,29 +78,38 @@ async def archived_log(isolated: Isolated, tmp_path: Path) -> tuple[NoteSigner, 
 
         async def projected() -> bool:
             async with isolated.owner() as conn:
-                return bool(await conn.fetchval("SELECT coalesce(sum(size), 0) FROM merkle_trees") == 150)
+                return bool(await conn.fetchval("SELECT coalesce(sum(size), 0) FROM merkle_trees") == consumed + 30)
 
         await eventually(projected, within=30)
-    return signer, env, files
+    return signer, env, files, rows_before
 
 
 async def test_an_archive_verifies_offline_and_its_rows_leave_postgres(isolated: Isolated, tmp_path: Path) -> None:
-    signer, env, files = await archived_log(isolated, tmp_path)
+    signer, env, files, rows_before = await archived_log(isolated, tmp_path)
     assert files, "nothing was archived"
     async with isolated.owner() as conn:
         registry = await conn.fetch(
             f"SELECT topic, partition, end_leaf, end_offset, rows_deleted, file_bytes "
             f"FROM {isolated.projector.control_schema}.archives"
         )
-        left = await conn.fetchval("SELECT count(*) FROM audit_entries")
-        below = await conn.fetchval(
-            f"""SELECT count(*) FROM audit_entries e JOIN {isolated.projector.control_schema}.archives a
-                  ON a.topic = e.kafka_topic AND a.partition = e.kafka_partition AND e.kafka_offset < a.end_offset"""
+        left = int(await conn.fetchval(_ROWS))
+        archived = (
+            f"JOIN {isolated.projector.control_schema}.archives a ON a.topic = e.kafka_topic"
+            " AND a.partition = e.kafka_partition AND e.kafka_offset < a.end_offset"
+        )
+        below = {
+            table: await conn.fetchval(f"SELECT count(*) FROM {table} e {archived}")
+            for table in ("audit_entries", "audit_outcomes", "execution_logs", "dead_letters")
+        }
+        logs_archived = await conn.fetchval(
+            f"SELECT count(*) FROM {isolated.projector.control_schema}.archives WHERE topic = $1",
+            isolated.projector.execution_log_topic,
         )
     assert len(registry) == len(files)
-    assert sum(r["rows_deleted"] for r in registry) == 150 - left
-    assert below == 0  # nothing archived is left in the read model
-    assert 30 <= left < 150
+    assert sum(r["rows_deleted"] for r in registry) == rows_before + 30 - left  # the 30 after it are entries
+    assert set(below.values()) == {0}, below  # nothing archived is left in the read model, in any table
+    assert logs_archived > 0  # the execution-log partitions were archived too
+    assert 30 <= left < rows_before
 
     code, report = await _run("audit-schemas", "verify-archive", *map(str, files), "--key", signer.verifier_key,
                               env=env)  # fmt: skip
@@ -131,7 +154,7 @@ async def test_archive_refuses_bad_input(isolated: Isolated, tmp_path: Path) -> 
 async def test_a_replay_skips_archived_ranges_but_checks_the_tree_across_them(
     isolated: Isolated, tmp_path: Path
 ) -> None:
-    _, env, _ = await archived_log(isolated, tmp_path)
+    _, env, _, _ = await archived_log(isolated, tmp_path)
     control = isolated.projector.control_schema
 
     async def rebuild(schema: str, extra: dict[str, str] | None = None) -> tuple[int, str]:

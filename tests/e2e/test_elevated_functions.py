@@ -256,3 +256,62 @@ async def _upgrade(isolated: Isolated, audit: AuditProducer, live: str, shadow: 
         await conn.close()
     assert report.findings == [], [str(f) for f in report.findings]
     assert report.leaves > 100
+
+
+async def test_the_projector_role_cannot_aim_month_creation_at_its_own_schema_or_shadow_its_built_ins(
+    isolated: Isolated,
+) -> None:
+    """ensure_month_partition, the projector role's elevated function: a schema of the caller's own (with a trigger
+    on its default partition that would run as the owner) is refused; look-alikes of the built-ins it calls, put in
+    `public` and first on the caller's search path, are never called."""
+    if isolated.stack.admin_dsn is None:
+        pytest.skip("needs a superuser to widen the projector role's rights for the test")
+    schema, control = isolated.name, isolated.query.control_schema
+    own, suffix = f"{schema}_w", uuid4().hex[:8]
+    async with _as(isolated.stack.admin_dsn) as admin:
+        database = await admin.fetchval("SELECT current_database()")
+        await admin.execute(f"GRANT CREATE ON DATABASE {database} TO audit_projector")
+        await admin.execute("GRANT CREATE ON SCHEMA public TO audit_projector")
+        try:
+            async with _as(str(isolated.projector.database_url)) as writer:
+                await writer.execute(
+                    f"""CREATE SCHEMA {own};
+                        CREATE TABLE {own}.audit_entries (occurred_at timestamptz) PARTITION BY RANGE (occurred_at);
+                        CREATE TABLE {own}.audit_entries_default PARTITION OF {own}.audit_entries DEFAULT;
+                        CREATE FUNCTION {own}.as_owner() RETURNS trigger LANGUAGE plpgsql AS $$
+                        BEGIN CREATE TABLE {schema}.pwned (n int); RETURN OLD; END $$;
+                        CREATE TRIGGER t BEFORE DELETE ON {own}.audit_entries_default
+                            FOR EACH ROW EXECUTE FUNCTION {own}.as_owner();
+                        INSERT INTO {own}.audit_entries VALUES ('2011-01-05')"""
+                )
+                text = await _refused(
+                    writer, f"SELECT {control}.ensure_month_partition($1, 'audit_entries', '2011-01-01')", own
+                )
+                assert "is not a registered read-model schema" in text
+                await writer.execute(
+                    f"""CREATE FUNCTION public.evil_{suffix}(text, text) RETURNS boolean LANGUAGE plpgsql AS $$
+                        BEGIN RAISE EXCEPTION 'a look-alike ran as %', current_user; END $$;
+                        CREATE OPERATOR public.= (LEFTARG = text, RIGHTARG = text, FUNCTION = public.evil_{suffix});
+                        CREATE FUNCTION public.to_char(date, text) RETURNS text LANGUAGE plpgsql AS $$
+                        BEGIN RAISE EXCEPTION 'a look-alike ran as %', current_user; END $$;
+                        CREATE FUNCTION public.to_regclass(text) RETURNS regclass LANGUAGE plpgsql AS $$
+                        BEGIN RAISE EXCEPTION 'a look-alike ran as %', current_user; END $$;
+                        SET search_path = public, pg_catalog"""
+                )
+                try:
+                    made = await writer.fetchval(
+                        f"SELECT {control}.ensure_month_partition($1, 'execution_logs', '2012-05-09')", schema
+                    )
+                finally:
+                    await writer.execute(
+                        f"RESET search_path; DROP OPERATOR public.= (text, text); DROP FUNCTION public.evil_{suffix};"
+                        " DROP FUNCTION public.to_char(date, text); DROP FUNCTION public.to_regclass(text)"
+                    )
+            assert made is True
+        finally:
+            await admin.execute(f"DROP SCHEMA IF EXISTS {own} CASCADE")
+            await admin.execute("REVOKE CREATE ON SCHEMA public FROM audit_projector")
+            await admin.execute(f"REVOKE CREATE ON DATABASE {database} FROM audit_projector")
+    async with isolated.owner() as conn:
+        assert await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{schema}.execution_logs_y2012m05")
+    assert not await _pwned(isolated, schema)

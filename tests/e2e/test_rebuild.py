@@ -223,7 +223,7 @@ async def _tamper(isolated: Isolated, sql: str) -> asyncpg.Record:
 
 
 async def test_a_verified_swap_under_ingest_and_query_load_loses_and_doubles_nothing(
-    isolated: Isolated, api: httpx.AsyncClient
+    isolated: Isolated, audit: AuditProducer, api: httpx.AsyncClient
 ) -> None:
     live = isolated.projector.model_copy(update={"probe_interval_s": 0.2, "batch_max_records": 200})
     shadow_name = f"{isolated.name}_shadow"
@@ -252,6 +252,7 @@ async def test_a_verified_swap_under_ingest_and_query_load_loses_and_doubles_not
                 failures.append(f"{path}: {response.status_code} {response.text[:200]}")
 
     async with projector_running(live):
+        published.extend((await record_history(audit, isolated.stack.bootstrap)).audit_ids)
         published.extend(await publish_events(isolated.stack.bootstrap, live.audit_topic, 1500))
         await eventually(lambda: _count(isolated, isolated.name, len(published)), within=60)
         await replay(shadow, isolated.stack.owner_dsn, timeout_s=120)  # while the live projector keeps serving
