@@ -84,6 +84,7 @@ class Checkpointer:
             return
         self._signed[origin] = _Signed(tree.size, time.monotonic())
         metrics.CHECKPOINTS.labels(topic).inc()
+        metrics.LAST_CHECKPOINT.labels(topic).set(time.time())
         try:
             await self._producer.send_and_wait(self._topic, note.encode(), key=origin.encode())
         except KafkaError as e:

@@ -5,7 +5,7 @@ import weakref
 from collections.abc import Iterator
 from typing import Final
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -33,6 +33,11 @@ BATCH_SECONDS: Final = Histogram(
 )
 FENCED: Final = Counter("audit_projector_fenced_batches", "Batches rolled back by the offset fence.", ["topic"])
 CHECKPOINTS: Final = Counter("audit_projector_checkpoints", "Checkpoints signed and published.", ["topic"])
+LAST_CHECKPOINT: Final = Gauge(
+    "audit_projector_last_checkpoint_timestamp_seconds",
+    "When this projector last signed a checkpoint of the topic (Unix time): its age is the checkpoint age.",
+    ["topic"],
+)
 RESTARTS: Final = Counter(
     "audit_projector_pipeline_restarts", "Pipeline rebuilds after a lost connection or a failure.", ["topic"]
 )
