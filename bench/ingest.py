@@ -91,6 +91,7 @@ async def one_run(actions: int) -> Run:
     name = f"bench_{uuid4().hex[:8]}"
     signer, key = NoteSigner.generate("audit-trail")
     settings = Settings(
+        environment="development",  # the local stack has one broker
         bootstrap_servers=BOOTSTRAP,
         database_url=PROJECTOR,
         db_schema=f"{name}_a",

@@ -50,6 +50,7 @@ async def projector(events: int, batch: int, merkle: bool = True) -> float:
     """Seconds for the projector to take `events` already in Kafka into a fresh schema."""
     name = f"bench_{uuid4().hex[:8]}"
     settings = Settings(
+        environment="development",  # the local stack has one broker
         bootstrap_servers=BOOTSTRAP,
         database_url=PROJECTOR,
         db_schema=name,

@@ -36,6 +36,7 @@ from bench.projector_vs_copy import BOOTSTRAP, OWNER, PROJECTOR
 async def run(events: int) -> None:
     name = f"bench_{uuid4().hex[:8]}"
     live = Settings(
+        environment="development",  # the local stack has one broker
         bootstrap_servers=BOOTSTRAP,
         database_url=PROJECTOR,
         db_schema=f"{name}_a",

@@ -211,6 +211,7 @@ class Isolated:
         p = self.projector
         return {
             **os.environ,
+            "AUDIT_PROJECTOR_ENVIRONMENT": p.environment,
             "AUDIT_PROJECTOR_BOOTSTRAP_SERVERS": p.bootstrap_servers,
             "AUDIT_PROJECTOR_DATABASE_URL": str(p.database_url),
             "AUDIT_PROJECTOR_DB_SCHEMA": p.db_schema,
@@ -232,6 +233,7 @@ async def isolated(stack: Stack) -> AsyncIterator[Isolated]:
     name = f"t{uuid4().hex[:12]}"
     audit_topic, log_topic = f"{name}.audit", f"{name}.logs"
     projector = ProjectorSettings(
+        environment="development",  # one broker: unreplicated topics are allowed
         bootstrap_servers=stack.bootstrap,
         database_url=stack.projector_dsn,
         db_schema=name,
@@ -298,6 +300,7 @@ class SecureIsolated:
         p = self.projector
         return {
             **os.environ,
+            "AUDIT_PROJECTOR_ENVIRONMENT": p.environment,
             "AUDIT_PROJECTOR_BOOTSTRAP_SERVERS": p.bootstrap_servers,
             "AUDIT_PROJECTOR_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
             "AUDIT_PROJECTOR_KAFKA__SASL_USERNAME": principal,
@@ -329,6 +332,7 @@ async def secure_isolated(secure_stack: SecureStack) -> AsyncIterator[SecureIsol
     """A fresh schema and fresh topics on the secure broker, created by the admin principal."""
     name = f"t{uuid4().hex[:12]}"
     projector = ProjectorSettings(
+        environment="development",  # one broker: unreplicated topics are allowed
         bootstrap_servers=secure_stack.bootstrap,
         kafka=secure_stack.security("audit-projector"),
         database_url=secure_stack.db.projector_dsn,

@@ -264,6 +264,7 @@ export AUDIT_KAFKA_BOOTSTRAP=127.0.0.1:$kafka_port
 export AUDIT_POSTGRES_ADMIN_DSN="postgresql://postgres@/audit?host=$pg_data&port=$pg_port"
 export AUDIT_OWNER_DSN=postgresql://audit_owner:audit_owner@$pg
 export AUDIT_PRODUCER_BOOTSTRAP_SERVERS=127.0.0.1:$kafka_port
+export AUDIT_PROJECTOR_ENVIRONMENT=development
 export AUDIT_PROJECTOR_BOOTSTRAP_SERVERS=127.0.0.1:$kafka_port
 export AUDIT_PROJECTOR_DATABASE_URL=postgresql://audit_projector:audit_projector@$pg
 export AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL=postgresql://audit_owner:audit_owner@$pg

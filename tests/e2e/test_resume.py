@@ -263,3 +263,15 @@ async def test_a_topic_that_could_lose_history_is_refused(
         await asyncio.wait_for(serve(settings), 60)
     assert words in str(caught.value)
     assert topic in str(caught.value)
+
+
+async def test_outside_development_unreplicated_topics_are_refused(isolated: Isolated) -> None:
+    """In production a topic one lost broker could take acknowledged records with is refused, named with why: the
+    single-broker stack's topics have one replica and min.insync.replicas 1."""
+    settings = isolated.projector.model_copy(update={"environment": "production"})
+    with pytest.raises(ProjectorError, match="refusing to project") as caught:
+        await asyncio.wait_for(serve(settings), 60)
+    text = str(caught.value)
+    assert f"{settings.audit_topic}: replication factor 1 (must be at least 3)" in text
+    assert "min.insync.replicas=1 (must be at least 2" in text
+    assert settings.execution_log_topic in text

@@ -1,7 +1,7 @@
 """Projector settings, read from `AUDIT_PROJECTOR_*` and validated at start-up."""
 
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, PostgresDsn, SecretStr, StringConstraints, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,6 +26,9 @@ class Settings(BaseSettings):
         env_prefix="AUDIT_PROJECTOR_", env_nested_delimiter="__", frozen=True, extra="forbid"
     )
 
+    environment: Literal["development", "production"] = "production"
+    """Outside `development`, topics must be replicated (3 replicas, min.insync.replicas 2, no unclean election):
+    the projector refuses to start on topics one lost broker could take acknowledged records with."""
     bootstrap_servers: str = "127.0.0.1:19092"
     kafka: KafkaSecurity = KafkaSecurity()
     """Transport security and principal (`AUDIT_PROJECTOR_KAFKA__SECURITY_PROTOCOL=SASL_SSL`, ...); replay and

@@ -45,7 +45,11 @@ async def prepare(settings: Settings, kind: ReadModelKind = "live") -> None:
     if created:
         log.info("topics_created", topics=created, partitions=settings.partitions)
     await check_retention(
-        settings.bootstrap_servers, list(settings.topics), settings.kafka, broker_time=settings.signatures_required
+        settings.bootstrap_servers,
+        list(settings.topics),
+        settings.kafka,
+        broker_time=settings.signatures_required,
+        replicated=settings.environment != "development",
     )
 
 

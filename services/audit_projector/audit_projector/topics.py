@@ -1,6 +1,6 @@
 """Create the project's topics with fixed partitions and infinite retention."""
 
-from typing import Final
+from typing import Any, Final
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -16,12 +16,25 @@ def _admin(bootstrap_servers: str, security: KafkaSecurity | None) -> AIOKafkaAd
     return AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15_000, **options)
 
 
+REPLICATION: Final = 3
+"""Replicas of each topic on a cluster of three brokers or more: one broker may fail, a second may be down for
+maintenance meanwhile, and `min.insync.replicas` = 2 still holds every acknowledged record on two disks."""
+
+
+def replication_for(brokers: int) -> tuple[int, int]:
+    """The replication factor and `min.insync.replicas` for a cluster of `brokers` brokers."""
+    factor = max(1, min(REPLICATION, brokers))
+    return factor, 2 if factor >= REPLICATION else 1
+
+
 async def ensure_topics(
     bootstrap_servers: str, names: list[str], partitions: int, security: KafkaSecurity | None = None
 ) -> list[str]:
     """Create whichever of `names` do not exist yet; return those created. Existing ones are left alone.
 
-    Under ACLs only an admin may create topics; a service principal sees its topics exist and creates nothing.
+    Replicated three times (with `min.insync.replicas` 2) on a cluster of three brokers or more, as many times as
+    there are brokers on a smaller one (development). Under ACLs only an admin may create topics; a service
+    principal sees its topics exist and creates nothing.
     """
     admin = _admin(bootstrap_servers, security)
     missing = list(names)
@@ -30,8 +43,10 @@ async def ensure_topics(
         existing = set(await admin.list_topics())
         missing = [n for n in names if n not in existing]
         if missing:
+            factor, in_sync = replication_for(len((await admin.describe_cluster())["brokers"]))
+            config = {**TOPIC_CONFIG, "min.insync.replicas": str(in_sync), "unclean.leader.election.enable": "false"}
             topics = [
-                NewTopic(name=n, num_partitions=partitions, replication_factor=1, topic_configs=dict(TOPIC_CONFIG))
+                NewTopic(name=n, num_partitions=partitions, replication_factor=factor, topic_configs=dict(config))
                 for n in missing
             ]
             try:
@@ -76,16 +91,26 @@ _REQUIRED: Final = {"cleanup.policy": "delete", "retention.ms": "-1", "retention
 
 
 async def check_retention(
-    bootstrap_servers: str, names: list[str], security: KafkaSecurity | None = None, broker_time: bool = False
+    bootstrap_servers: str,
+    names: list[str],
+    security: KafkaSecurity | None = None,
+    broker_time: bool = False,
+    *,
+    replicated: bool = False,
 ) -> None:
     """Refuse topics that could lose history: compaction or expiry would silently erase audit records. With
     `broker_time` (signatures required) also refuse publisher-chosen timestamps: a key's validity window is judged
-    by the record's timestamp, which a holder of a retired key could otherwise backdate."""
-    required = {**_REQUIRED, "message.timestamp.type": "LogAppendTime"} if broker_time else _REQUIRED
+    by the record's timestamp, which a holder of a retired key could otherwise backdate. With `replicated` (outside
+    development) refuse topics that one lost broker could take acknowledged records with: fewer than three
+    replicas, `min.insync.replicas` below two (or not below the replica count), unclean leader election."""
+    required = {**_REQUIRED, "message.timestamp.type": "LogAppendTime"} if broker_time else dict(_REQUIRED)
+    if replicated:
+        required["unclean.leader.election.enable"] = "false"
     admin = _admin(bootstrap_servers, security)
     try:
         await admin.start()
         responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
+        described = await admin.describe_topics(names) if replicated else []
     except KafkaError as e:
         kind = DependencyUnavailableError if e.retriable else ProjectorError
         raise kind(f"cannot read the configuration of {names}: {e!r}") from e
@@ -104,8 +129,28 @@ async def check_retention(
                 for key, wanted in required.items()
                 if values.get(key) != wanted
             ]
+            if replicated:
+                problems += _replication_problems(name, values, described)
     if problems:
         raise ProjectorError(
-            "refusing to project topics that compaction or retention could erase (history would vanish "
-            "silently) or whose timestamps the publisher chooses while signatures are required: " + "; ".join(problems)
+            "refusing to project topics that compaction, retention or a lost broker could erase (history would "
+            "vanish silently) or whose timestamps the publisher chooses while signatures are required: "
+            + "; ".join(problems)
         )
+
+
+def _replication_problems(name: str, values: dict[str, str], described: list[dict[str, Any]]) -> list[str]:
+    """Why `name` could lose an acknowledged record with one broker: too few replicas or in-sync replicas."""
+    replicas = min(
+        (len(p.get("replicas") or ()) for d in described if d.get("topic") == name for p in d.get("partitions") or ()),
+        default=0,
+    )
+    in_sync = int(values.get("min.insync.replicas") or 1)
+    problems = []
+    if replicas < REPLICATION:
+        problems.append(f"{name}: replication factor {replicas} (must be at least {REPLICATION})")
+    if in_sync < 2 or in_sync >= max(replicas, 1):
+        problems.append(
+            f"{name}: min.insync.replicas={in_sync} (must be at least 2 and below the replication factor {replicas})"
+        )
+    return problems
