@@ -2,21 +2,28 @@
 # Local Audit Trail stack without Docker: Apache Kafka (KRaft, single node) from Maven Central
 # jars and a private PostgreSQL cluster, both on loopback.
 #
-#   stack.sh up [plain|secure]   install what is missing, fetch jars (cached), start Postgres and a Kafka broker:
+#   stack.sh up [plain|secure|cluster]
+#                                install what is missing, fetch jars (cached), start Postgres and Kafka:
 #                                plain (default): one PLAINTEXT listener, no authentication (demo and most tests);
 #                                secure: a second broker with SASL_SSL (SCRAM-SHA-512, the stack's CA) beside a
-#                                PLAINTEXT listener, deny-by-default ACLs, one principal per service
-#   stack.sh down [plain|secure] stop everything, or only that broker (data is kept until `stack.sh clean`)
+#                                PLAINTEXT listener, deny-by-default ACLs, one principal per service;
+#                                cluster: three combined broker+controller KRaft nodes (replication 3, min ISR 2)
+#   stack.sh down [plain|secure|cluster]
+#                                stop everything, or only that profile's brokers (data is kept until `stack.sh clean`)
+#   stack.sh node-start|node-kill N   (cluster) start node N again / kill -9 it, for fault tests
+#   stack.sh quorum-leader       (cluster) the node id of the active controller
 #   stack.sh fetch               only fetch the Kafka jars into the cache (image builds copy them)
 #   stack.sh status              say what runs
-#   stack.sh env [plain|secure]  print the environment that points the services at this stack
+#   stack.sh env [plain|secure|cluster]  print the environment that points the services at this stack
 #   stack.sh clean               stop and delete all data
 #
 # Tunables (environment): AUDIT_STACK_DIR, AUDIT_STACK_CACHE, AUDIT_STACK_KAFKA_PORT,
 # AUDIT_STACK_CONTROLLER_PORT, AUDIT_STACK_PG_PORT, AUDIT_STACK_PG_SHARED_BUFFERS (e.g. 4GB for the
 # 10 M-entry bench), AUDIT_STACK_KAFKA_HEAP; for the secure broker
 # AUDIT_STACK_SASL_PORT, AUDIT_STACK_SECURE_PLAIN_PORT, AUDIT_STACK_SECURE_CONTROLLER_PORT and
-# AUDIT_STACK_EMITTERS (the emitting services' principals, space-separated).
+# AUDIT_STACK_EMITTERS (the emitting services' principals, space-separated); for the cluster
+# AUDIT_STACK_CLUSTER_PORT (node N listens on PORT+10*(N-1), its controller on the next port; 19110) and
+# AUDIT_STACK_CLUSTER_HEAP (per node; 512m: three nodes and Postgres on a 2-core, 24 GiB machine).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -33,6 +40,8 @@ sasl_port=${AUDIT_STACK_SASL_PORT:-19094}
 secure_plain_port=${AUDIT_STACK_SECURE_PLAIN_PORT:-19095}
 secure_controller_port=${AUDIT_STACK_SECURE_CONTROLLER_PORT:-19096}
 emitters=${AUDIT_STACK_EMITTERS:-billing inventory}
+cluster_port=${AUDIT_STACK_CLUSTER_PORT:-19110}
+cluster_heap=${AUDIT_STACK_CLUSTER_HEAP:-512m}
 pg_data="$state/postgres"
 secure="$state/secure"
 # Service principals of the secure profile (emitters come from AUDIT_STACK_EMITTERS).
@@ -41,9 +50,12 @@ service_principals="audit-projector audit-replay audit-redrive audit-query"
 # The broker being operated on: `use_broker plain|secure` sets its name, data, config template and ports.
 use_broker() {
   case "$1" in
-    plain) kname=kafka; kport=$kafka_port; kctl=$controller_port; ktemplate="$here/server.properties" ;;
-    secure) kname=kafka-secure; kport=$sasl_port; kctl=$secure_controller_port; ktemplate="$here/server-secure.properties" ;;
-    *) die "unknown profile $1 (plain or secure)" ;;
+    plain) knode=; kname=kafka; kport=$kafka_port; kctl=$controller_port; ktemplate="$here/server.properties" ;;
+    secure) knode=; kname=kafka-secure; kport=$sasl_port; kctl=$secure_controller_port; ktemplate="$here/server-secure.properties" ;;
+    node1|node2|node3)
+      knode=${1#node}; kname=kafka-c$knode; kport=$((cluster_port + 10 * (knode - 1))); kctl=$((kport + 1))
+      ktemplate="$here/server-cluster.properties" ;;
+    *) die "unknown profile $1 (plain, secure or cluster)" ;;
   esac
   kafka_data="$state/$kname"
 }
@@ -97,8 +109,15 @@ fetch_kafka() {
   touch "$libs/.complete"
 }
 
+cluster_bootstrap() { echo "127.0.0.1:$cluster_port,127.0.0.1:$((cluster_port + 10)),127.0.0.1:$((cluster_port + 20))"; }
+cluster_voters() {
+  echo "1@127.0.0.1:$((cluster_port + 1)),2@127.0.0.1:$((cluster_port + 11)),3@127.0.0.1:$((cluster_port + 21))"
+}
+
 kafka_java() {
-  exec_or_run java -Xms"$kafka_heap" -Xmx"$kafka_heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+  local heap=$kafka_heap
+  case "$kname" in kafka-c*) heap=$cluster_heap ;; esac
+  exec_or_run java -Xms"$heap" -Xmx"$heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -Djava.awt.headless=true -Dlog4j2.configurationFile="$here/log4j2.xml" \
     -cp "$libs/*" "$@"
 }
@@ -108,11 +127,18 @@ kafka_pid() { [ -f "$state/$kname.pid" ] && kill -0 "$(cat "$state/$kname.pid")"
 kafka_ready() { (exec 3<>"/dev/tcp/127.0.0.1/$kport") 2>/dev/null && grep -q "Kafka Server started" "$state/$kname.log"; }
 
 start_kafka() {
-  local props="$state/$kname.properties" format_args=() p
+  launch_kafka && wait_kafka
+}
+
+# Start the broker being operated on without waiting for it (a cluster node waits for a quorum of its peers).
+launch_kafka() {
+  local props="$state/$kname.properties" format_args=() p port=$kafka_port
   if kafka_pid >/dev/null; then log "$kname already running on 127.0.0.1:$kport"; return; fi
   mkdir -p "$kafka_data"
-  sed -e "s#@DATA_DIR@#$kafka_data#" -e "s#@KAFKA_PORT@#$kafka_port#" -e "s#@CONTROLLER_PORT@#$kctl#" \
+  case "$kname" in kafka-c*) port=$kport ;; esac
+  sed -e "s#@DATA_DIR@#$kafka_data#" -e "s#@KAFKA_PORT@#$port#" -e "s#@CONTROLLER_PORT@#$kctl#" \
       -e "s#@SASL_PORT@#$sasl_port#" -e "s#@PLAIN_PORT@#$secure_plain_port#" -e "s#@TLS_DIR@#$state/tls#" \
+      -e "s#@NODE_ID@#${knode:-1}#" -e "s#@VOTERS@#$(cluster_voters)#" \
       "$ktemplate" > "$props"
   if [ "$kname" = kafka-secure ]; then
     sed -i -e "s#@ADMIN_PASSWORD@#$(password_of admin)#" -e "s#@CONTROLLER_PASSWORD@#$(password_of controller)#g" "$props"
@@ -123,7 +149,12 @@ start_kafka() {
   fi
   if [ ! -f "$kafka_data/meta.properties" ]; then
     local cluster_id
-    cluster_id=$(kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
+    case "$kname" in
+      kafka-c*)  # the three nodes share one cluster id
+        [ -s "$state/cluster-id" ] || kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1 > "$state/cluster-id"
+        cluster_id=$(cat "$state/cluster-id") ;;
+      *) cluster_id=$(kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1) ;;
+    esac
     log "formatting KRaft storage of $kname (cluster $cluster_id)"
     kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$props" "${format_args[@]}" \
       >"$state/$kname-format.log" 2>&1 || { cat "$state/$kname-format.log" >&2; die "kafka storage format failed"; }
@@ -132,6 +163,9 @@ start_kafka() {
   : > "$state/$kname.log"
   (KAFKA_EXEC=1 kafka_java kafka.Kafka "$props" </dev/null >>"$state/$kname.log" 2>&1) &
   echo $! > "$state/$kname.pid"
+}
+
+wait_kafka() {
   local deadline=$((SECONDS + 90))
   until kafka_ready; do
     kafka_pid >/dev/null || { tail -n 40 "$state/$kname.log" >&2; die "$kname exited during start"; }
@@ -301,9 +335,27 @@ stop_kafka() {
   rm -f "$state/$kname.pid"
 }
 
+stop_cluster() { stop_kafka node1; stop_kafka node2; stop_kafka node3; }
+
+start_cluster() {
+  local n
+  for n in 1 2 3; do use_broker "node$n"; launch_kafka; done
+  for n in 1 2 3; do use_broker "node$n"; wait_kafka; done
+}
+
+print_cluster_env() {
+  local b
+  b=$(cluster_bootstrap)
+  print_env | grep -v -e BOOTSTRAP -e AUDIT_PROJECTOR_ENVIRONMENT
+  printf 'export %s\n' "AUDIT_KAFKA_BOOTSTRAP=$b" "AUDIT_PRODUCER_BOOTSTRAP_SERVERS=$b" \
+    "AUDIT_PROJECTOR_BOOTSTRAP_SERVERS=$b" "AUDIT_QUERY_BOOTSTRAP_SERVERS=$b" "AUDIT_PROJECTOR_ENVIRONMENT=production" \
+    "AUDIT_CLUSTER_PID_DIR=$state"
+}
+
 stop_all() {
   stop_kafka plain
   stop_kafka secure
+  stop_cluster
   if [ -n "$(pg_bin)" ] && pg_running; then
     log "stopping postgres"
     as_pg "$(pg_bin)/pg_ctl" -D "$pg_data" -m fast -w stop >/dev/null || true
@@ -313,13 +365,17 @@ stop_all() {
 case "${1:-}" in
   up)
     profile=${2:-plain}
-    use_broker "$profile"
+    [ "$profile" = cluster ] && use_broker node1 || use_broker "$profile"
     ensure_prerequisites
     mkdir -p "$state" "$cache"
     fetch_kafka
     start_postgres
-    start_kafka
-    if [ "$profile" = secure ]; then
+    [ "$profile" = cluster ] || start_kafka
+    if [ "$profile" = cluster ]; then
+      start_cluster
+      print_cluster_env > "$state/cluster.env"
+      log "cluster is up on $(cluster_bootstrap); environment in $state/cluster.env"
+    elif [ "$profile" = secure ]; then
       grant_acls
       print_secure_env > "$secure/env"
       log "secure broker is up on 127.0.0.1:$sasl_port (SASL_SSL); environment in $secure/env"
@@ -329,14 +385,38 @@ case "${1:-}" in
     fi
     ;;
   fetch) command -v mvn >/dev/null || apt_install maven; mkdir -p "$cache"; fetch_kafka ;;
-  down) if [ -n "${2:-}" ]; then stop_kafka "$2"; else stop_all; fi ;;
+  down)
+    case "${2:-}" in
+      "") stop_all ;;
+      cluster) stop_cluster ;;
+      *) stop_kafka "$2" ;;
+    esac ;;
+  node-start) use_broker "node${2:?node number}"; launch_kafka; wait_kafka ;;
+  node-kill)
+    use_broker "node${2:?node number}"
+    if pid=$(kafka_pid); then kill -9 "$pid"; log "killed $kname (pid $pid)"; fi
+    rm -f "$state/$kname.pid" ;;
+  quorum-leader)
+    use_broker node1
+    kafka_java org.apache.kafka.tools.MetadataQuorumCommand --bootstrap-controller \
+      "127.0.0.1:$((cluster_port + 1)),127.0.0.1:$((cluster_port + 11)),127.0.0.1:$((cluster_port + 21))" \
+      describe --status 2>/dev/null | sed -n 's/^LeaderId:[[:space:]]*//p' ;;
   clean) stop_all; rm -rf "$state"; log "removed $state" ;;
   status)
     if kafka_pid >/dev/null; then echo "kafka: running on 127.0.0.1:$kafka_port"; else echo "kafka: stopped"; fi
     use_broker secure
     if kafka_pid >/dev/null; then echo "kafka-secure: running on 127.0.0.1:$sasl_port"; else echo "kafka-secure: stopped"; fi
+    for n in 1 2 3; do
+      use_broker "node$n"
+      if kafka_pid >/dev/null; then echo "$kname: running on 127.0.0.1:$kport"; else echo "$kname: stopped"; fi
+    done
     if [ -n "$(pg_bin)" ] && pg_running; then echo "postgres: running on 127.0.0.1:$pg_port"; else echo "postgres: stopped"; fi
     ;;
-  env) if [ "${2:-plain}" = secure ]; then print_secure_env; else print_env; fi ;;
-  *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  env)
+    case "${2:-plain}" in
+      secure) print_secure_env ;;
+      cluster) print_cluster_env ;;
+      *) print_env ;;
+    esac ;;
+  *) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
