@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 from uuid import uuid4
 
 import asyncpg
@@ -86,7 +87,11 @@ def _local_stack_env(profile: str = "plain") -> dict[str, str]:
 
 CONTAINERS = os.environ.get("AUDIT_TEST_STACK") == "containers"
 """AUDIT_TEST_STACK=containers: Kafka and Postgres from our images, by testcontainers (make test-containers)."""
+CLUSTER = os.environ.get("AUDIT_TEST_CLUSTER") == "1"
+"""AUDIT_TEST_CLUSTER=1: the fault tests on the three-broker cluster (make test-cluster; bounded, a few minutes)."""
 collect_ignore = [] if CONTAINERS else ["containers"]  # the container-only tests (compose smoke) need an engine
+if not CLUSTER:
+    collect_ignore.append("cluster")
 
 
 @pytest.fixture(scope="session")
@@ -230,10 +235,19 @@ class Isolated:
 @pytest.fixture
 async def isolated(stack: Stack) -> AsyncIterator[Isolated]:
     """A fresh schema (migrated as the owner) and fresh topics for this test only."""
+    async with isolated_on(stack) as made:
+        yield made
+
+
+@contextlib.asynccontextmanager
+async def isolated_on(
+    stack: Stack, environment: Literal["development", "production"] = "development"
+) -> AsyncIterator[Isolated]:
+    """A fresh schema and fresh topics on `stack`; `environment` production for a replicated cluster."""
     name = f"t{uuid4().hex[:12]}"
     audit_topic, log_topic = f"{name}.audit", f"{name}.logs"
     projector = ProjectorSettings(
-        environment="development",  # one broker: unreplicated topics are allowed
+        environment=environment,  # development: one broker, unreplicated topics are allowed
         bootstrap_servers=stack.bootstrap,
         database_url=stack.projector_dsn,
         db_schema=name,
