@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 
-.PHONY: demo test test-containers check pytest stack down clean schemas bench
+.PHONY: demo test test-containers test-cluster check pytest stack down clean schemas bench
 
 ## Start Kafka + Postgres, the projector and query API, and run the demo service against them.
 demo: stack
@@ -25,6 +25,11 @@ pytest: .venv/.ok
 ## Kafka and Postgres, and the compose smoke test (deploy/containers/suite.sh; about 10 minutes on a fresh machine).
 test-containers: .venv/.ok
 	deploy/containers/suite.sh
+
+## The fault tests on a three-broker KRaft cluster (stack.sh up cluster): leader and controller killed, a projector
+## killed mid-stream, two brokers down; each bounded, about two minutes in all.
+test-cluster: .venv/.ok
+	AUDIT_TEST_CLUSTER=1 $(VENV)/pytest -p no:cacheprovider tests/cluster
 
 stack: .venv/.ok
 	deploy/local/stack.sh up
