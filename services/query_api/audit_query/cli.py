@@ -3,9 +3,12 @@
 import asyncio
 import gc
 import getpass
+import os
 import re
 import sys
+import tempfile
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -51,16 +54,43 @@ def _admin_settings() -> AdminSettings:
 def serve(
     host: str | None = typer.Option(None, help="Bind address (default AUDIT_QUERY_HOST)."),
     port: int | None = typer.Option(None, help="Port (default AUDIT_QUERY_PORT)."),
+    workers: int = typer.Option(
+        1,
+        min=1,
+        max=64,
+        help="Worker processes sharing the socket (sessions, cursors and live tails work across them).",
+    ),
 ) -> None:
     """Serve the API (OpenAPI docs at /docs), the console at / and its sign-in page at /login."""
     settings = _settings()
     logs.configure(settings.log_level)
+    if workers > 1:
+        _serve_workers(settings, host or settings.host, port or settings.port, workers)
+        return
     config = server_config(create_app(settings), settings, host=host or settings.host, port=port or settings.port)
     # Everything allocated so far (modules, schemas, the grammar, the app) lives as long as the process: moved
     # out of the collector's reach, a full collection no longer walks it in the middle of a request.
     gc.collect()
     gc.freeze()
     uvicorn.Server(config).run()
+
+
+def _serve_workers(settings: Settings, host: str, port: int, workers: int) -> None:
+    """Several worker processes under uvicorn's supervisor, each building the app from the same AUDIT_QUERY_*
+    environment; `/metrics` adds up every worker's samples through prometheus_client's multiprocess mode (one
+    directory of sample files, emptied at start)."""
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if metrics_dir is None:
+        metrics_dir = tempfile.mkdtemp(prefix="audit-query-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    for stale in Path(metrics_dir).glob("*.db"):
+        stale.unlink()
+    config = server_config(create_app(settings), settings, host=host, port=port)
+    options = {
+        k: getattr(config, k)
+        for k in ("log_level", "access_log", "log_config", "server_header", "proxy_headers", "forwarded_allow_ips")
+    }
+    uvicorn.run("audit_query.main:create_app", factory=True, host=host, port=port, workers=workers, **options)
 
 
 def _admin_dsn(settings: AdminSettings) -> str:

@@ -2,11 +2,12 @@
 
 import hashlib
 import hmac
+import os
 import time
 from typing import Annotated, Final
 
 from fastapi import FastAPI, Header, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest, multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from audit_query.deps import AdminDep
@@ -18,6 +19,16 @@ REQUEST_SECONDS: Final = Histogram(
     ["route", "method", "status"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+
+
+def exposition() -> bytes:
+    """The samples to serve: this process's, or with several workers (PROMETHEUS_MULTIPROC_DIR set by
+    `audit-query serve --workers N`) every worker's, added up by prometheus_client's multiprocess collector."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest()
 
 
 def instrument(app: FastAPI, *, public: bool = True, token: str | None = None) -> None:
@@ -36,19 +47,19 @@ def instrument(app: FastAPI, *, public: bool = True, token: str | None = None) -
                 hashlib.sha256(given.strip().encode()).digest(), expected
             ):
                 raise UnauthorizedError("/metrics needs the metrics bearer token", invalid=bool(authorization))
-            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+            return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
     elif public:
 
         @app.get("/metrics", include_in_schema=False)
         async def metrics() -> Response:
-            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+            return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
     else:
 
         @app.get("/metrics", include_in_schema=False)
         async def admin_metrics(principal: AdminDep) -> Response:
-            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+            return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 class RequestTimer:
