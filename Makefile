@@ -14,6 +14,7 @@ demo: stack
 test: check pytest
 
 check: .venv/.ok
+	deploy/local/tools.sh helm --background
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
 	$(VENV)/mypy

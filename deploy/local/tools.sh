@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Tools the test suite checks the deployment files with, built from their registries and cached per version:
+# Helm v4 from the Go module proxy (helm.sh/helm/v4/cmd/helm).
+#
+#   tools.sh helm                 build Helm if it is not cached (waiting for a build under way), print its path
+#   tools.sh helm --background    start that build at low priority and return at once (make test does, so the
+#                                 build overlaps lint and type checks instead of adding minutes to the suite)
+set -euo pipefail
+helm_version=${AUDIT_HELM_VERSION:-v4.3.2}
+tools=${AUDIT_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/audit-trail/tools}
+binary="$tools/helm-$helm_version"
+log() { printf '[tools] %s\n' "$*" >&2; }
+
+build_helm() {
+  exec 9>"$tools/helm.lock"
+  flock 9  # one build at a time; a second caller waits for the first and finds the binary
+  [ -x "$binary" ] && return
+  command -v go >/dev/null || { log "go is needed to build Helm"; exit 1; }
+  local build
+  build=$(mktemp -d "$tools/build.XXXXXX")
+  log "building Helm $helm_version from the Go module proxy (a few minutes, once per machine)"
+  (cd "$build" && GOBIN="$build" GOTOOLCHAIN=local nice -n 19 go install "helm.sh/helm/v4/cmd/helm@$helm_version") \
+    >"$tools/helm-build.log" 2>&1 || { tail -n 20 "$tools/helm-build.log" >&2; rm -rf "$build"; exit 1; }
+  mv "$build/helm" "$binary"
+  rm -rf "$build"
+}
+
+case "${1:-}" in
+  helm)
+    mkdir -p "$tools"
+    if [ "${2:-}" = --background ]; then
+      [ -x "$binary" ] || (build_helm </dev/null >/dev/null 2>&1 &)
+      exit 0
+    fi
+    build_helm
+    echo "$binary" ;;
+  *) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
