@@ -12,6 +12,10 @@
 #                                stop everything, or only that profile's brokers (data is kept until `stack.sh clean`)
 #   stack.sh node-start|node-kill N   (cluster) start node N again / kill -9 it, for fault tests
 #   stack.sh quorum-leader       (cluster) the node id of the active controller
+#   stack.sh up ha               PostgreSQL with a synchronous hot standby and automatic failover by Debian's
+#                                pg_auto_failover (a monitor and two data nodes on loopback)
+#   stack.sh ha-kill|ha-start N  (ha) kill -9 data node N (its keeper and its postgres) / run it again
+#   stack.sh ha-primary          (ha) the number of the data node that is primary now
 #   stack.sh fetch               only fetch the Kafka jars into the cache (image builds copy them)
 #   stack.sh status              say what runs
 #   stack.sh env [plain|secure|cluster]  print the environment that points the services at this stack
@@ -41,6 +45,8 @@ secure_plain_port=${AUDIT_STACK_SECURE_PLAIN_PORT:-19095}
 secure_controller_port=${AUDIT_STACK_SECURE_CONTROLLER_PORT:-19096}
 emitters=${AUDIT_STACK_EMITTERS:-billing inventory}
 cluster_port=${AUDIT_STACK_CLUSTER_PORT:-19110}
+ha_port=${AUDIT_STACK_HA_PORT:-15440}  # the monitor; data node N on ha_port + N
+ha="$state/ha"
 cluster_heap=${AUDIT_STACK_CLUSTER_HEAP:-512m}
 pg_data="$state/postgres"
 secure="$state/secure"
@@ -337,6 +343,121 @@ stop_kafka() {
 
 stop_cluster() { stop_kafka node1; stop_kafka node2; stop_kafka node3; }
 
+# --- PostgreSQL HA: pg_auto_failover's monitor and two data nodes, each run by its keeper (`pg_autoctl run`).
+as_autoctl() { as_pg env XDG_CONFIG_HOME="$ha/config" XDG_DATA_HOME="$ha/data" "$@"; }
+ha_dir() { if [ "$1" = monitor ]; then echo "$ha/monitor"; else echo "$ha/node$1"; fi; }
+ha_port_of() { if [ "$1" = monitor ]; then echo "$ha_port"; else echo $((ha_port + $1)); fi; }
+ha_keeper_pid() { local f="$ha/$1.keeper.pid"; [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && cat "$f"; }
+ha_sql() { as_pg psql -q -h 127.0.0.1 -p "$1" -U postgres -d "${3:-postgres}" -v ON_ERROR_STOP=1 -Atc "$2"; }
+
+ha_run() {  # start the keeper of `monitor` or data node N (it starts and watches its postgres) in a process
+  local who=$1 dir       # group of its own: a kill takes the keeper, its helpers, postgres and the backends
+  ha_keeper_pid "$who" >/dev/null && return
+  dir=$(ha_dir "$who")
+  as_autoctl setsid bash -c "exec pg_autoctl run --pgdata '$dir'" </dev/null >>"$ha/$who.log" 2>&1 &
+  local deadline=$((SECONDS + 20)) pid=""
+  until pid=$(pgrep -f -x "pg_autoctl run --pgdata $dir"); do
+    [ $SECONDS -lt $deadline ] || die "the keeper of $who did not start"; sleep 0.2
+  done
+  echo "$pid" > "$ha/$who.keeper.pid"
+}
+
+ha_wait_states() {  # until the monitor reports one primary and one secondary, each as assigned
+  local deadline=$((SECONDS + 120)) states
+  until states=$(ha_sql "$ha_port" "SELECT string_agg(reportedstate || '/' || goalstate, ' ' ORDER BY nodeid)
+                   FROM pgautofailover.node" pg_auto_failover 2>/dev/null) \
+        && [ "$states" = "primary/primary secondary/secondary" ] || [ "$states" = "secondary/secondary primary/primary" ]; do
+    [ $SECONDS -lt $deadline ] || die "pg_auto_failover did not settle: ${states:-no monitor}"
+    sleep 1
+  done
+}
+
+ha_primary() {
+  ha_sql "$ha_port" "SELECT nodename FROM pgautofailover.node WHERE reportedstate IN ('primary', 'wait_primary', 'single') AND goalstate = reportedstate" pg_auto_failover | sed 's/^node//'
+}
+
+start_ha() {
+  local bin n pgctl
+  bin=$(pg_bin); pgctl="$bin/pg_ctl"
+  command -v pg_autoctl >/dev/null && [ -f "$(dirname "$bin")/lib/pgautofailover.so" ] \
+    || apt_install pg-auto-failover-cli "postgresql-$(basename "$(dirname "$bin")")-auto-failover"
+  mkdir -p "$ha/config" "$ha/data"
+  if is_root; then chown -R postgres:postgres "$ha"; fi
+  if [ ! -f "$ha/monitor/PG_VERSION" ]; then
+    log "creating the pg_auto_failover monitor on 127.0.0.1:$ha_port"
+    as_autoctl pg_autoctl create monitor --pgctl "$pgctl" --pgdata "$ha/monitor" --pgport "$ha_port" \
+      --hostname 127.0.0.1 --auth trust --no-ssl >"$ha/monitor-create.log" 2>&1 \
+      || { tail -n 20 "$ha/monitor-create.log" >&2; die "pg_autoctl create monitor failed"; }
+  fi
+  ha_run monitor
+  local deadline=$((SECONDS + 60))
+  until ha_sql "$ha_port" "SELECT 1" pg_auto_failover >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || die "the monitor did not start"; sleep 0.5
+  done
+  # Fail over in seconds, not the defaults' half minute: health checks every second, a node unhealthy after
+  # three, the old primary given five to demote itself before the standby takes over.
+  for setting in health_check_period=1000 health_check_timeout=1000 health_check_max_retries=1 \
+                 health_check_retry_delay=500 node_considered_unhealthy_timeout=3000 primary_demote_timeout=5000; do
+    ha_sql "$ha_port" "ALTER SYSTEM SET pgautofailover.${setting%%=*} = ${setting#*=}" >/dev/null
+  done
+  ha_sql "$ha_port" "SELECT pg_reload_conf()" >/dev/null
+  for n in 1 2; do
+    if [ ! -f "$ha/node$n/PG_VERSION" ]; then
+      log "creating data node $n on 127.0.0.1:$(ha_port_of "$n")"
+      as_autoctl pg_autoctl create postgres --pgctl "$pgctl" --pgdata "$ha/node$n" --pgport "$(ha_port_of "$n")" \
+        --hostname 127.0.0.1 --name "node$n" --auth trust --no-ssl --replication-quorum true \
+        --monitor "postgres://autoctl_node@127.0.0.1:$ha_port/pg_auto_failover?sslmode=disable" \
+        >"$ha/node$n-create.log" 2>&1 || { tail -n 20 "$ha/node$n-create.log" >&2; die "pg_autoctl create postgres failed"; }
+    fi
+    ha_run "$n"
+    [ "$n" = 1 ] && sleep 3  # the first node becomes primary before the second registers as its standby
+  done
+  ha_wait_states
+  local primary
+  primary=$(ha_port_of "$(ha_primary)")
+  log "bootstrapping roles and database on the primary (127.0.0.1:$primary)"
+  as_pg psql -q -h 127.0.0.1 -p "$primary" -U postgres -d postgres -v ON_ERROR_STOP=1 \
+    -f "$here/../sql/bootstrap.sql" >/dev/null
+  ha_sql "$primary" "SELECT 1 FROM pg_database WHERE datname = 'audit'" | grep -q 1 \
+    || ha_sql "$primary" "CREATE DATABASE audit OWNER audit_owner" >/dev/null
+  ha_sql "$primary" "REVOKE CREATE ON SCHEMA public FROM PUBLIC" audit >/dev/null
+}
+
+ha_kill() {  # the node's host dies: its postmaster and every backend, its keeper and helpers, at once
+  local pid postmaster
+  if [ -f "$ha/node$1/postmaster.pid" ]; then
+    postmaster=$(head -n 1 "$ha/node$1/postmaster.pid")
+    kill -STOP "$postmaster" 2>/dev/null || true  # frozen first, so no backend outlives it by a commit
+    pkill -9 -P "$postmaster" 2>/dev/null || true  # backends lead process groups of their own
+    kill -9 "$postmaster" 2>/dev/null || true
+  fi
+  if pid=$(ha_keeper_pid "$1"); then kill -9 -- "-$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null || true; fi
+  rm -f "$ha/$1.keeper.pid"
+  log "killed data node $1"
+}
+
+stop_ha() {
+  local who pid
+  for who in 2 1 monitor; do
+    if pid=$(ha_keeper_pid "$who"); then
+      as_autoctl pg_autoctl stop --pgdata "$(ha_dir "$who")" >/dev/null 2>&1 || kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+      kill -9 -- "-$pid" 2>/dev/null || true
+    fi
+    rm -f "$ha/$who.keeper.pid"
+  done
+}
+
+print_ha_env() {
+  local hosts="127.0.0.1:$((ha_port + 1)),127.0.0.1:$((ha_port + 2))" rw="target_session_attrs=read-write"
+  printf 'export %s\n' \
+    "AUDIT_OWNER_DSN=\"postgresql://audit_owner:audit_owner@$hosts/audit?$rw\"" \
+    "AUDIT_PROJECTOR_DATABASE_URL=\"postgresql://audit_projector:audit_projector@$hosts/audit?$rw\"" \
+    "AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL=\"postgresql://audit_owner:audit_owner@$hosts/audit?$rw\"" \
+    "AUDIT_QUERY_DATABASE_URL=\"postgresql://audit_query:audit_query@$hosts/audit?$rw\"" \
+    "AUDIT_HA_MONITOR_DSN=\"postgresql://postgres@127.0.0.1:$ha_port/pg_auto_failover\""
+}
+
 start_cluster() {
   local n
   for n in 1 2 3; do use_broker "node$n"; launch_kafka; done
@@ -356,6 +477,7 @@ stop_all() {
   stop_kafka plain
   stop_kafka secure
   stop_cluster
+  stop_ha
   if [ -n "$(pg_bin)" ] && pg_running; then
     log "stopping postgres"
     as_pg "$(pg_bin)/pg_ctl" -D "$pg_data" -m fast -w stop >/dev/null || true
@@ -365,13 +487,17 @@ stop_all() {
 case "${1:-}" in
   up)
     profile=${2:-plain}
-    [ "$profile" = cluster ] && use_broker node1 || use_broker "$profile"
+    case "$profile" in cluster|ha) use_broker node1 ;; *) use_broker "$profile" ;; esac
     ensure_prerequisites
     mkdir -p "$state" "$cache"
     fetch_kafka
     start_postgres
-    [ "$profile" = cluster ] || start_kafka
-    if [ "$profile" = cluster ]; then
+    case "$profile" in cluster|ha) ;; *) start_kafka ;; esac
+    if [ "$profile" = ha ]; then
+      start_ha
+      print_ha_env > "$state/ha.env"
+      log "PostgreSQL HA is up (primary: node $(ha_primary)); environment in $state/ha.env"
+    elif [ "$profile" = cluster ]; then
       start_cluster
       print_cluster_env > "$state/cluster.env"
       log "cluster is up on $(cluster_bootstrap); environment in $state/cluster.env"
@@ -389,6 +515,7 @@ case "${1:-}" in
     case "${2:-}" in
       "") stop_all ;;
       cluster) stop_cluster ;;
+      ha) stop_ha ;;
       *) stop_kafka "$2" ;;
     esac ;;
   node-start) use_broker "node${2:?node number}"; launch_kafka; wait_kafka ;;
@@ -396,6 +523,9 @@ case "${1:-}" in
     use_broker "node${2:?node number}"
     if pid=$(kafka_pid); then kill -9 "$pid"; log "killed $kname (pid $pid)"; fi
     rm -f "$state/$kname.pid" ;;
+  ha-kill) ha_kill "${2:?node number}" ;;
+  ha-start) ha_run "${2:?node number}" ;;
+  ha-primary) ha_primary ;;
   quorum-leader)
     use_broker node1
     kafka_java org.apache.kafka.tools.MetadataQuorumCommand --bootstrap-controller \
@@ -416,7 +546,8 @@ case "${1:-}" in
     case "${2:-plain}" in
       secure) print_secure_env ;;
       cluster) print_cluster_env ;;
+      ha) print_ha_env ;;
       *) print_env ;;
     esac ;;
-  *) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

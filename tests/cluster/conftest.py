@@ -74,3 +74,35 @@ async def replicated(stack: Stack, cluster: Cluster) -> AsyncIterator[Isolated]:
         yield made
     for node in (1, 2, 3):  # a test that failed halfway leaves no node down for the next
         await cluster.start(node)
+
+
+@dataclass(frozen=True)
+class HighlyAvailable:
+    """PostgreSQL with a synchronous standby under pg_auto_failover (`stack.sh up ha`): multi-host DSNs and the
+    fault switches."""
+
+    owner_dsn: str
+    projector_dsn: str
+    query_dsn: str
+
+    def kill(self, node: int) -> None:
+        """SIGKILL the data node's keeper and postgres: its host died."""
+        subprocess.run(["bash", str(STACK), "ha-kill", str(node)], check=True, capture_output=True, timeout=30)
+
+    def start(self, node: int) -> None:
+        subprocess.run(["bash", str(STACK), "ha-start", str(node)], check=True, capture_output=True, timeout=30)
+
+    async def primary(self) -> int | None:
+        done = await asyncio.to_thread(
+            subprocess.run, ["bash", str(STACK), "ha-primary"], capture_output=True, text=True, timeout=30
+        )
+        return int(done.stdout.strip()) if done.returncode == 0 and done.stdout.strip().isdigit() else None
+
+
+@pytest.fixture(scope="session")
+def highly_available(stack: Stack) -> Iterator[HighlyAvailable]:
+    subprocess.run(["bash", str(STACK), "up", "ha"], check=True, timeout=300)
+    env = _local_stack_env("ha")
+    yield HighlyAvailable(env["AUDIT_OWNER_DSN"], env["AUDIT_PROJECTOR_DATABASE_URL"], env["AUDIT_QUERY_DATABASE_URL"])
+    if os.environ.get("AUDIT_KEEP_STACK") != "1":
+        subprocess.run(["bash", str(STACK), "down", "ha"], check=False, timeout=120)
