@@ -29,7 +29,7 @@ from audit_schemas.checkpoint import CheckpointError, NoteSigner
 log = structlog.get_logger(__name__)
 
 _BACKOFF_START_S = 0.5
-_BACKOFF_MAX_S = 30.0
+_BACKOFF_MAX_S = 5.0  # a database failover or a broker election is over in seconds: retry within them
 _CLOSE_TIMEOUT_S = 5.0
 
 
