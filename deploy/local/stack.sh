@@ -16,6 +16,7 @@
 #                                pg_auto_failover (a monitor and two data nodes on loopback)
 #   stack.sh ha-kill|ha-start N  (ha) kill -9 data node N (its keeper and its postgres) / run it again
 #   stack.sh ha-primary          (ha) the number of the data node that is primary now
+#   stack.sh ha-wait             (ha) until a primary and a standby serve again
 #   stack.sh fetch               only fetch the Kafka jars into the cache (image builds copy them)
 #   stack.sh status              say what runs
 #   stack.sh env [plain|secure|cluster]  print the environment that points the services at this stack
@@ -362,12 +363,21 @@ ha_run() {  # start the keeper of `monitor` or data node N (it starts and watche
   echo "$pid" > "$ha/$who.keeper.pid"
 }
 
-ha_wait_states() {  # until the monitor reports one primary and one secondary, each as assigned
-  local deadline=$((SECONDS + 120)) states
-  until states=$(ha_sql "$ha_port" "SELECT string_agg(reportedstate || '/' || goalstate, ' ' ORDER BY nodeid)
-                   FROM pgautofailover.node" pg_auto_failover 2>/dev/null) \
-        && [ "$states" = "primary/primary secondary/secondary" ] || [ "$states" = "secondary/secondary primary/primary" ]; do
-    [ $SECONDS -lt $deadline ] || die "pg_auto_failover did not settle: ${states:-no monitor}"
+ha_settled() {  # one primary and one secondary as assigned, and both serving as such (the monitor's table may
+  local states primary standby  # still say so from before a restart while the nodes come up)
+  states=$(ha_sql "$ha_port" "SELECT string_agg(reportedstate || '/' || goalstate, ' ' ORDER BY nodeid)
+             FROM pgautofailover.node" pg_auto_failover 2>/dev/null) || return 1
+  [ "$states" = "primary/primary secondary/secondary" ] || [ "$states" = "secondary/secondary primary/primary" ] || return 1
+  primary=$(ha_primary) || return 1
+  standby=$((3 - primary))
+  [ "$(ha_sql "$(ha_port_of "$primary")" "SELECT pg_is_in_recovery()" 2>/dev/null)" = f ] || return 1
+  [ "$(ha_sql "$(ha_port_of "$standby")" "SELECT pg_is_in_recovery()" 2>/dev/null)" = t ] || return 1
+}
+
+ha_wait_states() {
+  local deadline=$((SECONDS + 120))
+  until ha_settled; do
+    [ $SECONDS -lt $deadline ] || die "pg_auto_failover did not settle with a primary and a standby serving"
     sleep 1
   done
 }
@@ -525,6 +535,7 @@ case "${1:-}" in
     rm -f "$state/$kname.pid" ;;
   ha-kill) ha_kill "${2:?node number}" ;;
   ha-start) ha_run "${2:?node number}" ;;
+  ha-wait) ha_wait_states ;;
   ha-primary) ha_primary ;;
   quorum-leader)
     use_broker node1

@@ -134,50 +134,49 @@ async def _leading_most(cluster: Cluster, topic: str) -> int:
 
 async def test_the_leaders_broker_killed_and_restarted_loses_nothing(replicated: Isolated, cluster: Cluster) -> None:
     settings, key = _projector(replicated)
-    async with (
-        projector_running(settings),
-        AuditProducer("ops-service", replicated.producer) as audit,
-        streaming(audit) as seen,
-    ):
-        await eventually(lambda: _at_least(seen, 50), within=60)
-        victim = await _leading_most(cluster, settings.audit_topic)
-        killed_at = time.monotonic()
-        cluster.kill(victim)
-        before = len(seen.acknowledged)
-        await eventually(lambda: _at_least(seen, before + 100), within=60)
-        moved = await cluster.leaders(settings.audit_topic)
-        assert victim not in moved.values(), moved  # every partition is led elsewhere
-        await cluster.start(victim)
-        after = len(seen.acknowledged)
-        await eventually(lambda: _at_least(seen, after + 50), within=60)
-        print(f"leader {victim} killed: {before} acknowledged before, {after - before} while it was down "
-              f"({time.monotonic() - killed_at:.1f} s), {len(seen.acknowledged)} in all")  # fmt: skip
+    async with projector_running(settings), AuditProducer("ops-service", replicated.producer) as audit:
+        async with streaming(audit) as seen:
+            await _leader_killed(cluster, settings.audit_topic, seen)
+        await _settled(replicated, seen)  # the projector still runs: what was acknowledged last is projected
     assert seen.other == []
     assert seen.refused == [], seen.refused[:3]  # two brokers stood throughout: callers saw nothing
-    await _settled(replicated, seen)
     await _verified(replicated, settings, key)
+
+
+async def _leader_killed(cluster: Cluster, topic: str, seen: Stream) -> None:
+    """Kill the broker leading most of `topic` mid-stream, see every partition led elsewhere, start it again."""
+    await eventually(lambda: _at_least(seen, 50), within=60)
+    victim = await _leading_most(cluster, topic)
+    killed_at = time.monotonic()
+    cluster.kill(victim)
+    before = len(seen.acknowledged)
+    await eventually(lambda: _at_least(seen, before + 100), within=60)
+    moved = await cluster.leaders(topic)
+    assert victim not in moved.values(), moved  # every partition is led elsewhere
+    await cluster.start(victim)
+    after = len(seen.acknowledged)
+    await eventually(lambda: _at_least(seen, after + 50), within=60)
+    print(f"leader {victim} killed: {before} acknowledged before, {after - before} while it was down "
+          f"({time.monotonic() - killed_at:.1f} s), {len(seen.acknowledged)} in all")  # fmt: skip
 
 
 async def test_the_active_controller_killed_loses_nothing(replicated: Isolated, cluster: Cluster) -> None:
     settings, key = _projector(replicated)
-    async with (
-        projector_running(settings),
-        AuditProducer("ops-service", replicated.producer) as audit,
-        streaming(audit) as seen,
-    ):
-        await eventually(lambda: _at_least(seen, 50), within=60)
-        controller = await cluster.quorum_leader()
-        cluster.kill(controller)
-        before = len(seen.acknowledged)
-        await eventually(lambda: _at_least(seen, before + 100), within=60)
-        successor = await cluster.quorum_leader()
-        assert successor != controller
-        await cluster.start(controller)
-        await eventually(lambda: _at_least(seen, before + 150), within=60)
-        print(f"controller {controller} killed, {successor} took over; {len(seen.acknowledged)} acknowledged")
+    async with projector_running(settings), AuditProducer("ops-service", replicated.producer) as audit:
+        async with streaming(audit) as seen:
+            await eventually(lambda: _at_least(seen, 50), within=60)
+            controller = await cluster.quorum_leader()
+            cluster.kill(controller)
+            before = len(seen.acknowledged)
+            await eventually(lambda: _at_least(seen, before + 100), within=60)
+            successor = await cluster.quorum_leader()
+            assert successor != controller
+            await cluster.start(controller)
+            await eventually(lambda: _at_least(seen, before + 150), within=60)
+            print(f"controller {controller} killed, {successor} took over; {len(seen.acknowledged)} acknowledged")
+        await _settled(replicated, seen)
     assert seen.other == []
     assert seen.refused == [], seen.refused[:3]
-    await _settled(replicated, seen)
     await _verified(replicated, settings, key)
 
 

@@ -20,7 +20,7 @@ from audit_query.auth import new_secret, secret_hash
 from audit_query.repository import TokenAdmin
 from audit_schemas.checkpoint import NoteSigner
 from tests.cluster.conftest import HighlyAvailable
-from tests.cluster.test_faults import _at_least, _settled, streaming
+from tests.cluster.test_faults import Stream, _at_least, _settled, streaming
 from tests.conftest import Stack, isolated_on, projector_running, query_server
 from tests.polling import eventually
 
@@ -81,38 +81,17 @@ async def test_the_primary_killed_fails_over_and_loses_nothing(stack: Stack, hig
             projector_running(settings),
             query_server(isolated.query) as base,
             AuditProducer("ops-service", isolated.producer) as audit,
-            streaming(audit) as seen,
         ):
-            reader = asyncio.create_task(read(base))
-            await eventually(lambda: _at_least(seen, 50), within=60)
-            victim = await ha.primary()
-            assert victim is not None
-            before = await _entries(owner_on_schema) or 0
-            killed = time.monotonic()
-            ha.kill(victim)
-
-            async def projected_again() -> bool:
-                n = await _entries(owner_on_schema)
-                return n is not None and n > before
-
-            await eventually(projected_again, within=120, interval=0.2)
-            first_batch = time.monotonic() - killed
-
-            async def promoted_node() -> int | None:
-                node = await ha.primary()
-                return node if node not in (None, victim) else None
-
-            promoted = await eventually(promoted_node, within=60, interval=0.5)
-            await eventually(lambda: _answered_since(answered, killed), within=120, interval=0.2)
-            first_query = next(t for t, s in answered if t > killed and s == 200) - killed
-            ha.start(victim)  # it rejoins as the new primary's standby
-            now = len(seen.acknowledged)
-            await eventually(lambda: _at_least(seen, now + 50), within=60)
-            stop.set()
-            await reader
+            async with streaming(audit) as seen:
+                reader = asyncio.create_task(read(base))
+                promoted, first_batch, first_query, killed, victim = await _fail_over(
+                    ha, seen, answered, owner_on_schema
+                )
+                stop.set()
+                await reader
+            await _settled(isolated, seen)  # the projector still runs: what was acknowledged last is projected
         assert seen.other == []
         assert seen.refused == []  # Kafka stood throughout: producers never noticed the database's failover
-        await _settled(isolated, seen)
         conn = await asyncpg.connect(ha.owner_dsn, server_settings={"search_path": isolated.name})
         try:
             report = await verify_integrity(conn, settings.control_schema, [signer.verifier_key], settings.log_name)
@@ -125,6 +104,38 @@ async def test_the_primary_killed_fails_over_and_loses_nothing(stack: Stack, hig
             f"first successful query after {first_query:.1f} s ({failed} requests failed meanwhile); "
             f"{len(seen.acknowledged)} actions streamed, 0 lost, 0 doubled"
         )
+
+
+async def _fail_over(
+    ha: HighlyAvailable, seen: Stream, answered: list[tuple[float, int]], owner_dsn: str
+) -> tuple[int, float, float, float, int]:
+    """Kill the primary mid-stream; (promoted node, seconds to the first projected batch and to the first
+    successful query, when it was killed, the node killed)."""
+    await eventually(lambda: _at_least(seen, 50), within=60)
+    victim = await ha.primary()
+    assert victim is not None
+    before = await _entries(owner_dsn) or 0
+    killed = time.monotonic()
+    ha.kill(victim)
+
+    async def projected_again() -> bool:
+        n = await _entries(owner_dsn)
+        return n is not None and n > before
+
+    await eventually(projected_again, within=120, interval=0.2)
+    first_batch = time.monotonic() - killed
+
+    async def promoted_node() -> int | None:
+        node = await ha.primary()
+        return node if node not in (None, victim) else None
+
+    promoted = await eventually(promoted_node, within=60, interval=0.5)
+    await eventually(lambda: _answered_since(answered, killed), within=120, interval=0.2)
+    first_query = next(t for t, s in answered if t > killed and s == 200) - killed
+    ha.start(victim)  # it rejoins as the new primary's standby
+    now = len(seen.acknowledged)
+    await eventually(lambda: _at_least(seen, now + 50), within=60)
+    return promoted, first_batch, first_query, killed, victim
 
 
 async def _answered_since(answered: list[tuple[float, int]], since: float) -> bool:
