@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import json
 import os
 import shlex
 import shutil
@@ -210,6 +211,23 @@ class Isolated:
         finally:
             await conn.close()
         return secret
+
+    def query_env(self) -> dict[str, str]:
+        """Environment for an `audit-query serve` subprocess pointed at this test's resources (no other
+        AUDIT_QUERY_* or PROMETHEUS_* setting of the calling environment leaks in)."""
+        q = self.query
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(("AUDIT_QUERY_", "PROMETHEUS_"))}
+        return {
+            **inherited,
+            "AUDIT_QUERY_ENVIRONMENT": "test",
+            "AUDIT_QUERY_CURSOR_SECRET": q.cursor_secret.get_secret_value(),
+            "AUDIT_QUERY_DATABASE_URL": str(q.database_url),
+            "AUDIT_QUERY_DB_SCHEMA": q.db_schema,
+            "AUDIT_QUERY_CONTROL_SCHEMA": q.control_schema,
+            "AUDIT_QUERY_BOOTSTRAP_SERVERS": q.bootstrap_servers,
+            "AUDIT_QUERY_PROJECTOR_GROUP": q.projector_group,
+            "AUDIT_QUERY_TOPICS": json.dumps(list(q.topics)),  # the API records its own actions on these
+        }
 
     def projector_env(self) -> dict[str, str]:
         """Environment for an `audit-projector run` subprocess pointed at this test's resources."""

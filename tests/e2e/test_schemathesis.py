@@ -5,8 +5,6 @@ valid token, over a read model holding data from two tenants.
 """
 
 import asyncio
-import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -64,19 +62,7 @@ def served(seeded: Isolated) -> Iterator[tuple[str, str]]:
     """`audit-query serve` on a free loopback port, and an admin token for it."""
     token = _admin_token(seeded)
     port = free_port()
-    q = seeded.query
-    env = {
-        **os.environ,
-        "AUDIT_QUERY_ENVIRONMENT": "test",
-        "AUDIT_QUERY_CURSOR_SECRET": q.cursor_secret.get_secret_value(),
-        "AUDIT_QUERY_DATABASE_URL": str(q.database_url),
-        "AUDIT_QUERY_DB_SCHEMA": q.db_schema,
-        "AUDIT_QUERY_CONTROL_SCHEMA": q.control_schema,
-        "AUDIT_QUERY_BOOTSTRAP_SERVERS": q.bootstrap_servers,
-        "AUDIT_QUERY_PROJECTOR_GROUP": q.projector_group,
-        "AUDIT_QUERY_TOPICS": json.dumps(list(q.topics)),  # exports are recorded on this test's audit topic
-        "AUDIT_QUERY_PORT": str(port),
-    }
+    env = {**seeded.query_env(), "AUDIT_QUERY_PORT": str(port)}  # exports are recorded on this test's topic
     # The service logs a line per request: to a file, since an undrained pipe would fill and stall it.
     log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below, after the process
     proc = subprocess.Popen(

@@ -3,8 +3,6 @@ resumed with `Last-Event-ID` on another connection loses and repeats nothing, cu
 `/metrics` adds up every worker's requests."""
 
 import contextlib
-import json
-import os
 import re
 import subprocess
 import sys
@@ -28,17 +26,8 @@ pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 async def _serve(isolated: Isolated, workers: int, tmp_path: Path) -> AsyncIterator[tuple[str, int]]:
     """`audit-query serve --workers N` as its own process on a free loopback port: its URL and pid."""
     port = free_port()
-    q = isolated.query
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("AUDIT_QUERY_", "PROMETHEUS_"))},
-        "AUDIT_QUERY_ENVIRONMENT": "test",
-        "AUDIT_QUERY_CURSOR_SECRET": q.cursor_secret.get_secret_value(),
-        "AUDIT_QUERY_DATABASE_URL": str(q.database_url),
-        "AUDIT_QUERY_DB_SCHEMA": q.db_schema,
-        "AUDIT_QUERY_CONTROL_SCHEMA": q.control_schema,
-        "AUDIT_QUERY_BOOTSTRAP_SERVERS": q.bootstrap_servers,
-        "AUDIT_QUERY_PROJECTOR_GROUP": q.projector_group,
-        "AUDIT_QUERY_TOPICS": json.dumps(list(q.topics)),
+        **isolated.query_env(),
         "AUDIT_QUERY_LOG_LEVEL": "WARNING",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
     }
