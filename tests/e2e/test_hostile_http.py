@@ -106,3 +106,21 @@ async def test_every_proof_field_is_described_in_the_openapi_document(api: httpx
         undescribed = [field for field, spec in properties.items() if not spec.get("description")]
         assert undescribed == [], f"{name}: {undescribed}"
     assert "Merkle leaves" in schemas["InclusionProof"]["properties"]["leaf_data"]["description"]
+
+
+async def test_audit_data_is_never_cached_and_the_console_has_an_icon(api: httpx.AsyncClient) -> None:
+    """Every API answer and console page is `no-store` (Back after sign-out shows nothing from a cache); static
+    assets may be cached; the icon is served (no 404 on every page)."""
+    for path in ("/v1/audit", "/v1/audit/count", "/", "/login", "/entities", f"/traces/{'0' * 32}"):
+        response = await api.get(path)
+        assert response.headers.get("cache-control") == "no-store", path
+    async with httpx.AsyncClient(base_url=str(api.base_url)) as anonymous:
+        refused = await anonymous.get("/v1/audit")
+        assert refused.status_code == 401
+        assert refused.headers["cache-control"] == "no-store"
+    assert (await api.get("/static/console.css")).headers.get("cache-control") != "no-store"
+    icon = await api.get("/favicon.ico")
+    assert icon.status_code == 200
+    assert icon.headers["content-type"].startswith("image/svg+xml")
+    assert b"<svg" in icon.content
+    assert 'rel="icon"' in (await api.get("/")).text

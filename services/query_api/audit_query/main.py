@@ -89,6 +89,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.exception("unhandled_error", path=request.url.path)
         return JSONResponse({"detail": "internal error; it was logged"}, status_code=500)
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:
+        """The console's icon, for browsers that ask before reading the page's `<link rel="icon">`."""
+        return FileResponse(str(STATIC / "favicon.svg"), media_type="image/svg+xml")
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     @app.get("/entities", response_class=HTMLResponse, include_in_schema=False)
     @app.get("/entities/{path:path}", response_class=HTMLResponse, include_in_schema=False)

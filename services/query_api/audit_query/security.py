@@ -22,8 +22,15 @@ HEADERS: Final = {
 """No inline scripts (the pages load their scripts from files), no framing, no sniffing, no referrer."""
 
 
+def carries_audit_data(path: str) -> bool:
+    """Whether a response to `path` may hold audit data (every API answer and the console's pages, not its static
+    assets): such answers are `Cache-Control: no-store`, so Back after sign-out shows nothing from a cache."""
+    return not path.startswith(("/static/", "/favicon"))
+
+
 class SecurityHeaders:
-    """ASGI middleware: adds the headers above, drops any `server` header, and logs authenticated requests."""
+    """ASGI middleware: adds the headers above (and no-store wherever audit data may be), drops any `server`
+    header, and logs authenticated requests."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -41,6 +48,8 @@ class SecurityHeaders:
                 headers = MutableHeaders(scope=message)
                 for name, value in HEADERS.items():
                     headers[name] = value
+                if carries_audit_data(scope["path"]):
+                    headers["cache-control"] = "no-store"
                 if "server" in headers:
                     del headers["server"]
             await send(message)
