@@ -14,10 +14,8 @@ Each figure is the median of `--runs` runs, with the spread. Usage:
 import argparse
 import asyncio
 import io
-import json
 import os
 import statistics
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ from audit_projector.replay import catch_up
 from audit_projector.state import ProjectorState
 from audit_projector.topics import ensure_topics
 from audit_schemas.checkpoint import NoteSigner
+from bench import figures as figures_out
 from bench.mix import Published, publish_mix
 from bench.projector_vs_copy import BOOTSTRAP, OWNER, PROJECTOR
 
@@ -167,13 +166,8 @@ async def main(actions: int, runs: int, smoke: bool, out: Path) -> None:
     logs.configure("WARNING")
     done = [await one_run(actions) for _ in range(runs)]
     figures = report(done)
-    _write(out, {"smoke": smoke, **figures})
+    figures_out.write(out, {"smoke": smoke, **figures})
     print(f"written to {out}")
-
-
-def _write(out: Path, figures: dict[str, object]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(figures, indent=1))
 
 
 if __name__ == "__main__":
@@ -181,7 +175,7 @@ if __name__ == "__main__":
     parser.add_argument("--actions", type=int, default=20_000, help="Actions (5 records each) per run.")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="300 actions, one run: seconds.")
-    parser.add_argument("--json", type=Path, default=Path(tempfile.gettempdir()) / "audit-trail-bench" / "ingest.json")
+    parser.add_argument("--json", type=Path, default=figures_out.default_path("ingest"))
     args = parser.parse_args()
     actions, runs = (300, 1) if args.smoke else (args.actions, args.runs)
     asyncio.run(main(actions, runs, args.smoke, args.json))

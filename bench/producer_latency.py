@@ -11,7 +11,6 @@ Usage: `python -m bench.producer_latency [--actions N] [--runs 3] [--smoke] [--j
 
 import argparse
 import asyncio
-import json
 import statistics
 import tempfile
 import time
@@ -27,6 +26,7 @@ from tests.factories import action_event, log_event, outcome_event
 from audit_producer import Actor, AuditProducer, Entity
 from audit_producer.config import Settings
 from audit_schemas import LogLevel, encode, kafka_headers
+from bench import figures as figures_out
 from bench.projector_vs_copy import BOOTSTRAP
 
 CONCURRENCY = (1, 8, 64)
@@ -226,13 +226,10 @@ async def main(count: int, runs: int, smoke: bool, out: Path) -> None:
     print(_table(acted, "actions (start + outcome, both acknowledged):"), flush=True)
     shipped = await log_lines(count * 5, runs)
     print(_table(shipped, "execution-log lines:"), flush=True)
-    _write(out, {"smoke": smoke, "actions": [asdict(r) for r in acted], "logs": [asdict(r) for r in shipped]})
+    figures_out.write(
+        out, {"smoke": smoke, "actions": [asdict(r) for r in acted], "logs": [asdict(r) for r in shipped]}
+    )
     print(f"written to {out}")
-
-
-def _write(out: Path, figures: dict[str, object]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(figures, indent=1))
 
 
 if __name__ == "__main__":
@@ -240,9 +237,7 @@ if __name__ == "__main__":
     parser.add_argument("--actions", type=int, default=3000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="A few hundred actions, one run: seconds.")
-    parser.add_argument(
-        "--json", type=Path, default=Path(tempfile.gettempdir()) / "audit-trail-bench" / "producer_latency.json"
-    )
+    parser.add_argument("--json", type=Path, default=figures_out.default_path("producer_latency"))
     args = parser.parse_args()
     count, runs = (128, 1) if args.smoke else (args.actions, args.runs)
     asyncio.run(main(count, runs, args.smoke, args.json))

@@ -481,6 +481,24 @@ async def api(isolated: Isolated) -> AsyncIterator[httpx.AsyncClient]:
             yield client
 
 
+async def projector_cli(isolated: Isolated, *args: str, within_s: float = 240) -> tuple[int, str]:
+    """`audit-projector ARGS` on this test's resources, as the owner where the command needs it: exit code and
+    output (stdout and stderr together)."""
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "audit-projector"),
+        *args,
+        env={
+            **isolated.projector_env(),
+            "AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL": isolated.stack.owner_dsn,
+            "COLUMNS": "400",
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), within_s)
+    return proc.returncode or 0, out.decode()
+
+
 def projector_process(
     isolated: Isolated, health_port: int = 0, extra_env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:

@@ -10,15 +10,13 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 import structlog
 
 from audit_producer import AuditProducer
 from audit_producer.demo import import_history, perform_all
-from audit_producer.ids import uuid7
 from audit_producer.logship import add_trace_context
-from audit_schemas import ActionEvent, ActionOutcome, OutcomeEvent, OutcomeStatus, encode
+from audit_schemas import OutcomeStatus, encode
 from tests.factories import action_event, key_of, log_event, outcome_event, send_keyed
 
 TENANTS = ("demo", "acme", "globex")
@@ -78,7 +76,7 @@ async def record_history(audit: AuditProducer, bootstrap: str, *, generated: int
     generated_ids = await import_history(audit, list(TENANTS), days=3, actions=generated)
     # An action whose start went out but whose body never ran: recorded as aborted (the producer's abort path).
     start = action_event("gx-aborted", action="execute", tenant="globex")
-    aborted = _outcome(start, OutcomeStatus.ABORTED)
+    aborted = outcome_event(start, OutcomeStatus.ABORTED.value)
     await audit.import_event(start)
     await audit.import_event(aborted)
     # An identical re-send (a spool replay after a lost acknowledgement): start, outcome and a log line twice.
@@ -110,25 +108,6 @@ async def record_history(audit: AuditProducer, bootstrap: str, *, generated: int
         dead_letters=1,
         audit_records=2 * len(demo_ids) + 2 * generated + 2 + 5,
         min_log_lines=2 * 13 * 2,
-    )
-
-
-def _outcome(start: ActionEvent, status: OutcomeStatus) -> OutcomeEvent:
-    s = start.data
-    now = datetime.now(UTC) + timedelta(milliseconds=3)
-    data = ActionOutcome.model_validate(
-        {
-            "audit_id": s.audit_id,
-            "tenant_id": s.tenant_id,
-            "action": s.action,
-            "entity": s.entity,
-            "status": status,
-            "finished_at": now,
-            "duration_ms": 3.0,
-        }
-    )
-    return OutcomeEvent(
-        id=uuid7(), source="tests", subject=start.subject, time=now, partitionkey=start.partitionkey, data=data
     )
 
 

@@ -9,11 +9,9 @@ import collections
 import contextlib
 import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -27,7 +25,7 @@ from audit_projector.integrity import verify_integrity
 from audit_projector.published import from_topic
 from audit_schemas.checkpoint import NoteSigner
 from tests.cluster.conftest import Cluster
-from tests.conftest import Isolated, projector_process, projector_running
+from tests.conftest import Isolated, projector_cli, projector_process, projector_running
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
@@ -117,14 +115,8 @@ async def _verified(isolated: Isolated, settings: Any, key: str) -> None:
         await conn.close()
     assert report.found == 0, [str(f) for f in report.findings[:10]]
     assert report.checkpoints > 0
-    proc = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "audit-projector"), "verify", "--read-model",
-        env={**isolated.projector_env(), "AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL": isolated.stack.owner_dsn,
-             "COLUMNS": "300"},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), 300)
-    assert proc.returncode == 0, out.decode()[-3000:]
+    code, out = await projector_cli(isolated, "verify", "--read-model", within_s=300)
+    assert code == 0, out[-3000:]
 
 
 async def _leading_most(cluster: Cluster, topic: str) -> int:

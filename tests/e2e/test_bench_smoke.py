@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,34 +15,14 @@ from tests.conftest import ROOT, Stack
 pytestmark = [pytest.mark.kafka]
 
 
-def test_the_producer_bench_runs_and_writes_its_figures(stack: Stack, tmp_path: Path) -> None:
-    out = tmp_path / "producer.json"
+def _smoke(module: str, stack: Stack, out: Path, timeout: float) -> tuple[str, Any]:
+    """`python -m bench.<module> --smoke` against `stack`: its table and its figures."""
     done = subprocess.run(
-        [sys.executable, "-m", "bench.producer_latency", "--smoke", "--json", str(out)],
+        [sys.executable, "-m", f"bench.{module}", "--smoke", "--json", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=180,
-        env={**os.environ, "AUDIT_KAFKA_BOOTSTRAP": stack.bootstrap},
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "audit.action()" in done.stdout
-    assert "÷ raw /s" in done.stdout
-    figures = json.loads(out.read_text())
-    assert figures["smoke"] is True
-    assert {r["concurrency"] for r in figures["actions"]} == {1, 8, 64}
-    assert all(r["per_second"] > 0 for r in figures["actions"] + figures["logs"])
-
-
-@pytest.mark.postgres
-def test_the_ingest_bench_runs_and_writes_its_figures(stack: Stack, tmp_path: Path) -> None:
-    out = tmp_path / "ingest.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.ingest", "--smoke", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
+        timeout=timeout,
         env={
             **os.environ,
             "AUDIT_KAFKA_BOOTSTRAP": stack.bootstrap,
@@ -50,7 +31,21 @@ def test_the_ingest_bench_runs_and_writes_its_figures(stack: Stack, tmp_path: Pa
         },
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "COPY of its write set" in done.stdout
-    figures = json.loads(out.read_text())
+    return done.stdout, json.loads(out.read_text())
+
+
+def test_the_producer_bench_runs_and_writes_its_figures(stack: Stack, tmp_path: Path) -> None:
+    table, figures = _smoke("producer_latency", stack, tmp_path / "producer.json", 180)
+    assert "audit.action()" in table
+    assert "÷ raw /s" in table
+    assert figures["smoke"] is True
+    assert {r["concurrency"] for r in figures["actions"]} == {1, 8, 64}
+    assert all(r["per_second"] > 0 for r in figures["actions"] + figures["logs"])
+
+
+@pytest.mark.postgres
+def test_the_ingest_bench_runs_and_writes_its_figures(stack: Stack, tmp_path: Path) -> None:
+    table, figures = _smoke("ingest", stack, tmp_path / "ingest.json", 240)
+    assert "COPY of its write set" in table
     assert figures["rows"] > figures["records"]  # entries, outcomes, logs, leaves, nodes, rollups…
     assert all(r["records_per_s"] > 0 for r in figures["rates"].values())

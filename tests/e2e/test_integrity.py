@@ -5,7 +5,6 @@ that deleted the checkpoints covering it (the checkpoint topic and an auditor's 
 import asyncio
 import contextlib
 import json
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from audit_projector.replay import replay
 from audit_projector.swap import swap
 from audit_schemas import merkle
 from audit_schemas.checkpoint import NoteSigner
-from tests.conftest import Isolated, projector_running
+from tests.conftest import Isolated, projector_cli, projector_running
 from tests.history import History, record_history, shipping
 from tests.polling import eventually
 
@@ -56,20 +55,7 @@ async def _settled(isolated: Isolated, schema: str, history: History) -> bool:
 
 
 async def _cli(isolated: Isolated, *args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "audit-projector"),
-        "verify",
-        *args,
-        env={
-            **isolated.projector_env(),
-            "AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL": isolated.stack.owner_dsn,
-            "COLUMNS": "400",
-        },
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 240)
-    return proc.returncode or 0, out.decode()
+    return await projector_cli(isolated, "verify", *args)
 
 
 async def _as_superuser(isolated: Isolated, *statements: str | tuple[str, Any]) -> None:

@@ -264,7 +264,7 @@ class _Checker:
             return f"the leaves up to size {checkpoint['tree_size']} do not hash to the signed root"
         return None
 
-    async def row_problem(self, data: bytes, at: Coordinates) -> str | None:
+    async def row_problem(self, value: bytes | None, at: Coordinates) -> str | None:
         """Re-project the leaf's record and compare with the row at its position (None when equal or when its
         absence is accounted for)."""
         position: Position = (at.topic, at.partition, at.offset)
@@ -277,7 +277,6 @@ class _Checker:
         duplicate = await self.verdicts.at(position) is not None
         stored = {kind: await stream.at(position) for kind, stream in self.rows.items()}
         present = [kind for kind, row in stored.items() if row is not None]
-        value = parse_leaf_data(data)[5]
         try:
             kind, expected = row_for(decode(value), at)
         except (EnvelopeError, NewerSchemaError):
@@ -378,13 +377,13 @@ class _TreeWalk:
             self.broken = True
             self.count = index
         computed = merkle.leaf_hash(data)
-        readable = _data_matches(data, self.topic, self.partition, offset)
+        readable, value = _record_of(data, self.topic, self.partition, offset)
         if computed != leaf["leaf_hash"] or not readable:
             self.add(index, offset, "the leaf's record was altered")
         if offset <= self.last_offset:
             self.add(index, offset, "offsets do not increase")
         elif readable:
-            mismatch = await self.checker.row_problem(data, Coordinates(self.topic, self.partition, offset))
+            mismatch = await self.checker.row_problem(value, Coordinates(self.topic, self.partition, offset))
             if mismatch is not None:
                 self.add(index, offset, mismatch)
             self.report.rows += 1
@@ -472,12 +471,13 @@ class _TreeWalk:
             self.add(None, None, f"stored node {differing[0][0]} does not match the leaves ({len(differing)} differ)")
 
 
-def _data_matches(data: bytes, topic: str, partition: int, offset: int) -> bool:
+def _record_of(data: bytes, topic: str, partition: int, offset: int) -> tuple[bool, bytes | None]:
+    """Whether the leaf data encodes a record at this position, and that record's value (parsed once)."""
     try:
         parsed = parse_leaf_data(data)
     except (ValueError, struct.error, UnicodeDecodeError):
-        return False
-    return parsed[:3] == (topic, partition, offset)
+        return False, None
+    return parsed[:3] == (topic, partition, offset), parsed[5]
 
 
 def _normal(column: str, value: Any) -> Any:

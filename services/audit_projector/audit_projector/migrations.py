@@ -63,21 +63,9 @@ async def migrate(
     applied = []
     if control_schema is not None:
         applied += [f"control/{v}" for v in await _migrate(dsn, control_schema, bundled("control"))]
-    applied += await _migrate(dsn, schema, bundled() if migrations is None else migrations)
-    if control_schema is not None:
-        await register(dsn, control_schema, schema, kind)
+    registry = None if control_schema is None else (control_schema, kind)
+    applied += await _migrate(dsn, schema, bundled() if migrations is None else migrations, registry)
     return applied
-
-
-async def register(dsn: str, control_schema: str, schema: str, kind: ReadModelKind) -> None:
-    """List `schema` in the control schema's registry of read models (the owner's functions act on no other)."""
-    conn = await _connect(dsn)
-    try:
-        await register_on(conn, control_schema, schema, kind, keep=True)
-    except asyncpg.PostgresError as e:
-        raise MigrationError(f"cannot register read model {schema!r}: {e}") from e
-    finally:
-        await conn.close()
 
 
 async def register_on(
@@ -106,12 +94,19 @@ async def _connect(dsn: str) -> asyncpg.Connection:
         raise MigrationError(str(error)) from e
 
 
-async def _migrate(dsn: str, schema: str, todo: list[Migration]) -> list[str]:
+async def _migrate(
+    dsn: str, schema: str, todo: list[Migration], registry: tuple[str, ReadModelKind] | None = None
+) -> list[str]:
+    """Apply `todo` to `schema` under its lock; with `registry` (control schema, kind) also list `schema` there as a
+    read model (the owner's functions act on no other), on the same connection."""
     conn = await _connect(dsn)
     try:
         await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", _LOCK_NAMESPACE, schema)
         try:
-            return await _apply(conn, schema, todo)
+            done = await _apply(conn, schema, todo)
+            if registry is not None:
+                await register_on(conn, registry[0], schema, registry[1], keep=True)
+            return done
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", _LOCK_NAMESPACE, schema)
     except asyncpg.PostgresError as e:

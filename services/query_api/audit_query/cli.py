@@ -22,7 +22,7 @@ from audit_query import logs, selfaudit
 from audit_query.auth import Scope, new_secret, secret_hash
 from audit_query.config import AdminSettings, Settings
 from audit_query.errors import QueryError
-from audit_query.main import create_app, server_config
+from audit_query.main import create_app, server_config, server_options
 from audit_query.repository import TokenAdmin, TokenInfo
 from audit_schemas import Action, Actor
 
@@ -85,12 +85,8 @@ def _serve_workers(settings: Settings, host: str, port: int, workers: int) -> No
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     for stale in Path(metrics_dir).glob("*.db"):
         stale.unlink()
-    config = server_config(create_app(settings), settings, host=host, port=port)
-    options = {
-        k: getattr(config, k)
-        for k in ("log_level", "access_log", "log_config", "server_header", "proxy_headers", "forwarded_allow_ips")
-    }
-    uvicorn.run("audit_query.main:create_app", factory=True, host=host, port=port, workers=workers, **options)
+    options = server_options(settings, host=host, port=port)
+    uvicorn.run("audit_query.main:create_app", factory=True, workers=workers, **options)
 
 
 def _admin_dsn(settings: AdminSettings) -> str:

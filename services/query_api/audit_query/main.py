@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from importlib import resources
+from typing import Any
 
 import structlog
 import uvicorn
@@ -113,9 +114,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def server_config(app: FastAPI, settings: Settings, **overrides: object) -> uvicorn.Config:
+def server_options(settings: Settings, **overrides: object) -> dict[str, Any]:
     """How uvicorn serves the app: no `server` banner; forwarded headers believed only from configured proxies."""
-    options: dict[str, object] = {
+    return {
         "host": settings.host,
         "port": settings.port,
         "log_level": "info",
@@ -126,4 +127,8 @@ def server_config(app: FastAPI, settings: Settings, **overrides: object) -> uvic
         "forwarded_allow_ips": ",".join(settings.trusted_proxies) or "",
         **overrides,
     }
-    return uvicorn.Config(app, **options)  # type: ignore[arg-type]
+
+
+def server_config(app: FastAPI, settings: Settings, **overrides: object) -> uvicorn.Config:
+    """`server_options` for one app in this process."""
+    return uvicorn.Config(app, **server_options(settings, **overrides))
