@@ -11,10 +11,12 @@
 #   stack.sh down [plain|secure|cluster]
 #                                stop everything, or only that profile's brokers (data is kept until `stack.sh clean`)
 #   stack.sh node-start|node-kill N   (cluster) start node N again / kill -9 it, for fault tests
+#   stack.sh node-freeze|node-thaw N  (cluster) SIGSTOP node N / SIGCONT it: a broker that hangs, then wakes
 #   stack.sh quorum-leader       (cluster) the node id of the active controller
 #   stack.sh up ha               PostgreSQL with a synchronous hot standby and automatic failover by Debian's
 #                                pg_auto_failover (a monitor and two data nodes on loopback)
 #   stack.sh ha-kill|ha-start N  (ha) kill -9 data node N (its keeper and its postgres) / run it again
+#   stack.sh ha-freeze|ha-thaw N (ha) SIGSTOP data node N whole (keeper, postgres, backends) / SIGCONT it: a zombie
 #   stack.sh ha-primary          (ha) the number of the data node that is primary now
 #   stack.sh ha-wait             (ha) until a primary and a standby serve again
 #   stack.sh fetch               only fetch the Kafka jars into the cache (image builds copy them)
@@ -446,6 +448,22 @@ ha_kill() {  # the node's host dies: its postmaster and every backend, its keepe
   log "killed data node $1"
 }
 
+ha_signal() {  # send STOP or CONT to data node N's whole host: postmaster, every backend, the keeper's group
+  local pid postmaster
+  if [ -f "$ha/node$1/postmaster.pid" ]; then
+    postmaster=$(head -n 1 "$ha/node$1/postmaster.pid")
+    kill "-$2" "$postmaster" 2>/dev/null || true
+    pkill "-$2" -P "$postmaster" 2>/dev/null || true
+  fi
+  if pid=$(ha_keeper_pid "$1"); then
+    kill "-$2" -- "-$pid" 2>/dev/null || true
+    # and the runuser that waits on the keeper: it stops itself when its child stops, and a stopped runuser
+    # never reaps the keeper, whose pid file then blocks every later start
+    kill "-$2" "$(ps -o ppid= -p "$pid" | tr -d ' ')" 2>/dev/null || true
+  fi
+  log "sent SIG$2 to data node $1"
+}
+
 stop_ha() {
   local who pid
   for who in 2 1 monitor; do
@@ -534,6 +552,14 @@ case "${1:-}" in
     if pid=$(kafka_pid); then kill -9 "$pid"; log "killed $kname (pid $pid)"; fi
     rm -f "$state/$kname.pid" ;;
   ha-kill) ha_kill "${2:?node number}" ;;
+  ha-freeze) ha_signal "${2:?node number}" STOP ;;
+  ha-thaw) ha_signal "${2:?node number}" CONT ;;
+  node-freeze|node-thaw)
+    use_broker "node${2:?node number}"
+    if pid=$(kafka_pid); then
+      if [ "$1" = node-freeze ]; then kill -STOP "$pid"; else kill -CONT "$pid"; fi
+      log "${1#node-} $kname (pid $pid)"
+    fi ;;
   ha-start) ha_run "${2:?node number}" ;;
   ha-wait) ha_wait_states ;;
   ha-primary) ha_primary ;;
@@ -560,5 +586,5 @@ case "${1:-}" in
       ha) print_ha_env ;;
       *) print_env ;;
     esac ;;
-  *) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -92,6 +92,19 @@ class HighlyAvailable:
     def start(self, node: int) -> None:
         subprocess.run(["bash", str(STACK), "ha-start", str(node)], check=True, capture_output=True, timeout=30)
 
+    def freeze(self, node: int) -> None:
+        """SIGSTOP the data node whole (keeper, postgres, backends): a host that hangs rather than dies."""
+        subprocess.run(["bash", str(STACK), "ha-freeze", str(node)], check=True, capture_output=True, timeout=30)
+
+    def thaw(self, node: int) -> None:
+        subprocess.run(["bash", str(STACK), "ha-thaw", str(node)], check=True, capture_output=True, timeout=30)
+
+    async def settled(self) -> None:
+        """Until a primary and a standby serve again."""
+        await asyncio.to_thread(
+            subprocess.run, ["bash", str(STACK), "ha-wait"], check=True, capture_output=True, timeout=180
+        )
+
     async def primary(self) -> int | None:
         done = await asyncio.to_thread(
             subprocess.run, ["bash", str(STACK), "ha-primary"], capture_output=True, text=True, timeout=30

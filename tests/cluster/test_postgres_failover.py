@@ -1,20 +1,25 @@
-"""PostgreSQL failover under load: the primary's host killed (its pg_auto_failover keeper and postgres, SIGKILL)
-while actions with execution logs stream and the query API is read. The synchronous standby is promoted, the
-projector reconnects through its multi-host DSN and resumes at its stored offsets, queries recover; nothing is
-lost or doubled and the trees verify. Prints the time from the kill to the first projected batch and to the first
-successful query."""
+"""PostgreSQL failover under load: the primary's host killed (its pg_auto_failover keeper and postgres, SIGKILL),
+or frozen (SIGSTOP) and woken after the failover, while actions with execution logs stream and the query API is
+read from the standby (`prefer-standby`) and writes sessions on the primary. The synchronous standby is promoted,
+the projector reconnects through its multi-host DSN and resumes at its stored offsets, queries and sign-ins
+recover, the woken zombie is demoted; nothing is lost or doubled and the trees verify. Prints the time from the
+fault to the first projected batch, the first successful query and the first sign-in."""
 
 import asyncio
 import dataclasses
+import json
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from uuid import uuid4
 
 import asyncpg
 import httpx
 import pytest
+import structlog
 from pydantic import SecretStr
 
-from audit_producer import AuditProducer
+from audit_producer import Actor, AuditProducer, Entity, add_trace_context
 from audit_projector.integrity import verify_integrity
 from audit_query.auth import new_secret, secret_hash
 from audit_query.repository import TokenAdmin
@@ -44,7 +49,33 @@ async def _entries(dsn: str) -> int | None:
 
 
 async def test_the_primary_killed_fails_over_and_loses_nothing(stack: Stack, highly_available: HighlyAvailable) -> None:
-    ha = highly_available
+    await _fault_under_load(stack, highly_available, "kill")
+
+
+async def test_a_frozen_primary_is_failed_over_and_fenced_when_it_wakes(
+    stack: Stack, highly_available: HighlyAvailable
+) -> None:
+    await _fault_under_load(stack, highly_available, "freeze")
+
+
+@pytest.fixture(autouse=True)
+def _restored(highly_available: HighlyAvailable) -> Iterator[None]:
+    """A test that failed halfway leaves no node frozen or down for the next."""
+    yield
+    for node in (1, 2):
+        highly_available.thaw(node)
+        highly_available.start(node)
+
+
+@dataclass
+class Probes:
+    """What the query API answered while the fault happened: (time, status) of reads and of sign-ins (writes)."""
+
+    reads: list[tuple[float, int]] = field(default_factory=list)
+    sign_ins: list[tuple[float, int]] = field(default_factory=list)
+
+
+async def _fault_under_load(stack: Stack, ha: HighlyAvailable, fault: str) -> None:
     on_ha = dataclasses.replace(
         stack, owner_dsn=ha.owner_dsn, projector_dsn=ha.projector_dsn, query_dsn=ha.query_dsn, admin_dsn=None
     )
@@ -52,6 +83,12 @@ async def test_the_primary_killed_fails_over_and_loses_nothing(stack: Stack, hig
         signer, key = NoteSigner.generate("audit-trail")
         settings = isolated.projector.model_copy(
             update={"checkpoint_key": SecretStr(key), "checkpoint_every_leaves": 50, "probe_interval_s": 0.3}
+        )
+        query = isolated.query.model_copy(
+            update={
+                "read_database_url": ha.query_dsn.replace("read-write", "prefer-standby"),
+                "failover_check_s": 1.0,
+            }
         )
         secret = new_secret()
         conn = await asyncpg.connect(ha.owner_dsn)
@@ -62,34 +99,44 @@ async def test_the_primary_killed_fails_over_and_loses_nothing(stack: Stack, hig
         finally:
             await conn.close()
         owner_on_schema = f"{ha.owner_dsn}&options=-csearch_path%3D{isolated.name}"
-        answered: list[tuple[float, int]] = []
+        probes = Probes()
         stop = asyncio.Event()
 
-        async def read(base: str) -> None:
-            async with httpx.AsyncClient(base_url=base, timeout=5, headers={"authorization": f"Bearer {secret}"}) as c:
+        async def probe(base: str) -> None:
+            headers = {"authorization": f"Bearer {secret}"}
+            async with httpx.AsyncClient(base_url=base, timeout=5, headers=headers) as c:
                 for _ in range(10_000):  # bounded
                     if stop.is_set():
                         return
-                    try:
-                        status = (await c.get("/v1/audit/count")).status_code
-                    except httpx.HTTPError:
-                        status = 0
-                    answered.append((time.monotonic(), status))
+                    for route, into in (("/v1/audit/count", probes.reads), ("/v1/session", probes.sign_ins)):
+                        try:
+                            if into is probes.reads:
+                                status = (await c.get(route)).status_code
+                            else:
+                                status = (await c.post(route, json={"credential": secret})).status_code
+                        except httpx.HTTPError:
+                            status = 0
+                        into.append((time.monotonic(), status))
                     await asyncio.sleep(0.1)
 
         async with (
             projector_running(settings),
-            query_server(isolated.query) as base,
+            query_server(query) as base,
             AuditProducer("ops-service", isolated.producer) as audit,
         ):
+            async with httpx.AsyncClient(base_url=base, timeout=10) as c:
+                reads = (await c.get("/readyz")).json()["checks"]["reads"]
+            assert reads["standby"] is True, reads  # reads are served by the hot standby
+            await _live_tail_streams(base, secret, audit)  # from the standby, through the projector's commits
             async with streaming(audit) as seen:
-                reader = asyncio.create_task(read(base))
-                promoted, first_batch, first_query, killed, victim = await _fail_over(
-                    ha, seen, answered, owner_on_schema
-                )
+                prober = asyncio.create_task(probe(base))
+                outcome = await _fail_over(ha, seen, probes, owner_on_schema, fault)
                 stop.set()
-                await reader
+                await prober
             await _settled(isolated, seen)  # the projector still runs: what was acknowledged last is projected
+            await ha.settled()  # the victim is back, as the new primary's standby
+            await eventually(lambda: _reads_on_standby(base), within=60, interval=0.5)
+            await _live_tail_streams(base, secret, audit)
         assert seen.other == []
         assert seen.refused == []  # Kafka stood throughout: producers never noticed the database's failover
         conn = await asyncpg.connect(ha.owner_dsn, server_settings={"search_path": isolated.name})
@@ -98,45 +145,104 @@ async def test_the_primary_killed_fails_over_and_loses_nothing(stack: Stack, hig
         finally:
             await conn.close()
         assert report.found == 0, [str(f) for f in report.findings[:10]]
-        failed = sum(1 for t, s in answered if t > killed and s != 200)
+        failed = sum(1 for t, s in probes.reads if t > outcome.at and s != 200)
         print(
-            f"primary node {victim} killed, node {promoted} promoted: first projected batch after {first_batch:.1f} s, "
-            f"first successful query after {first_query:.1f} s ({failed} requests failed meanwhile); "
-            f"{len(seen.acknowledged)} actions streamed, 0 lost, 0 doubled"
+            f"primary node {outcome.victim} {'killed' if fault == 'kill' else 'frozen'}, node {outcome.promoted} "
+            f"promoted: first projected batch after {outcome.first_batch:.1f} s, first successful query after "
+            f"{outcome.first_query:.1f} s ({failed} reads failed meanwhile), first sign-in after "
+            f"{outcome.first_sign_in:.1f} s; {len(seen.acknowledged)} actions streamed, 0 lost, 0 doubled"
         )
 
 
-async def _fail_over(
-    ha: HighlyAvailable, seen: Stream, answered: list[tuple[float, int]], owner_dsn: str
-) -> tuple[int, float, float, float, int]:
-    """Kill the primary mid-stream; (promoted node, seconds to the first projected batch and to the first
-    successful query, when it was killed, the node killed)."""
+@dataclass(frozen=True)
+class FailedOver:
+    victim: int
+    promoted: int
+    at: float
+    first_batch: float
+    first_query: float
+    first_sign_in: float
+
+
+async def _fail_over(ha: HighlyAvailable, seen: Stream, probes: Probes, owner_dsn: str, fault: str) -> FailedOver:
+    """Kill or freeze the primary mid-stream and measure the recovery; then bring the victim back."""
     await eventually(lambda: _at_least(seen, 50), within=60)
     victim = await ha.primary()
     assert victim is not None
     before = await _entries(owner_dsn) or 0
-    killed = time.monotonic()
-    ha.kill(victim)
+    at = time.monotonic()
+    ha.kill(victim) if fault == "kill" else ha.freeze(victim)
 
     async def projected_again() -> bool:
         n = await _entries(owner_dsn)
         return n is not None and n > before
 
     await eventually(projected_again, within=120, interval=0.2)
-    first_batch = time.monotonic() - killed
+    first_batch = time.monotonic() - at
 
     async def promoted_node() -> int | None:
         node = await ha.primary()
         return node if node not in (None, victim) else None
 
     promoted = await eventually(promoted_node, within=60, interval=0.5)
-    await eventually(lambda: _answered_since(answered, killed), within=120, interval=0.2)
-    first_query = next(t for t, s in answered if t > killed and s == 200) - killed
-    ha.start(victim)  # it rejoins as the new primary's standby
+    await eventually(lambda: _answered_since(probes.reads, at), within=120, interval=0.2)
+    await eventually(lambda: _answered_since(probes.sign_ins, at), within=120, interval=0.2)
+    first_query = next(t for t, s in probes.reads if t > at and s == 200) - at
+    first_sign_in = next(t for t, s in probes.sign_ins if t > at and s == 200) - at
+    if fault == "kill":
+        ha.start(victim)  # it rejoins as the new primary's standby
+    else:
+        ha.thaw(victim)  # the zombie wakes believing it is primary; its keeper learns otherwise and demotes it
     now = len(seen.acknowledged)
     await eventually(lambda: _at_least(seen, now + 50), within=60)
-    return promoted, first_batch, first_query, killed, victim
+    return FailedOver(victim, promoted, at, first_batch, first_query, first_sign_in)
 
 
 async def _answered_since(answered: list[tuple[float, int]], since: float) -> bool:
     return any(t > since and s == 200 for t, s in answered)
+
+
+async def _reads_on_standby(base: str) -> bool:
+    async with httpx.AsyncClient(base_url=base, timeout=10) as c:
+        return bool((await c.get("/readyz")).json()["checks"].get("reads", {}).get("standby"))
+
+
+async def _live_tail_streams(base: str, secret: str, audit: AuditProducer) -> None:
+    """A running action's live trace shows its entry and each log line as they are projected (and replayed)."""
+    log = structlog.wrap_logger(structlog.ReturnLogger(), processors=[add_trace_context, audit.logs])
+    go = asyncio.Event()
+    started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def action() -> None:
+        async with audit.action(
+            "execute", entity=Entity(id="job-1", model="integration"), actor=Actor.user("u-ops"), tenant="acme"
+        ) as act:
+            log.info("step 1")
+            started.set_result(act.audit_id.hex)
+            await go.wait()
+            log.info("step 2")
+
+    running = asyncio.create_task(action())
+    trace_id = await asyncio.wait_for(started, 10)
+    kinds: list[tuple[str, str | None]] = []
+    headers = {"authorization": f"Bearer {secret}"}
+    async with (
+        httpx.AsyncClient(base_url=base, headers=headers) as c,
+        asyncio.timeout(60),
+        c.stream("GET", f"/v1/traces/{trace_id}/stream", timeout=60) as response,
+    ):
+        assert response.status_code == 200
+        kind = "message"
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                data = json.loads(line.removeprefix("data: "))
+                kinds.append((kind, data.get("message")))
+                if kinds == [("entry", None), ("log", "step 1")]:
+                    go.set()
+                if kind == "end":
+                    break
+    await running
+    assert [k for k in kinds if k[0] != "outcome"] == [("entry", None), ("log", "step 1"), ("log", "step 2"),
+                                                      ("end", None)], kinds  # fmt: skip

@@ -28,6 +28,7 @@ from audit_producer import Actor, AuditProducer, Entity
 from audit_query.auth import new_secret, secret_hash
 from audit_query.main import create_app, server_config
 from audit_query.models import AuditFilter, SortOrder
+from audit_query.pools import Pools
 from audit_query.repository import AuditRepository, TokenAdmin
 from tests.conftest import Isolated, free_port
 from tests.polling import eventually
@@ -152,7 +153,8 @@ async def test_postgres_itself_walls_tenants_off_for_every_statement_the_api_use
             await conn.execute("UPDATE audit_entries SET tenant_id = 'acme'")
     finally:
         await conn.close()
-    repo = await AuditRepository.open(isolated.stack.query_dsn, isolated.name, timedelta(hours=1))
+    pools = await Pools.open(isolated.stack.query_dsn, None, isolated.name)
+    repo = AuditRepository(pools.read, timedelta(hours=1))
     try:
         rows = await repo.list_entries("acme", AuditFilter(), "time", SortOrder.DESC, 50, None)
         assert {json.loads(r.entry_json)["tenant_id"] for r in rows} == {"acme"}
@@ -165,7 +167,7 @@ async def test_postgres_itself_walls_tenants_off_for_every_statement_the_api_use
         assert await repo.dead_letters("acme", None, 10) == []
         assert await repo.trace_since("", ids["acme"], {}, 10) == ([], False), "an empty tenant list sees nothing"
     finally:
-        await repo.close()
+        await pools.close()
 
 
 async def test_public_routes_need_no_credential_and_every_response_is_hardened(api: httpx.AsyncClient) -> None:

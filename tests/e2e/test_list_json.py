@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from audit_producer import Actor, AuditProducer, Entity, RequestContext
+from audit_query.pools import Pools
 from audit_query.repository import AuditRepository
 from audit_schemas import encode
 from tests.conftest import Isolated, projector_running
@@ -66,7 +67,8 @@ async def test_page_rows_equal_the_entries_the_api_builds_in_python(
     statuses = {e["outcome"]["status"] for e in listed}
     assert {"succeeded", "failed", "in_progress", "unknown"} <= statuses, statuses
     unknown_after = timedelta(seconds=isolated.query.unknown_after_s)
-    repo = await AuditRepository.open(isolated.stack.query_dsn, isolated.name, unknown_after)
+    pools = await Pools.open(isolated.stack.query_dsn, None, isolated.name)
+    repo = AuditRepository(pools.read, unknown_after)
     try:
         for entry in listed:
             records, _ = await repo.trace_since("*", UUID(entry["audit_id"]), {}, 1)
@@ -77,7 +79,7 @@ async def test_page_rows_equal_the_entries_the_api_builds_in_python(
             trace = (await api.get(f"/v1/traces/{entry['trace_id']}")).json()["entry"]
             assert entry == trace, entry["audit_id"]
     finally:
-        await repo.close()
+        await pools.close()
     by_entity = {e["entity"]["id"]: e for e in listed}
     assert by_entity["res-old"]["time"] == "2026-01-02T03:04:05Z"
     assert by_entity["res-new"]["time"].endswith(".100000Z")

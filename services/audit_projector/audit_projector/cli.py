@@ -38,7 +38,7 @@ from audit_projector.scope import ReplayScope
 from audit_projector.service import compact_once, serve
 from audit_projector.swap import swap as run_swap
 from audit_projector.topics import ensure_topics
-from audit_schemas import signing
+from audit_schemas import postgres, signing
 from audit_schemas.checkpoint import CheckpointError, NoteSigner, NoteVerifier
 
 app = typer.Typer(help="Project audit events from Kafka into the Postgres read model.", no_args_is_help=True)
@@ -347,7 +347,7 @@ def verify(
         published = [p for path in checkpoints for p in from_file(path)]
         if topic:  # read before the database's snapshot: every note on it was stored before then
             published += await from_topic(settings.bootstrap_servers, settings.checkpoint_topic, settings.kafka)
-        conn = await asyncpg.connect(dsn, server_settings={"search_path": settings.db_schema})
+        conn = await postgres.connect(dsn, server_settings={"search_path": settings.db_schema})
         try:
             report = await verify_integrity(
                 conn, settings.control_schema, trusted, settings.log_name, published=published
@@ -385,7 +385,7 @@ async def _verify_read_model(settings: Settings, dsn: str, against: str | None, 
         shadow = settings.model_copy(update={"db_schema": scratch, "kafka_group_id": f"audit-replay-{scratch}"})
         with console.status(f"rebuilding the log into {scratch}…"):
             await run_replay(shadow, dsn, 3600)
-    conn = await asyncpg.connect(dsn)
+    conn = await postgres.connect(dsn)
     try:
         live_at = await stored_offsets(conn, settings.db_schema, settings.group_id)
         log_at = await stored_offsets(conn, scratch, settings.group_id)
@@ -433,7 +433,7 @@ def archive_command(
     trusted = _trusted_keys(settings, key)
 
     async def go() -> int:
-        conn = await asyncpg.connect(dsn)
+        conn = await postgres.connect(dsn)
         try:
             done = await archive_partitions(
                 conn, settings.db_schema, settings.control_schema, settings.log_name, directory, age, trusted
@@ -506,7 +506,7 @@ def producer_key(
     control = quoted(settings.control_schema)
 
     async def go() -> None:
-        conn = await asyncpg.connect(dsn)
+        conn = await postgres.connect(dsn)
         try:
             await conn.execute(
                 f"""INSERT INTO {control}.producer_keys (key_id, name, public_key, sources, tenants, valid_from,

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     probe_interval_s: Annotated[float, Field(gt=0, le=300)] = 5.0
     """How often each pipeline asks the broker for end offsets (lag) and re-checks blocked partitions."""
     shutdown_timeout_s: Annotated[float, Field(gt=0, le=300)] = 15.0
+    statement_timeout_s: Annotated[float, Field(ge=5, le=3600)] = 30.0
+    """How long one statement of the pipeline may go unanswered before its connection is given up (a frozen
+    server never answers or closes it); above PostgreSQL's 15 s lock timeout, so only a silent server hits it."""
     """On SIGTERM, how long the batch in flight may take to commit before it is rolled back."""
     redrive_key: SecretStr | None = None
     """`audit-projector redrive` signs what it re-publishes with this key (its own identity, e.g. audit-redrive),

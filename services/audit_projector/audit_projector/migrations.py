@@ -9,6 +9,7 @@ import asyncpg
 import structlog
 
 from audit_projector.errors import DependencyUnavailableError, MigrationError, classify_db_error
+from audit_schemas import postgres
 
 log = structlog.get_logger(__name__)
 
@@ -86,7 +87,7 @@ async def register_on(
 
 async def _connect(dsn: str) -> asyncpg.Connection:
     try:
-        return await asyncpg.connect(dsn)
+        return await postgres.connect(dsn)
     except Exception as e:
         error = classify_db_error("cannot connect to run migrations", e)
         if isinstance(error, DependencyUnavailableError):

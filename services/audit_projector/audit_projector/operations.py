@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 
 from audit_projector.config import Settings
 from audit_projector.errors import ProjectorError, db_errors, kafka_errors
-from audit_schemas import EnvelopeError, NewerSchemaError, decode, signing
+from audit_schemas import EnvelopeError, NewerSchemaError, decode, postgres, signing
 from audit_schemas.checkpoint import CheckpointError
 
 _REDRIVE_LOCK: Final = (0x41554454, 0x52445256)  # "AUDT", "RDRV": one redrive at a time per database
@@ -62,7 +62,7 @@ class Redriven:
 @asynccontextmanager
 async def _connection(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     with db_errors("cannot connect to the read model"):
-        conn = await asyncpg.connect(
+        conn = await postgres.connect(
             str(settings.database_url),
             server_settings={"search_path": settings.db_schema, "application_name": "audit-projector/operator"},
         )

@@ -6,7 +6,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import asyncpg
 import structlog
 
 from audit_projector.archiving import ArchivedRange, replay_start
@@ -16,6 +15,7 @@ from audit_projector.errors import ProjectorError
 from audit_projector.scope import ReplayScope, Selector
 from audit_projector.service import compact_once, prepare, running_pipeline
 from audit_projector.state import ProjectorState
+from audit_schemas import postgres
 from audit_schemas.checkpoint import NoteSigner
 
 log = structlog.get_logger(__name__)
@@ -132,7 +132,7 @@ async def replay(
         update["merkle_enabled"] = False
     settings = settings.model_copy(update=update)
     await prepare(settings.model_copy(update={"migrations_database_url": owner_dsn}), kind="shadow")
-    conn = await asyncpg.connect(owner_dsn)
+    conn = await postgres.connect(owner_dsn)
     try:
         # What an earlier, interrupted run of this replay already projected (read before seeding archived ranges).
         stored = await stored_offsets(conn, settings.db_schema, settings.group_id)
@@ -176,7 +176,7 @@ _COUNTED = ("audit_entries", "audit_outcomes", "execution_logs", "dead_letters")
 
 
 async def _row_counts(owner_dsn: str, schema: str) -> dict[str, int]:
-    conn = await asyncpg.connect(owner_dsn, server_settings={"search_path": schema})
+    conn = await postgres.connect(owner_dsn, server_settings={"search_path": schema})
     try:
         return {t: int(await conn.fetchval(f"SELECT count(*) FROM {t}")) for t in _COUNTED}
     finally:

@@ -1,7 +1,8 @@
 """All of the projector's SQL: fenced batch writes, the audit-id registry, partitions, blocks and skips."""
 
 import asyncio
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
@@ -27,6 +28,7 @@ from audit_projector.rows import (
     Coordinates,
     Row,
 )
+from audit_schemas import postgres
 
 
 def quoted(name: str) -> str:
@@ -118,6 +120,9 @@ _DEAD: Final = _Target(
     "dead_letters", "stage_dead_letters", DEAD_LETTER_COLUMNS, "(kafka_topic, kafka_partition, kafka_offset)"
 )
 _PARTITIONED: Final = {"audit_entries": _ENTRIES, "execution_logs": _LOGS}
+
+_WAITING_LEVELS: Final = frozenset({"on", "remote_write", "remote_apply"})
+"""`synchronous_commit` levels that wait for a synchronous standby (when one is configured)."""
 
 SESSION_SETTINGS: Final = {
     "lock_timeout": "15s",
@@ -224,15 +229,25 @@ class ProjectionRepository:
         self._group = group_id
         self._control = quoted(control_schema)
         self._months: set[tuple[str, date]] = set()
+        self._commit_level: str | None = None
 
     @classmethod
     async def connect(
-        cls, dsn: str, schema: str, group_id: str, purpose: str, control_schema: str = "audit_control"
+        cls,
+        dsn: str,
+        schema: str,
+        group_id: str,
+        purpose: str,
+        control_schema: str = "audit_control",
+        *,
+        statement_timeout_s: float | None = None,
     ) -> "ProjectionRepository":
-        """Open the connection with `schema` first on the search path, session timeouts and staging tables."""
+        """Open the connection with `schema` first on the search path, session timeouts and staging tables; a
+        statement unanswered after `statement_timeout_s` raises (TimeoutError) and the connection is dropped."""
         with db_errors("cannot open the read-model connection"):
-            conn = await asyncpg.connect(
+            conn = await postgres.connect(
                 dsn,
+                command_timeout=statement_timeout_s,
                 server_settings={
                     "search_path": schema,
                     "application_name": f"audit-projector/{purpose}/{group_id}"[:63],
@@ -244,9 +259,25 @@ class ProjectionRepository:
                     f"CREATE TEMP TABLE IF NOT EXISTS {t.stage} (LIKE {t.table} INCLUDING DEFAULTS)"
                     " ON COMMIT DELETE ROWS"
                 )
+            # The staging tables are dropped when the session ends, in a transaction that waits for the
+            # synchronous standby like any commit (PostgreSQL 15): on a primary that was failed over while frozen,
+            # whose standby is gone, that wait never ends, the backend never exits, and the failover manager
+            # cannot stop and demote the woken zombie. So the session's own commits are local, and every write
+            # transaction of this repository asks for the configured level again (`_durable`).
+            level = await conn.fetchval("SELECT current_setting('synchronous_commit')")
+            await conn.execute("SET synchronous_commit = local")
         repo = cls(conn, schema, group_id, control_schema)
+        repo._commit_level = level if level in _WAITING_LEVELS else None
         await repo._load_months()
         return repo
+
+    @contextlib.asynccontextmanager
+    async def _durable(self) -> AsyncIterator[None]:
+        """A transaction whose commit waits as the server is configured to (for the synchronous standby)."""
+        async with self._conn.transaction():
+            if self._commit_level is not None:
+                await self._conn.execute(f"SET LOCAL synchronous_commit = {self._commit_level}")
+            yield
 
     async def close(self) -> None:
         """Close the connection; a lost one is just dropped."""
@@ -279,9 +310,10 @@ class ProjectionRepository:
         created = 0
         for parent, month in sorted(set(months) - self._months):
             with db_errors(f"cannot create the {month:%Y-%m} partition of {parent}"):
-                made = await self._conn.fetchval(
-                    f"SELECT {self._control}.ensure_month_partition($1, $2, $3)", self._schema, parent, month
-                )
+                async with self._durable():
+                    made = await self._conn.fetchval(
+                        f"SELECT {self._control}.ensure_month_partition($1, $2, $3)", self._schema, parent, month
+                    )
             self._months.add((parent, month))
             created += bool(made)
         return created
@@ -339,29 +371,32 @@ class ProjectionRepository:
     async def register_key(self, name: str, key_hash: int, verifier_key: str) -> None:
         """List a signing key (idempotent): every key that ever signed stays listed for verification."""
         with db_errors("cannot register the checkpoint key"):
-            await self._conn.execute(
-                f"""INSERT INTO {self._control}.signing_keys (name, key_hash, verifier_key) VALUES ($1, $2, $3)
-                    ON CONFLICT DO NOTHING""",
-                name,
-                key_hash,
-                verifier_key,
-            )
+            async with self._durable():
+                await self._conn.execute(
+                    f"""INSERT INTO {self._control}.signing_keys (name, key_hash, verifier_key) VALUES ($1, $2, $3)
+                        ON CONFLICT DO NOTHING""",
+                    name,
+                    key_hash,
+                    verifier_key,
+                )
 
     async def store_checkpoint(
         self, origin: str, size: int, root_hash: bytes, key_name: str, key_hash: int, note: str
     ) -> None:
         """Keep a signed checkpoint (the same one signed again is the same note: kept once)."""
         with db_errors("cannot store a checkpoint"):
-            await self._conn.execute(
-                f"""INSERT INTO {self._control}.checkpoints (origin, tree_size, root_hash, key_name, key_hash, note)
-                    VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
-                origin,
-                size,
-                root_hash,
-                key_name,
-                key_hash,
-                note,
-            )
+            async with self._durable():
+                await self._conn.execute(
+                    f"""INSERT INTO {self._control}.checkpoints
+                               (origin, tree_size, root_hash, key_name, key_hash, note)
+                        VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
+                    origin,
+                    size,
+                    root_hash,
+                    key_name,
+                    key_hash,
+                    note,
+                )
 
     async def last_checkpoints(self, origins: Sequence[str]) -> dict[str, int]:
         """The largest signed tree size of each origin."""
@@ -404,7 +439,7 @@ class ProjectionRepository:
         await self.ensure_months(months)
         rejected: list[Rejection] = []
         with db_errors("batch write failed"):
-            async with self._conn.transaction():
+            async with self._durable():
                 await self._pause_fence()
                 await self._fence(batch.fences)
                 duplicates = await self._claim(batch.rows, rejected)
@@ -693,7 +728,7 @@ class ProjectionRepository:
     async def record_block(self, block: Block) -> None:
         """Record a block on its own (offset out of range, database failure), replacing an older one."""
         with db_errors("cannot record a blocked partition"):
-            async with self._conn.transaction():
+            async with self._durable():
                 await self._upsert_block(block)
 
     async def _upsert_block(self, b: Block) -> None:

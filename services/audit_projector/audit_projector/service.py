@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Awaitable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 import structlog
 import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -24,6 +23,7 @@ from audit_projector.repository import SESSION_SETTINGS, ProjectionRepository, c
 from audit_projector.scope import Selector
 from audit_projector.state import PipelineState, ProjectorState
 from audit_projector.topics import check_retention, ensure_topics
+from audit_schemas import postgres
 from audit_schemas.checkpoint import CheckpointError, NoteSigner
 
 log = structlog.get_logger(__name__)
@@ -61,7 +61,12 @@ async def running_pipeline(
     purpose = "audit" if state.topic == settings.audit_topic else "logs"
     signer = _signer(settings)
     repo = await ProjectionRepository.connect(
-        str(settings.database_url), settings.db_schema, settings.group_id, purpose, settings.control_schema
+        str(settings.database_url),
+        settings.db_schema,
+        settings.group_id,
+        purpose,
+        settings.control_schema,
+        statement_timeout_s=settings.statement_timeout_s,
     )
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap_servers,
@@ -208,7 +213,7 @@ async def compact_once(settings: Settings) -> int | None:
     """Fold closed hours' and days' rollups into the coarser tables over a connection of its own (see
     `compact_rollups`); the number of days touched, or None when another process is compacting."""
     with db_errors("cannot open a connection to compact the rollups"):
-        conn = await asyncpg.connect(
+        conn = await postgres.connect(
             str(settings.database_url),
             server_settings={
                 "search_path": settings.db_schema,
@@ -227,7 +232,7 @@ async def wait_while_paused(settings: Settings, stop: asyncio.Event, every_s: fl
     while not stop.is_set():
         try:
             with db_errors("cannot open a connection to read the pause"):
-                conn = await asyncpg.connect(str(settings.database_url))
+                conn = await postgres.connect(str(settings.database_url))
             try:
                 paused, _ = await pause_state(conn, settings.control_schema, settings.db_schema)
             finally:

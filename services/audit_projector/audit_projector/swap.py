@@ -16,6 +16,7 @@ from audit_projector.migrations import register_on
 from audit_projector.replay import catch_up
 from audit_projector.repository import PAUSE_LOCK, quoted
 from audit_projector.state import ProjectorState
+from audit_schemas import postgres
 from audit_schemas.checkpoint import NoteSigner
 from audit_schemas.read_model import SWAP_CHANNEL
 
@@ -45,7 +46,7 @@ async def swap(live: Settings, shadow: Settings, owner_dsn: str, timeout_s: floa
     Any mismatch refuses the swap and resumes the live projectors untouched.
     """
     retired = f"{live.db_schema}_retired_{datetime.now(UTC):%Y%m%d%H%M%S}"[:63]
-    conn = await asyncpg.connect(owner_dsn)
+    conn = await postgres.connect(owner_dsn)
     try:
         before = await _common(conn, live, shadow)
         checked = await _verify(conn, live, shadow, before, None)

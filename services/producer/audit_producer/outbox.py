@@ -25,7 +25,17 @@ from audit_producer.errors import InvalidActionError, PublishError
 from audit_producer.producer import AuditProducer
 from audit_producer.publisher import EventPublisher
 from audit_producer.scope import ActionScope
-from audit_schemas import Action, ActionEvent, Actor, Entity, OutcomeEvent, RequestContext, encode, kafka_headers
+from audit_schemas import (
+    Action,
+    ActionEvent,
+    Actor,
+    Entity,
+    OutcomeEvent,
+    RequestContext,
+    encode,
+    kafka_headers,
+    postgres,
+)
 
 log = structlog.get_logger(__name__, logger_name=__name__)  # named, so the log shipper never ships its lines
 
@@ -200,7 +210,7 @@ class OutboxRelay:
         self.published = 0
 
     async def __aenter__(self) -> "OutboxRelay":
-        self._conn = await asyncpg.connect(self._dsn, server_settings={"application_name": "audit-outbox-relay"})
+        self._conn = await postgres.connect(self._dsn, server_settings={"application_name": "audit-outbox-relay"})
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -24,7 +24,7 @@ from audit_query.config import AdminSettings, Settings
 from audit_query.errors import QueryError
 from audit_query.main import create_app, server_config, server_options
 from audit_query.repository import TokenAdmin, TokenInfo
-from audit_schemas import Action, Actor
+from audit_schemas import Action, Actor, postgres
 
 app = typer.Typer(help="Audit Trail query API.", no_args_is_help=True)
 tokens = typer.Typer(help="Create, list and revoke API tokens (shown once, stored as a hash).", no_args_is_help=True)
@@ -132,7 +132,7 @@ def create_token(
     actor = _actor(by)
 
     async def go() -> None:
-        conn = await asyncpg.connect(_admin_dsn(settings))
+        conn = await postgres.connect(_admin_dsn(settings))
         try:
             await TokenAdmin(conn, settings.control_schema).create(
                 token_id,
@@ -166,7 +166,7 @@ def list_tokens() -> None:
     settings = _admin_settings()
 
     async def go() -> None:
-        conn = await asyncpg.connect(_admin_dsn(settings))
+        conn = await postgres.connect(_admin_dsn(settings))
         try:
             rows = await TokenAdmin(conn, settings.control_schema).list()
         finally:
@@ -197,7 +197,7 @@ def check_token() -> None:
         raise typer.Exit(2)
 
     async def go() -> TokenInfo | None:
-        conn = await asyncpg.connect(_admin_dsn(settings))
+        conn = await postgres.connect(_admin_dsn(settings))
         try:
             return await TokenAdmin(conn, settings.control_schema).live(secret_hash(secret))
         finally:
@@ -220,7 +220,7 @@ def revoke_token(
     actor = _actor(by)
 
     async def go() -> bool:
-        conn = await asyncpg.connect(_admin_dsn(settings))
+        conn = await postgres.connect(_admin_dsn(settings))
         try:
             revoked = await TokenAdmin(conn, settings.control_schema).revoke(token_id, actor.id or "unknown")
         finally:

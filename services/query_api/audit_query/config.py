@@ -2,6 +2,7 @@
 
 from pathlib import Path
 from typing import Annotated, Literal, Self
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import Field, PostgresDsn, SecretStr, StringConstraints, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -11,6 +12,7 @@ from audit_schemas.signing import EventSigner
 from audit_schemas.topics import AUDIT_TOPIC, EXECUTION_LOG_TOPIC
 
 _DEV_SECRET = "development-only-cursor-secret"
+_READ_ONLY_TARGETS = frozenset({"standby", "prefer-standby", "read-only"})
 _UNSAFE_ALGORITHMS = frozenset({"none", "HS256", "HS384", "HS512"})
 SchemaName = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,62}$")]
 
@@ -57,6 +59,15 @@ class Settings(AdminSettings):
     model_config = SettingsConfigDict(env_prefix="AUDIT_QUERY_", env_nested_delimiter="__", frozen=True, extra="forbid")
 
     database_url: PostgresDsn = PostgresDsn("postgresql://audit_query@127.0.0.1:15432/audit")
+    """The primary (`target_session_attrs=read-write` with several hosts): the service's own writes (sessions,
+    token use), tokens, and every read unless `read_database_url` is set."""
+    read_database_url: PostgresDsn | None = None
+    """Where reads of the audit log go, e.g. the same hosts with `target_session_attrs=prefer-standby`; readiness
+    then reports the standby's replay lag."""
+    max_replay_lag_s: Annotated[float, Field(gt=0)] = 30.0
+    """Readiness reports `degraded` while the server answering reads is further behind the primary than this."""
+    failover_check_s: Annotated[float, Field(gt=0, le=300)] = 5.0
+    """How often each pool's DSN is resolved afresh; a pool is recycled when it resolves to another server."""
     db_schema: SchemaName = "audit"
     projector_group: str = "audit-projector"
     cursor_secret: SecretStr = SecretStr(_DEV_SECRET)
@@ -113,6 +124,20 @@ class Settings(AdminSettings):
         if unsafe or not self.oidc_algorithms:
             raise ValueError(f"AUDIT_QUERY_OIDC_ALGORITHMS must name asymmetric algorithms only, not {sorted(unsafe)}")
         return self
+
+    @model_validator(mode="after")
+    def _writes_reach_the_primary(self) -> Self:
+        attrs = parse_qs(urlsplit(str(self.database_url)).query).get("target_session_attrs", ["any"])[-1]
+        if attrs in _READ_ONLY_TARGETS:
+            raise ValueError(
+                f"AUDIT_QUERY_DATABASE_URL has target_session_attrs={attrs}, but the service writes through it "
+                "(sessions, token use): point it at the primary and put the standby in AUDIT_QUERY_READ_DATABASE_URL"
+            )
+        return self
+
+    def read_dsn(self) -> str | None:
+        """The DSN of the read pool, or None to read through the primary's pool."""
+        return None if self.read_database_url is None else str(self.read_database_url)
 
     def scrape_token(self) -> str | None:
         """The /metrics bearer token, from the setting or its file (None: none configured)."""

@@ -11,6 +11,7 @@ from audit_query.cursor import CursorCodec
 from audit_query.errors import UnauthorizedError
 from audit_query.kafka import KafkaProbe
 from audit_query.live import StreamSlots
+from audit_query.pools import Pools
 from audit_query.repository import AuditRepository, ControlRepository
 
 _bearer = HTTPBearer(auto_error=False, description="An API token (`atr_…`) or an OIDC access token (JWT).")
@@ -25,6 +26,11 @@ async def get_settings(request: Request) -> Settings:
 async def get_repository(request: Request) -> AuditRepository:
     repository: AuditRepository = request.app.state.repository
     return repository
+
+
+async def get_pools(request: Request) -> Pools:
+    pools: Pools = request.app.state.pools
+    return pools
 
 
 async def get_control(request: Request) -> ControlRepository:
@@ -51,6 +57,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StreamsDep = Annotated[StreamSlots, Depends(get_streams)]
 RepositoryDep = Annotated[AuditRepository, Depends(get_repository)]
 ControlDep = Annotated[ControlRepository, Depends(get_control)]
+PoolsDep = Annotated[Pools, Depends(get_pools)]
 ProbeDep = Annotated[KafkaProbe, Depends(get_probe)]
 CodecDep = Annotated[CursorCodec, Depends(get_codec)]
 

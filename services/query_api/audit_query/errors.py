@@ -86,6 +86,8 @@ def classify_db_error(error: BaseException) -> QueryError | None:
         return BadRequestError(f"a request value was refused: {error}")
     if isinstance(error, asyncpg.QueryCanceledError):
         return StoreUnavailableError("the query took too long and was cancelled; narrow the filters or retry")
+    if isinstance(error, asyncpg.ReadOnlySQLTransactionError):
+        return StoreUnavailableError("the database answering is read-only (a failover under way?); retry shortly")
     if isinstance(error, _CONNECTION_ERRORS):
         return StoreUnavailableError(f"read model unavailable: {error}")
     return None

@@ -21,6 +21,7 @@ from audit_query.guard import InputGuard
 from audit_query.kafka import KafkaProbe
 from audit_query.live import StreamSlots
 from audit_query.metrics import instrument
+from audit_query.pools import Pools
 from audit_query.repository import AuditRepository, ControlRepository, ProofRepository
 from audit_query.routes import audit, deadletters, entities, health, proofs, session, traces
 from audit_query.security import SecurityHeaders
@@ -38,25 +39,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
         app.state.cursor_codec = CursorCodec(settings.cursor_secret.get_secret_value().encode())
-        app.state.repository = await AuditRepository.open(
-            str(settings.database_url), settings.db_schema, timedelta(seconds=settings.unknown_after_s)
-        )
-        app.state.control = ControlRepository(app.state.repository.pool, settings.control_schema)
+        pools = await Pools.open(str(settings.database_url), settings.read_dsn(), settings.db_schema)
+        app.state.pools = pools
+        app.state.repository = AuditRepository(pools.read, timedelta(seconds=settings.unknown_after_s))
+        app.state.control = ControlRepository(pools.write, settings.control_schema, on_error=pools.write_failed)
         app.state.proofs = ProofRepository(app.state.repository, settings.control_schema)
         app.state.jwt = JwtVerifier(settings) if settings.oidc_issuer else None
         app.state.kafka = KafkaProbe(settings.bootstrap_servers, security=settings.kafka)
         app.state.streams = StreamSlots(settings.live_streams_per_credential)
         stop = asyncio.Event()
-        watcher = asyncio.create_task(
-            app.state.repository.watch_swaps(str(settings.database_url), settings.db_schema, stop)
-        )
+        watchers = [
+            asyncio.create_task(pools.watch_swaps(settings.db_schema, stop)),
+            asyncio.create_task(pools.follow_failovers(stop, settings.failover_check_s)),
+        ]
         try:
             yield
         finally:
             stop.set()
-            await watcher
+            await asyncio.gather(*watchers)
             await app.state.kafka.close()
-            await app.state.repository.close()
+            await pools.close()
 
     app = FastAPI(
         title="Audit Trail query API",

@@ -1,6 +1,5 @@
 """All of the query API's SQL: keyset-paginated audit log, entity history, entries and traces."""
 
-import asyncio
 import contextlib
 import json
 import re
@@ -30,14 +29,6 @@ from audit_query.models import (
 )
 from audit_query.search import SearchTerm
 from audit_query.stats import ROLLUP_DIMENSIONS, TOP_DIMENSIONS, BucketSize, Dimension, StatsQuery
-from audit_schemas.read_model import SWAP_CHANNEL
-
-SESSION_SETTINGS: Final = {
-    "statement_timeout": "20s",
-    "lock_timeout": "5s",
-    "idle_in_transaction_session_timeout": "30s",
-}
-"""Every session's limits: no read holds a lock or a transaction open for long."""
 
 EXPORT_IDLE: Final = "5min"
 
@@ -154,58 +145,11 @@ class Row:
 
 
 class AuditRepository:
-    """Reads the projector's tables through a pool whose sessions use the read-model schema."""
+    """Reads the projector's tables through the read pool (its sessions use the read-model schema)."""
 
     def __init__(self, pool: asyncpg.Pool, unknown_after: timedelta) -> None:
         self._pool = pool
         self._unknown_after = unknown_after
-        self._recycling: asyncio.Future[None] | None = None
-
-    @classmethod
-    async def open(cls, dsn: str, schema: str, unknown_after: timedelta) -> "AuditRepository":
-        """Create the pool lazily (min_size=0) so the API starts, and reports, while Postgres is down."""
-        pool = await asyncpg.create_pool(
-            dsn,
-            min_size=0,
-            max_size=10,
-            reset=_keep_session,
-            server_settings={"search_path": schema, "application_name": "audit-query", **SESSION_SETTINGS},
-            command_timeout=30,
-        )
-        return cls(pool, unknown_after)
-
-    async def close(self) -> None:
-        """Close every connection."""
-        await self._pool.close()
-
-    async def watch_swaps(self, dsn: str, schema: str, stop: asyncio.Event) -> None:
-        """Until `stop`: listen for a rebuild swapped in as `schema` and then recycle the pool's connections, so
-        none keeps a session (prepared statements, cached plans) from before the swap. Reconnects if dropped."""
-
-        def swapped(_conn: object, _pid: int, _channel: str, payload: object) -> None:
-            if payload == schema:
-                log.info("read_model_swapped", schema=schema)
-                self._recycling = asyncio.ensure_future(self._pool.expire_connections())
-
-        while not stop.is_set():
-            try:
-                conn = await asyncpg.connect(dsn, server_settings={"application_name": "audit-query/swaps"})
-                try:
-                    await conn.add_listener(SWAP_CHANNEL, swapped)
-                    while not stop.is_set() and not conn.is_closed():
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(stop.wait(), 5)
-                finally:
-                    await conn.close()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-                log.warning("swap_watch_lost", error=str(e))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 5)
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        """The pool, shared with the control-schema repository."""
-        return self._pool
 
     async def list_entries(
         self,
@@ -999,12 +943,6 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-async def _keep_session(conn: "asyncpg.Connection[asyncpg.Record]") -> None:
-    """Pool connections carry no session state to reset: settings are transaction-local, listeners live on their
-    own connection, no advisory locks are taken; asyncpg still rolls back any open transaction. Skipping the reset
-    query saves a round trip per request."""
-
-
 def _limit(n: int) -> str:
     """A row limit written into the SQL rather than bound: with `LIMIT $n` the planner cannot cost a generic plan
     (it assumes a tenth of the rows), so every execution is planned again, which on the partitioned tables with
@@ -1026,11 +964,15 @@ def _sort_values(r: asyncpg.Record, sort: str) -> tuple[str, ...]:
 
 
 class ControlRepository:
-    """Tokens and sessions in the control schema (the service's role reads tokens and keeps sessions)."""
+    """Tokens and sessions in the control schema (the service's role reads tokens and keeps sessions), on the
+    primary: a session opened or a token revoked a moment ago counts at once, whatever a standby has replayed."""
 
-    def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, schema: str, on_error: Callable[[BaseException], None] = lambda _: None
+    ) -> None:
         self._pool = pool
         self._schema = _quoted(schema)
+        self._on_error = on_error
 
     async def token(self, hashed: bytes) -> tuple[Principal, bool] | None:
         """The live token with this hash, and whether its last use is over a minute old (None: no such token)."""
@@ -1090,8 +1032,12 @@ class ControlRepository:
         )
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        with store_errors():
-            rows: list[asyncpg.Record] = await self._pool.fetch(sql, *args)
+        try:
+            with store_errors():
+                rows: list[asyncpg.Record] = await self._pool.fetch(sql, *args)
+        except Exception as e:
+            self._on_error(e.__cause__ or e)
+            raise
         return rows
 
 

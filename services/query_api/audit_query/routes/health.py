@@ -3,7 +3,7 @@
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from audit_query.deps import ProbeDep, RepositoryDep, SettingsDep
+from audit_query.deps import PoolsDep, ProbeDep, RepositoryDep, SettingsDep
 from audit_query.errors import StoreUnavailableError
 from audit_query.models import Health
 
@@ -22,11 +22,12 @@ async def healthz() -> Health:
     summary="Readiness",
     responses={503: {"model": Health, "description": "PostgreSQL, which every read needs, does not answer"}},
 )
-async def readyz(repo: RepositoryDep, probe: ProbeDep, settings: SettingsDep) -> JSONResponse:
+async def readyz(repo: RepositoryDep, pools: PoolsDep, probe: ProbeDep, settings: SettingsDep) -> JSONResponse:
     """Ready while PostgreSQL answers: reads need nothing else.
 
-    Kafka unreachable, projector lag over `max_ready_lag` or a blocked partition make the body say
-    `degraded` (the read model may be stale) without taking the read API out of service.
+    Kafka unreachable, projector lag over `max_ready_lag`, a blocked partition, or reads answered by a standby
+    further behind the primary than `max_replay_lag_s` make the body say `degraded` (the read model may be stale)
+    without taking the read API out of service.
     """
     checks: dict[str, object] = {}
     problems: list[str] = []
@@ -34,7 +35,11 @@ async def readyz(repo: RepositoryDep, probe: ProbeDep, settings: SettingsDep) ->
     try:
         await repo.ping()
         stored, blocked = await repo.projector_positions(settings.projector_group)
+        replica = await pools.replica()
         checks["postgres"] = {"ok": True}
+        checks["reads"] = {"standby": replica.standby, "replay_lag_s": round(replica.lag_s, 3)}
+        if replica.lag_s > settings.max_replay_lag_s:
+            problems.append(f"reads come from a standby {replica.lag_s:.0f} s behind the primary")
         checks["blocked_partitions"] = blocked
         if blocked:
             problems.append(f"{len(blocked)} partition(s) blocked")
