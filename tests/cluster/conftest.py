@@ -25,6 +25,13 @@ class Cluster:
         """SIGKILL the node: no flush, no goodbye to the quorum."""
         subprocess.run(["bash", str(STACK), "node-kill", str(node)], check=True, capture_output=True, timeout=30)
 
+    def freeze(self, node: int) -> None:
+        """SIGSTOP the node: it holds its sockets open and answers nothing, as a hung host does."""
+        subprocess.run(["bash", str(STACK), "node-freeze", str(node)], check=True, capture_output=True, timeout=30)
+
+    def thaw(self, node: int) -> None:
+        subprocess.run(["bash", str(STACK), "node-thaw", str(node)], check=True, capture_output=True, timeout=30)
+
     async def start(self, node: int) -> None:
         """Start the node again and wait until it serves."""
         await asyncio.to_thread(
@@ -72,7 +79,8 @@ async def replicated(stack: Stack, cluster: Cluster) -> AsyncIterator[Isolated]:
     on_cluster = dataclasses.replace(stack, bootstrap=cluster.bootstrap, kafka_pid_file=None, kafka_container=None)
     async with isolated_on(on_cluster, environment="production") as made:
         yield made
-    for node in (1, 2, 3):  # a test that failed halfway leaves no node down for the next
+    for node in (1, 2, 3):  # a test that failed halfway leaves no node frozen or down for the next
+        cluster.thaw(node)
         await cluster.start(node)
 
 

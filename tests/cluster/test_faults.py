@@ -152,6 +152,33 @@ async def _leader_killed(cluster: Cluster, topic: str, seen: Stream) -> None:
           f"({time.monotonic() - killed_at:.1f} s), {len(seen.acknowledged)} in all")  # fmt: skip
 
 
+async def test_a_frozen_leader_is_fenced_and_loses_nothing(replicated: Isolated, cluster: Cluster) -> None:
+    """SIGSTOP of the broker leading most partitions: it keeps its connections open and answers nothing until it
+    is fenced; woken after its partitions moved, it is a follower with a stale epoch and takes nothing."""
+    settings, key = _projector(replicated)
+    async with projector_running(settings), AuditProducer("ops-service", replicated.producer) as audit:
+        async with streaming(audit) as seen:
+            await eventually(lambda: _at_least(seen, 50), within=60)
+            victim = await _leading_most(cluster, settings.audit_topic)
+            frozen_at = time.monotonic()
+            cluster.freeze(victim)
+            try:
+                before = len(seen.acknowledged)
+                await eventually(lambda: _at_least(seen, before + 100), within=60)
+                moved = await cluster.leaders(settings.audit_topic)
+                assert victim not in moved.values(), moved
+            finally:
+                cluster.thaw(victim)
+            woke = len(seen.acknowledged)
+            await eventually(lambda: _at_least(seen, woke + 100), within=60)
+            print(f"leader {victim} frozen for {time.monotonic() - frozen_at:.1f} s: {woke - before} acknowledged "
+                  f"meanwhile, {len(seen.refused)} refused, {len(seen.acknowledged)} in all")  # fmt: skip
+        await _settled(replicated, seen)
+    assert seen.other == []
+    assert seen.refused == [], seen.refused[:3]
+    await _verified(replicated, settings, key)
+
+
 async def test_the_active_controller_killed_loses_nothing(replicated: Isolated, cluster: Cluster) -> None:
     settings, key = _projector(replicated)
     async with projector_running(settings), AuditProducer("ops-service", replicated.producer) as audit:

@@ -74,7 +74,10 @@ class KafkaPublisher:
             acks="all",
             enable_idempotence=True,
             linger_ms=self._linger_ms,
-            request_timeout_ms=max(1000, int(self._timeout * 1000)),
+            # A third of the publish deadline per request: a request to a leader that hangs (a frozen broker keeps
+            # its sockets open) times out and is retried on the new leader within the deadline; the idempotent
+            # producer retries with the same sequence numbers, so a retry is never a duplicate.
+            request_timeout_ms=max(1000, int(self._timeout * 1000 / 3)),
             client_id="audit-producer",
             **self._security.client_options(),
         )
