@@ -49,3 +49,11 @@ def test_the_ingest_bench_runs_and_writes_its_figures(stack: Stack, tmp_path: Pa
     assert "COPY of its write set" in table
     assert figures["rows"] > figures["records"]  # entries, outcomes, logs, leaves, nodes, rollups…
     assert all(r["records_per_s"] > 0 for r in figures["rates"].values())
+
+
+@pytest.mark.postgres
+def test_the_projectors_bench_runs_one_and_three_and_checks_the_rebalance(stack: Stack, tmp_path: Path) -> None:
+    table, figures = _smoke("projectors", stack, tmp_path / "projectors.json", 240)
+    assert "records/CPU-s" in table
+    assert set(figures["rates"]) == {"1", "3"}
+    assert all(r["correct"] == 1.0 for r in figures["rates"].values())

@@ -107,3 +107,20 @@ def test_more_projectors_than_partitions_is_refused(helm: str) -> None:
     )  # fmt: skip
     assert refused.returncode != 0
     assert "projector.replicas (7) must not exceed kafka.partitions (6)" in refused.stderr
+
+
+def test_reads_go_to_the_standby_only_when_a_read_dsn_is_configured(helm: str, tmp_path: Path) -> None:
+    def query_env(docs: list[dict[str, Any]]) -> dict[str, Any]:
+        query = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("query"))
+        return {e["name"]: e for e in query["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+    assert "AUDIT_QUERY_READ_DATABASE_URL" not in query_env(_render(helm, tmp_path, *TRIAL))
+    standby = "postgresql://q@pg-1,pg-2/audit?target_session_attrs=prefer-standby"
+    docs = _render(
+        helm, tmp_path, *TRIAL, "--set", "postgres.queryReadDsnKey=query-read-dsn", "--set",
+        "secrets.queryReadDsn=" + standby.replace(",", "\\,"),  # helm --set splits on unescaped commas
+    )  # fmt: skip
+    ref = query_env(docs)["AUDIT_QUERY_READ_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    assert ref["key"] == "query-read-dsn"
+    secret = next(d for d in docs if d["kind"] == "Secret" and ref["name"] == d["metadata"]["name"])
+    assert secret["stringData"]["query-read-dsn"] == standby
