@@ -93,3 +93,114 @@ async def test_sign_in_shows_only_the_tenants_entries_and_sign_out_ends_the_sess
     # The ended session is dead server-side: a copy of the cookie no longer works.
     async with httpx.AsyncClient(base_url=str(api.base_url), cookies={"audit_session": cookie["value"]}) as stale:
         assert (await stale.get("/v1/audit")).status_code == 401
+
+
+def _signed_out_states(chromedriver: str, base: str, token: str, trace_id: str) -> dict[str, Any]:
+    """Runs in a thread: deep links while signed out, the trace view's failure states, Back after sign-out, an
+    ended session, a hostile `next`; a screenshot of each state."""
+    browser = _browser(chromedriver)
+    wait = WebDriverWait(browser, 30)
+    seen: dict[str, Any] = {}
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    def sign_in() -> None:
+        wait.until(expected_conditions.url_contains("/login"))
+        browser.find_element(By.ID, "credential").send_keys(token)
+        browser.find_element(By.CSS_SELECTOR, "#signin button").click()
+
+    def live_text() -> str:
+        return str(browser.find_element(By.ID, "trace-live").text)
+
+    try:
+        browser.get(f"{base}/traces/{trace_id}")  # a deep link, signed out
+        wait.until(expected_conditions.url_contains("/login?next="))
+        browser.save_screenshot(str(ARTIFACTS / "console-deep-link-sign-in.png"))
+        sign_in()
+        wait.until(lambda b: b.current_url == f"{base}/traces/{trace_id}")
+        wait.until(lambda b: live_text() == "finished")
+        seen["trace"] = browser.find_element(By.ID, "trace-entry").text
+        seen["no_logs"] = browser.find_element(By.ID, "trace-logs").text
+        browser.save_screenshot(str(ARTIFACTS / "console-trace-returned-to.png"))
+
+        browser.get(f"{base}/traces/not-a-trace")
+        wait.until(lambda b: "is not a trace id" in b.find_element(By.ID, "trace-entry").text)
+        seen["malformed"] = (browser.find_element(By.CSS_SELECTOR, "#trace-entry [role=alert]").text, live_text())
+        browser.save_screenshot(str(ARTIFACTS / "console-trace-malformed.png"))
+
+        browser.get(f"{base}/traces/{'ab' * 16}")  # well-formed, nothing recorded: after the grace period
+        wait.until(lambda b: "Nothing recorded for this trace." in b.find_element(By.ID, "trace-entry").text)
+        seen["unknown"] = (live_text(), browser.find_element(By.ID, "trace-logs").is_displayed())
+        browser.save_screenshot(str(ARTIFACTS / "console-trace-unknown.png"))
+
+        browser.get(f"{base}/?q=event:update")
+        wait.until(lambda b: "entry" in b.page_source and trace_id[:8] in b.page_source)
+        browser.find_element(By.ID, "signout").click()
+        wait.until(expected_conditions.url_contains("/login"))
+        browser.back()  # the browser's cache must not show the audit log again
+        wait.until(expected_conditions.url_contains("/login"))
+        seen["back"] = (browser.current_url, trace_id[:8] in browser.page_source)
+        browser.save_screenshot(str(ARTIFACTS / "console-back-after-sign-out.png"))
+
+        sign_in()
+        wait.until(lambda b: "/login" not in b.current_url)
+        seen["after_back"] = browser.current_url
+        session = browser.get_cookie("audit_session")
+        assert session is not None
+        seen["session"] = session["value"]
+        return seen
+    finally:
+        seen["browser"] = browser
+
+
+def _ended_session(browser: webdriver.Chrome, base: str, token: str) -> dict[str, Any]:
+    wait = WebDriverWait(browser, 30)
+    try:
+        browser.get(f"{base}/entities")
+        wait.until(expected_conditions.url_contains("expired=1"))
+        message = browser.find_element(By.ID, "message").text
+        browser.save_screenshot(str(ARTIFACTS / "console-session-ended.png"))
+        browser.get(f"{base}/login?next=//127.0.0.2/steal")  # a hostile next: never followed off this console
+        browser.find_element(By.ID, "credential").send_keys(token)
+        browser.find_element(By.CSS_SELECTOR, "#signin button").click()
+        wait.until(lambda b: "/login" not in b.current_url)
+        return {"message": message, "landed": browser.current_url}
+    finally:
+        browser.quit()
+
+
+async def test_deep_links_failure_states_and_the_end_of_a_session(
+    chromedriver: str, isolated: Isolated, audit: AuditProducer, projector: Any, api: httpx.AsyncClient
+) -> None:
+    async with audit.action(
+        "update", entity=Entity(id="deep-1", model="resource"), actor=Actor.user("u-ui"), tenant="acme"
+    ) as act:
+        pass
+    trace_id = act.audit_id.hex
+
+    async def projected() -> bool:
+        return bool((await api.get(f"/v1/traces/{trace_id}")).status_code == 200)
+
+    await eventually(projected)
+    token = await isolated.token(("audit:read",), ("acme",))
+    base = str(api.base_url).rstrip("/")
+    seen = await asyncio.to_thread(_signed_out_states, chromedriver, base, token, trace_id)
+    browser = seen["browser"]
+    if "session" not in seen:
+        browser.quit()
+        pytest.fail("the browser steps stopped early")
+    assert "update" in seen["trace"]
+    assert "resource/deep-1" in seen["trace"]
+    alert, live = seen["malformed"]
+    assert "not a trace id" in alert
+    assert live == ""  # never "live" for an id that cannot be one
+    assert seen["unknown"] == ("not live", False)  # and no bare table headers
+    assert "No execution-log lines were recorded under this trace." in seen["no_logs"]
+    back_url, shown = seen["back"]
+    assert "/login" in back_url
+    assert shown is False, "Back after sign-out showed audit data from the cache"
+    assert seen["after_back"] == f"{base}/?q=event:update"  # signing in again returns to where Back led
+    async with httpx.AsyncClient(base_url=base, cookies={"audit_session": seen["session"]}) as other:
+        assert (await other.delete("/v1/session")).status_code == 204  # signed out elsewhere
+    ended = await asyncio.to_thread(_ended_session, browser, base, token)
+    assert "session has ended" in ended["message"]
+    assert ended["landed"] == f"{base}/"

@@ -31,9 +31,16 @@ function who(user) {
 function outcomeLabel(status) { return status === "in_progress" ? "in progress" : status; }
 function setStatus(message, kind = "") { statusLine.className = kind; statusLine.textContent = message; }
 
+// Signed out or expired: to the sign-in page, which comes back here afterwards (and says why when a session ended).
+function signIn(res) {
+  const next = location.pathname + location.search;
+  const expired = (res.headers.get("www-authenticate") || "").includes("invalid_token");
+  location.assign(`/login?next=${encodeURIComponent(next)}${expired ? "&expired=1" : ""}`);
+}
+
 async function api(path) {
   const res = await fetch(path, { credentials: "same-origin" });
-  if (res.status === 401) { location.assign("/login"); throw new Error("signed out"); }
+  if (res.status === 401) { signIn(res); throw new Error("signed out"); }
   const type = res.headers.get("content-type") || "";
   const body = type.includes("json") ? await res.json() : await res.text();
   if (!res.ok) {
@@ -327,16 +334,29 @@ function logRow(l) {
 
 // ---- Trace view (live) ------------------------------------------------------------------------------------------
 let source = null;
+const TRACE_ID = /^(?:[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/i;
+function liveState(state, text) { $("trace-live").className = state; $("trace-live").textContent = text; }
 function traceView(traceId) {
   show("trace-view");
   $("trace-title").textContent = `Trace ${traceId}`;
-  $("trace-entry").replaceChildren(el("p", {}, "Waiting for the action to be recorded…"));
   const body = $("trace-logs").tBodies[0];
   body.replaceChildren();
   setStatus("");
-  if (source) source.close();
-  source = new EventSource(`/v1/traces/${traceId}/stream`);
-  $("trace-live").className = "live"; $("trace-live").textContent = "live";
+  if (source) { source.close(); source = null; }
+  $("trace-logs").hidden = false;
+  if (!TRACE_ID.test(traceId)) {
+    $("trace-logs").hidden = true;
+    $("trace-entry").replaceChildren(el("p", { class: "error", role: "alert" },
+      `"${traceId}" is not a trace id: 32 hexadecimal digits, with or without the dashes of a UUID.`));
+    liveState("", "");
+    return;
+  }
+  $("trace-entry").replaceChildren(el("p", {}, "Waiting for the action to be recorded…"));
+  liveState("connecting", "connecting…");
+  const url = `/v1/traces/${traceId}/stream`;
+  const stream = new EventSource(url);
+  source = stream;
+  stream.addEventListener("open", () => liveState("live", "live"));
   const entry = (ev) => {
     const e = JSON.parse(ev.data);
     $("trace-entry").replaceChildren(
@@ -345,17 +365,40 @@ function traceView(traceId) {
         " by ", who(e.user), " (tenant ", e.tenant_id, ") — ", el("span", { class: e.outcome.status, id: "trace-outcome" }, outcomeLabel(e.outcome.status))),
       ...entryBody(e));
   };
-  source.addEventListener("entry", entry);
-  source.addEventListener("outcome", entry);
-  source.addEventListener("log", (ev) => {
+  stream.addEventListener("entry", entry);
+  stream.addEventListener("outcome", entry);
+  stream.addEventListener("log", (ev) => {
     const l = JSON.parse(ev.data);
     const row = logRow(l);
     const later = [...body.rows].find((r) => r.querySelector("time").getAttribute("datetime") > l.time);
     body.insertBefore(row, later || null);
   });
-  source.addEventListener("end", () => { source.close(); $("trace-live").className = ""; $("trace-live").textContent = "finished"; });
-  source.addEventListener("error", (ev) => {
-    if (ev.data) { setStatus(JSON.parse(ev.data).detail, "error"); source.close(); }
+  stream.addEventListener("end", () => {
+    stream.close();
+    liveState("", "finished");
+    if (!body.rows.length) {
+      body.append(el("tr", { class: "empty" }, el("td", { colspan: "5" }, "No execution-log lines were recorded under this trace.")));
+    }
+  });
+  stream.addEventListener("error", async (ev) => {
+    if (source !== stream) return;
+    if (ev.data) { setStatus(JSON.parse(ev.data).detail, "error"); stream.close(); liveState("", "stopped"); return; }
+    if (stream.readyState === EventSource.CONNECTING) { liveState("reconnecting", "connection lost — reconnecting…"); return; }
+    // Closed: the server answered with an error, which EventSource does not expose; ask once to learn which.
+    liveState("", "not live");
+    const probe = new AbortController();
+    const res = await fetch(url, { credentials: "same-origin", signal: probe.signal }).catch(() => null);
+    probe.abort();
+    if (source !== stream) return;
+    if (res === null) { setStatus("the server cannot be reached", "error"); return; }
+    if (res.status === 401) { signIn(res); return; }
+    if (res.status === 404) {
+      $("trace-logs").hidden = true;
+      $("trace-entry").replaceChildren(el("p", { role: "status" }, "Nothing recorded for this trace."));
+      return;
+    }
+    const detail = await res.clone().json().then((b) => b.detail).catch(() => res.statusText);
+    setStatus(typeof detail === "string" ? detail : `the live view failed (${res.status})`, "error");
   });
 }
 
