@@ -304,6 +304,10 @@ async def test_the_console_end_to_end(
             def export_link(c: Console) -> tuple[str, str]:
                 c.browser.get(f"{c.base}/?q=tenant%3Aglobex")
                 c.settled()
+                assert c.browser.find_element(By.ID, "exports").is_displayed()  # the credential has audit:export
+                assert c.browser.find_element(By.ID, "th-tenant").is_displayed()  # the view spans tenants
+                tenants = {td.text for td in c.browser.find_elements(By.CSS_SELECTOR, "#rows td.tenant")}
+                assert tenants == {"globex"}, tenants
                 href = c.browser.find_element(By.ID, "export-csv").get_attribute("href") or ""
                 return href, c.browser.get_cookie("audit_session")["value"]  # type: ignore[index]
 

@@ -132,6 +132,31 @@ def _signed_out_states(chromedriver: str, base: str, token: str, trace_id: str) 
         seen["unknown"] = (live_text(), browser.find_element(By.ID, "trace-logs").is_displayed())
         browser.save_screenshot(str(ARTIFACTS / "console-trace-unknown.png"))
 
+        browser.get(f"{base}/")
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#top-users a"))
+        seen["offers"] = {
+            "exports": browser.find_element(By.ID, "exports").is_displayed(),  # audit:read only: none offered
+            "tenant_column": browser.find_element(By.ID, "th-tenant").is_displayed(),  # one tenant: no column
+            "top_user": browser.find_element(By.CSS_SELECTOR, "#top-users a").get_attribute("href"),
+            "placeholder": browser.find_element(By.ID, "q").get_attribute("placeholder"),
+        }
+        browser.find_element(By.ID, "q").send_keys("user:u-ui")
+        browser.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()  # Apply keeps the typed query
+        wait.until(lambda b: "q=user%3Au-ui" in b.current_url)
+        seen["applied"] = browser.current_url
+        query = browser.find_element(By.ID, "q")
+        query.clear()
+        query.send_keys('action:"')  # a search error: every part of the page shows it, nothing of the last view
+        browser.find_element(By.CSS_SELECTOR, "#search button").click()
+        wait.until(lambda b: b.find_element(By.ID, "status").get_attribute("class") == "error")
+        seen["error_view"] = {
+            "rows": len(browser.find_elements(By.CSS_SELECTOR, "#rows tr")),
+            "chart": browser.find_element(By.ID, "chart").get_attribute("innerHTML"),
+            "tops": browser.find_element(By.ID, "top-users").text + browser.find_element(By.ID, "top-entities").text,
+            "older": browser.find_element(By.ID, "next").is_enabled(),
+        }
+        browser.save_screenshot(str(ARTIFACTS / "console-search-error.png"))
+
         browser.get(f"{base}/?q=event:update")
         wait.until(lambda b: "entry" in b.page_source and trace_id[:8] in b.page_source)
         browser.find_element(By.ID, "signout").click()
@@ -195,6 +220,13 @@ async def test_deep_links_failure_states_and_the_end_of_a_session(
     assert live == ""  # never "live" for an id that cannot be one
     assert seen["unknown"] == ("not live", False)  # and no bare table headers
     assert "No execution-log lines were recorded under this trace." in seen["no_logs"]
+    offers = seen["offers"]
+    assert offers["exports"] is False
+    assert offers["tenant_column"] is False
+    assert "user_id=u-ui" in offers["top_user"]  # top users narrow the table, as top entities do
+    assert "user:u-" in offers["placeholder"]  # the example names ids as the demo has them
+    assert "q=user%3Au-ui" in seen["applied"]
+    assert seen["error_view"] == {"rows": 0, "chart": "", "tops": "", "older": False}
     back_url, shown = seen["back"]
     assert "/login" in back_url
     assert shown is False, "Back after sign-out showed audit data from the cache"

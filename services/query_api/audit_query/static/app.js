@@ -58,6 +58,7 @@ function show(view) {
 }
 
 // ---- Audit Log ----------------------------------------------------------------------------------------------------
+const caller = { spansTenants: false };
 const filters = $("filters");
 for (const a of ACTIONS) $("f-event").add(new Option(a, a));
 const FILTER_KEYS = ["q", "event", "user_id", "model", "entity_id", "outcome", "range", "since", "until", "sort", "order", "cursor"];
@@ -123,7 +124,10 @@ async function auditView() {
     setStatus(page.data.length ? "" : "No entries match this view.");
   } catch (e) {
     if (stale(mine)) return;
+    // Every part of the page shows the same error: no chart, top lists or pager left over from another view.
     $("rows").replaceChildren(); $("total").textContent = "";
+    $("chart").replaceChildren(); $("top-users").replaceChildren(); $("top-entities").replaceChildren();
+    $("prev").disabled = true; $("next").disabled = true;
     setStatus(e.message, "error");
     return;
   }
@@ -140,6 +144,7 @@ function renderRows(page, state) {
       el("td", {}, timeCell(e.time)), el("td", {}, who(e.user)), el("td", {}, e.event), el("td", {}, entityLink),
       el("td", {}, e.entity.model), el("td", { class: "mono" }, e.audit_id),
       el("td", { class: e.outcome.status }, outcomeLabel(e.outcome.status)));
+    if (caller.spansTenants) tr.append(el("td", { class: "tenant" }, e.tenant_id));
     const open = () => go(`/traces/${e.trace_id}`);
     tr.onclick = (ev) => { if (ev.target.tagName !== "A") open(); };
     tr.onkeydown = (ev) => {
@@ -172,7 +177,9 @@ async function drawCharts(params, mine = generation) {
     bar.addEventListener("click", narrow);
     bar.addEventListener("keydown", (ev) => { if (ev.key === "Enter") narrow(); });
   }
-  $("top-users").replaceChildren(...users.rows.map((r) => el("li", {}, `${r.user ?? "System"} — ${r.count}`)));
+  $("top-users").replaceChildren(...users.rows.map((r) => el("li", {}, r.user
+    ? el("a", { href: "/?" + new URLSearchParams({ ...viewState(), user_id: r.user, cursor: "" }) }, r.user)
+    : "System", ` — ${r.count}`)));
   $("top-entities").replaceChildren(...entities.rows.map((r) => {
     const [model, ...id] = r.entity.split("/");
     return el("li", {}, el("a", { href: `/entities/${encodeURIComponent(model)}/${encodeURIComponent(id.join("/"))}` }, r.entity), ` — ${r.count}`);
@@ -191,7 +198,7 @@ document.addEventListener("keydown", (ev) => {
 $("search").onsubmit = (ev) => { ev.preventDefault(); navigate({ ...viewState(), q: $("q").value.trim(), cursor: "" }); };
 filters.onsubmit = (ev) => {
   ev.preventDefault();
-  const state = { q: viewState().q, sort: viewState().sort, order: viewState().order };
+  const state = { q: $("q").value.trim(), sort: viewState().sort, order: viewState().order };
   for (const [k, v] of new FormData(filters)) if (v) state[k] = (k === "since" || k === "until") ? new Date(v).toISOString() : v;
   navigate(state);
 };
@@ -427,8 +434,15 @@ $("signout").onclick = async () => {
   await fetch("/v1/session", { method: "DELETE", credentials: "same-origin" });
   location.assign("/login");
 };
-(async () => {
+// Who is signed in decides what the page offers: exports only with audit:export (a link that can only fail is
+// not offered), a tenant column when the view spans tenants.
+const whoami = (async () => {
   const res = await fetch("/v1/session", { credentials: "same-origin" });
-  if (res.ok) { const me = await res.json(); $("who").textContent = `signed in as ${me.name}`; }
+  if (!res.ok) return;
+  const me = await res.json();
+  $("who").textContent = `signed in as ${me.name}`;
+  caller.spansTenants = me.tenants === null || me.tenants.length > 1;
+  $("th-tenant").hidden = !caller.spansTenants;
+  $("exports").hidden = !me.scopes.includes("audit:export");
 })();
-route();
+whoami.finally(route);
