@@ -3,6 +3,7 @@
 import asyncio
 import shutil
 import tempfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,9 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from audit_producer import Actor, AuditProducer, Entity
+from audit_schemas import encode
 from tests.conftest import Isolated
+from tests.factories import action_event, key_of, send_keyed
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.browser]
@@ -134,10 +137,17 @@ def _signed_out_states(chromedriver: str, base: str, token: str, trace_id: str) 
 
         browser.get(f"{base}/")
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#top-users a"))
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#chart rect.bar"))
+        seen["all_time"] = {
+            "first_bar": min(b.get_attribute("data-since") or "" for b in
+                             browser.find_elements(By.CSS_SELECTOR, "#chart rect.bar")),
+            "top_entities": browser.find_element(By.ID, "top-entities").text,
+        }  # fmt: skip
+        browser.save_screenshot(str(ARTIFACTS / "console-all-time.png"))
         seen["offers"] = {
             "exports": browser.find_element(By.ID, "exports").is_displayed(),  # audit:read only: none offered
             "tenant_column": browser.find_element(By.ID, "th-tenant").is_displayed(),  # one tenant: no column
-            "top_user": browser.find_element(By.CSS_SELECTOR, "#top-users a").get_attribute("href"),
+            "top_users": [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "#top-users a")],
             "placeholder": browser.find_element(By.ID, "q").get_attribute("placeholder"),
         }
         browser.find_element(By.ID, "q").send_keys("user:u-ui")
@@ -201,9 +211,14 @@ async def test_deep_links_failure_states_and_the_end_of_a_session(
     ) as act:
         pass
     trace_id = act.audit_id.hex
+    old = action_event("ancient-1")  # thirty days ago: "all time" must reach it
+    month_ago = datetime.now(UTC) - timedelta(days=30)
+    old = old.model_copy(update={"time": month_ago, "data": old.data.model_copy(update={"started_at": month_ago})})
+    await send_keyed(isolated.stack.bootstrap, isolated.projector.audit_topic, [(encode(old), key_of(old))])
 
     async def projected() -> bool:
-        return bool((await api.get(f"/v1/traces/{trace_id}")).status_code == 200)
+        found = (await api.get(f"/v1/traces/{trace_id}")).status_code == 200
+        return found and (await api.get(f"/v1/audit/{old.data.audit_id}")).status_code == 200
 
     await eventually(projected)
     token = await isolated.token(("audit:read",), ("acme",))
@@ -220,10 +235,13 @@ async def test_deep_links_failure_states_and_the_end_of_a_session(
     assert live == ""  # never "live" for an id that cannot be one
     assert seen["unknown"] == ("not live", False)  # and no bare table headers
     assert "No execution-log lines were recorded under this trace." in seen["no_logs"]
+    almost_a_month = (datetime.now(UTC) - timedelta(days=29)).isoformat()
+    assert seen["all_time"]["first_bar"] < almost_a_month, seen["all_time"]  # not the last 7 days only
+    assert "resource/ancient-1" in seen["all_time"]["top_entities"]
     offers = seen["offers"]
     assert offers["exports"] is False
     assert offers["tenant_column"] is False
-    assert "user_id=u-ui" in offers["top_user"]  # top users narrow the table, as top entities do
+    assert any(h.endswith("/?user_id=u-ui") for h in offers["top_users"]), offers  # they narrow the table
     assert "user:u-" in offers["placeholder"]  # the example names ids as the demo has them
     assert "q=user%3Au-ui" in seen["applied"]
     assert seen["error_view"] == {"rows": 0, "chart": "", "tops": "", "older": False}

@@ -59,6 +59,7 @@ function show(view) {
 
 // ---- Audit Log ----------------------------------------------------------------------------------------------------
 const caller = { spansTenants: false };
+const MAX_CHART_DAYS = 400;
 const filters = $("filters");
 for (const a of ACTIONS) $("f-event").add(new Option(a, a));
 const FILTER_KEYS = ["q", "event", "user_id", "model", "entity_id", "outcome", "range", "since", "until", "sort", "order", "cursor"];
@@ -163,7 +164,20 @@ function renderRows(page, state) {
 async function drawCharts(params, mine = generation) {
   const stack = $("stack").value;
   const chartParams = new URLSearchParams([...params, ["stack", stack]]);
-  if (!chartParams.get("since")) chartParams.set("since", new Date(Date.now() - 7 * 86400e3).toISOString());
+  $("chart-range").textContent = "";
+  if (!chartParams.get("since")) {
+    // All time: the chart and top lists start where the view's oldest entry is, as the table's count does
+    // (the API draws at most 400 days; beyond that the caption says what is left out).
+    const oldest = await api("/v1/audit?" + new URLSearchParams([...params, ["sort", "time"], ["order", "asc"], ["limit", "1"]]));
+    const now = Date.now();
+    let since = oldest.data.length ? Date.parse(oldest.data[0].time) : now - 86400e3;
+    if (now - since > MAX_CHART_DAYS * 86400e3) {
+      since = now - MAX_CHART_DAYS * 86400e3;
+      $("chart-range").textContent = `The chart and top lists cover the last ${MAX_CHART_DAYS} days; the table covers all time.`;
+    }
+    chartParams.set("since", new Date(Math.min(since, now - 60e3)).toISOString());
+    chartParams.set("until", new Date(now + 1e3).toISOString());
+  }
   const [svgText, users, entities] = await Promise.all([
     api("/v1/audit/chart.svg?" + chartParams),
     api("/v1/audit/stats?" + new URLSearchParams([...chartParams].filter(([k]) => k !== "stack").concat([["group_by", "user"], ["limit", "5"]]))),
@@ -178,7 +192,7 @@ async function drawCharts(params, mine = generation) {
     bar.addEventListener("keydown", (ev) => { if (ev.key === "Enter") narrow(); });
   }
   $("top-users").replaceChildren(...users.rows.map((r) => el("li", {}, r.user
-    ? el("a", { href: "/?" + new URLSearchParams({ ...viewState(), user_id: r.user, cursor: "" }) }, r.user)
+    ? el("a", { href: "/?" + new URLSearchParams(Object.entries({ ...viewState(), user_id: r.user }).filter(([k]) => k !== "cursor")) }, r.user)
     : "System", ` — ${r.count}`)));
   $("top-entities").replaceChildren(...entities.rows.map((r) => {
     const [model, ...id] = r.entity.split("/");
