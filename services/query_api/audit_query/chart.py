@@ -18,21 +18,23 @@ PAD_BOTTOM: Final = 22
 PAD_TOP: Final = 10
 LEGEND: Final = 150
 PALETTE: Final = (
-    "#3867d6",
-    "#20bf6b",
-    "#eb3b5a",
-    "#f7b731",
-    "#8854d0",
-    "#0fb9b1",
-    "#fa8231",
-    "#4b6584",
-    "#a5b1c2",
-    "#2d98da",
-    "#26de81",
-    "#fc5c65",
-    "#778ca3",
+    # Okabe and Ito's colour-blind-safe set, then the darker members of Paul Tol's "muted" scheme: thirteen
+    # colours, one per action, told apart also with deuteranopia and protanopia; the legend names each.
+    "#0072B2",
+    "#E69F00",
+    "#009E73",
+    "#D55E00",
+    "#56B4E9",
+    "#CC79A7",
+    "#F0E442",
+    "#332288",
+    "#882255",
+    "#44AA99",
+    "#999933",
+    "#AA4499",
+    "#000000",
 )
-STATUS_COLOURS: Final = {"succeeded": "#20bf6b", "failed": "#eb3b5a", "aborted": "#778ca3", "in_progress": "#f7b731"}
+STATUS_COLOURS: Final = {"succeeded": "#009E73", "failed": "#D55E00", "aborted": "#999999", "in_progress": "#E69F00"}
 
 
 def _buckets(since: datetime, until: datetime, size: BucketSize) -> list[datetime]:
@@ -104,11 +106,12 @@ def render(
                 f'<text x="{x + bar_w / 2:.1f}" y="{HEIGHT - 6}" text-anchor="middle" font-size="10">'
                 f"{escape(label)}</text>"
             )
-    for i, name in enumerate(names[:12]):
-        y = PAD_TOP + 4 + i * 14
+    step = min(14.0, (HEIGHT - PAD_TOP - 12) / max(len(names), 1))  # every series has its legend entry
+    for i, name in enumerate(names):
+        y = PAD_TOP + 4 + i * step
         x = WIDTH - LEGEND + 10
-        parts.append(f'<rect x="{x}" y="{y}" width="10" height="10" fill="{colours[name]}"/>')
-        parts.append(f'<text x="{x + 14}" y="{y + 9}" font-size="11">{escape(name)}</text>')
+        parts.append(f'<rect x="{x}" y="{y:.1f}" width="10" height="10" fill="{colours[name]}"/>')
+        parts.append(f'<text x="{x + 14}" y="{y + 9:.1f}" font-size="11" class="legend">{escape(name)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
