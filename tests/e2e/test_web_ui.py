@@ -123,6 +123,10 @@ def _signed_out_states(chromedriver: str, base: str, token: str, trace_id: str) 
         wait.until(lambda b: live_text() == "finished")
         seen["trace"] = browser.find_element(By.ID, "trace-entry").text
         seen["no_logs"] = browser.find_element(By.ID, "trace-logs").text
+        seen["diff"] = [
+            [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+            for tr in browser.find_elements(By.CSS_SELECTOR, "#trace-entry table.diff tr")
+        ][1:]
         browser.save_screenshot(str(ARTIFACTS / "console-trace-returned-to.png"))
 
         browser.get(f"{base}/traces/not-a-trace")
@@ -209,7 +213,9 @@ async def test_deep_links_failure_states_and_the_end_of_a_session(
     async with audit.action(
         "update", entity=Entity(id="deep-1", model="resource"), actor=Actor.user("u-ui"), tenant="acme"
     ) as act:
-        pass
+        act.change(
+            "config", {"cpu": 1, "limits": {"mem": 512, "disk": 10}}, {"cpu": 1, "limits": {"mem": 1024}, "gpu": 0}
+        )
     trace_id = act.audit_id.hex
     old = action_event("ancient-1")  # thirty days ago: "all time" must reach it
     month_ago = datetime.now(UTC) - timedelta(days=30)
@@ -230,6 +236,11 @@ async def test_deep_links_failure_states_and_the_end_of_a_session(
         pytest.fail("the browser steps stopped early")
     assert "update" in seen["trace"]
     assert "resource/deep-1" in seen["trace"]
+    assert seen["diff"] == [  # nested objects diffed by path: only what changed
+        ["config.gpu", "—", "0"],
+        ["config.limits.disk", "10", "—"],
+        ["config.limits.mem", "512", "1024"],
+    ]
     alert, live = seen["malformed"]
     assert "not a trace id" in alert
     assert live == ""  # never "live" for an id that cannot be one

@@ -329,6 +329,20 @@ function activityItem(e) {
   });
   return el("li", { "data-audit-id": e.audit_id }, details);
 }
+// A change set's nested objects diffed by path (`config.limits.cpu`): only the paths whose values differ, with
+// "—" where a side has no such path; arrays and scalars compare whole.
+const ABSENT = Symbol("absent");
+const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+function changedPaths(path, before, after) {
+  if (isObject(before) && isObject(after)) {
+    const keys = [...new Set([...Object.keys(before), ...Object.keys(after)])].sort();
+    return keys.flatMap((k) => changedPaths(`${path}.${k}`,
+      Object.hasOwn(before, k) ? before[k] : ABSENT, Object.hasOwn(after, k) ? after[k] : ABSENT));
+  }
+  if (isObject(before) && after === ABSENT) return Object.keys(before).sort().flatMap((k) => changedPaths(`${path}.${k}`, before[k], ABSENT));
+  if (isObject(after) && before === ABSENT) return Object.keys(after).sort().flatMap((k) => changedPaths(`${path}.${k}`, ABSENT, after[k]));
+  return JSON.stringify(before) === JSON.stringify(after) ? [] : [[path, before, after]];
+}
 function entryBody(entry) {
   const out = [];
   const o = entry.outcome;
@@ -336,8 +350,11 @@ function entryBody(entry) {
   if (o.changes && Object.keys(o.changes).length) {
     const table = el("table", { class: "diff" }, el("tr", {}, el("th", {}, "Field"), el("th", {}, "Before"), el("th", {}, "After")));
     for (const [field, change] of Object.entries(o.changes)) {
-      table.append(el("tr", {}, el("td", {}, field), el("td", { class: "before" }, JSON.stringify(change.before)),
-        el("td", { class: "after" }, JSON.stringify(change.after))));
+      for (const [path, before, after] of changedPaths(field, change.before, change.after)) {
+        table.append(el("tr", {}, el("td", { class: "mono" }, path),
+          el("td", { class: "before" }, before === ABSENT ? "—" : JSON.stringify(before)),
+          el("td", { class: "after" }, after === ABSENT ? "—" : JSON.stringify(after))));
+      }
     }
     out.push(table);
   }
