@@ -1,6 +1,8 @@
 """The console in a real (headless) browser: sign in with a token, see only your tenant, sign out for good."""
 
 import asyncio
+import json
+import re
 import shutil
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -123,6 +125,14 @@ def _signed_out_states(chromedriver: str, base: str, token: str, trace_id: str) 
         wait.until(lambda b: live_text() == "finished")
         seen["trace"] = browser.find_element(By.ID, "trace-entry").text
         seen["no_logs"] = browser.find_element(By.ID, "trace-logs").text
+        terms = browser.find_elements(By.CSS_SELECTOR, "#entry-detail dt")
+        values = browser.find_elements(By.CSS_SELECTOR, "#entry-detail dd")
+        seen["detail"] = {t.text: v.text for t, v in zip(terms, values, strict=True)}
+        seen["proof"] = browser.find_element(By.CSS_SELECTOR, "#proof a").get_attribute("href")
+        seen["command"] = browser.find_element(By.CSS_SELECTOR, "pre.command").text
+        browser.find_element(By.CSS_SELECTOR, "details summary").click()
+        seen["raw"] = browser.find_element(By.ID, "raw-json").text
+        browser.save_screenshot(str(ARTIFACTS / "console-entry-detail.png"))
         seen["diff"] = [
             [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
             for tr in browser.find_elements(By.CSS_SELECTOR, "#trace-entry table.diff tr")
@@ -236,6 +246,16 @@ async def test_deep_links_failure_states_and_the_end_of_a_session(
         pytest.fail("the browser steps stopped early")
     assert "update" in seen["trace"]
     assert "resource/deep-1" in seen["trace"]
+    detail = seen["detail"]
+    assert detail["Trace id"] == trace_id
+    assert detail["Tenant"] == "acme"
+    assert detail["Source"] == "test-service"
+    assert {"Request id", "Client IP", "User agent", "Correlation id", "Duration", "Revision"} <= set(detail)
+    assert re.search(r"\.\d{3}", detail["Time"]), detail["Time"]  # to the millisecond
+    assert detail["Duration"].endswith(" ms")
+    assert seen["proof"].endswith(f"/v1/audit/{act.audit_id}/proof")
+    assert seen["command"].startswith("audit-schemas verify-inclusion ")
+    assert json.loads(seen["raw"])["trace_id"] == trace_id
     assert seen["diff"] == [  # nested objects diffed by path: only what changed
         ["config.gpu", "—", "0"],
         ["config.limits.disk", "10", "—"],

@@ -370,6 +370,49 @@ function logRow(l) {
     el("td", {}, l.logger), el("td", {}, l.message), el("td", { class: "mono" }, JSON.stringify(l.fields)));
 }
 
+// Every field of an entry, its raw JSON (copyable), and its inclusion proof with the command that checks it
+// offline; `#browser-verification` is where a verification made in this browser reports.
+function exactTime(iso) {
+  if (!iso) return "—";
+  const d = new Date(iso);
+  const local = d.toLocaleString(undefined, {
+    year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit",
+    fractionalSecondDigits: 3, timeZoneName: "short",
+  });
+  return `${iso} (${local})`;
+}
+function detailBlock(e) {
+  const o = e.outcome, r = e.request || {};
+  const fields = [
+    ["Audit id", e.audit_id], ["Trace id", e.trace_id], ["Tenant", e.tenant_id], ["Time", exactTime(e.time)],
+    ["Event", e.event], ["Entity", `${e.entity.model}/${e.entity.id}`],
+    ["User", `${e.user.type}${e.user.id ? ` ${e.user.id}` : ""}${e.user.display_name ? ` (${e.user.display_name})` : ""}`],
+    ["Source", e.source], ["Request id", r.request_id], ["Client IP", r.client_ip], ["User agent", r.user_agent],
+    ["Correlation id", e.correlation_id], ["OpenTelemetry trace", e.otel_trace_id],
+    ["Outcome", outcomeLabel(o.status)], ["Finished", o.finished_at ? exactTime(o.finished_at) : null],
+    ["Duration", o.duration_ms == null ? null : `${Number(o.duration_ms.toFixed(3))} ms`], ["Revision", o.revision],
+    ["Error", o.error ? `${o.error.type}: ${o.error.message}` : null],
+  ];
+  const list = el("dl", { class: "detail", id: "entry-detail" });
+  for (const [name, value] of fields) {
+    list.append(el("dt", {}, name), el("dd", { class: value == null ? "none" : "" }, value == null ? "—" : String(value)));
+  }
+  const raw = JSON.stringify(e, null, 2);
+  const copy = el("button", { type: "button", id: "copy-json" }, "Copy JSON");
+  copy.onclick = async () => {
+    try { await navigator.clipboard.writeText(raw); copy.textContent = "Copied"; }
+    catch { const sel = getSelection(); sel.selectAllChildren($("raw-json")); copy.textContent = "Selected: press Ctrl+C"; }
+  };
+  const proof = `/v1/audit/${e.audit_id}/proof`;
+  return el("section", { class: "entry-detail", "aria-label": "Entry detail" },
+    el("h3", {}, "Detail"), list,
+    el("details", {}, el("summary", {}, "Raw JSON"), copy, el("pre", { id: "raw-json", class: "mono" }, raw)),
+    el("p", { id: "proof" }, "Proof: ", el("a", { href: proof, download: `proof-${e.trace_id}.json` }, "inclusion proof (JSON)"),
+      " — check it offline, against the log key you pinned (", el("a", { href: "/v1/keys" }, "published keys"), "):"),
+    el("pre", { class: "mono command" }, `audit-schemas verify-inclusion proof-${e.trace_id}.json --key <log verifier key>`),
+    el("p", { id: "browser-verification", role: "status" }));
+}
+
 // ---- Trace view (live) ------------------------------------------------------------------------------------------
 let source = null;
 const TRACE_ID = /^(?:[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/i;
@@ -401,7 +444,7 @@ function traceView(traceId) {
       el("p", {}, timeCell(e.time), " ", el("strong", {}, e.event), " ",
         el("a", { href: entityHref(e.entity.model, e.entity.id, e.tenant_id) }, `${e.entity.model}/${e.entity.id}`),
         " by ", who(e.user), " (tenant ", e.tenant_id, ") — ", el("span", { class: e.outcome.status, id: "trace-outcome" }, outcomeLabel(e.outcome.status))),
-      ...entryBody(e));
+      ...entryBody(e), detailBlock(e));
   };
   stream.addEventListener("entry", entry);
   stream.addEventListener("outcome", entry);
