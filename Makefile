@@ -27,10 +27,11 @@ pytest: .venv/.ok
 test-containers: .venv/.ok
 	deploy/containers/suite.sh
 
-## The fault tests on a three-broker KRaft cluster (stack.sh up cluster): leader and controller killed, a projector
-## killed mid-stream, two brokers down; each bounded, about two minutes in all.
+## The fault tests on a three-broker KRaft cluster (stack.sh up cluster) and PostgreSQL under pg_auto_failover
+## (stack.sh up ha): leader killed and frozen, controller killed, a projector killed mid-stream, two brokers down, the
+## primary killed and frozen; each bounded, about five minutes in all.
 test-cluster: .venv/.ok
-	AUDIT_TEST_CLUSTER=1 $(VENV)/pytest -p no:cacheprovider tests/cluster
+	AUDIT_TEST_CLUSTER=1 $(VENV)/pytest -p no:cacheprovider -rP tests/cluster  # -rP: each fault test prints its figures
 
 stack: .venv/.ok
 	deploy/local/stack.sh up
