@@ -108,6 +108,12 @@ class KafkaPublisher:
             try:
                 await asyncio.wait_for(producer.stop(), timeout_s or self._timeout * 2)
             except (TimeoutError, KafkaError, OSError):
+                # aiokafka has no public way to abandon a flush: cancel its sender task (else it is left pending
+                # and destroyed later), then close the sockets.
+                sender = getattr(producer, "_sender", None)
+                if sender is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(sender.close(), 1)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(producer.client.close(), 1)
 
