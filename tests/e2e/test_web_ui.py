@@ -11,13 +11,14 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-from audit_producer import Actor, AuditProducer, Entity
+from audit_producer import Actor, AuditProducer, Entity, add_trace_context
 from audit_schemas import encode
 from tests.conftest import Isolated
 from tests.factories import action_event, key_of, send_keyed
@@ -285,3 +286,89 @@ async def test_deep_links_failure_states_and_the_end_of_a_session(
     ended = await asyncio.to_thread(_ended_session, browser, base, token)
     assert "session has ended" in ended["message"]
     assert ended["landed"] == f"{base}/"
+
+
+LONG_ID = "tenant-resource-" + "x" * 240  # 256 characters
+
+
+def _phone_and_long_values(chromedriver: str, base: str, token: str, trace_id: str) -> dict[str, Any]:
+    """Runs in a thread: long values at desktop width, then the same pages at 390 px (a phone)."""
+    browser = _browser(chromedriver)
+    wait = WebDriverWait(browser, 30)
+    seen: dict[str, Any] = {}
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    width = "return document.documentElement.scrollWidth"
+    try:
+        browser.get(f"{base}/login")
+        browser.find_element(By.ID, "credential").send_keys(token)
+        browser.find_element(By.CSS_SELECTOR, "#signin button").click()
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#rows tr.entry"))
+        row = browser.find_element(By.CSS_SELECTOR, "#rows tr.entry")
+        seen["row_height"] = row.size["height"]
+        seen["entity_title"] = row.find_element(By.CSS_SELECTOR, "td.clip a").get_attribute("title")
+        browser.get(f"{base}/traces/{trace_id}")
+        wait.until(lambda b: b.find_element(By.ID, "trace-live").text == "finished")
+        seen["desktop"] = (browser.execute_script(width), browser.find_element(By.ID, "trace-logs").size["width"])
+        browser.save_screenshot(str(ARTIFACTS / "console-long-values.png"))
+
+        browser.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride", {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
+        )
+        browser.get(f"{base}/")
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#chart svg"))
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#top-entities li"))
+        tops = browser.find_element(By.ID, "top-entities")
+        seen["phone_log"] = {
+            "page": browser.execute_script(width),
+            "chart": browser.find_element(By.ID, "chart-box").size["width"],
+            "tops_right": tops.location["x"] + tops.size["width"],
+            "header_hidden": not browser.find_element(By.CSS_SELECTOR, "#audit-table thead").is_displayed(),
+        }
+        browser.save_screenshot(str(ARTIFACTS / "console-phone-audit-log.png"))
+        browser.get(f"{base}/traces/{trace_id}")
+        wait.until(lambda b: b.find_element(By.ID, "trace-live").text == "finished")
+        after = browser.find_element(By.CSS_SELECTOR, ".diff td.after")
+        seen["phone_trace"] = {
+            "wide": browser.execute_script(
+                "return [...document.querySelectorAll('body *')].filter(e => e.scrollWidth > e.clientWidth + 1 && "
+                "getComputedStyle(e).overflowX === 'visible').slice(0, 6).map(e => e.tagName + '.' + e.className + "
+                "'#' + e.id + ':' + e.scrollWidth + '/' + e.clientWidth)"
+            ),
+            "page": browser.execute_script(width),
+            "after_right": after.location["x"] + after.size["width"],
+        }
+        browser.save_screenshot(str(ARTIFACTS / "console-phone-trace.png"))
+        return seen
+    finally:
+        browser.quit()
+
+
+async def test_long_values_stay_readable_and_the_console_works_on_a_phone(
+    chromedriver: str, isolated: Isolated, audit: AuditProducer, projector: Any, api: httpx.AsyncClient
+) -> None:
+    log = structlog.wrap_logger(structlog.ReturnLogger(), processors=[add_trace_context, audit.logs])
+    actor = Actor.user("u-" + "long" * 20, "A Very Long Display Name " * 6)
+    async with audit.action("update", entity=Entity(id=LONG_ID, model="resource"), actor=actor, tenant="acme") as act:
+        act.change("description", "short", "a much longer description " * 12)
+        log.info("resized " + "volume " * 40, detail={"path": "/" + "deep/" * 60})
+    trace_id = act.audit_id.hex
+
+    async def projected() -> bool:
+        trace = (await api.get(f"/v1/traces/{trace_id}")).json()
+        return bool(trace.get("logs")) and trace["entry"]["outcome"]["status"] == "succeeded"
+
+    await eventually(projected)
+    token = await isolated.token(("audit:read",), ("acme",))
+    seen = await asyncio.to_thread(_phone_and_long_values, chromedriver, str(api.base_url).rstrip("/"), token, trace_id)
+    assert seen["row_height"] < 60, seen  # one line, cut, not three or four lines
+    assert seen["entity_title"] == LONG_ID  # the whole value on hover
+    page, logs = seen["desktop"]
+    assert page <= 1400, seen
+    assert logs <= 1400, seen  # the log table stays inside the window
+    phone = seen["phone_log"]
+    assert phone["page"] <= 390, phone  # no sideways scrolling
+    assert phone["chart"] >= 330, phone  # full width, not a thumbnail
+    assert phone["tops_right"] <= 390, phone
+    assert phone["header_hidden"] is True  # rows as cards
+    assert seen["phone_trace"]["page"] <= 390, seen["phone_trace"]
+    assert seen["phone_trace"]["after_right"] <= 390, seen  # the diff's "After" reachable

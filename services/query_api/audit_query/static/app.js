@@ -141,11 +141,15 @@ function renderRows(page, state) {
   for (const e of page.data) {
     const tr = el("tr", { class: "entry", tabindex: "0", "data-audit-id": e.audit_id });
     const entityLink = el("a", { href: entityHref(e.entity.model, e.entity.id, e.tenant_id) }, e.entity.id);
+    entityLink.title = e.entity.id;
     tr.append(
-      el("td", {}, timeCell(e.time)), el("td", {}, who(e.user)), el("td", {}, e.event), el("td", {}, entityLink),
-      el("td", {}, e.entity.model), el("td", { class: "mono" }, e.audit_id),
-      el("td", { class: e.outcome.status }, outcomeLabel(e.outcome.status)));
-    if (caller.spansTenants) tr.append(el("td", { class: "tenant" }, e.tenant_id));
+      el("td", { "data-label": "Time" }, timeCell(e.time)),
+      el("td", { "data-label": "User", class: "clip", title: who(e.user) }, who(e.user)),
+      el("td", { "data-label": "Event" }, e.event), el("td", { "data-label": "Entity ID", class: "clip" }, entityLink),
+      el("td", { "data-label": "Model", class: "clip", title: e.entity.model }, e.entity.model),
+      el("td", { "data-label": "Audit Log ID", class: "mono" }, e.audit_id),
+      el("td", { "data-label": "Outcome", class: e.outcome.status }, outcomeLabel(e.outcome.status)));
+    if (caller.spansTenants) tr.append(el("td", { "data-label": "Tenant", class: "tenant clip", title: e.tenant_id }, e.tenant_id));
     const open = () => go(`/traces/${e.trace_id}`);
     tr.onclick = (ev) => { if (ev.target.tagName !== "A") open(); };
     tr.onkeydown = (ev) => {
@@ -366,8 +370,11 @@ function logTable(logs) {
   return table;
 }
 function logRow(l) {
-  return el("tr", { class: `level-${l.level}`, "data-log-id": l.log_id }, el("td", {}, timeCell(l.time)), el("td", {}, l.level),
-    el("td", {}, l.logger), el("td", {}, l.message), el("td", { class: "mono" }, JSON.stringify(l.fields)));
+  const fields = JSON.stringify(l.fields);
+  return el("tr", { class: `level-${l.level}`, "data-log-id": l.log_id }, el("td", { "data-label": "Time" }, timeCell(l.time)),
+    el("td", { "data-label": "Level" }, l.level), el("td", { "data-label": "Logger", class: "clip", title: l.logger || "" }, l.logger),
+    el("td", { "data-label": "Message", class: "message" }, l.message),
+    el("td", { "data-label": "Fields", class: "mono fields", title: fields }, fields));
 }
 
 // Every field of an entry, its raw JSON (copyable), and its inclusion proof with the command that checks it
