@@ -424,9 +424,14 @@ start_ha() {
     ha_run "$n"
     [ "$n" = 1 ] && sleep 3  # the first node becomes primary before the second registers as its standby
   done
-  ha_wait_states
-  local primary
-  primary=$(ha_port_of "$(ha_primary)")
+  local primary="" deadline=$((SECONDS + 120))
+  until [[ "$primary" =~ ^[12]$ ]]; do  # settled, and the monitor names the primary (it may be busy or between states)
+    [ $SECONDS -lt $deadline ] || die "pg_auto_failover names no primary"
+    ha_wait_states
+    primary=$(ha_primary 2>/dev/null) || primary=""
+    [[ "$primary" =~ ^[12]$ ]] || sleep 1
+  done
+  primary=$(ha_port_of "$primary")
   log "bootstrapping roles and database on the primary (127.0.0.1:$primary)"
   as_pg psql -q -h 127.0.0.1 -p "$primary" -U postgres -d postgres -v ON_ERROR_STOP=1 \
     -f "$here/../sql/bootstrap.sql" >/dev/null
