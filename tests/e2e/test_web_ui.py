@@ -15,6 +15,7 @@ import structlog
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -159,6 +160,7 @@ def _signed_out_states(chromedriver: str, base: str, token: str, trace_id: str) 
             "top_entities": browser.find_element(By.ID, "top-entities").text,
         }  # fmt: skip
         browser.save_screenshot(str(ARTIFACTS / "console-all-time.png"))
+        seen["keyboard"] = _keyboard(browser, wait)
         seen["offers"] = {
             "exports": browser.find_element(By.ID, "exports").is_displayed(),  # audit:read only: none offered
             "tenant_column": browser.find_element(By.ID, "th-tenant").is_displayed(),  # one tenant: no column
@@ -200,6 +202,43 @@ def _signed_out_states(chromedriver: str, base: str, token: str, trace_id: str) 
         return seen
     finally:
         seen["browser"] = browser
+
+
+def _active(browser: webdriver.Chrome, what: str = "e => e.id") -> Any:
+    return browser.execute_script(f"return ({what})(document.activeElement)")
+
+
+def _keyboard(browser: webdriver.Chrome, wait: WebDriverWait[webdriver.Chrome]) -> dict[str, Any]:
+    """The audit log by keyboard alone: the skip link, Tabs to the first row, the chart as one tab stop with arrow
+    keys between named bars, focus back on the row after Enter → trace → Back."""
+    out: dict[str, Any] = {}
+    browser.execute_script("document.activeElement && document.activeElement.blur()")
+    body = browser.find_element(By.TAG_NAME, "body")
+    body.send_keys(Keys.TAB)
+    out["first_tab"] = _active(browser)
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    out["skipped_to"] = _active(browser)
+    out["tabs_to_first_row"] = None
+    for tabs in range(1, 40):  # bounded
+        browser.switch_to.active_element.send_keys(Keys.TAB)
+        if _active(browser, "e => e.matches('tr.entry')"):
+            out["tabs_to_first_row"] = tabs
+            break
+    bars = browser.find_elements(By.CSS_SELECTOR, "#chart rect.bar")
+    out["bar_tab_stops"] = sum(1 for b in bars if b.get_attribute("tabindex") == "0")
+    browser.execute_script("document.querySelector('#chart rect.bar[tabindex=\"0\"]').focus()")
+    first = _active(browser, "e => e.getAttribute('aria-label')")
+    browser.switch_to.active_element.send_keys(Keys.ARROW_RIGHT)
+    out["bars"] = (first, _active(browser, "e => e.getAttribute('aria-label')"))
+    row = browser.find_elements(By.CSS_SELECTOR, "#rows tr.entry")[-1]
+    audit_id = row.get_attribute("data-audit-id")
+    browser.execute_script("arguments[0].focus()", row)
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    wait.until(expected_conditions.url_contains("/traces/"))
+    browser.back()
+    wait.until(lambda b: _active(b, "e => e.dataset && e.dataset.auditId") == audit_id)
+    out["focus_restored"] = True
+    return out
 
 
 def _ended_session(browser: webdriver.Chrome, base: str, token: str) -> dict[str, Any]:
@@ -270,6 +309,17 @@ async def test_deep_links_failure_states_and_the_end_of_a_session(
     almost_a_month = (datetime.now(UTC) - timedelta(days=29)).isoformat()
     assert seen["all_time"]["first_bar"] < almost_a_month, seen["all_time"]  # not the last 7 days only
     assert "resource/ancient-1" in seen["all_time"]["top_entities"]
+    keys = seen["keyboard"]
+    assert keys["first_tab"] == "skip"  # the first Tab stop is the skip link
+    assert keys["skipped_to"] == "audit-table"
+    assert keys["tabs_to_first_row"] is not None, keys
+    assert keys["tabs_to_first_row"] <= 10, keys  # was 94
+    assert keys["bar_tab_stops"] == 1  # the chart is one tab stop (was one per bar segment)
+    first_bar, next_bar = keys["bars"]
+    assert first_bar, keys  # each bar has an accessible name
+    assert next_bar, keys
+    assert first_bar != next_bar, keys  # the arrow keys move between bars
+    assert keys["focus_restored"] is True
     offers = seen["offers"]
     assert offers["exports"] is False
     assert offers["tenant_column"] is False

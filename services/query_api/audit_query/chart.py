@@ -1,8 +1,9 @@
 """Server-rendered SVG of a stats answer: events over time, stacked by a second dimension.
 
 Every text is escaped; every bar carries its bucket's bounds (`data-since`, `data-until`) so the console can
-narrow its table to a clicked bar, and a `<title>` a screen reader and a hover can show. No script, no external
-reference: it is inserted into the console as it is.
+narrow its table to a clicked bar, an accessible name and a `<title>` for a hover. Bars are out of the tab order
+(`tabindex=-1`): the console makes the chart one tab stop and moves between bars with the arrow keys. No script,
+no external reference: it is inserted into the console as it is.
 """
 
 from datetime import UTC, datetime, timedelta
@@ -75,7 +76,7 @@ def render(
     slot = plot_w / max(len(buckets), 1)
     bar_w = max(slot * 0.8, 1.0)
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" role="img" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" role="group" '
         f'aria-label="entries per {size.value}, {escape(since.isoformat())} to {escape(until.isoformat())}">',
         f'<text x="{PAD_LEFT - 6}" y="{PAD_TOP + 8}" text-anchor="end" font-size="10">{peak}</text>',
         f'<text x="{PAD_LEFT - 6}" y="{PAD_TOP + plot_h}" text-anchor="end" font-size="10">0</text>',
@@ -97,7 +98,8 @@ def render(
             parts.append(
                 f'<rect class="bar" x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{h:.1f}" '
                 f'fill="{colours[name]}" data-since="{escape(max(bucket, since).isoformat())}" '
-                f'data-until="{escape(end.isoformat())}" data-series="{escape(name)}" tabindex="0">'
+                f'data-until="{escape(end.isoformat())}" data-series="{escape(name)}" tabindex="-1" '
+                f'role="button" aria-label="{escape(title)}">'
                 f"<title>{escape(title)}</title></rect>"
             )
         if i % label_every == 0:

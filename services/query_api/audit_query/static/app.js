@@ -150,7 +150,10 @@ function renderRows(page, state) {
       el("td", { "data-label": "Audit Log ID", class: "mono" }, e.audit_id),
       el("td", { "data-label": "Outcome", class: e.outcome.status }, outcomeLabel(e.outcome.status)));
     if (caller.spansTenants) tr.append(el("td", { "data-label": "Tenant", class: "tenant clip", title: e.tenant_id }, e.tenant_id));
-    const open = () => go(`/traces/${e.trace_id}`);
+    const open = () => {
+      history.replaceState({ ...(history.state || {}), focus: e.audit_id }, "");  // Back returns to this row
+      go(`/traces/${e.trace_id}`);
+    };
     tr.onclick = (ev) => { if (ev.target.tagName !== "A") open(); };
     tr.onkeydown = (ev) => {
       if (ev.key === "Enter") open();
@@ -159,6 +162,9 @@ function renderRows(page, state) {
     };
     rows.append(tr);
   }
+  const back = history.state && history.state.focus;
+  const row = back && [...rows.rows].find((r) => r.dataset.auditId === back);
+  if (row) row.focus();
   $("prev").disabled = !page.prev_cursor;
   $("next").disabled = !page.next_cursor;
   $("prev").onclick = () => navigate({ ...state, cursor: page.prev_cursor });
@@ -190,11 +196,23 @@ async function drawCharts(params, mine = generation) {
   if (stale(mine)) return;
   const svg = new DOMParser().parseFromString(svgText, "image/svg+xml").documentElement;
   $("chart").replaceChildren(document.importNode(svg, true));
-  for (const bar of $("chart").querySelectorAll("rect.bar")) {
+  // One tab stop for the whole chart (a roving tabindex): the arrow keys move between bars, Enter narrows.
+  const bars = [...$("chart").querySelectorAll("rect.bar")];
+  bars.forEach((bar, i) => {
+    bar.setAttribute("tabindex", i === 0 ? "0" : "-1");
     const narrow = () => navigate({ ...viewState(), range: "custom", since: bar.dataset.since, until: bar.dataset.until, cursor: "" });
     bar.addEventListener("click", narrow);
-    bar.addEventListener("keydown", (ev) => { if (ev.key === "Enter") narrow(); });
-  }
+    bar.addEventListener("keydown", (ev) => {
+      const step = { ArrowRight: 1, ArrowDown: 1, ArrowLeft: -1, ArrowUp: -1 }[ev.key];
+      if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); narrow(); return; }
+      if (ev.key !== "Home" && ev.key !== "End" && !step) return;
+      ev.preventDefault();
+      const to = ev.key === "Home" ? 0 : ev.key === "End" ? bars.length - 1 : Math.min(bars.length - 1, Math.max(0, i + step));
+      bar.setAttribute("tabindex", "-1");
+      bars[to].setAttribute("tabindex", "0");
+      bars[to].focus();
+    });
+  });
   $("top-users").replaceChildren(...users.rows.map((r) => el("li", {}, r.user
     ? el("a", { href: "/?" + new URLSearchParams(Object.entries({ ...viewState(), user_id: r.user }).filter(([k]) => k !== "cursor")) }, r.user)
     : "System", ` — ${r.count}`)));
@@ -511,6 +529,13 @@ document.addEventListener("click", (ev) => {
 });
 window.addEventListener("popstate", route);
 
+// The skip link lands on the current view's content: the audit log's table, or the view's heading.
+$("skip").onclick = (ev) => {
+  ev.preventDefault();
+  const view = document.querySelector("main > section:not([hidden])");
+  const target = view && view.id === "audit-view" ? $("audit-table") : view && view.querySelector("h2");
+  if (target) { if (!target.hasAttribute("tabindex")) target.setAttribute("tabindex", "-1"); target.focus(); }
+};
 $("signout").onclick = async () => {
   await fetch("/v1/session", { method: "DELETE", credentials: "same-origin" });
   location.assign("/login");
