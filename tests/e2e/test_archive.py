@@ -48,19 +48,30 @@ async def archived_log(isolated: Isolated, tmp_path: Path) -> tuple[NoteSigner, 
     the environment, the files and the read-model rows there were before the archive."""
     signer, key = NoteSigner.generate("audit-trail")
     settings = isolated.projector.model_copy(
-        update={"checkpoint_key": SecretStr(key), "checkpoint_every_leaves": 10, "probe_interval_s": 0.2}
+        update={
+            "checkpoint_key": SecretStr(key),
+            "checkpoint_every_leaves": 10,
+            "checkpoint_every_s": 0.5,
+            "probe_interval_s": 0.2,
+        }
     )
     async with AuditProducer("test-service", isolated.producer) as audit, projector_running(settings):
         await record_history(audit, isolated.stack.bootstrap)
         consumed = await _records(isolated)
 
         async def signed() -> bool:
+            # Every tree's newest checkpoint covers all its leaves, so the archive cuts at the end of each
+            # partition. (A cut between a record and its identical re-send is a known open defect: the re-send
+            # beyond the cut has no row of its own, and a replay then projects it. See docs/operations.md.)
             async with isolated.owner() as conn:
                 leaves = await conn.fetchval("SELECT coalesce(sum(size), 0) FROM merkle_trees")
-                covered = await conn.fetchval(
-                    f"SELECT count(DISTINCT origin) FROM {settings.control_schema}.checkpoints"
+                behind = await conn.fetchval(
+                    f"""SELECT count(*) FROM merkle_trees t
+                         WHERE t.size > coalesce((SELECT max(c.tree_size) FROM {settings.control_schema}.checkpoints c
+                                                   WHERE c.origin = $1 || '/' || t.topic || '/' || t.partition), 0)""",
+                    settings.log_name,
                 )
-            return bool(leaves == consumed and covered >= 6)
+            return bool(leaves == consumed and behind == 0)
 
         await eventually(signed, within=30)
     async with isolated.owner() as conn:
