@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import glob
 import json
 import os
 import shlex
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -540,10 +542,22 @@ def broker_frozen(stack: Stack) -> Iterator[None]:
         pytest.skip("needs the local stack's Kafka process or a Kafka container")
     pid = int(stack.kafka_pid_file.read_text())
     os.kill(pid, signal.SIGSTOP)
+    _stopped(pid)  # kill() returns before the JVM's threads stop: a send made at once could still be answered
     try:
         yield
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+def _stopped(pid: int, within_s: float = 5.0) -> None:
+    """Until every thread of `pid` is in the stopped state (T), bounded."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        states = [(Path(t) / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in glob.glob(f"/proc/{pid}/task/*")]
+        if states and all(s in ("T", "t") for s in states):
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} did not stop within {within_s} s")
 
 
 @pytest.fixture(scope="session")
