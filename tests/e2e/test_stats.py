@@ -187,9 +187,9 @@ async def test_closed_days_are_counted_from_the_daily_tier_and_stay_exact_throug
         await eventually(lambda: _counted(isolated, len(plan), 6), within=30)
         # three closed days, and today's closed hours — none while the clock is still in today's first hour
         hours = [datetime.now(UTC).hour]
-        folded = await compact_once(isolated.projector)
+        touched = await compact_once(isolated.projector)
         hours.append(datetime.now(UTC).hour)
-        assert folded in {3 + (hour > 0) for hour in hours}, (folded, hours)
+        assert touched in {3 + (hour > 0) for hour in hours}, (touched, hours)
         async with isolated.owner() as conn:
             assert await conn.fetchval("SELECT count(*) FROM audit_rollup_changes WHERE day < $1", today) == 0
             daily = [tuple(r) for r in await conn.fetch(DAILY.format(schema=isolated.name))]
