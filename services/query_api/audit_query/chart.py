@@ -6,9 +6,10 @@ narrow its table to a clicked bar, an accessible name and a `<title>` for a hove
 no external reference: it is inserted into the console as it is.
 """
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from html import escape
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 from audit_query.stats import BUCKET_WIDTH, BucketSize
 
@@ -38,28 +39,44 @@ PALETTE: Final = (
 STATUS_COLOURS: Final = {"succeeded": "#009E73", "failed": "#D55E00", "aborted": "#999999", "in_progress": "#E69F00"}
 
 
-def _buckets(since: datetime, until: datetime, size: BucketSize) -> list[datetime]:
-    """Every bucket start of the range (UTC), also the empty ones."""
-    step = BUCKET_WIDTH[size]
-    start = since.replace(minute=0, second=0, microsecond=0)
-    if size is not BucketSize.HOUR:
-        start = start.replace(hour=0)
+def _buckets(since: datetime, until: datetime, size: BucketSize, zone: ZoneInfo) -> list[datetime]:
+    """Every bucket start of the range, also the empty ones, as UTC instants: hours, or the zone's midnights
+    (a day across a daylight-saving change is 23 or 25 hours long, as PostgreSQL's date_trunc in that zone)."""
+    if size is BucketSize.HOUR:
+        at = since.replace(minute=0, second=0, microsecond=0)
+        hours: list[datetime] = []
+        while at < until and len(hours) <= 2000:
+            hours.append(at)
+            at += BUCKET_WIDTH[size]
+        return hours
+    day = since.astimezone(zone).date()
     if size is BucketSize.WEEK:
-        start -= timedelta(days=start.weekday())
+        day -= timedelta(days=day.weekday())
+    step = timedelta(days=7 if size is BucketSize.WEEK else 1)
     out: list[datetime] = []
-    at = start
-    while at < until and len(out) <= 2000:
+    while len(out) <= 2000:
+        at = datetime.combine(day, time(), zone).astimezone(UTC)
+        if at >= until:
+            break
         out.append(at)
-        at += step
+        day += step
     return out
 
 
 def render(
-    rows: list[dict[str, Any]], since: datetime, until: datetime, size: BucketSize, series_key: str | None
+    rows: list[dict[str, Any]],
+    since: datetime,
+    until: datetime,
+    size: BucketSize,
+    series_key: str | None,
+    tz: str = "UTC",
 ) -> str:
-    """A stacked bar chart of `rows` (`bucket`, optional `series_key`, `count`)."""
+    """A stacked bar chart of `rows` (`bucket`, optional `series_key`, `count`); axis labels and titles in `tz`,
+    whose days and weeks the buckets are."""
+    zone = ZoneInfo(tz)
     since, until = since.astimezone(UTC), until.astimezone(UTC)
-    buckets = _buckets(since, until, size)
+    buckets = _buckets(since, until, size, zone)
+    ends = [*buckets[1:], until]
     names = sorted({str(r.get(series_key)) for r in rows}) if series_key else ["entries"]
     colours = {
         n: STATUS_COLOURS.get(n, PALETTE[i % len(PALETTE)]) if series_key == "outcome" else PALETTE[i % len(PALETTE)]
@@ -77,7 +94,8 @@ def render(
     bar_w = max(slot * 0.8, 1.0)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" role="group" '
-        f'aria-label="entries per {size.value}, {escape(since.isoformat())} to {escape(until.isoformat())}">',
+        f'aria-label="entries per {size.value} ({escape(tz)}), {escape(_local(since, zone))} to '
+        f'{escape(_local(until, zone))}">',
         f'<text x="{PAD_LEFT - 6}" y="{PAD_TOP + 8}" text-anchor="end" font-size="10">{peak}</text>',
         f'<text x="{PAD_LEFT - 6}" y="{PAD_TOP + plot_h}" text-anchor="end" font-size="10">0</text>',
         f'<line x1="{PAD_LEFT}" y1="{PAD_TOP + plot_h}" x2="{PAD_LEFT + plot_w}" y2="{PAD_TOP + plot_h}" '
@@ -87,14 +105,15 @@ def render(
     for i, bucket in enumerate(buckets):
         x = PAD_LEFT + i * slot + (slot - bar_w) / 2
         y = float(PAD_TOP + plot_h)
-        end = min(bucket + BUCKET_WIDTH[size], until)
+        end = min(ends[i], until)
         for name in names:
             n = counts.get((bucket.isoformat(), name), 0)
             if not n:
                 continue
             h = plot_h * n / peak
             y -= h
-            title = f"{bucket.isoformat()} · {name}: {n}" if series_key else f"{bucket.isoformat()}: {n}"
+            when = _local(bucket, zone)
+            title = f"{when} · {name}: {n}" if series_key else f"{when}: {n}"
             parts.append(
                 f'<rect class="bar" x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{h:.1f}" '
                 f'fill="{colours[name]}" data-since="{escape(max(bucket, since).isoformat())}" '
@@ -103,7 +122,7 @@ def render(
                 f"<title>{escape(title)}</title></rect>"
             )
         if i % label_every == 0:
-            label = bucket.strftime("%H:%M" if size is BucketSize.HOUR else "%b %d")
+            label = bucket.astimezone(zone).strftime("%H:%M" if size is BucketSize.HOUR else "%b %d")
             parts.append(
                 f'<text x="{x + bar_w / 2:.1f}" y="{HEIGHT - 6}" text-anchor="middle" font-size="10">'
                 f"{escape(label)}</text>"
@@ -116,6 +135,11 @@ def render(
         parts.append(f'<text x="{x + 14}" y="{y + 9:.1f}" font-size="11" class="legend">{escape(name)}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _local(at: datetime, zone: ZoneInfo) -> str:
+    """An instant as the zone's wall time with its abbreviation (`2026-12-03 00:00 PST`)."""
+    return at.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
 
 
 __all__ = ["render"]

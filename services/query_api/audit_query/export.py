@@ -13,6 +13,7 @@ import json
 from collections.abc import AsyncIterator
 from enum import StrEnum
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 from audit_query.errors import QueryError
 from audit_query.models import AuditEntryPublic
@@ -60,10 +61,10 @@ def _csv_line(cells: list[str]) -> bytes:
     return buffer.getvalue().encode()
 
 
-def _csv_row(entry: AuditEntryPublic) -> list[str]:
+def _csv_row(entry: AuditEntryPublic, zone: ZoneInfo) -> list[str]:
     error = entry.outcome.error
     values = [
-        entry.time.isoformat(),
+        entry.time.astimezone(zone).isoformat(),
         entry.user.id,
         entry.user.display_name,
         entry.user.type.value,
@@ -81,9 +82,10 @@ def _csv_row(entry: AuditEntryPublic) -> list[str]:
 
 
 async def render(
-    fmt: ExportFormat, description: dict[str, Any], entries: AsyncIterator[AuditEntryPublic]
+    fmt: ExportFormat, description: dict[str, Any], entries: AsyncIterator[AuditEntryPublic], tz: str = "UTC"
 ) -> AsyncIterator[bytes]:
-    """The export's bytes, a few rows at a time."""
+    """The export's bytes, a few rows at a time; CSV times in `tz`, with their offset."""
+    zone = ZoneInfo(tz)
     digest = hashlib.sha256()
     count = 0
     if fmt is ExportFormat.CSV:
@@ -98,7 +100,7 @@ async def render(
         async for entry in entries:
             count += 1
             if fmt is ExportFormat.CSV:
-                line = _csv_line(_csv_row(entry))
+                line = _csv_line(_csv_row(entry, zone))
             else:
                 line = _ndjson({"type": "entry", **entry.model_dump(mode="json")})
                 digest.update(line)

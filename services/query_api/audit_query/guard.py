@@ -6,7 +6,7 @@ from urllib.parse import unquote_to_bytes
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-MULTI_VALUED: Final = frozenset({"event", "audit_id", "group_by"})
+MULTI_VALUED: Final = frozenset({"event", "audit_id", "group_by", "level"})
 """Query parameters that may be repeated; any other given twice is ambiguous and refused."""
 
 

@@ -165,6 +165,21 @@ class ExecutionLogPublic(_Public):
     source: str
 
 
+class EntityLogLine(ExecutionLogPublic):
+    """An execution-log line of one of an entity's actions, with the action it was written under."""
+
+    trace_id: str
+    event: str
+    tenant_id: str
+
+
+class EntityLogPage(_Public):
+    """A page of an entity's execution-log lines, newest first; pass `next_cursor` back as `cursor`."""
+
+    data: list[EntityLogLine]
+    next_cursor: str | None
+
+
 class AuditEntryDetail(_Public):
     """An audit entry with its correlated execution logs, in time order."""
 

@@ -25,7 +25,8 @@ class Dimension(StrEnum):
 
 
 class BucketSize(StrEnum):
-    """Width of a time bucket (UTC); `auto` picks one from the range."""
+    """Width of a time bucket (days and weeks in the request's time zone, UTC by default); `auto` picks one from
+    the range."""
 
     AUTO = "auto"
     HOUR = "hour"
@@ -60,6 +61,8 @@ class StatsQuery:
     group_by: tuple[Dimension, ...]
     bucket: BucketSize
     limit: int
+    tz: str = "UTC"
+    """The IANA zone whose days and weeks the buckets are (hour buckets are the same in any whole-hour zone)."""
 
 
 class StatsResponse(BaseModel):
@@ -69,7 +72,10 @@ class StatsResponse(BaseModel):
 
     since: datetime
     until: datetime
-    bucket: BucketSize | None = Field(description="Bucket width, when grouped by bucket (UTC, weeks start Monday).")
+    bucket: BucketSize | None = Field(
+        description="Bucket width, when grouped by bucket (days in `time_zone`, weeks start Monday)."
+    )
+    time_zone: str = Field(description="The IANA zone the day and week buckets start in.")
     group_by: list[Dimension]
     source: str = Field(description="`rollups`, `entries`, or both (rollups for whole hours, entries for the edges).")
     total: int | None = Field(description="Entries in the view over the range (null for a top-N).")
@@ -77,7 +83,12 @@ class StatsResponse(BaseModel):
 
 
 def plan(
-    filters: AuditFilter, group_by: list[Dimension], bucket: BucketSize, limit: int, now: datetime | None = None
+    filters: AuditFilter,
+    group_by: list[Dimension],
+    bucket: BucketSize,
+    limit: int,
+    now: datetime | None = None,
+    tz: str = "UTC",
 ) -> StatsQuery:
     """Validate and complete a request; BadRequestError (400) says which limit it broke."""
     dims = tuple(dict.fromkeys(group_by))
@@ -98,7 +109,7 @@ def plan(
             raise BadRequestError(
                 f"{int(buckets)} {bucket.value} buckets: at most {MAX_BUCKETS}; choose a wider bucket"
             )
-    return StatsQuery(filters, since, until, dims, bucket, limit)
+    return StatsQuery(filters, since, until, dims, bucket, limit, tz)
 
 
 def _range(filters: AuditFilter, now: datetime) -> tuple[datetime, datetime]:

@@ -29,6 +29,7 @@ from audit_query.models import (
 from audit_query.pages import read_page
 from audit_query.search import MAX_QUERY_CHARS, parse
 from audit_query.stats import ROLLUP_DIMENSIONS, TOP_DIMENSIONS, BucketSize, Dimension, StatsResponse, plan
+from audit_query.zones import UTC_NAME, TimeZoneQuery, checked_zone
 from audit_schemas import Action, Actor, ActorType
 
 router = APIRouter(prefix="/v1/audit", tags=["audit log"])
@@ -126,10 +127,11 @@ async def audit_stats(
     ] = None,
     bucket: Annotated[BucketSize, Query(description="Bucket width when grouping by `bucket` (UTC).")] = BucketSize.AUTO,
     limit: Annotated[int, Query(ge=1, le=100, description="Top-N size for `user` or `entity`.")] = 10,
+    tz: TimeZoneQuery = UTC_NAME,
 ) -> Response:
     """How many entries the view holds over its range (`since`/`until` or `after:`/`before:`; the last day by
     default), grouped as asked: what the console's charts and external dashboards read."""
-    query = plan(filters, group_by or [], bucket, limit)
+    query = plan(filters, group_by or [], bucket, limit, tz=checked_zone(tz))
     rows, total, source = await repo.stats_json(principal.tenant_setting, query)
     # The rows arrive as finished JSON (PostgreSQL builds them); only the head is encoded here, and the model
     # (StatsResponse) documents the shape without validating hundreds of rows again.
@@ -137,6 +139,7 @@ async def audit_stats(
         "since": query.since,
         "until": query.until,
         "bucket": query.bucket if Dimension.BUCKET in query.group_by else None,
+        "time_zone": query.tz,
         "group_by": list(query.group_by),
         "source": source,
         "total": None if TOP_DIMENSIONS & set(query.group_by) else total,
@@ -158,16 +161,17 @@ async def audit_chart(
     stack: Annotated[
         Dimension | None, Query(description="Stack the bars by `event` or `outcome` (or any rollup dimension).")
     ] = None,
-    bucket: Annotated[BucketSize, Query(description="Bucket width (UTC); `auto` picks one from the range.")] = (
+    bucket: Annotated[BucketSize, Query(description="Bucket width; `auto` picks one from the range.")] = (
         BucketSize.AUTO
     ),
+    tz: TimeZoneQuery = UTC_NAME,
 ) -> Response:
     """The console's chart, drawn on the server: each bar carries its bucket's bounds for click-to-narrow."""
     if stack is not None and stack not in ROLLUP_DIMENSIONS - {Dimension.BUCKET}:
         raise BadRequestError("`stack` takes a dimension with few values: event, outcome, model, actor_type, tenant")
-    query = plan(filters, [Dimension.BUCKET, *([stack] if stack else [])], bucket, 10)
+    query = plan(filters, [Dimension.BUCKET, *([stack] if stack else [])], bucket, 10, tz=checked_zone(tz))
     rows, _ = await repo.stats(principal.tenant_setting, query)
-    svg = chart.render(rows, query.since, query.until, query.bucket, stack.value if stack else None)
+    svg = chart.render(rows, query.since, query.until, query.bucket, stack.value if stack else None, query.tz)
     return Response(svg, media_type="image/svg+xml", headers={"cache-control": "no-store"})
 
 
@@ -185,8 +189,11 @@ async def export_audit_entries(
     format: ExportFormat = ExportFormat.NDJSON,
     sort: SortField = SortField.TIME,
     order: SortOrder = SortOrder.DESC,
+    tz: TimeZoneQuery = UTC_NAME,
 ) -> StreamingResponse:
-    """Every entry of the view, streamed with flat memory; the export itself is recorded in the audit log first."""
+    """Every entry of the view, streamed with flat memory; the export itself is recorded in the audit log first.
+    CSV writes times in `tz` with their offset; NDJSON keeps the API's UTC form (its digest covers the entries)."""
+    zone = checked_zone(tz)
     export_id = uuid.uuid4()
     description = {
         "export_id": str(export_id),
@@ -194,6 +201,7 @@ async def export_audit_entries(
         "filters": filters.model_dump(mode="json"),
         "sort": sort.value,
         "order": order.value,
+        "time_zone": zone,
         "by": principal.name,
         "tenants": principal.tenant_setting,
         "at": datetime.now(UTC).isoformat(),
@@ -222,7 +230,7 @@ async def export_audit_entries(
 
     filename = f"audit-export-{export_id}.{format.value}"
     return StreamingResponse(
-        render(format, description, rows()),
+        render(format, description, rows(), zone),
         media_type=format.media_type,
         headers={"content-disposition": f'attachment; filename="{filename}"', "x-audit-export-id": str(export_id)},
     )

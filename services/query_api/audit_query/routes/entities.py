@@ -1,19 +1,24 @@
 """The audit history of one entity."""
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel
 
+from audit_query.cursor import Cursor, scope_of
 from audit_query.deps import CodecDep, ReaderDep, RepositoryDep, SettingsDep
 from audit_query.errors import NotFoundError
-from audit_query.models import AuditFilter, AuditPage, SortOrder
+from audit_query.models import AuditFilter, AuditPage, EntityLogPage, SortOrder
 from audit_query.pages import read_page
 from audit_query.repository import LOG_ORDER
 from audit_query.routes.audit import CursorQuery, LimitQuery
 
 router = APIRouter(prefix="/v1/entities", tags=["entity history"])
+
+ModelPath = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+EntityIdPath = Annotated[str, Path(min_length=1, max_length=256, description="May contain `/`.")]
+TenantQuery = Annotated[str | None, Query(max_length=64, description="Only this tenant's entity of that id.")]
 
 
 class EntityRef(BaseModel):
@@ -71,9 +76,9 @@ async def entity_history(
     repo: RepositoryDep,
     codec: CodecDep,
     settings: SettingsDep,
-    model: Annotated[str, Path(pattern=r"^[a-z][a-z0-9_]{0,63}$")],
-    entity_id: Annotated[str, Path(min_length=1, max_length=256, description="May contain `/`.")],
-    tenant: Annotated[str | None, Query(max_length=64)] = None,
+    model: ModelPath,
+    entity_id: EntityIdPath,
+    tenant: TenantQuery = None,
     limit: LimitQuery = None,
     cursor: CursorQuery = None,
 ) -> Response:
@@ -94,3 +99,39 @@ async def entity_history(
     if not page.count and cursor is None:
         raise NotFoundError(f"no audit entries for {model}/{entity_id}")
     return page.response()
+
+
+LevelName = Literal["debug", "info", "warning", "error", "critical"]
+
+
+@router.get(
+    "/{model}/{entity_id:path}/logs", response_model=EntityLogPage, summary="Execution logs of an entity's actions"
+)
+async def entity_logs(
+    principal: ReaderDep,
+    repo: RepositoryDep,
+    codec: CodecDep,
+    model: ModelPath,
+    entity_id: EntityIdPath,
+    tenant: TenantQuery = None,
+    level: Annotated[
+        list[LevelName] | None, Query(description="Only lines at these levels (repeat the parameter for several).")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: CursorQuery = None,
+) -> EntityLogPage:
+    """Every execution-log line written under any of the entity's actions, newest first, each with the trace
+    (audit id) and event it belongs to; an entity without lines gives an empty page."""
+    levels = sorted(set(level or ()))
+    scope = scope_of(
+        view="entity-logs", model=model, entity=entity_id, tenant=tenant, levels=levels,
+        tenants=principal.tenant_setting,
+    )  # fmt: skip
+    before = codec.decode(cursor, scope).key if cursor else None
+    lines = await repo.entity_logs(principal.tenant_setting, model, entity_id, tenant, levels, limit + 1, before)
+    page = lines[:limit]
+    following = None
+    if len(lines) > limit:
+        last = page[-1]
+        following = codec.encode(Cursor(scope, (last.time.isoformat(), str(last.log_id))))
+    return EntityLogPage(data=page, next_cursor=following)
