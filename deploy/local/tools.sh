@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Tools the test suite checks the deployment files with, built from their registries and cached per version:
-# Helm v4 from the Go module proxy (helm.sh/helm/v4/cmd/helm).
+# Helm v4 from the Go module proxy (helm.sh/helm/v4/cmd/helm); axe-core from npm for the browser tests.
 #
 #   tools.sh helm                 build Helm if it is not cached (waiting for a build under way), print its path
 #   tools.sh helm --background    start that build at low priority and return at once (make test does, so the
 #                                 build overlaps lint and type checks instead of adding minutes to the suite)
+#   tools.sh axe                  install axe-core (pinned) if it is not cached, print the path of axe.min.js
 set -euo pipefail
 helm_version=${AUDIT_HELM_VERSION:-v4.3.2}
+axe_version=${AUDIT_AXE_VERSION:-4.11.0}
 tools=${AUDIT_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/audit-trail/tools}
 binary="$tools/helm-$helm_version"
 log() { printf '[tools] %s\n' "$*" >&2; }
@@ -25,7 +27,23 @@ build_helm() {
   rm -rf "$build"
 }
 
+install_axe() {
+  local dir="$tools/axe-core-$axe_version"
+  exec 8>"$tools/axe.lock"
+  flock 8
+  if [ ! -f "$dir/node_modules/axe-core/axe.min.js" ]; then
+    command -v npm >/dev/null || { log "npm is needed to install axe-core"; exit 1; }
+    log "installing axe-core $axe_version from npm"
+    mkdir -p "$dir"
+    npm install --prefix "$dir" --no-audit --no-fund --silent "axe-core@$axe_version" >&2
+  fi
+  echo "$dir/node_modules/axe-core/axe.min.js"
+}
+
 case "${1:-}" in
+  axe)
+    mkdir -p "$tools"
+    install_axe ;;
   helm)
     mkdir -p "$tools"
     if [ "${2:-}" = --background ]; then
@@ -34,5 +52,5 @@ case "${1:-}" in
     fi
     build_helm
     echo "$binary" ;;
-  *) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

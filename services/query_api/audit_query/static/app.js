@@ -20,9 +20,21 @@ function el(tag, attrs = {}, ...children) {
   for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(c ?? ""));
   return node;
 }
+// One time-zone setting for every time on the page: the browser's zone, or UTC (`tz=utc` in the URL). Table,
+// chart (its days are that zone's days), tooltips, ranges, details and CSV exports all follow it.
+const LOCAL_ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+const useUtc = () => new URLSearchParams(location.search).get("tz") === "utc";
+const zone = () => (useUtc() ? "UTC" : LOCAL_ZONE);
+function zoneAbbreviation(at = new Date()) {
+  const part = new Intl.DateTimeFormat("en-US", { timeZone: zone(), timeZoneName: "short" }).formatToParts(at)
+    .find((p) => p.type === "timeZoneName");
+  return part ? part.value : zone();
+}
+function formatTime(iso, options = {}) { return new Date(iso).toLocaleString(undefined, { timeZone: zone(), ...options }); }
 function timeCell(iso) {
   const d = new Date(iso);
-  return el("time", { datetime: iso, title: d.toISOString().replace(".000Z", "Z") + " (UTC)" }, d.toLocaleString());
+  return el("time", { datetime: iso, title: `${d.toISOString()} (UTC) · ${formatTime(iso, { timeZoneName: "long" })}` },
+    formatTime(iso));
 }
 function who(user) {
   if (user.type === "system") return user.id ? `System (${user.id})` : "System";
@@ -62,7 +74,7 @@ const caller = { spansTenants: false };
 const MAX_CHART_DAYS = 400;
 const filters = $("filters");
 for (const a of ACTIONS) $("f-event").add(new Option(a, a));
-const FILTER_KEYS = ["q", "event", "user_id", "model", "entity_id", "outcome", "range", "since", "until", "sort", "order", "cursor"];
+const FILTER_KEYS = ["q", "event", "user_id", "model", "entity_id", "outcome", "range", "since", "until", "sort", "order", "cursor", "tz"];
 
 function viewState() {
   const p = new URLSearchParams(location.search);
@@ -77,10 +89,13 @@ function navigate(state, replace = false) {
   if (replace) history.replaceState(null, "", url); else history.pushState(null, "", url);
   route();
 }
+// The custom range's fields hold wall times of the chosen zone (UTC, or the browser's own).
 function toLocalInput(iso) {
   const d = new Date(iso);
+  if (useUtc()) return d.toISOString().slice(0, 16);
   return new Date(d.getTime() - d.getTimezoneOffset() * 60e3).toISOString().slice(0, 16);
 }
+function fromLocalInput(value) { return new Date(useUtc() ? `${value}Z` : value).toISOString(); }
 // The API's parameters for a state: the search box and the outcome control both become search terms.
 function apiParams(state) {
   const p = new URLSearchParams();
@@ -107,12 +122,14 @@ async function auditView() {
   for (const l of document.querySelectorAll("label.custom")) l.hidden = state.range !== "custom";
   const sort = state.sort || "time", order = state.order || "desc";
   for (const b of document.querySelectorAll("button.sort")) {
-    if (b.dataset.sort === sort) b.setAttribute("aria-sort", order === "asc" ? "ascending" : "descending");
-    else b.removeAttribute("aria-sort");
+    const th = b.closest("th");  // aria-sort belongs to the column header, not to its button
+    if (b.dataset.sort === sort) th.setAttribute("aria-sort", order === "asc" ? "ascending" : "descending");
+    else th.removeAttribute("aria-sort");
   }
   const params = apiParams(state);
-  $("export-csv").href = "/v1/audit/export?" + new URLSearchParams([...params, ["format", "csv"], ["sort", sort], ["order", order]]);
-  $("export-ndjson").href = "/v1/audit/export?" + new URLSearchParams([...params, ["format", "ndjson"], ["sort", sort], ["order", order]]);
+  const exported = [...params, ["sort", sort], ["order", order], ["tz", zone()]];
+  $("export-csv").href = "/v1/audit/export?" + new URLSearchParams([...exported, ["format", "csv"]]);
+  $("export-ndjson").href = "/v1/audit/export?" + new URLSearchParams([...exported, ["format", "ndjson"]]);
   setStatus("Loading…", "loading");
   const mine = generation;
   const list = new URLSearchParams([...params, ["sort", sort], ["order", order], ["limit", "50"]]);
@@ -143,7 +160,7 @@ function renderRows(page, state) {
     const entityLink = el("a", { href: entityHref(e.entity.model, e.entity.id, e.tenant_id) }, e.entity.id);
     entityLink.title = e.entity.id;
     tr.append(
-      el("td", { "data-label": "Time" }, timeCell(e.time)),
+      el("td", { "data-label": `Time (${zoneAbbreviation(new Date(e.time))})` }, timeCell(e.time)),
       el("td", { "data-label": "User", class: "clip", title: who(e.user) }, who(e.user)),
       el("td", { "data-label": "Event" }, e.event), el("td", { "data-label": "Entity ID", class: "clip" }, entityLink),
       el("td", { "data-label": "Model", class: "clip", title: e.entity.model }, e.entity.model),
@@ -173,7 +190,7 @@ function renderRows(page, state) {
 
 async function drawCharts(params, mine = generation) {
   const stack = $("stack").value;
-  const chartParams = new URLSearchParams([...params, ["stack", stack]]);
+  const chartParams = new URLSearchParams([...params, ["stack", stack], ["tz", zone()]]);
   $("chart-range").textContent = "";
   if (!chartParams.get("since")) {
     // All time: the chart and top lists start where the view's oldest entry is, as the table's count does
@@ -190,8 +207,8 @@ async function drawCharts(params, mine = generation) {
   }
   const [svgText, users, entities] = await Promise.all([
     api("/v1/audit/chart.svg?" + chartParams),
-    api("/v1/audit/stats?" + new URLSearchParams([...chartParams].filter(([k]) => k !== "stack").concat([["group_by", "user"], ["limit", "5"]]))),
-    api("/v1/audit/stats?" + new URLSearchParams([...chartParams].filter(([k]) => k !== "stack").concat([["group_by", "entity"], ["limit", "5"]]))),
+    api("/v1/audit/stats?" + new URLSearchParams([...chartParams].filter(([k]) => k !== "stack" && k !== "tz").concat([["group_by", "user"], ["limit", "5"]]))),
+    api("/v1/audit/stats?" + new URLSearchParams([...chartParams].filter(([k]) => k !== "stack" && k !== "tz").concat([["group_by", "entity"], ["limit", "5"]]))),
   ]);
   if (stale(mine)) return;
   const svg = new DOMParser().parseFromString(svgText, "image/svg+xml").documentElement;
@@ -234,12 +251,12 @@ document.addEventListener("keydown", (ev) => {
 $("search").onsubmit = (ev) => { ev.preventDefault(); navigate({ ...viewState(), q: $("q").value.trim(), cursor: "" }); };
 filters.onsubmit = (ev) => {
   ev.preventDefault();
-  const state = { q: $("q").value.trim(), sort: viewState().sort, order: viewState().order };
-  for (const [k, v] of new FormData(filters)) if (v) state[k] = (k === "since" || k === "until") ? new Date(v).toISOString() : v;
+  const state = { q: $("q").value.trim(), sort: viewState().sort, order: viewState().order, tz: viewState().tz };
+  for (const [k, v] of new FormData(filters)) if (v) state[k] = (k === "since" || k === "until") ? fromLocalInput(v) : v;
   navigate(state);
 };
 $("f-range").onchange = () => { for (const l of document.querySelectorAll("label.custom")) l.hidden = $("f-range").value !== "custom"; };
-$("reset").onclick = () => navigate({});
+$("reset").onclick = () => navigate({ tz: viewState().tz });
 $("stack").onchange = () => drawCharts(apiParams(viewState())).catch((e) => setStatus(e.message, "error"));
 for (const b of document.querySelectorAll("button.sort")) {
   b.onclick = () => {
@@ -295,16 +312,88 @@ $("entity-search").onsubmit = (ev) => {
 let activityCursor = null;
 async function entityView(model, id) {
   show("entity-view");
-  const tenant = new URLSearchParams(location.search).get("tenant");
+  const p = new URLSearchParams(location.search);
+  const tenant = p.get("tenant");
   $("entity-title").replaceChildren(`${model} / ${id}`, ...(tenant
     ? [el("span", { class: "tenant" }, ` in tenant ${tenant} · `), el("a", { href: entityHref(model, id) }, "every tenant")]
     : []));
+  const tab = p.get("tab") === "logs" ? "logs" : "audit";
+  selectTab(tab);
+  if (tab === "logs") {
+    const level = p.get("level") || "";
+    $("logs-more").onclick = () => entityLogs(model, id, tenant, level, generation, true);
+    return entityLogs(model, id, tenant, level);
+  }
   $("activity").replaceChildren();
   activityCursor = null;
   setStatus("Loading…", "loading");
   const mine = generation;
   try { await moreActivity(model, id, tenant, mine); if (!stale(mine)) setStatus(""); } catch (e) { if (!stale(mine)) setStatus(e.message, "error"); }
   $("activity-more").onclick = () => moreActivity(model, id, tenant).catch((e) => setStatus(e.message, "error"));
+}
+// The Activity tabs (Audit, Execution logs), as the WAI-ARIA tabs pattern: one tab stop, the arrow keys, Home and
+// End move between tabs and select them; the selected tab is in the URL (`tab=logs`, with its `level`).
+const TABS = [...$("activity-tabs").querySelectorAll('[role="tab"]')];
+function selectTab(tab) {
+  for (const b of TABS) {
+    const on = b.dataset.tab === tab;
+    b.setAttribute("aria-selected", String(on));
+    b.tabIndex = on ? 0 : -1;
+    $(b.getAttribute("aria-controls")).hidden = !on;
+  }
+}
+function openTab(tab, extra = {}) {
+  const url = new URL(location.href);
+  url.searchParams.delete("level");
+  if (tab === "logs") url.searchParams.set("tab", "logs"); else url.searchParams.delete("tab");
+  for (const [k, v] of Object.entries(extra)) if (v) url.searchParams.set(k, v);
+  history.replaceState(history.state, "", url.pathname + url.search);
+  route();
+}
+TABS.forEach((b, i) => {
+  b.onclick = () => { openTab(b.dataset.tab); b.focus(); };
+  b.onkeydown = (ev) => {
+    const to = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: TABS.length - 1 }[ev.key];
+    if (to === undefined) return;
+    ev.preventDefault();
+    const next = TABS[(to + TABS.length) % TABS.length];
+    openTab(next.dataset.tab);
+    next.focus();
+  };
+});
+$("log-level").onchange = () => openTab("logs", { level: $("log-level").value });
+
+// Every execution-log line of the entity's actions, newest first, a page at a time, each linked to its trace.
+let logsCursor = null;
+async function entityLogs(model, id, tenant, level, mine = generation, more = false) {
+  $("log-level").value = level;
+  const body = $("entity-logs").tBodies[0];
+  const q = new URLSearchParams({ limit: "100" });
+  if (tenant) q.set("tenant", tenant);
+  for (const l of level.split(",").filter(Boolean)) q.append("level", l);
+  if (more && logsCursor) q.set("cursor", logsCursor);
+  if (!more) { body.replaceChildren(); logsCursor = null; $("logs-more").hidden = true; }
+  setStatus("Loading…", "loading");
+  try {
+    const page = await api(`/v1/entities/${encodeURIComponent(model)}/${encodeURIComponent(id)}/logs?${q}`);
+    if (stale(mine)) return;
+    for (const l of page.data) body.append(entityLogRow(l));
+    if (!body.rows.length) {
+      body.append(el("tr", { class: "empty" }, el("td", { colspan: "6" }, level
+        ? "No execution-log lines at this level."
+        : "No execution-log lines were recorded under this entity's actions.")));
+    }
+    logsCursor = page.next_cursor;
+    $("logs-more").hidden = !logsCursor;
+    setStatus("");
+  } catch (e) { if (!stale(mine)) setStatus(e.message, "error"); }
+}
+function entityLogRow(l) {
+  const row = logRow(l);
+  const action = el("td", { "data-label": "Action" },
+    el("a", { href: `/traces/${l.trace_id}`, title: `Open trace ${l.trace_id}` }, l.event));
+  row.insertBefore(action, row.cells[2]);
+  return row;
 }
 // An entity's page, within one tenant when given (the same id may name different entities in different tenants).
 function entityHref(model, id, tenant) {
@@ -383,13 +472,15 @@ function entryBody(entry) {
   return out;
 }
 function logTable(logs) {
-  const table = el("table", { class: "logs" }, el("tr", {}, ...["Time", "Level", "Logger", "Message", "Fields"].map((t) => el("th", {}, t))));
+  const head = [`Time (${zoneAbbreviation()})`, "Level", "Logger", "Message", "Fields"];
+  const table = el("table", { class: "logs" }, el("tr", {}, ...head.map((t) => el("th", {}, t))));
   for (const l of [...logs].sort((a, b) => a.time.localeCompare(b.time))) table.append(logRow(l));
   return table;
 }
 function logRow(l) {
   const fields = JSON.stringify(l.fields);
-  return el("tr", { class: `level-${l.level}`, "data-log-id": l.log_id }, el("td", { "data-label": "Time" }, timeCell(l.time)),
+  return el("tr", { class: `level-${l.level}`, "data-log-id": l.log_id },
+    el("td", { "data-label": `Time (${zoneAbbreviation(new Date(l.time))})` }, timeCell(l.time)),
     el("td", { "data-label": "Level" }, l.level), el("td", { "data-label": "Logger", class: "clip", title: l.logger || "" }, l.logger),
     el("td", { "data-label": "Message", class: "message" }, l.message),
     el("td", { "data-label": "Fields", class: "mono fields", title: fields }, fields));
@@ -399,8 +490,7 @@ function logRow(l) {
 // offline; `#browser-verification` is where a verification made in this browser reports.
 function exactTime(iso) {
   if (!iso) return "—";
-  const d = new Date(iso);
-  const local = d.toLocaleString(undefined, {
+  const local = formatTime(iso, {
     year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit",
     fractionalSecondDigits: 3, timeZoneName: "short",
   });
@@ -509,9 +599,18 @@ function traceView(traceId) {
 }
 
 // ---- routing ------------------------------------------------------------------------------------------------------
-function go(path) { history.pushState(null, "", path); route(); }
+// The zone setting travels with every link inside the console.
+function withZone(path) {
+  if (!useUtc()) return path;
+  const url = new URL(path, location.origin);
+  url.searchParams.set("tz", "utc");
+  return url.pathname + url.search;
+}
+function go(path) { history.pushState(null, "", withZone(path)); route(); }
 function route() {
   generation += 1;  // answers to an earlier view's requests are dropped, not drawn over this one
+  $("tz").value = useUtc() ? "utc" : "";
+  for (const label of document.querySelectorAll("th .zone")) label.textContent = `(${zoneAbbreviation()})`;
   if (source && !location.pathname.startsWith("/traces/")) { source.close(); source = null; }
   const parts = location.pathname.split("/").filter(Boolean).map(decodeURIComponent);
   if (parts[0] === "entities" && parts.length >= 3) return entityView(parts[1], parts.slice(2).join("/"));
@@ -528,6 +627,13 @@ document.addEventListener("click", (ev) => {
   go(url.pathname + url.search);
 });
 window.addEventListener("popstate", route);
+$("tz-local").textContent = `local (${LOCAL_ZONE})`;
+$("tz").onchange = () => {
+  const url = new URL(location.href);
+  if ($("tz").value === "utc") url.searchParams.set("tz", "utc"); else url.searchParams.delete("tz");
+  history.replaceState(history.state, "", url.pathname + url.search);
+  route();
+};
 
 // The skip link lands on the current view's content: the audit log's table, or the view's heading.
 $("skip").onclick = (ev) => {
