@@ -313,3 +313,42 @@ async def test_stats_and_chart_count_the_zones_days(isolated: Isolated, audit: A
         answer = await api.get("/v1/audit/stats", params={**window, "tz": bad})
         assert answer.status_code == 400, bad
         assert "time zone" in answer.json()["detail"]
+
+
+async def test_entity_logs_stay_in_the_callers_tenants_and_their_cursors_in_their_view(
+    isolated: Isolated, audit: AuditProducer, projector: Any, api: httpx.AsyncClient
+) -> None:
+    await record_history(audit, isolated.stack.bootstrap)
+    log = structlog.wrap_logger(structlog.ReturnLogger(), processors=[add_trace_context, audit.logs])
+    for tenant in ("acme", "globex"):
+        for i in range(3):
+            async with audit.action("sync", entity=Entity(id="shared-1", model="integration"),
+                                    actor=Actor.system("scheduler"), tenant=tenant):  # fmt: skip
+                log.info(f"{tenant} line {i}")
+
+    async def lines(**params: Any) -> list[dict[str, Any]] | None:
+        page = (await api.get("/v1/entities/integration/shared-1/logs", params=params)).json()
+        return page["data"] if len(page["data"]) == 6 else None
+
+    assert await eventually(lines, within=60)
+    acme = {"authorization": f"Bearer {await isolated.token(('audit:read',), tenants=('acme',))}"}
+    seen: list[str] = []
+    cursor = None
+    for _ in range(5):  # pages of two, newest first, until the end
+        params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        page = (await api.get("/v1/entities/integration/shared-1/logs", params=params, headers=acme)).json()
+        seen += [line["message"] for line in page["data"]]
+        assert all(line["tenant_id"] == "acme" for line in page["data"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ["acme line 2", "acme line 1", "acme line 0"]
+    everyone = (await api.get("/v1/entities/integration/shared-1/logs", params={"tenant": "globex"})).json()["data"]
+    assert [line["message"] for line in everyone] == ["globex line 2", "globex line 1", "globex line 0"]
+    first = (await api.get("/v1/entities/integration/shared-1/logs", params={"limit": "1"})).json()
+    moved = await api.get("/v1/entities/integration/other/logs", params={"limit": "1", "cursor": first["next_cursor"]})
+    assert moved.status_code == 400, moved.text  # a cursor continues only the view it came from
+    for bad in ({"level": "loud"}, {"limit": "0"}, {"cursor": "not-a-cursor"}):
+        answer = await api.get("/v1/entities/integration/shared-1/logs", params=bad)
+        assert answer.status_code in (400, 422), (bad, answer.status_code)
+        assert answer.json()["detail"], bad
