@@ -116,6 +116,11 @@ class NoteSigner:
         encoded = base64.b64encode(bytes([ALG_ED25519]) + self.public_key).decode()
         return f"{self.name}+{self.key_hash:08x}+{encoded}"
 
+    def renamed(self, name: str) -> "NoteSigner":
+        """The same key under another name (another key hash): a log signs each partition's checkpoint also under
+        the checkpoint's origin, the name witnesses know a log's key by."""
+        return NoteSigner(name, self._key)
+
     def sign_bytes(self, data: bytes) -> bytes:
         """A raw Ed25519 signature of `data` (for signed events; notes use `sign`)."""
         return self._key.sign(data)
@@ -156,19 +161,24 @@ class NoteVerifier:
         return cls(name, declared, Ed25519PublicKey.from_public_bytes(key[1:]))
 
 
-def open_note(note: str, verifiers: list[NoteVerifier]) -> tuple[str, list[NoteVerifier]]:
-    """The note's body and the known keys whose signatures on it verify.
-
-    Raises CheckpointError when a known key's signature is wrong, or when no known key signed the note.
-    """
+def split_note(note: str) -> tuple[str, list[str]]:
+    """A note's body (ending in its newline) and its signature lines (each ending in a newline)."""
     if "\x00" in note or any(ord(c) < 0x20 and c != "\n" for c in note):
         raise CheckpointError("a note has no control characters but newlines")
     body, sep, signatures = note.rpartition("\n\n")
     if not sep or not signatures.endswith("\n"):
         raise CheckpointError("a note is a body, a blank line and signature lines")
-    body += "\n"
+    return body + "\n", [line + "\n" for line in signatures[:-1].split("\n")]
+
+
+def open_note(note: str, verifiers: list[NoteVerifier]) -> tuple[str, list[NoteVerifier]]:
+    """The note's body and the known keys whose signatures on it verify.
+
+    Raises CheckpointError when a known key's signature is wrong, or when no known key signed the note.
+    """
+    body, lines = split_note(note)
     verified = []
-    for line in signatures[:-1].split("\n"):
+    for line in (line.rstrip("\n") for line in lines):
         if not line.startswith(_DASH):
             raise CheckpointError("a signature line starts with an em dash and a space")
         name, _, encoded = line[len(_DASH) :].partition(" ")

@@ -1,0 +1,184 @@
+"""Witness cosignatures of checkpoints (C2SP tlog-cosignature v1, Ed25519), and checkpoints that need them.
+
+A cosignature is a note signature line `— <witness name> base64(key hash ‖ timestamp ‖ signature)`: a 4-byte key
+hash computed with the cosignature key type 0x04 (not the log's 0x01), an 8-byte big-endian POSIX timestamp, and
+an Ed25519 signature of `cosignature/v1\\ntime <timestamp>\\n` followed by the checkpoint body. It says: as of that
+time, this is the largest tree the witness has seen for the origin, consistent with everything it saw before.
+Witness keys are written `<name>+<hash>+<base64(0x04 ‖ public key)>` and are a key type of their own here: a log
+key is never accepted as a witness key, nor the reverse.
+"""
+
+import base64
+import binascii
+import hashlib
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from audit_schemas.checkpoint import Checkpoint, CheckpointError, NoteVerifier, open_note, split_note
+
+ALG_COSIGNATURE_V1: Final = 0x04
+_DASH: Final = "\u2014 "
+_HEADER: Final = "cosignature/v1\n"
+
+
+def cosigner_key_hash(name: str, public_key: bytes) -> int:
+    """SHA-256(name ‖ '\\n' ‖ 0x04 ‖ public key)[:4], big-endian."""
+    digest = hashlib.sha256(name.encode() + b"\n" + bytes([ALG_COSIGNATURE_V1]) + public_key).digest()
+    value: int = struct.unpack(">I", digest[:4])[0]
+    return value
+
+
+def cosigned_message(body: str, timestamp: int) -> bytes:
+    """What a witness signs: the header line, the time line, then the checkpoint body."""
+    if not 0 <= timestamp < 2**63:
+        raise CheckpointError("a cosignature timestamp is between 0 and 2^63 - 1")
+    return f"{_HEADER}time {timestamp}\n{body}".encode()
+
+
+@dataclass(frozen=True, slots=True)
+class WitnessKey:
+    """A witness a verifier trusts: its name, key hash and Ed25519 public key (key type 0x04)."""
+
+    name: str
+    key_hash: int
+    public_key: Ed25519PublicKey
+
+    @classmethod
+    def parse(cls, verifier_key: str) -> "WitnessKey":
+        """From `<name>+<8 hex digits>+<base64(0x04 ‖ 32-byte key)>`; the hash must match."""
+        name, _, rest = verifier_key.strip().partition("+")
+        hash_text, _, key_text = rest.partition("+")
+        try:
+            raw = base64.b64decode(key_text, validate=True)
+            declared = int(hash_text, 16)
+        except (binascii.Error, ValueError) as e:
+            raise CheckpointError(f"malformed witness key {verifier_key!r}") from e
+        if not name or any(c.isspace() for c in name) or len(hash_text) != 8:
+            raise CheckpointError(f"malformed witness key {verifier_key!r}")
+        if len(raw) != 33 or raw[0] != ALG_COSIGNATURE_V1:
+            raise CheckpointError(
+                f"{name}: a witness key is base64(0x04 ‖ 32-byte Ed25519 key); "
+                f"key type {raw[0] if raw else None} is not a cosignature/v1 key"
+            )
+        if declared != cosigner_key_hash(name, raw[1:]):
+            raise CheckpointError(f"the witness key hash of {name} does not match its key")
+        return cls(name, declared, Ed25519PublicKey.from_public_bytes(raw[1:]))
+
+    @property
+    def verifier_key(self) -> str:
+        raw = bytes([ALG_COSIGNATURE_V1]) + self.public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+        return f"{self.name}+{self.key_hash:08x}+{base64.b64encode(raw).decode()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Cosignature:
+    """One verified cosignature: who, when (POSIX seconds), and its note signature line."""
+
+    witness: str
+    key_hash: int
+    timestamp: int
+    line: str
+
+
+class TestCosigner:
+    """A cosigner in process, for tests and tools that need cosignatures without a witness server."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, name: str, private_key: Ed25519PrivateKey | None = None) -> None:
+        self.name = name
+        self._key = private_key or Ed25519PrivateKey.generate()
+        public = self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.key_hash = cosigner_key_hash(name, public)
+        raw = bytes([ALG_COSIGNATURE_V1]) + public
+        self.verifier_key = f"{name}+{self.key_hash:08x}+{base64.b64encode(raw).decode()}"
+
+    def cosign(self, body: str, timestamp: int) -> str:
+        signature = self._key.sign(cosigned_message(body, timestamp))
+        blob = struct.pack(">IQ", self.key_hash, timestamp) + signature
+        return f"{_DASH}{self.name} {base64.b64encode(blob).decode()}\n"
+
+
+def verify_cosignatures(body: str, lines: list[str], witnesses: list[WitnessKey]) -> list[Cosignature]:
+    """The cosignatures among note signature `lines` by `witnesses`, each verified over `body`; lines of other
+    keys (the log's own signatures, unknown witnesses) are ignored. A pinned witness's line that does not verify
+    is an error, never skipped."""
+    found: dict[str, Cosignature] = {}
+    for line in lines:
+        text = line.rstrip("\n")
+        if not text.startswith(_DASH):
+            raise CheckpointError("a signature line starts with an em dash and a space")
+        name, _, encoded = text[len(_DASH) :].partition(" ")
+        try:
+            raw = base64.b64decode(encoded, validate=True)
+        except binascii.Error as e:
+            raise CheckpointError("malformed signature") from e
+        if len(raw) < 4:
+            raise CheckpointError("a signature has a key hash")
+        signer_hash = struct.unpack(">I", raw[:4])[0]
+        for witness in witnesses:
+            if witness.name != name or witness.key_hash != signer_hash:
+                continue
+            if len(raw) != 4 + 8 + 64:
+                raise CheckpointError(f"the cosignature by {name} is not a timestamped Ed25519 signature")
+            (timestamp,) = struct.unpack(">Q", raw[4:12])
+            try:
+                witness.public_key.verify(raw[12:], cosigned_message(body, timestamp))
+            except InvalidSignature as e:
+                raise CheckpointError(f"the cosignature by {name}+{signer_hash:08x} does not verify") from e
+            found[name] = Cosignature(name, signer_hash, timestamp, text + "\n")
+    return list(found.values())
+
+
+@dataclass(frozen=True, slots=True)
+class WitnessedCheckpoint:
+    """A checkpoint signed by the log and cosigned by at least the required number of pinned witnesses."""
+
+    checkpoint: Checkpoint
+    cosignatures: list[Cosignature]
+
+
+def open_witnessed(
+    note: str, log_keys: list[NoteVerifier], witnesses: list[WitnessKey], min_witnesses: int
+) -> WitnessedCheckpoint:
+    """Verify the log's signature and the pinned witnesses' cosignatures; refuse fewer than `min_witnesses`
+    distinct witnesses (cosignatures by keys that are not pinned count for nothing)."""
+    if min_witnesses > len(witnesses):
+        raise CheckpointError(f"{min_witnesses} witnesses required but only {len(witnesses)} pinned")
+    body, _ = open_note(note, log_keys)
+    _, lines = split_note(note)
+    cosignatures = verify_cosignatures(body, lines, witnesses)
+    if len(cosignatures) < min_witnesses:
+        named = ", ".join(c.witness for c in cosignatures) or "none"
+        raise CheckpointError(
+            f"checkpoint has {len(cosignatures)} valid cosignature(s) by pinned witnesses ({named}); "
+            f"{min_witnesses} required"
+        )
+    return WitnessedCheckpoint(Checkpoint.parse(body), cosignatures)
+
+
+def with_cosignatures(note: str, lines: list[str]) -> str:
+    """The note with cosignature lines added after its own signatures (each once)."""
+    body, present = split_note(note)
+    added = [line if line.endswith("\n") else line + "\n" for line in lines]
+    merged = present + [line for line in added if line not in present]
+    return body + "\n" + "".join(merged)
+
+
+__all__ = [
+    "ALG_COSIGNATURE_V1",
+    "Cosignature",
+    "TestCosigner",
+    "WitnessKey",
+    "WitnessedCheckpoint",
+    "cosigned_message",
+    "cosigner_key_hash",
+    "open_witnessed",
+    "verify_cosignatures",
+    "with_cosignatures",
+]
