@@ -483,9 +483,11 @@ async def api(isolated: Isolated) -> AsyncIterator[httpx.AsyncClient]:
             yield client
 
 
-async def projector_cli(isolated: Isolated, *args: str, within_s: float = 240) -> tuple[int, str]:
+async def projector_cli(
+    isolated: Isolated, *args: str, within_s: float = 240, env: dict[str, str] | None = None
+) -> tuple[int, str]:
     """`audit-projector ARGS` on this test's resources, as the owner where the command needs it: exit code and
-    output (stdout and stderr together)."""
+    output (stdout and stderr together); `env` adds settings."""
     proc = await asyncio.create_subprocess_exec(
         str(Path(sys.executable).parent / "audit-projector"),
         *args,
@@ -493,6 +495,7 @@ async def projector_cli(isolated: Isolated, *args: str, within_s: float = 240) -
             **isolated.projector_env(),
             "AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL": isolated.stack.owner_dsn,
             "COLUMNS": "400",
+            **(env or {}),
         },
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

@@ -6,9 +6,12 @@
 #   tools.sh helm --background    start that build at low priority and return at once (make test does, so the
 #                                 build overlaps lint and type checks instead of adding minutes to the suite)
 #   tools.sh axe                  install axe-core (pinned) if it is not cached, print the path of axe.min.js
+#   tools.sh litewitness          build litewitness and witnessctl (filippo.io/torchwood, pinned) if they are not
+#                                 cached, print the folder holding both
 set -euo pipefail
 helm_version=${AUDIT_HELM_VERSION:-v4.3.2}
 axe_version=${AUDIT_AXE_VERSION:-4.11.0}
+torchwood_version=${AUDIT_TORCHWOOD_VERSION:-v0.6.1}
 tools=${AUDIT_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/audit-trail/tools}
 binary="$tools/helm-$helm_version"
 log() { printf '[tools] %s\n' "$*" >&2; }
@@ -40,7 +43,29 @@ install_axe() {
   echo "$dir/node_modules/axe-core/axe.min.js"
 }
 
+build_litewitness() {
+  local dir="$tools/torchwood-$torchwood_version"
+  exec 7>"$tools/torchwood.lock"
+  flock 7
+  if [ ! -x "$dir/litewitness" ] || [ ! -x "$dir/witnessctl" ]; then
+    command -v go >/dev/null || { log "go is needed to build litewitness"; exit 1; }
+    local build
+    build=$(mktemp -d "$tools/build.XXXXXX")
+    log "building litewitness and witnessctl $torchwood_version from the Go module proxy"
+    (cd "$build" && GOBIN="$build" GOTOOLCHAIN=local nice -n 10 go install \
+      "filippo.io/torchwood/cmd/litewitness@$torchwood_version" "filippo.io/torchwood/cmd/witnessctl@$torchwood_version") \
+      >"$tools/torchwood-build.log" 2>&1 || { tail -n 20 "$tools/torchwood-build.log" >&2; rm -rf "$build"; exit 1; }
+    mkdir -p "$dir"
+    mv "$build/litewitness" "$build/witnessctl" "$dir/"
+    rm -rf "$build"
+  fi
+  echo "$dir"
+}
+
 case "${1:-}" in
+  litewitness)
+    mkdir -p "$tools"
+    build_litewitness ;;
   axe)
     mkdir -p "$tools"
     install_axe ;;
@@ -52,5 +77,5 @@ case "${1:-}" in
     fi
     build_helm
     echo "$binary" ;;
-  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -130,9 +130,11 @@ class NoteSigner:
         signature = self._key.sign(body.encode())
         return f"{_DASH}{self.name} {base64.b64encode(struct.pack('>I', self.key_hash) + signature).decode()}\n"
 
-    def sign(self, body: str) -> str:
-        """The signed note: body, blank line, signature line."""
-        return f"{body}\n{self.signature_line(body)}"
+    def sign(self, body: str, *also_as: str) -> str:
+        """The signed note: body, blank line, the signature line, then one more under each name in `also_as`
+        (the same key under another name: a checkpoint is also signed under its origin, for witnesses)."""
+        lines = [self.signature_line(body), *(self.renamed(name).signature_line(body) for name in also_as)]
+        return f"{body}\n{''.join(lines)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +161,16 @@ class NoteVerifier:
         if declared != key_hash(name, key[1:]):
             raise CheckpointError("the verifier key's hash does not match its key")
         return cls(name, declared, Ed25519PublicKey.from_public_bytes(key[1:]))
+
+
+def verifier_key_as(verifier_key: str, name: str) -> str:
+    """The same public key under another name, its key hash recomputed: what a witness is given for an origin
+    (witnesses know a log's key by the checkpoint's origin)."""
+    NoteVerifier.parse(verifier_key)
+    _check_name(name)
+    encoded = verifier_key.strip().split("+", 2)[2]
+    raw = base64.b64decode(encoded)
+    return f"{name}+{key_hash(name, raw[1:]):08x}+{encoded}"
 
 
 def split_note(note: str) -> tuple[str, list[str]]:

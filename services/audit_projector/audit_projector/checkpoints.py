@@ -73,7 +73,7 @@ class Checkpointer:
         if grown < self._every_leaves and not (due_by_time and aged):
             return
         checkpoint = Checkpoint(origin, tree.size, frontier_root(tree.frontier))
-        note = self._signer.sign(checkpoint.body())
+        note = self._signer.sign(checkpoint.body(), origin)  # also under its origin: how witnesses know the key
         # Stored before it is published: whatever a verifier reads on the topic, the database had already.
         try:
             await self._repo.store_checkpoint(

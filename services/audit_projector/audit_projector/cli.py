@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import asyncpg
+import httpx
 import typer
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import ValidationError
@@ -27,7 +28,7 @@ from audit_projector.archiving import archive_partitions
 from audit_projector.compare import compare, stored_offsets
 from audit_projector.config import Settings
 from audit_projector.errors import ProjectorError
-from audit_projector.integrity import verify_integrity
+from audit_projector.integrity import Finding, verify_integrity
 from audit_projector.migrations import migrate as run_migrations
 from audit_projector.operations import NotTheBlockingRecordError, Selection, request_skip
 from audit_projector.operations import redrive as run_redrive
@@ -38,8 +39,10 @@ from audit_projector.scope import ReplayScope
 from audit_projector.service import compact_once, serve
 from audit_projector.swap import swap as run_swap
 from audit_projector.topics import ensure_topics
+from audit_projector.witnessing.client import WitnessClient
+from audit_projector.witnessing.probe import WitnessFinding, probe_witnesses
 from audit_schemas import postgres, signing
-from audit_schemas.checkpoint import CheckpointError, NoteSigner, NoteVerifier
+from audit_schemas.checkpoint import CheckpointError, NoteSigner, NoteVerifier, verifier_key_as
 
 app = typer.Typer(help="Project audit events from Kafka into the Postgres read model.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -330,6 +333,12 @@ def verify(
     topic: bool = typer.Option(
         True, "--topic/--no-topic", help="With --integrity: hold the trees to the checkpoint topic too (default)."
     ),
+    witnesses: bool = typer.Option(
+        True,
+        "--witnesses/--no-witnesses",
+        help="With --integrity: ask each configured witness (AUDIT_PROJECTOR_WITNESSES) what it last cosigned and "
+        "report a tree smaller than that, and every witness refusal on record (default).",
+    ),
 ) -> None:
     """Check that the read model is what the log holds: exit 1 naming every altered, inserted or deleted row
     (the first 1,000, with a count of all)."""
@@ -348,12 +357,21 @@ def verify(
         if topic:  # read before the database's snapshot: every note on it was stored before then
             published += await from_topic(settings.bootstrap_servers, settings.checkpoint_topic, settings.kafka)
         conn = await postgres.connect(dsn, server_settings={"search_path": settings.db_schema})
+        witnessed: list[WitnessFinding] = []
         try:
             report = await verify_integrity(
                 conn, settings.control_schema, trusted, settings.log_name, published=published
             )
+            if witnesses and settings.witnesses:
+                async with httpx.AsyncClient(timeout=settings.witness_timeout_s) as http:
+                    clients = [WitnessClient(w.verifier, w.endpoint, http) for w in settings.witnesses]
+                    witnessed, unasked = await probe_witnesses(conn, settings, clients)
+                for line in unasked:
+                    console.print(f"[yellow]{line}[/yellow]", soft_wrap=True)
         finally:
             await conn.close()
+        for seen in witnessed:
+            report.add(Finding(seen.origin, None, None, None, seen.text))
         console.print(
             f"{report.partitions} partitions, {report.leaves} leaves, {report.rows} rows, {report.checkpoints} "
             f"checkpoints checked; {report.published} published checkpoints held against them"
@@ -482,6 +500,24 @@ def key(
     except CheckpointError as e:
         console.print(f"[red]unusable signing key: {e}[/red]")
         raise typer.Exit(1) from e
+
+
+@app.command("witness-keys")
+def witness_keys(
+    key: str | None = typer.Option(None, help="The log's verifier key; default: the configured signer's."),
+) -> None:
+    """Print, for each origin of this log (every partition of each projected topic), the origin and the log's key
+    under that name: one `witnessctl add-log` and `add-key` each, for a witness operator."""
+    settings = _settings()
+    try:
+        verifier = key or _trusted_keys(settings, [])[0]
+        for topic in settings.topics:
+            for partition in range(settings.partitions):
+                origin = f"{settings.log_name}/{topic}/{partition}"
+                typer.echo(f"{origin} {verifier_key_as(verifier, origin)}")
+    except CheckpointError as e:
+        console.print(f"[red]unusable key: {e}[/red]")
+        raise typer.Exit(2) from e
 
 
 @app.command("producer-key")

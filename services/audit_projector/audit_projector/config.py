@@ -3,9 +3,21 @@
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, PostgresDsn, SecretStr, StringConstraints, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PostgresDsn,
+    SecretStr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from audit_schemas.checkpoint import CheckpointError
+from audit_schemas.cosignature import WitnessKey
 from audit_schemas.kafka_security import KafkaSecurity
 from audit_schemas.signing import EventSigner
 from audit_schemas.topics import (
@@ -17,6 +29,38 @@ from audit_schemas.topics import (
 )
 
 SchemaName = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,62}$")]
+
+
+class WitnessConfig(BaseModel):
+    """A witness the log asks to cosign (C2SP tlog-witness): its verifier key and its submission URL prefix."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str
+    """`<name>+<hash>+<base64(0x04 ‖ Ed25519 key)>`: cosignatures by other keys are ignored."""
+    url: AnyHttpUrl
+    """The submission prefix; the log POSTs to `<url>/add-checkpoint`."""
+
+    @field_validator("key")
+    @classmethod
+    def _witness_key(cls, value: str) -> str:
+        try:
+            WitnessKey.parse(value)
+        except CheckpointError as e:
+            raise ValueError(str(e)) from e
+        return value.strip()
+
+    @property
+    def verifier(self) -> WitnessKey:
+        return WitnessKey.parse(self.key)
+
+    @property
+    def name(self) -> str:
+        return self.verifier.name
+
+    @property
+    def endpoint(self) -> str:
+        return str(self.url).rstrip("/") + "/add-checkpoint"
 
 
 class Settings(BaseSettings):
@@ -83,6 +127,16 @@ class Settings(BaseSettings):
     checkpoint_topic: str = CHECKPOINT_TOPIC
     checkpoint_every_leaves: Annotated[int, Field(ge=1)] = 1000
     checkpoint_every_s: Annotated[float, Field(gt=0)] = 60.0
+    witnesses: list[WitnessConfig] = []
+    """JSON: `[{"key": "<witness verifier key>", "url": "http://witness:7380"}, ...]`. Each new checkpoint is sent
+    to each (off the projection path); a witness that is down never stops projection."""
+    witness_quorum: Annotated[int, Field(ge=0, le=32)] | None = None
+    """How many witnesses must cosign the newest checkpoint of every origin (k of n; default 1 with witnesses)."""
+    witness_interval_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    """How often new checkpoints are sent to the witnesses (each witness gets the newest one of each origin)."""
+    witness_timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
+    witness_grace_s: Annotated[float, Field(ge=0, le=86_400)] = 300.0
+    """Readiness reports (and the metric shows) an origin whose newest checkpoint lacks the quorum this long."""
     rollup_compaction_interval_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
     """How often the rollups of closed hours and days are folded into the coarser tables the dashboard reads
     (0: never; `audit-projector compact-rollups` does it on demand). One projector of a fleet compacts at a time."""
@@ -98,6 +152,25 @@ class Settings(BaseSettings):
                 "the projector who wrote a record, so only a signature binds an event to its source and tenant"
             )
         return self
+
+    @model_validator(mode="after")
+    def _quorum_within_witnesses(self) -> Self:
+        if self.witness_quorum is not None and self.witness_quorum > len(self.witnesses):
+            raise ValueError(
+                f"AUDIT_PROJECTOR_WITNESS_QUORUM={self.witness_quorum} but only {len(self.witnesses)} witnesses are "
+                "configured: no checkpoint could ever meet it"
+            )
+        names = [w.name for w in self.witnesses]
+        if len(set(names)) != len(names):
+            raise ValueError("AUDIT_PROJECTOR_WITNESSES names a witness twice")
+        return self
+
+    @property
+    def quorum(self) -> int:
+        """Cosignatures each newest checkpoint needs: the setting, or 1 when witnesses are configured."""
+        if self.witness_quorum is not None:
+            return self.witness_quorum
+        return min(1, len(self.witnesses))
 
     @property
     def signatures_required(self) -> bool:

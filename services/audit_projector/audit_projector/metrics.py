@@ -38,6 +38,20 @@ LAST_CHECKPOINT: Final = Gauge(
     "When this projector last signed a checkpoint of the topic (Unix time): its age is the checkpoint age.",
     ["topic"],
 )
+WITNESS_REQUESTS: Final = Counter(
+    "audit_projector_witness_requests",
+    "add-checkpoint requests to each witness, by how they ended (cosigned, conflict, unavailable, ...).",
+    ["witness", "result"],
+)
+WITNESS_REFUSALS: Final = Counter(
+    "audit_projector_witness_refusals",
+    "Refusals that say the log's history changed (a larger tree cosigned, another root, a proof that fails).",
+    ["witness"],
+)
+UNWITNESSED: Final = Gauge(
+    "audit_projector_unwitnessed_checkpoint_age_seconds",
+    "Age of the oldest newest-checkpoint that lacks the witness quorum (0: every origin is witnessed).",
+)
 RESTARTS: Final = Counter(
     "audit_projector_pipeline_restarts", "Pipeline rebuilds after a lost connection or a failure.", ["topic"]
 )

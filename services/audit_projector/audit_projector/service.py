@@ -23,6 +23,7 @@ from audit_projector.repository import SESSION_SETTINGS, ProjectionRepository, c
 from audit_projector.scope import Selector
 from audit_projector.state import PipelineState, ProjectorState
 from audit_projector.topics import check_retention, ensure_topics
+from audit_projector.witnessing.runner import cosign_periodically
 from audit_schemas import postgres
 from audit_schemas.checkpoint import CheckpointError, NoteSigner
 
@@ -191,15 +192,17 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         for topic in settings.topics
     ]
     compactor = asyncio.create_task(_compact_periodically(settings, stop), name="rollup-compaction")
+    cosigner = asyncio.create_task(cosign_periodically(settings, _signer(settings), state, stop), name="cosigner")
     try:
         await _until_stopped_or_failed(supervisors, stop)
     finally:
         state.alive = False
         stop.set()
         await _drain(supervisors, settings.shutdown_timeout_s)
-        compactor.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await compactor
+        for helper in (compactor, cosigner):
+            helper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await helper
         if server is not None and health is not None:
             server.should_exit = True
             await health

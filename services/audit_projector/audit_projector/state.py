@@ -111,6 +111,8 @@ class ProjectorState:
     alive: bool = True
     """False once the process is stopping or has given up (a non-retriable error)."""
     stall_after_s: float = 60.0
+    unwitnessed: list[str] = field(default_factory=list)
+    """Origins whose newest checkpoint has lacked the witness quorum for longer than the grace period."""
 
     def pipeline(self, topic: str) -> PipelineState:
         """The state of `topic`'s pipeline, created on first use."""
@@ -139,6 +141,7 @@ class ProjectorState:
         now = time.monotonic()
         found = [f"{p.topic}: {why}" for p in self.pipelines.values() if (why := p.stuck(self.stall_after_s, now))]
         found += [f"{t}/{part}: blocked ({b.reason})" for (t, part), b in sorted(self.blocked.items())]
+        found += [f"{origin}: the newest checkpoint lacks its witness cosignatures" for origin in self.unwitnessed]
         return found if self.pipelines else ["starting"]
 
     @property
