@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from audit_schemas import merkle
-from audit_schemas.checkpoint import Checkpoint, CheckpointError, NoteVerifier, open_checkpoint
+from audit_schemas.checkpoint import Checkpoint, CheckpointError
+from audit_schemas.trust import TrustPolicy
 
 KIND: Final = "audit-trail-archive"
 VERSION: Final = 1
@@ -175,12 +176,13 @@ def _header(record: dict[str, Any]) -> ArchiveHeader:
     )  # fmt: skip
 
 
-def verify(path: Path, keys: list[str], previous: ArchiveSummary | None = None) -> ArchiveSummary:
-    """Check one archive offline against the verifier keys: every leaf in order and in the header's range, their
-    hashes rebuilding the checkpoint's root from the start frontier, the nodes matching the leaves, and the
-    checkpoint's signature. With `previous` (the same partition's earlier archive) the two must join up."""
+def verify(path: Path, keys: list[str] | TrustPolicy, previous: ArchiveSummary | None = None) -> ArchiveSummary:
+    """Check one archive offline against the verifier keys (or a policy that also asks for witnesses): every leaf
+    in order and in the header's range, their hashes rebuilding the checkpoint's root from the start frontier, the
+    nodes matching the leaves, and the checkpoint's signatures. With `previous` (the same partition's earlier
+    archive) the two must join up."""
     try:
-        verifiers = [NoteVerifier.parse(k) for k in keys]
+        trusted = keys if isinstance(keys, TrustPolicy) else TrustPolicy.parse(keys)
     except CheckpointError as e:
         raise ArchiveError(f"bad verifier key: {e}") from e
     records = _records(path)
@@ -235,7 +237,7 @@ def verify(path: Path, keys: list[str], previous: ArchiveSummary | None = None) 
         raise ArchiveError("the end frontier does not match the leaves")
     root = merkle.frontier_root(frontier)
     try:
-        checkpoint = open_checkpoint(header.checkpoint, verifiers)
+        checkpoint = trusted.open(header.checkpoint).checkpoint
     except CheckpointError as e:
         raise ArchiveError(f"the checkpoint does not verify: {e}") from e
     if checkpoint.origin != header.origin or checkpoint.size != header.end_leaf:
@@ -254,7 +256,7 @@ def _names(data: bytes, topic: str, partition: int, offset: int) -> bool:
     return data.startswith(prefix)
 
 
-def verify_chain(paths: list[Path], keys: list[str]) -> list[ArchiveSummary]:
+def verify_chain(paths: list[Path], keys: list[str] | TrustPolicy) -> list[ArchiveSummary]:
     """Verify archives of one or more partitions; each partition's must start at leaf 0 and join up in order."""
     by_origin: dict[str, list[tuple[ArchiveHeader, Path]]] = {}
     for path in paths:

@@ -7,7 +7,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from audit_schemas import merkle
-from audit_schemas.checkpoint import Checkpoint, CheckpointError, NoteVerifier, open_checkpoint
+from audit_schemas.checkpoint import Checkpoint, CheckpointError
+from audit_schemas.trust import TrustPolicy
+
+__all__ = [
+    "TrustPolicy",
+    "VerificationError",
+    "Verified",
+    "load_json",
+    "policy",
+    "verify_bundle",
+    "verify_consistency_proof",
+    "verify_inclusion_proof",
+]
 
 
 class VerificationError(ValueError):
@@ -22,11 +34,16 @@ class Verified:
     detail: str
 
 
-def _verifiers(keys: list[str]) -> list[NoteVerifier]:
+def policy(keys: list[str], witnesses: list[str] | None = None, min_witnesses: int = 0) -> TrustPolicy:
+    """The keys an auditor pinned (log keys, witness keys) and the witness quorum, or a VerificationError."""
     try:
-        return [NoteVerifier.parse(k) for k in keys]
+        return TrustPolicy.parse(keys, witnesses, min_witnesses)
     except CheckpointError as e:
-        raise VerificationError(f"bad verifier key: {e}") from e
+        raise VerificationError(f"bad verifier key or policy: {e}") from e
+
+
+def _trusted(keys: list[str] | TrustPolicy) -> TrustPolicy:
+    return keys if isinstance(keys, TrustPolicy) else policy(keys)
 
 
 def _b64(value: Any, what: str) -> bytes:
@@ -36,10 +53,13 @@ def _b64(value: Any, what: str) -> bytes:
         raise VerificationError(f"{what} is not base64") from e
 
 
-def verify_inclusion_proof(proof: dict[str, Any], keys: list[str]) -> Verified:
-    """An entry's record is leaf `leaf_index` of the tree the signed checkpoint commits to."""
+def verify_inclusion_proof(proof: dict[str, Any], keys: list[str] | TrustPolicy) -> Verified:
+    """An entry's record is leaf `leaf_index` of the tree the signed (and, as the policy asks, witnessed)
+    checkpoint commits to."""
+    trusted = _trusted(keys)
     try:
-        checkpoint = open_checkpoint(str(proof["checkpoint"]), _verifiers(keys))
+        opened = trusted.open(str(proof["checkpoint"]))
+        checkpoint = opened.checkpoint
         data = _b64(proof["leaf_data"], "leaf_data")
         index, size = int(proof["leaf_index"]), int(proof["tree_size"])
         path = [_b64(p, "a proof hash") for p in proof["inclusion_proof"]]
@@ -58,15 +78,19 @@ def verify_inclusion_proof(proof: dict[str, Any], keys: list[str]) -> Verified:
         merkle.verify_inclusion(merkle.leaf_hash(data), index, size, path, checkpoint.root)
     except merkle.ProofError as e:
         raise VerificationError(f"inclusion: {e}") from e
-    return Verified(checkpoint, f"leaf {index} of {checkpoint.origin} at tree size {size}")
+    return Verified(checkpoint, f"leaf {index} of {checkpoint.origin} at tree size {size}{opened.witnessed()}")
 
 
-def verify_consistency_proof(old_note: str, new_note: str, proof: dict[str, Any], keys: list[str]) -> Verified:
-    """The newer signed checkpoint's tree extends the older one's: nothing was removed or rewritten."""
-    verifiers = _verifiers(keys)
+def verify_consistency_proof(
+    old_note: str, new_note: str, proof: dict[str, Any], keys: list[str] | TrustPolicy
+) -> Verified:
+    """The newer signed checkpoint's tree extends the older one's: nothing was removed or rewritten. Both
+    checkpoints must meet the policy (signed by the log, cosigned by enough pinned witnesses)."""
+    trusted = _trusted(keys)
     try:
-        old = open_checkpoint(old_note, verifiers)
-        new = open_checkpoint(new_note, verifiers)
+        old = trusted.open(old_note).checkpoint
+        opened = trusted.open(new_note)
+        new = opened.checkpoint
         path = [_b64(p, "a proof hash") for p in proof["proof"]]
     except CheckpointError as e:
         raise VerificationError(f"checkpoint: {e}") from e
@@ -80,7 +104,7 @@ def verify_consistency_proof(old_note: str, new_note: str, proof: dict[str, Any]
         merkle.verify_consistency(old.size, new.size, old.root, new.root, path)
     except merkle.ProofError as e:
         raise VerificationError(f"consistency: {e}") from e
-    return Verified(new, f"{new.origin}: the tree of {new.size} extends the tree of {old.size}")
+    return Verified(new, f"{new.origin}: the tree of {new.size} extends the tree of {old.size}{opened.witnessed()}")
 
 
 def load_json(text: str) -> dict[str, Any]:
@@ -94,15 +118,16 @@ def load_json(text: str) -> dict[str, Any]:
     return value
 
 
-def verify_bundle(text: str, keys: list[str]) -> Verified:
+def verify_bundle(text: str, keys: list[str] | TrustPolicy) -> Verified:
     """Every line of an NDJSON bundle of inclusion proofs verifies (a truncated or altered line fails)."""
+    trusted = _trusted(keys)
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         raise VerificationError("the bundle is empty")
     last: Verified | None = None
     for number, line in enumerate(lines, start=1):
         try:
-            last = verify_inclusion_proof(load_json(line), keys)
+            last = verify_inclusion_proof(load_json(line), trusted)
         except VerificationError as e:
             raise VerificationError(f"line {number}: {e}") from e
     assert last is not None

@@ -24,6 +24,7 @@ from audit_schemas.checkpoint import CheckpointError, NoteSigner, NoteVerifier, 
 from audit_schemas.cosignature import TestCosigner, WitnessKey, open_witnessed
 from tests.conftest import Isolated, free_port, projector_cli, projector_running
 from tests.e2e.test_integrity import _as_superuser, _settled
+from tests.e2e.test_proofs import _verify
 from tests.history import record_history
 from tests.polling import eventually
 from tests.witness import Litewitness, tools
@@ -101,7 +102,7 @@ def _requests(witness: str, result: str) -> float:
 
 
 async def test_two_witnesses_cosign_every_newest_checkpoint_and_verifiers_require_them(
-    isolated: Isolated, audit: AuditProducer, witnesses: list[Litewitness]
+    isolated: Isolated, audit: AuditProducer, witnesses: list[Litewitness], api: httpx.AsyncClient, tmp_path: Path
 ) -> None:
     settings, signer = _witnessed(isolated, witnesses, quorum=2)
     async with projector_running(settings):
@@ -133,6 +134,37 @@ async def test_two_witnesses_cosign_every_newest_checkpoint_and_verifiers_requir
     with pytest.raises(CheckpointError, match="1 valid cosignature"):  # a witness key nobody pinned counts for nothing
         open_witnessed(note, log_key, [pinned[0], WitnessKey.parse(TestCosigner("witness.test/w2").verifier_key)], 2)
     assert _requests("witness.test/w1", "cosigned") >= len(newest)
+
+    # The API serves the cosigned notes, and an entry's proof carries them; the auditor's CLI requires k of n.
+    some = sorted(history.demo_ids)[0]
+    proof = (await api.get(f"/v1/audit/{some}/proof")).json()
+    listed = (
+        await api.get("/v1/checkpoints", params={"topic": proof["topic"], "partition": proof["partition"]})
+    ).json()
+    assert listed[0]["cosigned_by"] == ["witness.test/w1", "witness.test/w2"]
+    assert listed[0]["note"].count("\u2014 witness.test/") == 2
+    document = tmp_path / "proof.json"
+    document.write_text(json.dumps(proof))
+    w1, w2 = (w.vkey for w in witnesses)
+    code, out = await _verify("verify-inclusion", str(document), "--key", signer.verifier_key,
+                              "--witness", w1, "--witness", w2, "--min-witnesses", "2")  # fmt: skip
+    assert code == 0, out
+    assert "cosigned by 2 witnesses (witness.test/w1, witness.test/w2)" in out
+    code, out = await _verify("verify-inclusion", str(document), "--key", signer.verifier_key)
+    assert code == 0, out  # a verifier that knows no witness ignores their lines
+    code, out = await _verify("verify-inclusion", str(document), "--key", signer.verifier_key,
+                              "--witness", w1, "--min-witnesses", "2")  # fmt: skip
+    assert code == 2, out
+    assert "needs at least that many --witness keys" in out
+    stranger = TestCosigner("witness.test/w2").verifier_key  # the name of a pinned witness, a key it never held
+    code, out = await _verify("verify-inclusion", str(document), "--key", signer.verifier_key,
+                              "--witness", w1, "--witness", stranger, "--min-witnesses", "2")  # fmt: skip
+    assert code == 1, out
+    assert "NOT VERIFIED" in out
+    assert "1 valid cosignature" in out
+    code, out = await _verify("verify-inclusion", str(document), "--key", signer.verifier_key,
+                              "--witness", signer.verifier_key, "--min-witnesses", "1")  # fmt: skip
+    assert code == 2, out  # a log key is not a witness key
 
 
 async def test_a_witness_down_never_stops_projection_and_a_lost_state_resynchronises_on_409(

@@ -67,9 +67,12 @@ async def archive_partitions(
             )
             first = last["end_leaf"] if last else 0
             checkpoint = await conn.fetchrow(
-                f"""SELECT tree_size, root_hash, note FROM {control}.checkpoints
-                     WHERE origin = $1 AND signed_at < now() - $2::interval AND tree_size > $3
-                     ORDER BY tree_size DESC LIMIT 1""",
+                f"""SELECT c.tree_size, c.root_hash, c.note || coalesce((SELECT string_agg(k.line, '' ORDER BY
+                           k.witness) FROM {control}.cosignatures k WHERE k.origin = c.origin
+                           AND k.tree_size = c.tree_size), '') AS note
+                      FROM {control}.checkpoints c
+                     WHERE c.origin = $1 AND c.signed_at < now() - $2::interval AND c.tree_size > $3
+                     ORDER BY c.tree_size DESC LIMIT 1""",
                 origin,
                 older_than,
                 first,

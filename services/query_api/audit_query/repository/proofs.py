@@ -22,20 +22,30 @@ class ProofRepository:
         )
         return [dict(r) for r in rows]
 
+    def _cosigned_note(self) -> str:
+        """A checkpoint's note `c` with the witnesses' cosignature lines after its own signatures."""
+        return (
+            f"c.note || coalesce((SELECT string_agg(k.line, '' ORDER BY k.witness) FROM {self._control}.cosignatures k"
+            " WHERE k.origin = c.origin AND k.tree_size = c.tree_size), '') AS note,"
+            f" (SELECT coalesce(array_agg(k.witness ORDER BY k.witness), '{{}}') FROM {self._control}.cosignatures k"
+            " WHERE k.origin = c.origin AND k.tree_size = c.tree_size) AS cosigned_by"
+        )
+
     async def checkpoints(self, origin: str, limit: int) -> list[dict[str, Any]]:
+        """Newest first, each note with its cosignatures."""
         rows = await self._repo._fetch(
-            f"""SELECT origin, tree_size, root_hash, key_name, key_hash, note, signed_at
-                  FROM {self._control}.checkpoints WHERE origin = $1 ORDER BY tree_size DESC LIMIT $2""",
+            f"""SELECT c.origin, c.tree_size, c.root_hash, c.key_name, c.key_hash, c.signed_at, {self._cosigned_note()}
+                  FROM {self._control}.checkpoints c WHERE c.origin = $1 ORDER BY c.tree_size DESC LIMIT $2""",
             origin,
             limit,
         )
         return [dict(r) for r in rows]
 
     async def latest_checkpoint(self, origin: str, covering: int) -> dict[str, Any] | None:
-        """The newest checkpoint of `origin` whose tree holds leaf `covering`."""
+        """The newest checkpoint of `origin` whose tree holds leaf `covering`, its note with its cosignatures."""
         rows = await self._repo._fetch(
-            f"""SELECT origin, tree_size, root_hash, note FROM {self._control}.checkpoints
-                 WHERE origin = $1 AND tree_size > $2 ORDER BY tree_size DESC LIMIT 1""",
+            f"""SELECT c.origin, c.tree_size, c.root_hash, {self._cosigned_note()} FROM {self._control}.checkpoints c
+                 WHERE c.origin = $1 AND c.tree_size > $2 ORDER BY c.tree_size DESC LIMIT 1""",
             origin,
             covering,
         )

@@ -38,8 +38,14 @@ class CheckpointPublic(BaseModel):
     root_hash: Annotated[str, Field(description="base64 of the 32-byte RFC 9162 root hash at that size.")]
     note: Annotated[
         str,
-        Field(description="The C2SP signed note: the checkpoint body (origin, size, root) and its signature lines."),
+        Field(
+            description="The C2SP signed note: the checkpoint body (origin, size, root), the log's signature lines, "
+            "then the witnesses' cosignature lines (C2SP tlog-cosignature v1) gathered so far."
+        ),
     ]
+    cosigned_by: Annotated[
+        list[str], Field(description="Names of the witnesses whose cosignatures the note carries (verify them).")
+    ] = []
 
 
 class InclusionProof(BaseModel):
@@ -122,7 +128,13 @@ async def checkpoints(
     """Newest first. A checkpoint is a size and a root hash: it reveals no tenant's content."""
     rows = await _proofs(request).checkpoints(f"{settings.log_name}/{topic}/{partition}", limit)
     return [
-        CheckpointPublic(origin=r["origin"], tree_size=r["tree_size"], root_hash=_b64(r["root_hash"]), note=r["note"])
+        CheckpointPublic(
+            origin=r["origin"],
+            tree_size=r["tree_size"],
+            root_hash=_b64(r["root_hash"]),
+            note=r["note"],
+            cosigned_by=list(r["cosigned_by"]),
+        )
         for r in rows
     ]
 
