@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import glob
+import hashlib
 import json
 import os
 import shlex
@@ -574,3 +575,18 @@ def chromedriver() -> str:
     found = shutil.which("chromedriver")
     assert found, "chromium-driver is required for the browser tests"
     return found
+
+
+CHECKER = Path(__file__).resolve().parent / "interop" / "checker"
+
+
+@pytest.fixture(scope="session")
+def go_checker() -> Path:
+    """The reference checker (sumdb/note + transparency-dev/merkle), built from the Go module proxy once and
+    cached by the hash of its sources."""
+    sources = b"".join((CHECKER / name).read_bytes() for name in ("go.mod", "go.sum", "main.go"))
+    target = Path(tempfile.gettempdir()) / f"audit-trail-checker-{hashlib.sha256(sources).hexdigest()[:16]}"
+    if not target.exists():
+        go = shutil.which("go") or "/usr/local/go/bin/go"
+        subprocess.run([go, "build", "-o", str(target), "."], cwd=CHECKER, check=True, timeout=600)
+    return target

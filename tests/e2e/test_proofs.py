@@ -1,12 +1,8 @@
 """Proofs anyone can check offline: an entry's inclusion and the log's consistency, verified by the CLI alone."""
 
 import asyncio
-import hashlib
 import json
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +16,6 @@ from tests.conftest import Isolated, projector_running
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
-
-CHECKER = Path(__file__).resolve().parent.parent / "interop" / "checker"
-
-
-@pytest.fixture(scope="session")
-def go_checker() -> Path:
-    """The reference checker (sumdb/note + transparency-dev/merkle), built from the Go module proxy once and
-    cached by the hash of its sources."""
-    sources = b"".join((CHECKER / name).read_bytes() for name in ("go.mod", "go.sum", "main.go"))
-    target = Path(tempfile.gettempdir()) / f"audit-trail-checker-{hashlib.sha256(sources).hexdigest()[:16]}"
-    if not target.exists():
-        go = shutil.which("go") or "/usr/local/go/bin/go"
-        subprocess.run([go, "build", "-o", str(target), "."], cwd=CHECKER, check=True, timeout=600)
-    return target
 
 
 async def _go(checker: Path, check: str, document: dict[str, Any]) -> tuple[int, str]:

@@ -24,7 +24,7 @@ from audit_schemas.checkpoint import CheckpointError, NoteSigner, NoteVerifier, 
 from audit_schemas.cosignature import TestCosigner, WitnessKey, open_witnessed
 from tests.conftest import Isolated, free_port, projector_cli, projector_running
 from tests.e2e.test_integrity import _as_superuser, _settled
-from tests.e2e.test_proofs import _verify
+from tests.e2e.test_proofs import _go, _verify
 from tests.history import record_history
 from tests.polling import eventually
 from tests.witness import Litewitness, tools
@@ -102,7 +102,12 @@ def _requests(witness: str, result: str) -> float:
 
 
 async def test_two_witnesses_cosign_every_newest_checkpoint_and_verifiers_require_them(
-    isolated: Isolated, audit: AuditProducer, witnesses: list[Litewitness], api: httpx.AsyncClient, tmp_path: Path
+    isolated: Isolated,
+    audit: AuditProducer,
+    witnesses: list[Litewitness],
+    api: httpx.AsyncClient,
+    tmp_path: Path,
+    go_checker: Path,
 ) -> None:
     settings, signer = _witnessed(isolated, witnesses, quorum=2)
     async with projector_running(settings):
@@ -129,6 +134,14 @@ async def test_two_witnesses_cosign_every_newest_checkpoint_and_verifiers_requir
         assert witnessed.checkpoint.size == newest[origin][0]
         assert sorted(c.witness for c in witnessed.cosignatures) == ["witness.test/w1", "witness.test/w2"]
     note = next(iter(notes.values()))
+    # The Go reference verifiers (sumdb/note with torchwood's cosignature verifier) agree.
+    vkeys = [w.vkey for w in witnesses]
+    both = {"key": signer.verifier_key, "witnesses": vkeys, "min": 2, "checkpoint": note}
+    code, out = await _go(go_checker, "cosigned", both)
+    assert (code, out.strip()) == (0, "ok"), out
+    stranger = TestCosigner("witness.test/w2").verifier_key
+    code, out = await _go(go_checker, "cosigned", {**both, "witnesses": [vkeys[0], stranger]})
+    assert code == 1, out
     with pytest.raises(CheckpointError, match="only 1 pinned"):
         open_witnessed(note, log_key, pinned[:1], 2)
     with pytest.raises(CheckpointError, match="1 valid cosignature"):  # a witness key nobody pinned counts for nothing

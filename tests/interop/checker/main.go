@@ -1,9 +1,11 @@
 // Command checker verifies Audit Trail's proofs and checkpoints with the reference implementations:
-// golang.org/x/mod/sumdb/note for signed notes and github.com/transparency-dev/merkle for RFC 6962/9162
-// proofs. It reads one JSON document on stdin and prints "ok", or the failure and exits 1.
+// golang.org/x/mod/sumdb/note for signed notes, github.com/transparency-dev/merkle for RFC 6962/9162 proofs and
+// filippo.io/torchwood for witness cosignatures (c2sp.org/tlog-cosignature). It reads one JSON document on stdin
+// and prints "ok", or the failure and exits 1.
 //
 //	checker inclusion   < {"key", "checkpoint", "leaf_data", "leaf_index", "tree_size", "inclusion_proof"}
 //	checker consistency < {"key", "old", "new", "proof"}
+//	checker cosigned    < {"key", "witnesses", "min", "checkpoint"}
 package main
 
 import (
@@ -14,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 
+	"filippo.io/torchwood"
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/note"
@@ -117,9 +120,55 @@ func consistency() error {
 	return proof.VerifyConsistency(rfc6962.DefaultHasher, older.size, newer.size, path, older.root, newer.root)
 }
 
+// cosigned requires the log's signature and at least min valid cosignatures by the pinned witnesses.
+func cosigned() error {
+	var doc struct {
+		Key        string   `json:"key"`
+		Witnesses  []string `json:"witnesses"`
+		Min        int      `json:"min"`
+		Checkpoint string   `json:"checkpoint"`
+	}
+	if err := json.NewDecoder(os.Stdin).Decode(&doc); err != nil {
+		return err
+	}
+	logKey, err := note.NewVerifier(doc.Key)
+	if err != nil {
+		return fmt.Errorf("verifier key: %w", err)
+	}
+	verifiers := []note.Verifier{logKey}
+	witnesses := map[string]bool{}
+	for _, vkey := range doc.Witnesses {
+		w, err := torchwood.NewCosignatureVerifier(vkey)
+		if err != nil {
+			return fmt.Errorf("witness key: %w", err)
+		}
+		verifiers = append(verifiers, w)
+		witnesses[w.Name()] = true
+	}
+	n, err := note.Open([]byte(doc.Checkpoint), note.VerifierList(verifiers...))
+	if err != nil {
+		return fmt.Errorf("note: %w", err)
+	}
+	logSigned, count := false, 0
+	for _, sig := range n.Sigs {
+		if sig.Name == logKey.Name() && sig.Hash == logKey.KeyHash() {
+			logSigned = true
+		} else if witnesses[sig.Name] {
+			count++
+		}
+	}
+	if !logSigned {
+		return fmt.Errorf("not signed by the log key")
+	}
+	if count < doc.Min {
+		return fmt.Errorf("%d cosignatures by pinned witnesses, %d required", count, doc.Min)
+	}
+	return nil
+}
+
 func main() {
 	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: checker inclusion|consistency < document.json")
+		fmt.Fprintln(os.Stderr, "usage: checker inclusion|consistency|cosigned < document.json")
 		os.Exit(2)
 	}
 	var err error
@@ -128,6 +177,8 @@ func main() {
 		err = inclusion()
 	case "consistency":
 		err = consistency()
+	case "cosigned":
+		err = cosigned()
 	default:
 		err = fmt.Errorf("unknown check %q", os.Args[1])
 	}
