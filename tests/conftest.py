@@ -40,6 +40,8 @@ from audit_query.repository import TokenAdmin
 from audit_schemas.checkpoint import NoteSigner
 from audit_schemas.kafka_security import KafkaSecurity
 from audit_schemas.topics import AUDIT_TOPIC, CHECKPOINT_TOPIC, DEAD_LETTER_TOPIC, EXECUTION_LOG_TOPIC
+from tests.witness import Litewitness
+from tests.witness import tools as witness_tools
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "deploy" / "local" / "stack.sh"
@@ -590,3 +592,15 @@ def go_checker() -> Path:
         go = shutil.which("go") or "/usr/local/go/bin/go"
         subprocess.run([go, "build", "-o", str(target), "."], cwd=CHECKER, check=True, timeout=600)
     return target
+
+
+@pytest.fixture
+def witnesses(tmp_path: Path) -> Iterator[list[Litewitness]]:
+    """Two litewitness processes on loopback, each with its own key, ssh-agent and state."""
+    bin_dir = witness_tools()
+    started = [Litewitness(bin_dir, tmp_path / f"w{i}", f"witness.test/w{i}") for i in (1, 2)]
+    try:
+        yield started
+    finally:
+        for w in started:
+            w.close()

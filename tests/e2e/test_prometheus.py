@@ -14,13 +14,15 @@ from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
+from pydantic import AnyHttpUrl, SecretStr
 
 from audit_producer import AuditProducer
-from audit_schemas.checkpoint import NoteSigner
+from audit_projector.config import WitnessConfig
+from audit_schemas.checkpoint import NoteSigner, verifier_key_as
 from tests.conftest import ROOT, Isolated, free_port, projector_running
 from tests.history import record_history
 from tests.polling import eventually
+from tests.witness import Litewitness
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -95,9 +97,14 @@ async def _serve_prometheus(binary: str, targets: dict[str, str], data: Path) ->
 
 
 async def test_every_metric_of_the_rules_and_dashboard_is_scraped_and_every_panel_returns_series(
-    isolated: Isolated, audit: AuditProducer, api: httpx.AsyncClient, prometheus: tuple[str, str], tmp_path: Path
+    isolated: Isolated,
+    audit: AuditProducer,
+    api: httpx.AsyncClient,
+    prometheus: tuple[str, str],
+    tmp_path: Path,
+    witnesses: list[Litewitness],
 ) -> None:
-    _, key = NoteSigner.generate("audit-trail")
+    signer, key = NoteSigner.generate("audit-trail")
     health = free_port()
     settings = isolated.projector.model_copy(
         update={
@@ -106,8 +113,15 @@ async def test_every_metric_of_the_rules_and_dashboard_is_scraped_and_every_pane
             "checkpoint_key": SecretStr(key),
             "checkpoint_every_leaves": 5,
             "checkpoint_every_s": 0.5,
+            "witnesses": [WitnessConfig(key=w.vkey, url=AnyHttpUrl(w.url)) for w in witnesses],
+            "witness_interval_s": 0.3,
         }
     )
+    for w in witnesses:  # witnesses as deployed: every origin of the log known to each
+        for topic in settings.topics:
+            for partition in range(settings.partitions):
+                origin = f"{settings.log_name}/{topic}/{partition}"
+                w.add_log(origin, verifier_key_as(signer.verifier_key, origin))
     names = _metric_names()
     assert len(names) >= 12, names
     async with projector_running(settings):

@@ -6,7 +6,6 @@ forked history, which the log records."""
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +26,9 @@ from tests.e2e.test_integrity import _as_superuser, _settled
 from tests.e2e.test_proofs import _go, _verify
 from tests.history import record_history
 from tests.polling import eventually
-from tests.witness import Litewitness, tools
+from tests.witness import Litewitness
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
-
-
-@pytest.fixture
-def witnesses(tmp_path: Path) -> Iterator[list[Litewitness]]:
-    """Two litewitness processes on loopback, each with its own key, ssh-agent and state."""
-    bin_dir = tools()
-    started = [Litewitness(bin_dir, tmp_path / f"w{i}", f"witness.test/w{i}") for i in (1, 2)]
-    try:
-        yield started
-    finally:
-        for w in started:
-            w.close()
 
 
 def _origins(settings: ProjectorSettings) -> list[str]:

@@ -13,7 +13,8 @@ from audit_projector.config import Settings
 from audit_projector.errors import ProjectorError, db_errors
 from audit_projector.repository import SESSION_SETTINGS
 from audit_projector.state import ProjectorState
-from audit_projector.witnessing.client import WitnessClient
+from audit_projector import metrics
+from audit_projector.witnessing.client import Result, WitnessClient
 from audit_projector.witnessing.cosigner import Cosigner
 from audit_projector.witnessing.store import WitnessStore
 from audit_schemas import postgres
@@ -28,6 +29,10 @@ async def cosign_periodically(
     """Until `stop`: ask the witnesses to cosign; mark the origins that lack the quorum past the grace period."""
     if not settings.witnesses or signer is None:
         return
+    for witness in settings.witnesses:  # every series from zero, so rates and alerts see the first one
+        metrics.WITNESS_REFUSALS.labels(witness.name)
+        for result in Result:
+            metrics.WITNESS_REQUESTS.labels(witness.name, result.value)
     producer: AIOKafkaProducer | None = None  # made on first use: a log whose witnesses never answer opens none
 
     async def publish(origin: str, note: str) -> None:
