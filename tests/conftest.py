@@ -604,3 +604,15 @@ def witnesses(tmp_path: Path) -> Iterator[list[Litewitness]]:
     finally:
         for w in started:
             w.close()
+
+
+@pytest.fixture(scope="session")
+def axe_script() -> str:
+    """axe-core's engine (pinned, from npm, installed by the project's tools script)."""
+    path = subprocess.run(
+        ["bash", str(Path(__file__).resolve().parents[1] / "deploy/local/tools.sh"), "axe"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return Path(path).read_text()

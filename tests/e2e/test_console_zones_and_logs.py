@@ -2,7 +2,6 @@
 Activity as tabs with its execution logs, and axe-core over every page (no serious or critical violation)."""
 
 import asyncio
-import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,15 +27,6 @@ pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.browser]
 ROOT = Path(__file__).resolve().parents[2]
 ZONE = "America/Los_Angeles"
 AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]
-
-
-@pytest.fixture(scope="session")
-def axe_script() -> str:
-    """axe-core's engine (pinned, from npm, installed by the project's tools script)."""
-    path = subprocess.run(
-        ["bash", str(ROOT / "deploy/local/tools.sh"), "axe"], check=True, capture_output=True, text=True
-    ).stdout.strip()
-    return Path(path).read_text()
 
 
 def axe(browser: WebDriver, script: str) -> list[dict[str, Any]]:

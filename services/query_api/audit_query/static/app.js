@@ -524,8 +524,61 @@ function detailBlock(e) {
     el("details", {}, el("summary", {}, "Raw JSON"), copy, el("pre", { id: "raw-json", class: "mono" }, raw)),
     el("p", { id: "proof" }, "Proof: ", el("a", { href: proof, download: `proof-${e.trace_id}.json` }, "inclusion proof (JSON)"),
       " — check it offline, against the log key you pinned (", el("a", { href: "/v1/keys" }, "published keys"), "):"),
-    el("pre", { class: "mono command" }, `audit-schemas verify-inclusion proof-${e.trace_id}.json --key <log verifier key>`),
-    el("p", { id: "browser-verification", role: "status" }));
+    el("pre", { class: "mono command" }, `audit-schemas verify-inclusion proof-${e.trace_id}.json --key <log verifier key>` +
+      " --witness <witness key> --min-witnesses <k>"),
+    pinForm(e), el("p", { id: "browser-verification", role: "status", "aria-live": "polite" }),
+    el("p", { class: "note" }, "The check in this browser runs code this server delivers, so it cannot vouch for the " +
+      "server's own operator: for independence, verify offline with the command above."));
+}
+
+// Keys the viewer pinned (never taken from the server): the log's verifier key(s), witness keys and how many of
+// those witnesses must have cosigned. Kept in this browser's local storage.
+const PINS = "audit-trail-pinned-keys";
+function pinned() {
+  try {
+    const p = JSON.parse(localStorage.getItem(PINS) || "{}");
+    return { logKeys: p.logKeys || [], witnesses: p.witnesses || [], minWitnesses: Number(p.minWitnesses || 0) };
+  } catch { return { logKeys: [], witnesses: [], minWitnesses: 0 }; }
+}
+function pinForm(e) {
+  const p = pinned();
+  const lines = (id) => $(id).value.split("\n").map((l) => l.trim()).filter(Boolean);
+  const form = el("form", { id: "pin-form" },
+    el("label", {}, "Log verifier key(s), one per line", el("textarea", { id: "pin-log", rows: "2" }, p.logKeys.join("\n"))),
+    el("label", {}, "Witness verifier keys, one per line", el("textarea", { id: "pin-witnesses", rows: "2" }, p.witnesses.join("\n"))),
+    el("label", {}, "Witnesses required", el("input", { id: "pin-min", type: "number", min: "0", max: "32", value: String(p.minWitnesses) })),
+    el("button", { type: "submit" }, "Save and verify"));
+  form.onsubmit = (ev) => {
+    ev.preventDefault();
+    localStorage.setItem(PINS, JSON.stringify({ logKeys: lines("pin-log"), witnesses: lines("pin-witnesses"), minWitnesses: Number($("pin-min").value || 0) }));
+    verifyHere(e);
+  };
+  return el("details", { id: "pins", open: p.logKeys.length ? undefined : "" }, el("summary", {}, "Keys pinned in this browser"), form);
+}
+let verifying = 0;
+async function verifyHere(e) {
+  const mine = ++verifying;
+  const out = $("browser-verification");
+  if (!out) return;
+  const policy = pinned();
+  if (!policy.logKeys.length) {
+    out.className = "";
+    out.textContent = "Not verified in this browser: pin the log's verifier key (from someone you trust, not this page) to check the proof here.";
+    return;
+  }
+  out.className = "loading";
+  out.textContent = "Verifying in this browser…";
+  try {
+    const proof = await api(`/v1/audit/${e.audit_id}/proof`);
+    const verdict = await window.AuditVerify.verifyInclusion(proof, policy);
+    if (mine !== verifying) return;
+    out.className = verdict.ok ? "verified" : "error";
+    out.textContent = verdict.ok ? `✔ Verified in this browser: ${verdict.detail}` : `✘ Not verified in this browser: ${verdict.detail}`;
+  } catch (err) {
+    if (mine !== verifying) return;
+    out.className = "error";
+    out.textContent = `Not verified in this browser: ${err.message}`;
+  }
 }
 
 // ---- Trace view (live) ------------------------------------------------------------------------------------------
@@ -560,6 +613,7 @@ function traceView(traceId) {
         el("a", { href: entityHref(e.entity.model, e.entity.id, e.tenant_id) }, `${e.entity.model}/${e.entity.id}`),
         " by ", who(e.user), " (tenant ", e.tenant_id, ") — ", el("span", { class: e.outcome.status, id: "trace-outcome" }, outcomeLabel(e.outcome.status))),
       ...entryBody(e), detailBlock(e));
+    verifyHere(e);
   };
   stream.addEventListener("entry", entry);
   stream.addEventListener("outcome", entry);
