@@ -28,6 +28,7 @@ def _smoke(module: str, stack: Stack, out: Path, timeout: float) -> tuple[str, A
             "AUDIT_KAFKA_BOOTSTRAP": stack.bootstrap,
             "AUDIT_OWNER_DSN": stack.owner_dsn,
             "AUDIT_PROJECTOR_DATABASE_URL": stack.projector_dsn,
+            "AUDIT_QUERY_DSN": stack.query_dsn,
         },
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -57,3 +58,14 @@ def test_the_projectors_bench_runs_one_and_three_and_checks_the_rebalance(stack:
     assert "records/CPU-s" in table
     assert set(figures["rates"]) == {"1", "3"}
     assert all(r["correct"] == 1.0 for r in figures["rates"].values())
+
+
+@pytest.mark.postgres
+def test_the_lag_bench_runs_with_and_without_witnesses(stack: Stack, tmp_path: Path) -> None:
+    table, figures = _smoke("lag", stack, tmp_path / "lag.json", 300)
+    assert "list p99 ms" in table
+    assert set(figures["variants"]) >= {"0", "2"}
+    for variant in ("0", "2"):
+        assert figures["variants"][variant]["steady"] > 0
+        assert all(v > 0 for v in figures["variants"][variant]["list_p99"])
+    assert figures["variants"]["2"]["cosign_p50"], "two witnesses cosigned the run's checkpoints"

@@ -1,0 +1,341 @@
+"""End-to-end lag: from the producer's acknowledgement of an action (its outcome acknowledged) to the entry being
+visible through the query API — in the audit log with its outcome, and in the trace view with its log lines — at a
+steady rate of half the projector's capacity measured in the same run; once without witnesses and once with two
+litewitness processes cosigning every checkpoint (with their cosignature latency per checkpoint).
+
+The projector (tree and signed checkpoints on) and the query API run as processes of their own, as deployed; the
+producer library and the reader run here. Each action is a start, an outcome and three execution-log lines, so
+records/s = 5 x actions/s. Usage: `python -m bench.lag [--seconds 20] [--runs 3] [--smoke] [--json PATH]`.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from uuid import uuid4
+
+import asyncpg
+import httpx
+import structlog
+from tests.witness import Litewitness, tools
+
+from audit_producer import Actor, AuditProducer, Entity, add_trace_context
+from audit_producer.config import Settings as ProducerSettings
+from audit_projector import logs
+from audit_projector.migrations import migrate
+from audit_projector.topics import ensure_topics
+from audit_query.auth import new_secret, secret_hash
+from audit_query.repository import TokenAdmin
+from audit_schemas.checkpoint import NoteSigner, verifier_key_as
+from bench import figures as figures_out
+from bench.mix import publish_mix
+from bench.projector_vs_copy import BOOTSTRAP, OWNER, PROJECTOR
+
+QUERY = os.environ.get("AUDIT_QUERY_DSN", "postgresql://audit_query:audit_query@127.0.0.1:15432/audit")
+PARTITIONS = 6
+RECORDS_PER_ACTION = 5
+FINAL = ("succeeded", "failed")
+
+
+@dataclass
+class Run:
+    """One run: capacity, the steady rate reached, and every measured lag (seconds)."""
+
+    witnesses: int
+    capacity: float
+    target_rate: float
+    achieved_rate: float
+    actions: int
+    entry_lags: list[float] = field(default_factory=list)
+    trace_lags: list[float] = field(default_factory=list)
+    cosign_latencies: list[float] = field(default_factory=list)
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+@contextlib.contextmanager
+def _process(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+@contextlib.asynccontextmanager
+async def _deployment(name: str, witnesses: list[Litewitness]) -> AsyncIterator[tuple[str, str, asyncpg.Connection]]:
+    """Schema, topics, a projector and a query API for one run: the API's base URL, a token, an owner connection."""
+    control = f"{name}_control"
+    signer, key = NoteSigner.generate("audit-trail")
+    topics = {t: f"{name}.{t}" for t in ("audit", "logs", "dlq", "checkpoints")}
+    await migrate(OWNER, name, control_schema=control)
+    await ensure_topics(BOOTSTRAP, list(topics.values()), PARTITIONS)
+    for w in witnesses:
+        for topic in (topics["audit"], topics["logs"]):
+            for partition in range(PARTITIONS):
+                origin = f"audit-trail/{topic}/{partition}"
+                w.add_log(origin, verifier_key_as(signer.verifier_key, origin))
+    conn = await asyncpg.connect(OWNER, server_settings={"search_path": name})
+    secret = new_secret()
+    await TokenAdmin(conn, control).create(uuid4(), "bench", secret_hash(secret), ["audit:read"], None, "bench", None)
+    projector_env = {
+        **os.environ,
+        "AUDIT_PROJECTOR_ENVIRONMENT": "development",
+        "AUDIT_PROJECTOR_BOOTSTRAP_SERVERS": BOOTSTRAP,
+        "AUDIT_PROJECTOR_DATABASE_URL": PROJECTOR,
+        "AUDIT_PROJECTOR_DB_SCHEMA": name,
+        "AUDIT_PROJECTOR_CONTROL_SCHEMA": control,
+        "AUDIT_PROJECTOR_GROUP_ID": f"{name}-group",
+        "AUDIT_PROJECTOR_AUDIT_TOPIC": topics["audit"],
+        "AUDIT_PROJECTOR_EXECUTION_LOG_TOPIC": topics["logs"],
+        "AUDIT_PROJECTOR_DEAD_LETTER_TOPIC": topics["dlq"],
+        "AUDIT_PROJECTOR_CHECKPOINT_TOPIC": topics["checkpoints"],
+        "AUDIT_PROJECTOR_CHECKPOINT_KEY": key,
+        "AUDIT_PROJECTOR_WITNESSES": json.dumps([{"key": w.vkey, "url": w.url} for w in witnesses]),
+        "AUDIT_PROJECTOR_WITNESS_QUORUM": str(len(witnesses)),
+    }
+    port = _port()
+    query_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AUDIT_QUERY_")},
+        "AUDIT_QUERY_ENVIRONMENT": "test",
+        "AUDIT_QUERY_CURSOR_SECRET": new_secret(),
+        "AUDIT_QUERY_DATABASE_URL": QUERY,
+        "AUDIT_QUERY_DB_SCHEMA": name,
+        "AUDIT_QUERY_CONTROL_SCHEMA": control,
+        "AUDIT_QUERY_BOOTSTRAP_SERVERS": BOOTSTRAP,
+        "AUDIT_QUERY_PROJECTOR_GROUP": f"{name}-group",
+        "AUDIT_QUERY_TOPICS": json.dumps([topics["audit"], topics["logs"]]),
+        "AUDIT_QUERY_LOG_LEVEL": "WARNING",
+    }
+    bin_dir = Path(sys.executable).parent
+    try:
+        with (
+            _process([sys.executable, "-m", "audit_projector", "run", "--log-level", "WARNING"], projector_env),
+            _process([str(bin_dir / "audit-query"), "serve", "--port", str(port)], query_env) as api,
+        ):
+            base = f"http://127.0.0.1:{port}"
+            async with httpx.AsyncClient(base_url=base) as client:
+                for _ in range(300):
+                    with contextlib.suppress(httpx.TransportError):
+                        if (await client.get("/healthz")).status_code == 200:
+                            break
+                    if api.poll() is not None:
+                        raise RuntimeError("the query API exited")
+                    await asyncio.sleep(0.1)
+            yield base, secret, conn
+    finally:
+        for schema in (name, control):
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await conn.close()
+
+
+async def _projected(conn: asyncpg.Connection, group: str) -> int:
+    value = await conn.fetchval(
+        "SELECT coalesce(sum(next_offset), 0) FROM projector_offsets WHERE consumer_group = $1", group
+    )
+    return int(value)
+
+
+async def _capacity(conn: asyncpg.Connection, name: str, actions: int) -> float:
+    """Records/s the running projector drains a burst of the mix at."""
+    before = await _projected(conn, f"{name}-group")
+    published = await publish_mix(BOOTSTRAP, f"{name}.audit", f"{name}.logs", actions)
+    started = time.perf_counter()
+    deadline = time.monotonic() + 600
+    while await _projected(conn, f"{name}-group") < before + published.records:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the projector did not drain the burst")
+        await asyncio.sleep(0.05)
+    return published.records / (time.perf_counter() - started)
+
+
+async def _steady(name: str, base: str, secret: str, rate: float, seconds: float, run: Run) -> None:
+    """Actions at `rate` actions/s for `seconds` (open loop), each read back through the API."""
+    settings = ProducerSettings(
+        bootstrap_servers=BOOTSTRAP,
+        audit_topic=f"{name}.audit",
+        execution_log_topic=f"{name}.logs",
+        spool_dir=Path(tempfile.mkdtemp(prefix="bench-lag-spool-")),
+    )
+    acked: dict[str, float] = {}
+    entry_seen: dict[str, float] = {}
+    traced: list[str] = []
+    trace_every = max(1, int(rate * seconds) // 60)  # about 60 traces followed per run
+    headers = {"authorization": f"Bearer {secret}"}
+    async with AuditProducer("bench", settings) as audit, httpx.AsyncClient(base_url=base, headers=headers) as api:
+        shipped = structlog.wrap_logger(structlog.ReturnLogger(), processors=[add_trace_context, audit.logs])
+        actor = Actor.user("u-bench", "Bench")
+        done = asyncio.Event()
+
+        async def one(i: int) -> None:
+            entity = Entity(id=f"lag-{i % 500}", model="resource")
+            async with audit.action("update", entity=entity, actor=actor, tenant=("acme", "globex")[i % 2]) as act:
+                for step in range(3):
+                    shipped.info("step", step=step)
+            acked[str(act.audit_id)] = time.monotonic()
+            if i % trace_every == 0:
+                traced.append(str(act.audit_id))
+
+        async def entries() -> None:
+            while not done.is_set() or len(entry_seen) < len(acked):
+                page = (await api.get("/v1/audit", params={"limit": "500"})).json()
+                now = time.monotonic()
+                for e in page.get("data", []):
+                    if e["outcome"]["status"] in FINAL and e["audit_id"] in acked and e["audit_id"] not in entry_seen:
+                        entry_seen[e["audit_id"]] = now
+                await asyncio.sleep(0.02)
+
+        async def trace(audit_id: str) -> None:
+            while True:
+                body = (await api.get(f"/v1/traces/{audit_id.replace('-', '')}")).json()
+                if body.get("entry", {}).get("outcome", {}).get("status") in FINAL and len(body.get("logs", [])) >= 3:
+                    run.trace_lags.append(time.monotonic() - acked[audit_id])
+                    return
+                await asyncio.sleep(0.02)
+
+        reader = asyncio.create_task(entries())
+        followers: list[asyncio.Task[None]] = []
+        tasks: list[asyncio.Task[None]] = []
+        started = time.monotonic()
+        count = int(rate * seconds)
+        for i in range(count):
+            delay = started + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i)))
+            while traced:
+                followers.append(asyncio.create_task(trace(traced.pop())))
+        await asyncio.gather(*tasks)
+        elapsed = time.monotonic() - started
+        followers += [asyncio.create_task(trace(t)) for t in traced]
+        done.set()
+        await asyncio.wait_for(asyncio.gather(reader, *followers), 120)
+    run.actions = count
+    run.achieved_rate = count / elapsed
+    run.entry_lags = [entry_seen[a] - acked[a] for a in acked]
+
+
+async def one_run(witness_count: int, seconds: float, burst: int, bin_dir: Path | None) -> Run:
+    name = f"bench_{uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory(prefix="bench-witnesses-") as home:
+        witnesses = [
+            Litewitness(bin_dir, Path(home) / f"w{i}", f"witness.bench/w{i}") for i in range(witness_count)
+        ] if bin_dir else []  # fmt: skip
+        try:
+            async with _deployment(name, witnesses) as (base, secret, conn):
+                capacity = await _capacity(conn, name, burst)
+                target = capacity / 2 / RECORDS_PER_ACTION
+                run = Run(witness_count, capacity, target * RECORDS_PER_ACTION, 0.0, 0)
+                await _steady(name, base, secret, target, seconds, run)
+                run.achieved_rate *= RECORDS_PER_ACTION
+                if witnesses:
+                    await asyncio.sleep(3)  # the last checkpoints' cosignatures
+                    rows = await conn.fetch(
+                        f"""SELECT extract(epoch FROM k.received_at - c.signed_at) AS s
+                              FROM "{name}_control".cosignatures k
+                              JOIN "{name}_control".checkpoints c USING (origin, tree_size)"""
+                    )
+                    run.cosign_latencies = [float(r["s"]) for r in rows]
+                return run
+        finally:
+            for w in witnesses:
+                w.close()
+
+
+def _spread(values: list[float]) -> str:
+    if len(values) < 2:
+        return ""
+    return f" ± {statistics.pstdev(values) * 1000:.0f}"
+
+
+def report(runs: list[Run]) -> dict[str, object]:
+    """A line per variant: medians over runs of each run's p50 and p99 (ms), with the spread."""
+    out: dict[str, object] = {}
+    print(f"{'witnesses':>9} | {'capacity rec/s':>14} | {'steady rec/s':>12} | {'list p50 ms':>13} | "
+          f"{'list p99 ms':>13} | {'trace p50 ms':>13} | {'trace p99 ms':>13} | {'cosign p50/p99 ms':>17}")  # fmt: skip
+    for count in sorted({r.witnesses for r in runs}):
+        mine = [r for r in runs if r.witnesses == count]
+        row = {
+            "capacity": statistics.median(r.capacity for r in mine),
+            "steady": statistics.median(r.achieved_rate for r in mine),
+            "list_p50": [_quantile(r.entry_lags, 0.5) for r in mine],
+            "list_p99": [_quantile(r.entry_lags, 0.99) for r in mine],
+            "trace_p50": [_quantile(r.trace_lags, 0.5) for r in mine],
+            "trace_p99": [_quantile(r.trace_lags, 0.99) for r in mine],
+            "cosign_p50": [_quantile(r.cosign_latencies, 0.5) for r in mine if r.cosign_latencies],
+            "cosign_p99": [_quantile(r.cosign_latencies, 0.99) for r in mine if r.cosign_latencies],
+        }
+
+        def ms(key: str, row: dict[str, object] = row) -> str:
+            values = row[key]
+            assert isinstance(values, list)
+            if not values:
+                return "—"
+            return f"{statistics.median(values) * 1000:.0f}{_spread(values)}"
+
+        cosign = f"{ms('cosign_p50')} / {ms('cosign_p99')}" if count else "—"
+        print(f"{count:>9} | {row['capacity']:>14,.0f} | {row['steady']:>12,.0f} | {ms('list_p50'):>13} | "
+              f"{ms('list_p99'):>13} | {ms('trace_p50'):>13} | {ms('trace_p99'):>13} | {cosign:>17}")  # fmt: skip
+        out[str(count)] = row
+    if "0" in out and len(out) > 1:
+        base, other = out["0"], out[max(out)]
+        assert isinstance(base, dict)
+        assert isinstance(other, dict)
+        ratio = statistics.median(other["list_p99"]) / statistics.median(base["list_p99"])
+        print(f"list p99 with witnesses ÷ without: {ratio:.2f}")
+        out["p99_ratio_with_witnesses"] = ratio
+    return out
+
+
+async def main(seconds: float, runs: int, smoke: bool, out: Path) -> None:
+    logs.configure("WARNING")
+    bin_dir = tools()
+    results: list[Run] = []
+    burst = 200 if smoke else 4000
+    for _ in range(runs):
+        for count in (0, 2):
+            results.append(await one_run(count, seconds, burst, bin_dir))
+    print(f"end-to-end lag on {os.cpu_count()} cores, {seconds:.0f} s at half the measured capacity per run, "
+          f"median of {runs} run(s)")  # fmt: skip
+    figures = report(results)
+    raw = [asdict(r) | {"entry_lags": len(r.entry_lags)} for r in results]
+    figures_out.write(
+        out,
+        {"smoke": smoke, "cores": os.cpu_count(), "seconds": seconds, "runs": runs, "variants": figures, "raw": raw},
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="3 s, one run: that it works, not its figures")
+    parser.add_argument("--json", type=Path, default=figures_out.default_path("lag"))
+    args = parser.parse_args()
+    asyncio.run(main(3 if args.smoke else args.seconds, 1 if args.smoke else args.runs, args.smoke, args.json))
