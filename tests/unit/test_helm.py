@@ -4,6 +4,7 @@ operator relies on asserted on the rendered objects: non-root read-only pods, pr
 migrations as a pre-install/pre-upgrade hook, disruption budgets, a network policy, no more projectors than
 partitions."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -124,3 +125,22 @@ def test_reads_go_to_the_standby_only_when_a_read_dsn_is_configured(helm: str, t
     assert ref["key"] == "query-read-dsn"
     secret = next(d for d in docs if d["kind"] == "Secret" and ref["name"] == d["metadata"]["name"])
     assert secret["stringData"]["query-read-dsn"] == standby
+
+
+def test_witnesses_reach_the_projector_as_its_settings_and_its_egress(helm: str, tmp_path: Path) -> None:
+    def projector(docs: list[dict[str, Any]]) -> dict[str, Any]:
+        deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("projector"))
+        return {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+    assert "AUDIT_PROJECTOR_WITNESSES" not in projector(_render(helm, tmp_path, *TRIAL))
+    witness = {"key": "witness.example/w1+07ea3519+BFqfwY6/ZdoufDuwVVcxPODbJ+Ru00sml5yp6/dnzTri",
+               "url": "https://witness.example/w1"}  # fmt: skip
+    values = tmp_path / "witnesses.yaml"
+    values.write_text(json.dumps({"projector": {"witnesses": [witness], "witnessQuorum": 1}}))
+    docs = _render(helm, tmp_path, *TRIAL, "-f", str(values))
+    env = projector(docs)
+    assert json.loads(env["AUDIT_PROJECTOR_WITNESSES"]) == [witness]
+    assert env["AUDIT_PROJECTOR_WITNESS_QUORUM"] == "1"
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
+    ports = [p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])]
+    assert 443 in ports
