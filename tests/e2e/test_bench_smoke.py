@@ -64,6 +64,7 @@ def test_the_projectors_bench_runs_one_and_three_and_checks_the_rebalance(stack:
 def test_the_lag_bench_runs_with_and_without_witnesses(stack: Stack, tmp_path: Path) -> None:
     table, figures = _smoke("lag", stack, tmp_path / "lag.json", 300)
     assert "list p99 ms" in table
+    assert "lost" in table
     assert set(figures["variants"]) >= {"0", "2"}
     for variant in ("0", "2"):
         assert figures["variants"][variant]["steady"] > 0
