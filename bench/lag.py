@@ -310,7 +310,8 @@ def report(runs: list[Run]) -> dict[str, object]:
     """A line per variant: medians over runs of each run's p50 and p99 (ms), with the spread."""
     out: dict[str, object] = {}
     print(f"{'witnesses':>9} | {'capacity rec/s':>14} | {'steady rec/s':>12} | {'list p50 ms':>13} | "
-          f"{'list p99 ms':>13} | {'trace p50 ms':>13} | {'trace p99 ms':>13} | {'cosign p50/p99':>17} | lost")  # fmt: skip
+          f"{'list p99 ms':>13} | {'trace p50 ms':>13} | {'trace p99 ms':>13} | {'cosign p50/p99':>17} | "
+          "lost")  # fmt: skip
     for count in sorted({r.witnesses for r in runs}):
         mine = [r for r in runs if r.witnesses == count]
         row = {
