@@ -64,8 +64,18 @@ class Run:
     entry_lags: list[float] = field(default_factory=list)
     trace_lags: list[float] = field(default_factory=list)
     cosign_latencies: list[float] = field(default_factory=list)
+    projector_cpu_s: float = 0.0
+    witness_cpu_s: float = 0.0
+    """CPU seconds over the steady phase: the projector process (cosigner included), and the witnesses (which share
+    this machine here; in production they run elsewhere)."""
     never_seen: int = 0
     """Acknowledged actions not visible three minutes after the last one (0 expected)."""
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _port() -> int:
@@ -95,8 +105,11 @@ def _process(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[
 
 
 @contextlib.asynccontextmanager
-async def _deployment(name: str, witnesses: list[Litewitness]) -> AsyncIterator[tuple[str, str, asyncpg.Connection]]:
-    """Schema, topics, a projector and a query API for one run: the API's base URL, a token, an owner connection."""
+async def _deployment(
+    name: str, witnesses: list[Litewitness]
+) -> AsyncIterator[tuple[str, str, asyncpg.Connection, int]]:
+    """Schema, topics, a projector and a query API for one run: the API's base URL, a token, an owner connection
+    and the projector's pid."""
     control = f"{name}_control"
     signer, key = NoteSigner.generate("audit-trail")
     topics = {t: f"{name}.{t}" for t in ("audit", "logs", "dlq", "checkpoints")}
@@ -142,7 +155,7 @@ async def _deployment(name: str, witnesses: list[Litewitness]) -> AsyncIterator[
     bin_dir = Path(sys.executable).parent
     try:
         with (
-            _process([sys.executable, "-m", "audit_projector", "run", "--log-level", "WARNING"], projector_env),
+            _process([sys.executable, "-m", "audit_projector", "run", "--log-level", "WARNING"], projector_env) as proj,
             _process([str(bin_dir / "audit-query"), "serve", "--port", str(port)], query_env) as api,
         ):
             base = f"http://127.0.0.1:{port}"
@@ -154,7 +167,7 @@ async def _deployment(name: str, witnesses: list[Litewitness]) -> AsyncIterator[
                     if api.poll() is not None:
                         raise RuntimeError("the query API exited")
                     await asyncio.sleep(0.1)
-            yield base, secret, conn
+            yield base, secret, conn, proj.pid
     finally:
         for schema in (name, control):
             await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
@@ -169,16 +182,18 @@ async def _projected(conn: asyncpg.Connection, group: str) -> int:
 
 
 async def _capacity(conn: asyncpg.Connection, name: str, actions: int) -> float:
-    """Records/s the running projector drains a burst of the mix at."""
+    """Records/s the running projector drains a burst of the mix at: from the end of publishing (what it had
+    already projected by then subtracted) to the last record, so it is never idle while timed."""
     before = await _projected(conn, f"{name}-group")
     published = await publish_mix(BOOTSTRAP, f"{name}.audit", f"{name}.logs", actions)
     started = time.perf_counter()
+    at_start = await _projected(conn, f"{name}-group")
     deadline = time.monotonic() + 600
-    while await _projected(conn, f"{name}-group") < before + published.records:
+    while (done := await _projected(conn, f"{name}-group")) < before + published.records:
         if time.monotonic() > deadline:
             raise RuntimeError("the projector did not drain the burst")
         await asyncio.sleep(0.05)
-    return published.records / (time.perf_counter() - started)
+    return (done - at_start) / (time.perf_counter() - started)
 
 
 async def _steady(name: str, base: str, secret: str, rate: float, seconds: float, run: Run) -> None:
@@ -280,11 +295,14 @@ async def one_run(witness_count: int, seconds: float, burst: int, bin_dir: Path 
             Litewitness(bin_dir, Path(home) / f"w{i}", f"witness.bench/w{i}") for i in range(witness_count)
         ] if bin_dir else []  # fmt: skip
         try:
-            async with _deployment(name, witnesses) as (base, secret, conn):
+            async with _deployment(name, witnesses) as (base, secret, conn, projector):
                 capacity = await _capacity(conn, name, burst)
                 target = capacity / 2 / RECORDS_PER_ACTION
                 run = Run(witness_count, capacity, target * RECORDS_PER_ACTION, 0.0, 0)
+                cpu = [_cpu_s(projector), sum(_cpu_s(w.pid) for w in witnesses)]
                 await _steady(name, base, secret, target, seconds, run)
+                run.projector_cpu_s = _cpu_s(projector) - cpu[0]
+                run.witness_cpu_s = sum(_cpu_s(w.pid) for w in witnesses) - cpu[1]
                 run.achieved_rate *= RECORDS_PER_ACTION
                 if witnesses:
                     await asyncio.sleep(3)  # the last checkpoints' cosignatures
@@ -324,6 +342,8 @@ def report(runs: list[Run]) -> dict[str, object]:
             "cosign_p50": [_quantile(r.cosign_latencies, 0.5) for r in mine if r.cosign_latencies],
             "cosign_p99": [_quantile(r.cosign_latencies, 0.99) for r in mine if r.cosign_latencies],
             "never_seen": sum(r.never_seen for r in mine),
+            "projector_cpu_s": statistics.median(r.projector_cpu_s for r in mine),
+            "witness_cpu_s": statistics.median(r.witness_cpu_s for r in mine),
         }
 
         def ms(key: str, row: dict[str, object] = row) -> str:
@@ -337,6 +357,8 @@ def report(runs: list[Run]) -> dict[str, object]:
         print(f"{count:>9} | {row['capacity']:>14,.0f} | {row['steady']:>12,.0f} | {ms('list_p50'):>13} | "
               f"{ms('list_p99'):>13} | {ms('trace_p50'):>13} | {ms('trace_p99'):>13} | {cosign:>17} | "
               f"{row['never_seen']}")  # fmt: skip
+        print(f"{'':>9}   projector CPU {row['projector_cpu_s']:.1f} s, witnesses CPU {row['witness_cpu_s']:.1f} s "
+              f"over the steady phase")  # fmt: skip
         out[str(count)] = row
     if "0" in out and len(out) > 1:
         base, other = out["0"], out[max(out)]
@@ -352,7 +374,7 @@ async def main(seconds: float, runs: int, smoke: bool, out: Path) -> None:
     logs.configure("WARNING")
     bin_dir = tools()
     results: list[Run] = []
-    burst = 200 if smoke else 4000
+    burst = 200 if smoke else 12_000  # 60,000 records: most of them drained after publishing ends
     for _ in range(runs):
         for count in (0, 2):
             results.append(await one_run(count, seconds, burst, bin_dir))

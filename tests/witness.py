@@ -83,6 +83,13 @@ class Litewitness:
             time.sleep(0.05)
         raise RuntimeError("litewitness did not start listening")
 
+    @property
+    def pid(self) -> int:
+        """The running litewitness process's pid."""
+        if self._process is None:
+            raise RuntimeError("litewitness is not running")
+        return self._process.pid
+
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.send_signal(signal.SIGTERM)

@@ -148,19 +148,29 @@ class NoteVerifier:
     @classmethod
     def parse(cls, verifier_key: str) -> "NoteVerifier":
         """From `<name>+<hash>+<base64 key>`; the hash must match the key."""
-        name, _, rest = verifier_key.strip().partition("+")
-        hash_text, _, key_text = rest.partition("+")
-        try:
-            key = base64.b64decode(key_text, validate=True)
-            declared = int(hash_text, 16)
-        except (binascii.Error, ValueError) as e:
-            raise CheckpointError("malformed verifier key") from e
-        _check_name(name)
-        if len(hash_text) != 8 or len(key) != 33 or key[0] != ALG_ED25519:
-            raise CheckpointError("a verifier key is name+8 hex digits+base64(0x01 ‖ 32-byte Ed25519 key)")
-        if declared != key_hash(name, key[1:]):
-            raise CheckpointError("the verifier key's hash does not match its key")
-        return cls(name, declared, Ed25519PublicKey.from_public_bytes(key[1:]))
+        name, declared, key = parse_verifier_key(verifier_key, ALG_ED25519, "a verifier key")
+        return cls(name, declared, Ed25519PublicKey.from_public_bytes(key))
+
+
+def parse_verifier_key(verifier_key: str, algorithm: int, what: str) -> tuple[str, int, bytes]:
+    """`<name>+<8 hex digits>+<base64(algorithm ‖ 32-byte Ed25519 key)>` checked — the key type, and the hash
+    recomputed with that type byte: the name, the key hash and the raw public key."""
+    name, _, rest = verifier_key.strip().partition("+")
+    hash_text, _, key_text = rest.partition("+")
+    try:
+        raw = base64.b64decode(key_text, validate=True)
+        declared = int(hash_text, 16)
+    except (binascii.Error, ValueError) as e:
+        raise CheckpointError(f"malformed {what.removeprefix('a ')}: {verifier_key.strip()[:80]!r}") from e
+    _check_name(name)
+    if len(hash_text) != 8 or len(raw) != 33:
+        raise CheckpointError(f"{what} is name+8 hex digits+base64(0x{algorithm:02x} ‖ 32-byte Ed25519 key)")
+    if raw[0] != algorithm:
+        raise CheckpointError(f"{name}: key type 0x{raw[0]:02x} is not {what}'s (0x{algorithm:02x})")
+    digest = hashlib.sha256(name.encode() + b"\n" + raw).digest()
+    if declared != struct.unpack(">I", digest[:4])[0]:
+        raise CheckpointError(f"the key hash of {name} does not match its key")
+    return name, declared, raw[1:]
 
 
 def verifier_key_as(verifier_key: str, name: str) -> str:
@@ -183,6 +193,22 @@ def split_note(note: str) -> tuple[str, list[str]]:
     return body + "\n", [line + "\n" for line in signatures[:-1].split("\n")]
 
 
+def signature_parts(line: str) -> tuple[str, int, bytes]:
+    """A note signature line `— <name> <base64>`: the key name, the key hash (its first 4 bytes) and the bytes."""
+    text = line.rstrip("\n")
+    if not text.startswith(_DASH):
+        raise CheckpointError("a signature line starts with an em dash and a space")
+    name, _, encoded = text[len(_DASH) :].partition(" ")
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except binascii.Error as e:
+        raise CheckpointError("malformed signature") from e
+    if len(raw) < 4:
+        raise CheckpointError("a signature has a key hash")
+    key: int = struct.unpack(">I", raw[:4])[0]
+    return name, key, raw
+
+
 def open_note(note: str, verifiers: list[NoteVerifier]) -> tuple[str, list[NoteVerifier]]:
     """The note's body and the known keys whose signatures on it verify.
 
@@ -190,17 +216,10 @@ def open_note(note: str, verifiers: list[NoteVerifier]) -> tuple[str, list[NoteV
     """
     body, lines = split_note(note)
     verified = []
-    for line in (line.rstrip("\n") for line in lines):
-        if not line.startswith(_DASH):
-            raise CheckpointError("a signature line starts with an em dash and a space")
-        name, _, encoded = line[len(_DASH) :].partition(" ")
-        try:
-            raw = base64.b64decode(encoded, validate=True)
-        except binascii.Error as e:
-            raise CheckpointError("malformed signature") from e
+    for line in lines:
+        name, signer_hash, raw = signature_parts(line)
         if len(raw) < 5:
             raise CheckpointError("a signature has a key hash and a signature")
-        signer_hash = struct.unpack(">I", raw[:4])[0]
         for verifier in verifiers:
             if verifier.name == name and verifier.key_hash == signer_hash:
                 try:

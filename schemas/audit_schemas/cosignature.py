@@ -9,7 +9,6 @@ key is never accepted as a witness key, nor the reverse.
 """
 
 import base64
-import binascii
 import hashlib
 import struct
 from dataclasses import dataclass
@@ -19,7 +18,15 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from audit_schemas.checkpoint import Checkpoint, CheckpointError, NoteVerifier, open_note, split_note
+from audit_schemas.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    NoteVerifier,
+    open_note,
+    parse_verifier_key,
+    signature_parts,
+    split_note,
+)
 
 ALG_COSIGNATURE_V1: Final = 0x04
 _DASH: Final = "\u2014 "
@@ -51,23 +58,8 @@ class WitnessKey:
     @classmethod
     def parse(cls, verifier_key: str) -> "WitnessKey":
         """From `<name>+<8 hex digits>+<base64(0x04 ‖ 32-byte key)>`; the hash must match."""
-        name, _, rest = verifier_key.strip().partition("+")
-        hash_text, _, key_text = rest.partition("+")
-        try:
-            raw = base64.b64decode(key_text, validate=True)
-            declared = int(hash_text, 16)
-        except (binascii.Error, ValueError) as e:
-            raise CheckpointError(f"malformed witness key {verifier_key!r}") from e
-        if not name or any(c.isspace() for c in name) or len(hash_text) != 8:
-            raise CheckpointError(f"malformed witness key {verifier_key!r}")
-        if len(raw) != 33 or raw[0] != ALG_COSIGNATURE_V1:
-            raise CheckpointError(
-                f"{name}: a witness key is base64(0x04 ‖ 32-byte Ed25519 key); "
-                f"key type {raw[0] if raw else None} is not a cosignature/v1 key"
-            )
-        if declared != cosigner_key_hash(name, raw[1:]):
-            raise CheckpointError(f"the witness key hash of {name} does not match its key")
-        return cls(name, declared, Ed25519PublicKey.from_public_bytes(raw[1:]))
+        name, declared, key = parse_verifier_key(verifier_key, ALG_COSIGNATURE_V1, "a cosignature/v1 key")
+        return cls(name, declared, Ed25519PublicKey.from_public_bytes(key))
 
     @property
     def verifier_key(self) -> str:
@@ -110,17 +102,7 @@ def verify_cosignatures(body: str, lines: list[str], witnesses: list[WitnessKey]
     is an error, never skipped."""
     found: dict[str, Cosignature] = {}
     for line in lines:
-        text = line.rstrip("\n")
-        if not text.startswith(_DASH):
-            raise CheckpointError("a signature line starts with an em dash and a space")
-        name, _, encoded = text[len(_DASH) :].partition(" ")
-        try:
-            raw = base64.b64decode(encoded, validate=True)
-        except binascii.Error as e:
-            raise CheckpointError("malformed signature") from e
-        if len(raw) < 4:
-            raise CheckpointError("a signature has a key hash")
-        signer_hash = struct.unpack(">I", raw[:4])[0]
+        name, signer_hash, raw = signature_parts(line)
         for witness in witnesses:
             if witness.name != name or witness.key_hash != signer_hash:
                 continue
@@ -131,7 +113,7 @@ def verify_cosignatures(body: str, lines: list[str], witnesses: list[WitnessKey]
                 witness.public_key.verify(raw[12:], cosigned_message(body, timestamp))
             except InvalidSignature as e:
                 raise CheckpointError(f"the cosignature by {name}+{signer_hash:08x} does not verify") from e
-            found[name] = Cosignature(name, signer_hash, timestamp, text + "\n")
+            found[name] = Cosignature(name, signer_hash, timestamp, line.rstrip("\n") + "\n")
     return list(found.values())
 
 

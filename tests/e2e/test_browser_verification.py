@@ -16,14 +16,11 @@ from selenium.webdriver.support.ui import WebDriverWait
 from audit_producer import AuditProducer
 from audit_schemas.checkpoint import split_note
 from audit_schemas.cosignature import TestCosigner
-from tests.conftest import Isolated, projector_running
+from tests.conftest import Isolated
 from tests.e2e.test_console_zones_and_logs import axe
-from tests.e2e.test_integrity import _settled
 from tests.e2e.test_proofs import _verify
 from tests.e2e.test_web_ui import ARTIFACTS, _browser
-from tests.e2e.test_witnesses import _cosigned_by, _witnessed
-from tests.history import record_history
-from tests.polling import eventually
+from tests.e2e.test_witnesses import witnessed_history
 from tests.witness import Litewitness
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.browser]
@@ -118,11 +115,7 @@ async def test_the_browser_verifies_inclusion_and_cosignatures_and_agrees_with_t
     witnesses: list[Litewitness],
     tmp_path: Path,
 ) -> None:
-    settings, signer = _witnessed(isolated, witnesses, quorum=2)
-    async with projector_running(settings):
-        history = await record_history(audit, isolated.stack.bootstrap)
-        await eventually(lambda: _settled(isolated, isolated.name, history), within=60)
-        await eventually(lambda: _cosigned_by(isolated, 2), within=60)
+    _, signer, history = await witnessed_history(isolated, audit, witnesses, quorum=2)
     audit_id = history.demo_ids[4]  # the demo's `execute`, with log lines from a worker thread
     proof = (await api.get(f"/v1/audit/{audit_id}/proof")).json()
     assert proof["checkpoint"].count("\u2014 witness.test/") == 2, proof["checkpoint"]

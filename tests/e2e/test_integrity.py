@@ -73,6 +73,46 @@ async def _as_superuser(isolated: Isolated, *statements: str | tuple[str, Any]) 
         await conn.close()
 
 
+async def roll_back(isolated: Isolated, topic: str, partition: int, keep: int, *also: str) -> None:
+    """The insider's rollback of one partition to its first `keep` leaves: rows, leaves, verdicts and nodes past
+    them deleted, the tree's frontier recomputed, and checkpoints (with `also`, more cover-up) gone, committed."""
+    async with isolated.owner() as conn:
+        hashes = [
+            r[0]
+            for r in await conn.fetch(
+                "SELECT leaf_hash FROM merkle_leaves WHERE topic = $1 AND partition = $2 AND leaf_index < $3 "
+                "ORDER BY leaf_index",
+                topic,
+                partition,
+                keep,
+            )
+        ]
+        cut = await conn.fetchval(
+            "SELECT kafka_offset FROM merkle_leaves WHERE topic = $1 AND partition = $2 AND leaf_index = $3",
+            topic,
+            partition,
+            keep,
+        )
+    frontier, count, _ = merkle.append_leaves([], 0, hashes)
+    assert count == keep
+    control = isolated.query.control_schema
+    where = f"kafka_topic = '{topic}' AND kafka_partition = {partition} AND kafka_offset >= {cut}"
+    await _as_superuser(
+        isolated,
+        *(f"DELETE FROM {t} WHERE {where}" for t in ("audit_entries", "audit_outcomes", "dead_letters")),
+        f"DELETE FROM merkle_leaves WHERE topic = '{topic}' AND partition = {partition} AND leaf_index >= {keep}",
+        f"DELETE FROM record_verdicts WHERE topic = '{topic}' AND partition = {partition} AND kafka_offset >= {cut}",
+        f"DELETE FROM merkle_nodes WHERE topic = '{topic}' AND partition = {partition} "
+        f"AND (node_index + 1) * (1::bigint << level) > {keep}",
+        (
+            f"UPDATE merkle_trees SET size = {keep}, frontier = $1 WHERE topic = '{topic}' AND partition = {partition}",
+            frontier,
+        ),
+        *also,
+        f"DELETE FROM {control}.checkpoints WHERE origin = 'audit-trail/{topic}/{partition}' AND tree_size > {keep}",
+    )
+
+
 @dataclass(frozen=True)
 class Recorded:
     isolated: Isolated
@@ -159,40 +199,10 @@ async def test_a_rollback_that_deleted_its_checkpoints_is_named(recorded: Record
         assert sizes, "the fixture waits for the quiet log's checkpoints"
         # Roll back to an older checkpoint (every newer one covered the dropped leaves), or below the only one.
         keep = sizes[-2] if len(sizes) >= 2 else max(1, sizes[-1] // 2)
-        hashes = [
-            r[0]
-            for r in await conn.fetch(
-                "SELECT leaf_hash FROM merkle_leaves WHERE topic = $1 AND partition = $2 AND leaf_index < $3 "
-                "ORDER BY leaf_index",
-                topic,
-                partition,
-                keep,
-            )
-        ]
-        cut = await conn.fetchval(
-            "SELECT kafka_offset FROM merkle_leaves WHERE topic = $1 AND partition = $2 AND leaf_index = $3",
-            topic,
-            partition,
-            keep,
-        )
-    frontier, count, _ = merkle.append_leaves([], 0, hashes)
-    assert count == keep < size
+    assert keep < size
     auditor_file = tmp_path / "checkpoints.json"
     auditor_file.write_text(json.dumps(kept))
-    where = f"kafka_topic = '{topic}' AND kafka_partition = {partition} AND kafka_offset >= {cut}"
-    await _as_superuser(
-        isolated,
-        *(f"DELETE FROM {t} WHERE {where}" for t in ("audit_entries", "audit_outcomes", "dead_letters")),
-        f"DELETE FROM merkle_leaves WHERE topic = '{topic}' AND partition = {partition} AND leaf_index >= {keep}",
-        f"DELETE FROM record_verdicts WHERE topic = '{topic}' AND partition = {partition} AND kafka_offset >= {cut}",
-        f"DELETE FROM merkle_nodes WHERE topic = '{topic}' AND partition = {partition} "
-        f"AND (node_index + 1) * (1::bigint << level) > {keep}",
-        (
-            f"UPDATE merkle_trees SET size = {keep}, frontier = $1 WHERE topic = '{topic}' AND partition = {partition}",
-            frontier,
-        ),
-        f"DELETE FROM {control}.checkpoints WHERE origin = 'audit-trail/{topic}/{partition}' AND tree_size > {keep}",
-    )
+    await roll_back(isolated, topic, partition, keep)
     # The database alone is consistent again: without outside evidence this rollback is invisible.
     code, out = await _cli(isolated, "--integrity", "--key", signer.verifier_key, "--no-topic")
     assert code == 0, out

@@ -12,19 +12,18 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client import REGISTRY
-from pydantic import AnyHttpUrl, SecretStr
+from pydantic import AnyHttpUrl
 
 from audit_producer import Actor, AuditProducer, Entity
 from audit_projector.config import Settings as ProjectorSettings
 from audit_projector.config import WitnessConfig
 from audit_projector.published import from_topic
-from audit_schemas import merkle
 from audit_schemas.checkpoint import CheckpointError, NoteSigner, NoteVerifier, split_note, verifier_key_as
 from audit_schemas.cosignature import TestCosigner, WitnessKey, open_witnessed
 from tests.conftest import Isolated, free_port, projector_cli, projector_running
-from tests.e2e.test_integrity import _as_superuser, _settled
+from tests.e2e.test_integrity import _settled, _signing, roll_back
 from tests.e2e.test_proofs import _go, _verify
-from tests.history import record_history
+from tests.history import History, record_history
 from tests.polling import eventually
 from tests.witness import Litewitness
 
@@ -38,13 +37,9 @@ def _origins(settings: ProjectorSettings) -> list[str]:
 def _witnessed(
     isolated: Isolated, witnesses: list[Litewitness], quorum: int, **extra: Any
 ) -> tuple[ProjectorSettings, NoteSigner]:
-    signer, key = NoteSigner.generate("audit-trail")
-    settings = isolated.projector.model_copy(
+    signing, signer = _signing(isolated)
+    settings = signing.model_copy(
         update={
-            "checkpoint_key": SecretStr(key),
-            "checkpoint_every_leaves": 5,
-            "checkpoint_every_s": 0.5,
-            "probe_interval_s": 0.2,
             "witnesses": [WitnessConfig(key=w.vkey, url=AnyHttpUrl(w.url)) for w in witnesses],
             "witness_quorum": quorum,
             "witness_interval_s": 0.3,
@@ -83,6 +78,19 @@ async def _cosigned_by(isolated: Isolated, n: int) -> bool:
     return await _fully_signed(isolated) and all(count >= n for _, count in newest.values())
 
 
+async def witnessed_history(
+    isolated: Isolated, audit: AuditProducer, witnesses: list[Litewitness], quorum: int
+) -> tuple[ProjectorSettings, NoteSigner, History]:
+    """The realistic mix projected with checkpoints cosigned by `witnesses`, until every newest checkpoint has a
+    cosignature from each."""
+    settings, signer = _witnessed(isolated, witnesses, quorum=quorum)
+    async with projector_running(settings):
+        history = await record_history(audit, isolated.stack.bootstrap)
+        await eventually(lambda: _settled(isolated, isolated.name, history), within=60)
+        await eventually(lambda: _cosigned_by(isolated, len(witnesses)), within=60)
+    return settings, signer, history
+
+
 def _requests(witness: str, result: str) -> float:
     value = REGISTRY.get_sample_value("audit_projector_witness_requests_total", {"witness": witness, "result": result})
     return value or 0.0
@@ -96,11 +104,7 @@ async def test_two_witnesses_cosign_every_newest_checkpoint_and_verifiers_requir
     tmp_path: Path,
     go_checker: Path,
 ) -> None:
-    settings, signer = _witnessed(isolated, witnesses, quorum=2)
-    async with projector_running(settings):
-        history = await record_history(audit, isolated.stack.bootstrap)
-        await eventually(lambda: _settled(isolated, isolated.name, history), within=60)
-        await eventually(lambda: _cosigned_by(isolated, 2), within=60)
+    settings, signer, history = await witnessed_history(isolated, audit, witnesses, quorum=2)
     newest = await _newest(isolated)
     for w in witnesses:  # the witnesses' own records agree with the log's newest checkpoints
         held = w.sizes()
@@ -215,11 +219,7 @@ async def test_the_rollback_attack_is_refused_by_the_witness_and_recorded(
 ) -> None:
     if isolated.stack.admin_dsn is None:
         pytest.skip("needs a superuser DSN to tamper with")
-    settings, signer = _witnessed(isolated, witnesses, quorum=1)
-    async with projector_running(settings):
-        history = await record_history(audit, isolated.stack.bootstrap)
-        await eventually(lambda: _settled(isolated, isolated.name, history), within=60)
-        await eventually(lambda: _cosigned_by(isolated, 2), within=60)
+    settings, signer, _ = await witnessed_history(isolated, audit, witnesses, quorum=1)
     control = isolated.query.control_schema
     async with isolated.owner() as conn:
         tree = await conn.fetchrow(
@@ -229,45 +229,17 @@ async def test_the_rollback_attack_is_refused_by_the_witness_and_recorded(
         assert tree is not None
         topic, partition, size = tree["topic"], tree["partition"], tree["size"]
         keep = size // 2
-        hashes = [
-            r[0]
-            for r in await conn.fetch(
-                "SELECT leaf_hash FROM merkle_leaves WHERE topic = $1 AND partition = $2 AND leaf_index < $3 "
-                "ORDER BY leaf_index",
-                topic,
-                partition,
-                keep,
-            )
-        ]
-        cut = await conn.fetchval(
-            "SELECT kafka_offset FROM merkle_leaves WHERE topic = $1 AND partition = $2 AND leaf_index = $3",
-            topic,
-            partition,
-            keep,
-        )
     origin = f"audit-trail/{topic}/{partition}"
     witnessed_size = witnesses[0].sizes()[origin]
     assert witnessed_size == size
-    frontier, _, _ = merkle.append_leaves([], 0, hashes)
-    where = f"kafka_topic = '{topic}' AND kafka_partition = {partition} AND kafka_offset >= {cut}"
     # The insider's full cover-up: rows, leaves and nodes past `keep`, the tree, and every trace in the control
     # schema of what was signed and witnessed beyond it.
-    await _as_superuser(
-        isolated,
-        *(f"DELETE FROM {t} WHERE {where}" for t in ("audit_entries", "audit_outcomes", "dead_letters")),
-        f"DELETE FROM merkle_leaves WHERE topic = '{topic}' AND partition = {partition} AND leaf_index >= {keep}",
-        f"DELETE FROM record_verdicts WHERE topic = '{topic}' AND partition = {partition} AND kafka_offset >= {cut}",
-        f"DELETE FROM merkle_nodes WHERE topic = '{topic}' AND partition = {partition} "
-        f"AND (node_index + 1) * (1::bigint << level) > {keep}",
-        (
-            f"UPDATE merkle_trees SET size = {keep}, frontier = $1 WHERE topic = '{topic}' AND partition = {partition}",
-            frontier,
-        ),
+    await roll_back(
+        isolated, topic, partition, keep,
         f"DELETE FROM {control}.cosignatures WHERE origin = '{origin}' AND tree_size > {keep}",
-        f"DELETE FROM {control}.checkpoints WHERE origin = '{origin}' AND tree_size > {keep}",
         f"DELETE FROM {control}.witness_state WHERE origin = '{origin}'",
         f"DELETE FROM {control}.witness_refusals",
-    )
+    )  # fmt: skip
     # The log goes on from the rolled-back tree: new records, a new checkpoint of the forked history.
     async with projector_running(settings):
         for i in range(6):  # a few records: the regrown tree stays below what the witnesses cosigned
