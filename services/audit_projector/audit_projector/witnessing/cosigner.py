@@ -47,6 +47,8 @@ class Cosigner:
     quorum: int
     _backoff: dict[str, _Backoff] = field(default_factory=dict)
     _said: set[tuple[str, str, str, int | None]] = field(default_factory=set)
+    _cosigned: set[tuple[str, int]] = field(default_factory=set)
+    """Checkpoints that got a cosignature this round: published once at its end."""
     store: WitnessStore | None = None
     """The round's connection (set by `round`)."""
 
@@ -65,6 +67,9 @@ class Cosigner:
                     break
             else:
                 backoff.answered()
+        for origin, size in sorted(self._cosigned):  # once per checkpoint, with every witness's cosignature
+            await self.publish(origin, await self._db.cosigned_note(origin, size))
+        self._cosigned.clear()
         late = [
             (u.origin, time.time() - u.signed_at.timestamp())
             for u in await self._db.unwitnessed(self.prefix, self.quorum)
@@ -96,7 +101,7 @@ class Cosigner:
             if answer.result is Result.COSIGNED:
                 await self._db.cosigned(pending.origin, pending.size, client.name, answer.cosignatures)
                 self._said = {k for k in self._said if k[0] != client.name or not k[2].startswith("witness_")}
-                await self.publish(pending.origin, await self._db.cosigned_note(pending.origin, pending.size))
+                self._cosigned.add((pending.origin, pending.size))
                 log.debug("checkpoint_cosigned", witness=client.name, origin=pending.origin, size=pending.size)
                 return True
             if answer.result is Result.CONFLICT and answer.witness_size is not None:

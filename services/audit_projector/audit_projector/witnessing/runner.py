@@ -9,11 +9,11 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from audit_projector import metrics
 from audit_projector.config import Settings
 from audit_projector.errors import ProjectorError, db_errors
 from audit_projector.repository import SESSION_SETTINGS
 from audit_projector.state import ProjectorState
-from audit_projector import metrics
 from audit_projector.witnessing.client import Result, WitnessClient
 from audit_projector.witnessing.cosigner import Cosigner
 from audit_projector.witnessing.store import WitnessStore
