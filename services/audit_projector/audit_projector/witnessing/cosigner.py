@@ -13,6 +13,7 @@ from audit_projector.witnessing.client import Answer, Result, WitnessClient
 from audit_projector.witnessing.store import Pending, WitnessStore
 from audit_schemas import merkle
 from audit_schemas.checkpoint import NoteSigner, split_note
+from audit_schemas.cosignature import Cosignature
 
 log = structlog.get_logger(__name__)
 
@@ -47,8 +48,9 @@ class Cosigner:
     quorum: int
     _backoff: dict[str, _Backoff] = field(default_factory=dict)
     _said: set[tuple[str, str, str, int | None]] = field(default_factory=set)
-    _cosigned: set[tuple[str, int]] = field(default_factory=set)
-    """Checkpoints that got a cosignature this round: published once at its end."""
+    _cosigned: list[tuple[str, int, str, list[Cosignature]]] = field(default_factory=list)
+    """This round's cosignatures (origin, size, witness, lines): stored in one transaction at its end, each
+    checkpoint then published once."""
     store: WitnessStore | None = None
     """The round's connection (set by `round`)."""
 
@@ -67,7 +69,8 @@ class Cosigner:
                     break
             else:
                 backoff.answered()
-        for origin, size in sorted(self._cosigned):  # once per checkpoint, with every witness's cosignature
+        await self._db.cosigned(self._cosigned)  # the round's answers in one transaction
+        for origin, size in sorted({(o, n) for o, n, _, _ in self._cosigned}):  # once, with every cosignature
             await self.publish(origin, await self._db.cosigned_note(origin, size))
         self._cosigned.clear()
         late = [
@@ -99,9 +102,8 @@ class Cosigner:
             answer = await client.add_checkpoint(old, proof, note)
             metrics.WITNESS_REQUESTS.labels(client.name, answer.result.value).inc()
             if answer.result is Result.COSIGNED:
-                await self._db.cosigned(pending.origin, pending.size, client.name, answer.cosignatures)
+                self._cosigned.append((pending.origin, pending.size, client.name, answer.cosignatures))
                 self._said = {k for k in self._said if k[0] != client.name or not k[2].startswith("witness_")}
-                self._cosigned.add((pending.origin, pending.size))
                 log.debug("checkpoint_cosigned", witness=client.name, origin=pending.origin, size=pending.size)
                 return True
             if answer.result is Result.CONFLICT and answer.witness_size is not None:

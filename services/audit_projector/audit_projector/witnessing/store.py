@@ -82,18 +82,26 @@ class WitnessStore:
         )
         return {(r["level"], r["node_index"]): bytes(r["hash"]) for r in rows}
 
-    async def cosigned(self, origin: str, size: int, witness: str, cosignatures: list[Cosignature]) -> None:
-        """Store verified cosignatures and move the witness's known size to the checkpoint's, in one transaction."""
+    async def cosigned(self, results: list[tuple[str, int, str, list[Cosignature]]]) -> None:
+        """Store a round's verified cosignatures — (origin, size, witness, cosignatures) each — and move each witness's
+        known size to its checkpoint's, in one transaction (one commit a round, not one per answer)."""
+        if not results:
+            return
         async with self._conn.transaction():
             await self._conn.executemany(
                 f"""INSERT INTO {self._control}.cosignatures (origin, tree_size, witness, key_hash, cosigned_at, line)
                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
                 [
                     (origin, size, c.witness, c.key_hash, datetime.fromtimestamp(c.timestamp, UTC), c.line)
+                    for origin, size, _, cosignatures in results
                     for c in cosignatures
                 ],
             )
-            await self.set_size(witness, origin, size)
+            await self._conn.executemany(
+                f"""INSERT INTO {self._control}.witness_state (witness, origin, tree_size) VALUES ($1, $2, $3)
+                    ON CONFLICT (witness, origin) DO UPDATE SET tree_size = EXCLUDED.tree_size, updated_at = now()""",
+                [(witness, origin, size) for origin, size, witness, _ in results],
+            )
 
     async def set_size(self, witness: str, origin: str, size: int) -> None:
         """What the witness holds for the origin, as it said (a 200 or a 409)."""
