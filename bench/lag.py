@@ -64,6 +64,8 @@ class Run:
     entry_lags: list[float] = field(default_factory=list)
     trace_lags: list[float] = field(default_factory=list)
     cosign_latencies: list[float] = field(default_factory=list)
+    read_s: list[float] = field(default_factory=list)
+    """How long each of the reader's list requests took (a lag is timed to when the request that saw it was sent)."""
     projector_cpu_s: float = 0.0
     witness_cpu_s: float = 0.0
     """CPU seconds over the steady phase: the projector process (cosigner included), and the witnesses (which share
@@ -243,8 +245,10 @@ async def _steady(name: str, base: str, secret: str, rate: float, seconds: float
                 since = datetime.fromtimestamp(min(began[a] for a in unseen) - 1, UTC).isoformat()
                 params = {"since": since, "sort": "time", "order": "asc", "limit": "500"}
                 for _ in range(50):
+                    asked = time.monotonic()  # visible by the time the request was sent, at the latest
                     page = (await api.get("/v1/audit", params=params)).json()
-                    now = time.monotonic()
+                    run.read_s.append(time.monotonic() - asked)
+                    now = asked
                     for e in page.get("data", []):
                         audit_id = e["audit_id"]
                         if e["outcome"]["status"] in FINAL and audit_id in acked and audit_id not in entry_seen:
@@ -256,9 +260,10 @@ async def _steady(name: str, base: str, secret: str, rate: float, seconds: float
 
         async def trace(audit_id: str) -> None:
             while True:
+                asked = time.monotonic()
                 body = (await api.get(f"/v1/traces/{audit_id.replace('-', '')}")).json()
                 if body.get("entry", {}).get("outcome", {}).get("status") in FINAL and len(body.get("logs", [])) >= 3:
-                    run.trace_lags.append(time.monotonic() - acked[audit_id])
+                    run.trace_lags.append(asked - acked[audit_id])
                     return
                 await asyncio.sleep(0.02)
 
@@ -343,6 +348,7 @@ def report(runs: list[Run]) -> dict[str, object]:
             "cosign_p99": [_quantile(r.cosign_latencies, 0.99) for r in mine if r.cosign_latencies],
             "never_seen": sum(r.never_seen for r in mine),
             "projector_cpu_s": statistics.median(r.projector_cpu_s for r in mine),
+            "read_p50": statistics.median(_quantile(r.read_s, 0.5) for r in mine),
             "witness_cpu_s": statistics.median(r.witness_cpu_s for r in mine),
         }
 
@@ -357,8 +363,10 @@ def report(runs: list[Run]) -> dict[str, object]:
         print(f"{count:>9} | {row['capacity']:>14,.0f} | {row['steady']:>12,.0f} | {ms('list_p50'):>13} | "
               f"{ms('list_p99'):>13} | {ms('trace_p50'):>13} | {ms('trace_p99'):>13} | {cosign:>17} | "
               f"{row['never_seen']}")  # fmt: skip
+        read_ms = statistics.median(_quantile(r.read_s, 0.5) for r in mine) * 1000
         print(f"{'':>9}   projector CPU {row['projector_cpu_s']:.1f} s, witnesses CPU {row['witness_cpu_s']:.1f} s "
-              f"over the steady phase")  # fmt: skip
+              f"over the steady phase; the reader's list requests took {read_ms:.0f} ms "
+              "p50")  # fmt: skip
         out[str(count)] = row
     if "0" in out and len(out) > 1:
         base, other = out["0"], out[max(out)]
@@ -381,7 +389,7 @@ async def main(seconds: float, runs: int, smoke: bool, out: Path) -> None:
     print(f"end-to-end lag on {os.cpu_count()} cores, {seconds:.0f} s at half the measured capacity per run, "
           f"median of {runs} run(s)")  # fmt: skip
     figures = report(results)
-    raw = [asdict(r) | {"entry_lags": len(r.entry_lags)} for r in results]
+    raw = [asdict(r) | {"entry_lags": len(r.entry_lags), "read_s": len(r.read_s)} for r in results]
     figures_out.write(
         out,
         {"smoke": smoke, "cores": os.cpu_count(), "seconds": seconds, "runs": runs, "variants": figures, "raw": raw},
