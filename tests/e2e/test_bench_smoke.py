@@ -42,6 +42,8 @@ def test_the_producer_bench_runs_and_writes_its_figures(stack: Stack, tmp_path: 
     assert figures["smoke"] is True
     assert {r["concurrency"] for r in figures["actions"]} == {1, 8, 64}
     assert all(r["per_second"] > 0 for r in figures["actions"] + figures["logs"])
+    assert "the check of those exact bytes" in table
+    assert figures["check_us"] > 0
 
 
 @pytest.mark.postgres
