@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from uuid import uuid4
 import asyncpg
 import httpx
 import structlog
+from tests.ports import free_port
 from tests.witness import Litewitness, tools
 
 from audit_producer import Actor, AuditProducer, Entity, add_trace_context
@@ -42,6 +42,7 @@ from audit_schemas.checkpoint import NoteSigner, verifier_key_as
 from bench import figures as figures_out
 from bench.mix import publish_mix
 from bench.projector_vs_copy import BOOTSTRAP, OWNER, PROJECTOR
+from bench.projectors import cpu_s
 
 QUERY = os.environ.get("AUDIT_QUERY_DSN", "postgresql://audit_query:audit_query@127.0.0.1:15432/audit")
 PARTITIONS = 6
@@ -72,18 +73,6 @@ class Run:
     this machine here; in production they run elsewhere)."""
     never_seen: int = 0
     """Acknowledged actions not visible three minutes after the last one (0 expected)."""
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a live process (from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -141,7 +130,7 @@ async def _deployment(
         "AUDIT_PROJECTOR_WITNESSES": json.dumps([{"key": w.vkey, "url": w.url} for w in witnesses]),
         "AUDIT_PROJECTOR_WITNESS_QUORUM": str(len(witnesses)),
     }
-    port = _port()
+    port = free_port()
     query_env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("AUDIT_QUERY_")},
         "AUDIT_QUERY_ENVIRONMENT": "test",
@@ -304,10 +293,10 @@ async def one_run(witness_count: int, seconds: float, burst: int, bin_dir: Path 
                 capacity = await _capacity(conn, name, burst)
                 target = capacity / 2 / RECORDS_PER_ACTION
                 run = Run(witness_count, capacity, target * RECORDS_PER_ACTION, 0.0, 0)
-                cpu = [_cpu_s(projector), sum(_cpu_s(w.pid) for w in witnesses)]
+                cpu = [cpu_s(projector), sum(cpu_s(w.pid) for w in witnesses)]
                 await _steady(name, base, secret, target, seconds, run)
-                run.projector_cpu_s = _cpu_s(projector) - cpu[0]
-                run.witness_cpu_s = sum(_cpu_s(w.pid) for w in witnesses) - cpu[1]
+                run.projector_cpu_s = cpu_s(projector) - cpu[0]
+                run.witness_cpu_s = sum(cpu_s(w.pid) for w in witnesses) - cpu[1]
                 run.achieved_rate *= RECORDS_PER_ACTION
                 if witnesses:
                     await asyncio.sleep(3)  # the last checkpoints' cosignatures

@@ -47,7 +47,7 @@ class Run:
     correct: bool
 
 
-def _cpu_s(pid: int) -> float:
+def cpu_s(pid: int) -> float:
     """User + system CPU seconds of a live process (from /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
@@ -114,7 +114,7 @@ async def one_run(processes: int, actions: int) -> Run:
                 raise RuntimeError(f"{processes} projector(s) did not finish ({[p.poll() for p in procs]})")
             await asyncio.sleep(0.1)
         seconds = time.perf_counter() - started
-        cpu_s = sum(_cpu_s(p.pid) for p in procs)
+        spent = sum(cpu_s(p.pid) for p in procs)
         counted = await conn.fetchrow("SELECT count(*), count(DISTINCT audit_id) FROM audit_entries")
         assert counted is not None
         entries, distinct = counted
@@ -140,7 +140,7 @@ async def one_run(processes: int, actions: int) -> Run:
         for schema in (name, f"{name}_control"):
             await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await conn.close()
-    return Run(processes, published.records, seconds, cpu_s, correct)
+    return Run(processes, published.records, seconds, spent, correct)
 
 
 def report(runs: list[Run]) -> dict[str, object]:

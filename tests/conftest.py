@@ -9,7 +9,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from audit_query.repository import TokenAdmin
 from audit_schemas.checkpoint import NoteSigner
 from audit_schemas.kafka_security import KafkaSecurity
 from audit_schemas.topics import AUDIT_TOPIC, CHECKPOINT_TOPIC, DEAD_LETTER_TOPIC, EXECUTION_LOG_TOPIC
+from tests.ports import free_port as free_port
 from tests.witness import Litewitness
 from tests.witness import tools as witness_tools
 
@@ -523,14 +523,6 @@ def projector_process(
         )
     proc.health_port = health_port  # type: ignore[attr-defined]
     return proc
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager

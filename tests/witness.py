@@ -1,15 +1,24 @@
 """litewitness (filippo.io/torchwood, built by deploy/local/tools.sh) run as an independent C2SP tlog-witness on
-loopback: its own Ed25519 key held by its own ssh-agent, its own SQLite state, logs added with witnessctl."""
+loopback: its own Ed25519 key held by its own ssh-agent, its own SQLite state, logs added with witnessctl; and a
+cosigner in process, for cosignatures by keys no witness holds."""
 
+import base64
 import json
 import re
 import shutil
 import signal
-import socket
+import struct
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from audit_schemas.checkpoint import key_hash, split_note
+from audit_schemas.cosignature import ALG_COSIGNATURE_V1, cosigned_message
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 _VKEY = re.compile(r'msg="verifier key" vkey=(\S+)')
@@ -23,19 +32,13 @@ def tools() -> Path:
     return Path(out.stdout.strip())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Litewitness:
     """One witness process; `stop()` and `start()` keep its key and state (a witness that went away and came back)."""
 
     def __init__(self, bin_dir: Path, home: Path, name: str) -> None:
         self.bin_dir, self.home, self.name = bin_dir, home, name
         home.mkdir(parents=True, exist_ok=True)
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db = home / "witness.db"
         key = home / "key"
@@ -128,3 +131,29 @@ class Litewitness:
         self._agent.terminate()
         self._agent.wait(10)
         shutil.rmtree(self.home, ignore_errors=True)
+
+
+class TestCosigner:
+    """A cosigner in process (tlog-cosignature v1, Ed25519): an impostor, or a witness nobody pinned."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._key = Ed25519PrivateKey.generate()
+        public = self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.key_hash = key_hash(name, public, ALG_COSIGNATURE_V1)
+        raw = bytes([ALG_COSIGNATURE_V1]) + public
+        self.verifier_key = f"{name}+{self.key_hash:08x}+{base64.b64encode(raw).decode()}"
+
+    def cosign(self, body: str, timestamp: int) -> str:
+        signature = self._key.sign(cosigned_message(body, timestamp))
+        blob = struct.pack(">IQ", self.key_hash, timestamp) + signature
+        return f"\u2014 {self.name} {base64.b64encode(blob).decode()}\n"
+
+
+def with_cosignatures(note: str, lines: list[str]) -> str:
+    """The note with cosignature lines added after its own signatures (each once)."""
+    body, present = split_note(note)
+    added = [line if line.endswith("\n") else line + "\n" for line in lines]
+    return body + "\n" + "".join(present + [line for line in added if line not in present])

@@ -56,9 +56,10 @@ class Checkpoint:
         return cls(origin, int(size_text), root)
 
 
-def key_hash(name: str, public_key: bytes) -> int:
-    """The note key hash: the first 4 bytes (big-endian) of SHA-256(name ‖ '\\n' ‖ 0x01 ‖ public key)."""
-    digest = hashlib.sha256(name.encode() + b"\n" + bytes([ALG_ED25519]) + public_key).digest()
+def key_hash(name: str, public_key: bytes, algorithm: int = ALG_ED25519) -> int:
+    """The note key hash: the first 4 bytes (big-endian) of SHA-256(name ‖ '\\n' ‖ key type ‖ public key); the
+    type is 0x01 for a log's Ed25519 key, 0x04 for a witness's cosignature/v1 key."""
+    digest = hashlib.sha256(name.encode() + b"\n" + bytes([algorithm]) + public_key).digest()
     value: int = struct.unpack(">I", digest[:4])[0]
     return value
 
@@ -167,8 +168,7 @@ def parse_verifier_key(verifier_key: str, algorithm: int, what: str) -> tuple[st
         raise CheckpointError(f"{what} is name+8 hex digits+base64(0x{algorithm:02x} ‖ 32-byte Ed25519 key)")
     if raw[0] != algorithm:
         raise CheckpointError(f"{name}: key type 0x{raw[0]:02x} is not {what}'s (0x{algorithm:02x})")
-    digest = hashlib.sha256(name.encode() + b"\n" + raw).digest()
-    if declared != struct.unpack(">I", digest[:4])[0]:
+    if declared != key_hash(name, raw[1:], algorithm):
         raise CheckpointError(f"the key hash of {name} does not match its key")
     return name, declared, raw[1:]
 

@@ -9,13 +9,12 @@ key is never accepted as a witness key, nor the reverse.
 """
 
 import base64
-import hashlib
 import struct
 from dataclasses import dataclass
 from typing import Final
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from audit_schemas.checkpoint import (
@@ -31,13 +30,6 @@ from audit_schemas.checkpoint import (
 ALG_COSIGNATURE_V1: Final = 0x04
 _DASH: Final = "\u2014 "
 _HEADER: Final = "cosignature/v1\n"
-
-
-def cosigner_key_hash(name: str, public_key: bytes) -> int:
-    """SHA-256(name ‖ '\\n' ‖ 0x04 ‖ public key)[:4], big-endian."""
-    digest = hashlib.sha256(name.encode() + b"\n" + bytes([ALG_COSIGNATURE_V1]) + public_key).digest()
-    value: int = struct.unpack(">I", digest[:4])[0]
-    return value
 
 
 def cosigned_message(body: str, timestamp: int) -> bytes:
@@ -75,25 +67,6 @@ class Cosignature:
     key_hash: int
     timestamp: int
     line: str
-
-
-class TestCosigner:
-    """A cosigner in process, for tests and tools that need cosignatures without a witness server."""
-
-    __test__ = False  # not a pytest class
-
-    def __init__(self, name: str, private_key: Ed25519PrivateKey | None = None) -> None:
-        self.name = name
-        self._key = private_key or Ed25519PrivateKey.generate()
-        public = self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        self.key_hash = cosigner_key_hash(name, public)
-        raw = bytes([ALG_COSIGNATURE_V1]) + public
-        self.verifier_key = f"{name}+{self.key_hash:08x}+{base64.b64encode(raw).decode()}"
-
-    def cosign(self, body: str, timestamp: int) -> str:
-        signature = self._key.sign(cosigned_message(body, timestamp))
-        blob = struct.pack(">IQ", self.key_hash, timestamp) + signature
-        return f"{_DASH}{self.name} {base64.b64encode(blob).decode()}\n"
 
 
 def verify_cosignatures(body: str, lines: list[str], witnesses: list[WitnessKey]) -> list[Cosignature]:
@@ -144,23 +117,12 @@ def open_witnessed(
     return WitnessedCheckpoint(Checkpoint.parse(body), cosignatures)
 
 
-def with_cosignatures(note: str, lines: list[str]) -> str:
-    """The note with cosignature lines added after its own signatures (each once)."""
-    body, present = split_note(note)
-    added = [line if line.endswith("\n") else line + "\n" for line in lines]
-    merged = present + [line for line in added if line not in present]
-    return body + "\n" + "".join(merged)
-
-
 __all__ = [
     "ALG_COSIGNATURE_V1",
     "Cosignature",
-    "TestCosigner",
     "WitnessKey",
     "WitnessedCheckpoint",
     "cosigned_message",
-    "cosigner_key_hash",
     "open_witnessed",
     "verify_cosignatures",
-    "with_cosignatures",
 ]

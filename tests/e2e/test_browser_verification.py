@@ -15,13 +15,12 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from audit_producer import AuditProducer
 from audit_schemas.checkpoint import split_note
-from audit_schemas.cosignature import TestCosigner
 from tests.conftest import Isolated
 from tests.e2e.test_console_zones_and_logs import axe
 from tests.e2e.test_proofs import _verify
 from tests.e2e.test_web_ui import ARTIFACTS, _browser
 from tests.e2e.test_witnesses import witnessed_history
-from tests.witness import Litewitness
+from tests.witness import Litewitness, TestCosigner
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.browser]
 

@@ -19,13 +19,13 @@ from audit_projector.config import Settings as ProjectorSettings
 from audit_projector.config import WitnessConfig
 from audit_projector.published import from_topic
 from audit_schemas.checkpoint import CheckpointError, NoteSigner, NoteVerifier, split_note, verifier_key_as
-from audit_schemas.cosignature import TestCosigner, WitnessKey, open_witnessed
+from audit_schemas.cosignature import WitnessKey, open_witnessed
 from tests.conftest import Isolated, free_port, projector_cli, projector_running
 from tests.e2e.test_integrity import _settled, _signing, roll_back
 from tests.e2e.test_proofs import _go, _verify
 from tests.history import History, record_history
 from tests.polling import eventually
-from tests.witness import Litewitness
+from tests.witness import Litewitness, TestCosigner
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 

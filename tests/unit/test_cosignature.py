@@ -6,13 +6,8 @@ import base64
 import pytest
 
 from audit_schemas.checkpoint import Checkpoint, CheckpointError, NoteSigner, NoteVerifier, open_checkpoint
-from audit_schemas.cosignature import (
-    TestCosigner,
-    WitnessKey,
-    open_witnessed,
-    verify_cosignatures,
-    with_cosignatures,
-)
+from audit_schemas.cosignature import WitnessKey, open_witnessed, verify_cosignatures
+from tests.witness import TestCosigner, with_cosignatures
 
 # Recorded from litewitness (filippo.io/torchwood v0.6.1, cmd/litewitness) cosigning a checkpoint of ours.
 LOG_SIGNER = "PRIVATE+KEY+audit.test/log+5328ab5c+Aa1ftyVEPplj07rIl2PS716cUldet8qU1Q2gnkYTyQtD"

@@ -16,6 +16,7 @@ from audit_projector.config import Settings
 from audit_projector.errors import ProjectorError, db_errors, kafka_errors
 from audit_projector.repository import quoted
 from audit_projector.topics import partitions_of
+from audit_projector.witnessing.store import cosigned_note
 from audit_schemas import archive, merkle
 from audit_schemas.checkpoint import CheckpointError, NoteVerifier, open_checkpoint
 
@@ -67,9 +68,7 @@ async def archive_partitions(
             )
             first = last["end_leaf"] if last else 0
             checkpoint = await conn.fetchrow(
-                f"""SELECT c.tree_size, c.root_hash, c.note || coalesce((SELECT string_agg(k.line, '' ORDER BY
-                           k.witness) FROM {control}.cosignatures k WHERE k.origin = c.origin
-                           AND k.tree_size = c.tree_size), '') AS note
+                f"""SELECT c.tree_size, c.root_hash, {cosigned_note(control)} AS note
                       FROM {control}.checkpoints c
                      WHERE c.origin = $1 AND c.signed_at < now() - $2::interval AND c.tree_size > $3
                      ORDER BY c.tree_size DESC LIMIT 1""",

@@ -39,7 +39,7 @@ from audit_projector.scope import ReplayScope
 from audit_projector.service import compact_once, serve
 from audit_projector.swap import swap as run_swap
 from audit_projector.topics import ensure_topics
-from audit_projector.witnessing.client import WitnessClient
+from audit_projector.witnessing.client import witness_clients
 from audit_projector.witnessing.probe import WitnessFinding, probe_witnesses
 from audit_schemas import postgres, signing
 from audit_schemas.checkpoint import CheckpointError, NoteSigner, NoteVerifier, verifier_key_as
@@ -364,8 +364,7 @@ def verify(
             )
             if witnesses and settings.witnesses:
                 async with httpx.AsyncClient(timeout=settings.witness_timeout_s) as http:
-                    clients = [WitnessClient(w.verifier, w.endpoint, http) for w in settings.witnesses]
-                    witnessed, unasked = await probe_witnesses(conn, settings, clients)
+                    witnessed, unasked = await probe_witnesses(conn, settings, witness_clients(settings, http))
                 for line in unasked:
                     console.print(f"[yellow]{line}[/yellow]", soft_wrap=True)
         finally:

@@ -131,6 +131,24 @@ SESSION_SETTINGS: Final = {
 }
 
 
+async def open_session(
+    dsn: str, schema: str, purpose: str, group_id: str, *, statement_timeout_s: float | None = None
+) -> asyncpg.Connection:
+    """A connection of the projector's own: `schema` first on the search path, named for what it does
+    (`audit-projector/<purpose>/<group>`), with the session timeouts; driver errors as ProjectorErrors."""
+    with db_errors(f"cannot open the {purpose} connection"):
+        conn: asyncpg.Connection = await postgres.connect(
+            dsn,
+            command_timeout=statement_timeout_s,
+            server_settings={
+                "search_path": schema,
+                "application_name": f"audit-projector/{purpose}/{group_id}"[:63],
+                **SESSION_SETTINGS,
+            },
+        )
+    return conn
+
+
 @dataclass(frozen=True, slots=True)
 class OffsetFence:
     """Move one partition's stored offset from `expected` to `next_offset`, or fail the batch."""
@@ -244,16 +262,8 @@ class ProjectionRepository:
     ) -> "ProjectionRepository":
         """Open the connection with `schema` first on the search path, session timeouts and staging tables; a
         statement unanswered after `statement_timeout_s` raises (TimeoutError) and the connection is dropped."""
-        with db_errors("cannot open the read-model connection"):
-            conn = await postgres.connect(
-                dsn,
-                command_timeout=statement_timeout_s,
-                server_settings={
-                    "search_path": schema,
-                    "application_name": f"audit-projector/{purpose}/{group_id}"[:63],
-                    **SESSION_SETTINGS,
-                },
-            )
+        conn = await open_session(dsn, schema, purpose, group_id, statement_timeout_s=statement_timeout_s)
+        with db_errors("cannot prepare the read-model connection"):
             for t in (_ENTRIES, _OUTCOMES, _LOGS, _DEAD):
                 await conn.execute(
                     f"CREATE TEMP TABLE IF NOT EXISTS {t.stage} (LIKE {t.table} INCLUDING DEFAULTS)"

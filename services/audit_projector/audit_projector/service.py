@@ -19,7 +19,7 @@ from audit_projector.errors import PausedError, ProjectorError, db_errors, expla
 from audit_projector.health import create_health_app
 from audit_projector.migrations import ReadModelKind, migrate
 from audit_projector.pipeline import Pipeline, months_ahead
-from audit_projector.repository import SESSION_SETTINGS, ProjectionRepository, compact_rollups, pause_state
+from audit_projector.repository import ProjectionRepository, compact_rollups, open_session, pause_state
 from audit_projector.scope import Selector
 from audit_projector.state import PipelineState, ProjectorState
 from audit_projector.topics import check_retention, ensure_topics
@@ -215,15 +215,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
 async def compact_once(settings: Settings) -> int | None:
     """Fold closed hours' and days' rollups into the coarser tables over a connection of its own (see
     `compact_rollups`); the number of days touched, or None when another process is compacting."""
-    with db_errors("cannot open a connection to compact the rollups"):
-        conn = await postgres.connect(
-            str(settings.database_url),
-            server_settings={
-                "search_path": settings.db_schema,
-                "application_name": f"audit-projector/compaction/{settings.group_id}"[:63],
-                **SESSION_SETTINGS,
-            },
-        )
+    conn = await open_session(str(settings.database_url), settings.db_schema, "compaction", settings.group_id)
     try:
         return await compact_rollups(conn, datetime.now(UTC))
     finally:

@@ -7,6 +7,7 @@ from enum import StrEnum
 
 import httpx
 
+from audit_projector.config import Settings
 from audit_schemas.checkpoint import CheckpointError, split_note
 from audit_schemas.cosignature import Cosignature, WitnessKey, verify_cosignatures
 
@@ -50,6 +51,11 @@ def request_body(old_size: int, proof: Sequence[bytes], note: str) -> bytes:
         raise CheckpointError(f"a consistency proof of {len(proof)} hashes exceeds the spec's {MAX_PROOF_LINES}")
     lines = [f"old {old_size}\n", *(base64.b64encode(h).decode() + "\n" for h in proof), "\n"]
     return "".join(lines).encode() + note.encode()
+
+
+def witness_clients(settings: Settings, http: httpx.AsyncClient) -> list["WitnessClient"]:
+    """A client for each configured witness, sharing one HTTP connection pool."""
+    return [WitnessClient(w.verifier, w.endpoint, http) for w in settings.witnesses]
 
 
 class WitnessClient:

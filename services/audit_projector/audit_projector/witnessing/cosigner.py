@@ -51,6 +51,8 @@ class Cosigner:
     _cosigned: list[tuple[str, int, str, list[Cosignature]]] = field(default_factory=list)
     """This round's cosignatures (origin, size, witness, lines): stored in one transaction at its end, each
     checkpoint then published once."""
+    _proofs: dict[tuple[str, int, int], list[bytes] | None] = field(default_factory=dict)
+    """This round's consistency proofs by (origin, old, new): witnesses at the same size share one."""
     store: WitnessStore | None = None
     """The round's connection (set by `round`)."""
 
@@ -58,6 +60,7 @@ class Cosigner:
         """One pass over every witness; then the origins whose newest checkpoint lacks the quorum, with its age
         in seconds."""
         self.store = store
+        self._proofs.clear()
         now = time.monotonic()
         for client in self.clients:
             backoff = self._backoff.setdefault(client.name, _Backoff())
@@ -146,9 +149,15 @@ class Cosigner:
         return note + self.signer.renamed(origin).signature_line(body)
 
     async def _proof(self, origin: str, old: int, new: int) -> list[bytes] | None:
-        """The RFC 6962 consistency proof from `old` to `new` from the stored tree; None when nodes are missing."""
+        """The RFC 6962 consistency proof from `old` to `new` from the stored tree (once a round); None when nodes
+        are missing."""
         if old in (0, new):
             return []
+        if (origin, old, new) not in self._proofs:
+            self._proofs[(origin, old, new)] = await self._build_proof(origin, old, new)
+        return self._proofs[(origin, old, new)]
+
+    async def _build_proof(self, origin: str, old: int, new: int) -> list[bytes] | None:
         topic, _, partition = origin.removeprefix(self.prefix).rpartition("/")
         wanted: list[tuple[int, int]] = []
 

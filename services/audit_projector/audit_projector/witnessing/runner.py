@@ -1,9 +1,11 @@
-"""The cosigner's task in a projector process: a round every `witness_interval_s` on a connection of its own, one
-cosigner per control schema at a time (an advisory lock), errors logged and tried again next round."""
+"""The cosigner's task in a projector process: a round every `witness_interval_s` on a connection of its own (kept
+between rounds), one cosigner per control schema at a time (an advisory lock), errors logged and tried again next
+round."""
 
 import asyncio
 import contextlib
 
+import asyncpg
 import httpx
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -12,12 +14,11 @@ from aiokafka.errors import KafkaError
 from audit_projector import metrics
 from audit_projector.config import Settings
 from audit_projector.errors import ProjectorError, db_errors
-from audit_projector.repository import SESSION_SETTINGS
+from audit_projector.repository import open_session
 from audit_projector.state import ProjectorState
-from audit_projector.witnessing.client import Result, WitnessClient
+from audit_projector.witnessing.client import Result, witness_clients
 from audit_projector.witnessing.cosigner import Cosigner
 from audit_projector.witnessing.store import WitnessStore
-from audit_schemas import postgres
 from audit_schemas.checkpoint import NoteSigner
 
 log = structlog.get_logger(__name__)
@@ -57,48 +58,50 @@ async def cosign_periodically(
             log.warning("cosigned_checkpoint_not_published", origin=origin, error=str(e)[:300])
 
     async with httpx.AsyncClient(timeout=settings.witness_timeout_s) as http:
-        clients = [WitnessClient(w.verifier, w.endpoint, http) for w in settings.witnesses]
-        cosigner = Cosigner(signer, clients, publish, f"{settings.log_name}/", settings.quorum)
+        cosigner = Cosigner(signer, witness_clients(settings, http), publish, f"{settings.log_name}/", settings.quorum)
+        conn: asyncpg.Connection | None = None  # kept from round to round, opened again after a failure
         try:
             while not stop.is_set():
                 try:
-                    await _round(settings, cosigner, state)
-                except Exception:  # a fault on the witnessing side never stops projection
-                    log.exception("cosigning_round_failed")
+                    if conn is None:
+                        conn = await open_session(
+                            str(settings.database_url), settings.db_schema, "cosigner", settings.group_id
+                        )
+                    late = await _round(settings, cosigner, WitnessStore(conn, settings.control_schema))
+                    if late is not None:
+                        state.unwitnessed = late
+                except Exception as e:  # a fault on the witnessing side never stops projection
+                    if isinstance(e, ProjectorError):
+                        log.warning("cosigning_failed", error=str(e)[:300])
+                    else:
+                        log.exception("cosigning_round_failed")
+                    await _closed(conn)
+                    conn = None
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), settings.witness_interval_s)
         finally:
+            await _closed(conn)
             if producer is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(producer.stop(), 5)
 
 
-async def _round(settings: Settings, cosigner: Cosigner, state: ProjectorState) -> None:
-    try:
-        with db_errors("cannot open a connection to cosign checkpoints"):
-            conn = await postgres.connect(
-                str(settings.database_url),
-                server_settings={
-                    "search_path": settings.db_schema,
-                    "application_name": f"audit-projector/cosigner/{settings.group_id}"[:63],
-                    **SESSION_SETTINGS,
-                },
-            )
-    except ProjectorError as e:
-        log.warning("cosigning_failed", error=str(e)[:300])
-        return
-    store = WitnessStore(conn, settings.control_schema)
-    try:
-        with db_errors("cosigning checkpoints"):
-            if not await store.lock(settings.control_schema):
-                return  # another projector of the fleet is cosigning
-            try:
-                late = await cosigner.round(store)
-            finally:
-                await store.unlock(settings.control_schema)
-        state.unwitnessed = [origin for origin, age in late if age > settings.witness_grace_s]
-    except ProjectorError as e:
-        log.warning("cosigning_failed", error=str(e)[:300])
-    finally:
+async def _round(settings: Settings, cosigner: Cosigner, store: WitnessStore) -> list[str] | None:
+    """One round under the fleet's lock: the origins lacking their quorum past the grace period, or None when
+    another projector holds the lock (and reports them)."""
+    with db_errors("cosigning checkpoints"):
+        if not await store.lock(settings.control_schema):
+            return None
+        try:
+            late = await cosigner.round(store)
+        finally:
+            await store.unlock(settings.control_schema)
+    return [origin for origin, age in late if age > settings.witness_grace_s]
+
+
+async def _closed(conn: asyncpg.Connection | None) -> None:
+    """Close a connection that may already be broken; None, for the caller to open another next time."""
+    if conn is not None:
         with contextlib.suppress(Exception):
             await conn.close()
+    return

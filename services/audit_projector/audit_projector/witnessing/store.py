@@ -8,7 +8,15 @@ from datetime import UTC, datetime
 import asyncpg
 
 from audit_projector.repository import quoted
-from audit_schemas.cosignature import Cosignature, with_cosignatures
+from audit_schemas.cosignature import Cosignature
+
+
+def cosigned_note(control: str, alias: str = "c") -> str:
+    """SQL: checkpoint row `alias`'s note followed by its stored cosignature lines (by witness name)."""
+    return (
+        f"{alias}.note || coalesce((SELECT string_agg(k.line, '' ORDER BY k.witness) FROM {control}.cosignatures k"
+        f" WHERE k.origin = {alias}.origin AND k.tree_size = {alias}.tree_size), '')"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,15 +139,12 @@ class WitnessStore:
     async def cosigned_note(self, origin: str, size: int) -> str:
         """The checkpoint's note with every stored cosignature line."""
         note = await self._conn.fetchval(
-            f"SELECT note FROM {self._control}.checkpoints WHERE origin = $1 AND tree_size = $2", origin, size
-        )
-        lines = await self._conn.fetch(
-            f"""SELECT line FROM {self._control}.cosignatures WHERE origin = $1 AND tree_size = $2
-                 ORDER BY witness""",
+            f"SELECT {cosigned_note(self._control)} FROM {self._control}.checkpoints c"
+            " WHERE c.origin = $1 AND c.tree_size = $2",
             origin,
             size,
         )
-        return with_cosignatures(str(note), [r["line"] for r in lines])
+        return str(note)
 
     async def unwitnessed(self, prefix: str, quorum: int) -> list[Unwitnessed]:
         """This log's origins whose newest checkpoint has fewer than `quorum` cosignatures."""
