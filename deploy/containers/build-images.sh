@@ -23,7 +23,7 @@ prefetch_wheels() {  # keyed by the pyprojects: a stamp in the directory says wh
   log "wheels of the pinned dependencies and $hatchling -> deploy/prefetched/wheels"
   rm -rf "$prefetched/wheels" && mkdir -p "$prefetched/wheels"
   "$python" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$prefetched/wheels" \
-    "${projects[@]/#/$root/}" "$root/services/producer[cli,outbox]" >&2
+    "${projects[@]/#/$root/}" "$root/services/producer[cli,outbox,keys]" >&2
   "$python" -m pip download --quiet --disable-pip-version-check --dest "$prefetched/wheels" "$hatchling" >&2
   rm -f "$prefetched"/wheels/audit_trail_*.whl  # the image builds its own from the sources in the context
   touch "$prefetched/wheels/.key-$key"

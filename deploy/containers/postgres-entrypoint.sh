@@ -9,6 +9,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   psql -q -h /tmp -U postgres -d postgres -v ON_ERROR_STOP=1 -f /usr/local/share/audit-trail/bootstrap.sql
   psql -q -h /tmp -U postgres -d postgres -c "CREATE DATABASE audit OWNER audit_owner"
   psql -q -h /tmp -U postgres -d audit -c "REVOKE CREATE ON SCHEMA public FROM PUBLIC"
+  psql -q -h /tmp -U postgres -d audit -c "CREATE SCHEMA audit_keys AUTHORIZATION audit_keys; REVOKE ALL ON SCHEMA audit_keys FROM PUBLIC"
   if [ -n "${POSTGRES_PASSWORD:-}" ]; then  # a superuser over TCP only when asked for (test suites, operators)
     echo "ALTER ROLE postgres PASSWORD :'pw'" | psql -q -h /tmp -U postgres -d postgres -v ON_ERROR_STOP=1 -v pw="$POSTGRES_PASSWORD"
   fi

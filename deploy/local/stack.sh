@@ -268,6 +268,9 @@ ensure_tls() {
   if is_root; then chown postgres:postgres "$dir/server.key" "$dir/server.crt"; fi
 }
 
+# The key store's schema, owned by its own role (deploy/sql/bootstrap.sql); its tables come from the query service.
+key_store_schema="CREATE SCHEMA IF NOT EXISTS audit_keys AUTHORIZATION audit_keys; REVOKE ALL ON SCHEMA audit_keys FROM PUBLIC"
+
 pg_running() { [ -f "$pg_data/postmaster.pid" ] && as_pg "$(pg_bin)/pg_ctl" -D "$pg_data" status >/dev/null 2>&1; }
 
 start_postgres() {
@@ -297,6 +300,7 @@ start_postgres() {
     "SELECT 1 FROM pg_database WHERE datname = 'audit'" | grep -q 1 \
     || as_pg psql -q -h "$pg_data" -p "$pg_port" -U postgres -d postgres -c "CREATE DATABASE audit OWNER audit_owner" >/dev/null
   as_pg psql -q -h "$pg_data" -p "$pg_port" -U postgres -d audit -c "REVOKE CREATE ON SCHEMA public FROM PUBLIC" >/dev/null
+  as_pg psql -q -h "$pg_data" -p "$pg_port" -U postgres -d audit -c "$key_store_schema" >/dev/null
   log "postgres ready"
 }
 
@@ -313,6 +317,7 @@ export AUDIT_PROJECTOR_DATABASE_URL=postgresql://audit_projector:audit_projector
 export AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL=postgresql://audit_owner:audit_owner@$pg
 export AUDIT_QUERY_BOOTSTRAP_SERVERS=127.0.0.1:$kafka_port
 export AUDIT_QUERY_DATABASE_URL=postgresql://audit_query:audit_query@$pg
+export AUDIT_QUERY_KEYSTORE_URL=postgresql://audit_keys:audit_keys@$pg
 export AUDIT_STACK_CA_FILE=$state/tls/ca.crt
 EOF
 }
@@ -438,6 +443,7 @@ start_ha() {
   ha_sql "$primary" "SELECT 1 FROM pg_database WHERE datname = 'audit'" | grep -q 1 \
     || ha_sql "$primary" "CREATE DATABASE audit OWNER audit_owner" >/dev/null
   ha_sql "$primary" "REVOKE CREATE ON SCHEMA public FROM PUBLIC" audit >/dev/null
+  ha_sql "$primary" "$key_store_schema" audit >/dev/null
 }
 
 ha_kill() {  # the node's host dies: its postmaster and every backend, its keeper and helpers, at once

@@ -18,5 +18,10 @@ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'audit_query') THEN
     CREATE ROLE audit_query LOGIN PASSWORD 'audit_query' IN ROLE audit_reader;
   END IF;
+  -- The key store's own role: it owns schema audit_keys (created in the database by key-store.sql) and is in no
+  -- other role; no read-model role is granted anything there.
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'audit_keys') THEN
+    CREATE ROLE audit_keys LOGIN PASSWORD 'audit_keys';
+  END IF;
 END
 $$;

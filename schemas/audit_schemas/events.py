@@ -7,14 +7,20 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, StringConstraints, model_validator
 
 from audit_schemas.actions import Action, ActorType, LogLevel, OutcomeStatus
+from audit_schemas.sealing import Sealed, is_pseudonym
 from audit_schemas.storable import Bigint, FiniteFloat, StorableDatetime, StorableJson, Text
 
 SCHEMA_VERSION: Literal[1] = 1
 """Payload version of execution-log events."""
 
-ACTION_SCHEMA_VERSION: Literal[2] = 2
-"""Payload version of action-started events: 2 groups the caller's OpenTelemetry ids under `otel`; version 1
-(`otel_trace_id`, `otel_span_id` at the top) is upcast when read."""
+ACTION_SCHEMA_VERSION: Literal[3] = 3
+"""Payload version of action-started events: 3 adds `sealed` (personal fields sealed under the subject's key); 2
+grouped the caller's OpenTelemetry ids under `otel`; version 1 (`otel_trace_id`, `otel_span_id` at the top) is
+upcast when read, version 2 is read as it is."""
+
+SealedPath = Literal["actor.id", "actor.display_name", "request.client_ip", "request.user_agent", "entity.id"]
+"""The fields of an action-started event that may travel sealed; each one sealed is null (or, for the ids, the
+subject's pseudonym) in clear."""
 
 OUTCOME_SCHEMA_VERSION: Literal[2] = 2
 """Payload version of outcome events: 2 adds status `aborted` and `unrecorded`; version 1 is still read."""
@@ -99,7 +105,7 @@ class OtelSpan(_Payload):
 class ActionStarted(_Payload):
     """Published before the action's body runs: who is doing what to which entity."""
 
-    schema_version: Literal[2] = ACTION_SCHEMA_VERSION
+    schema_version: Literal[2, 3] = ACTION_SCHEMA_VERSION
     audit_id: UUID
     tenant_id: TenantId
     action: Action
@@ -109,6 +115,29 @@ class ActionStarted(_Payload):
     correlation_id: ShortText | None = None
     otel: OtelSpan | None = None
     started_at: StorableDatetime
+    sealed: dict[SealedPath, Sealed] | None = None
+    """Personal fields sealed under their subject's key (version 3): the clear field is null, or the pseudonym."""
+
+    @model_validator(mode="after")
+    def _sealed_fields_are_not_in_clear(self) -> Self:
+        if not self.sealed:
+            return self
+        if self.schema_version < 3:
+            raise ValueError("sealed fields need action schema_version 3")
+        request = self.request or RequestContext()
+        clear: dict[str, object] = {
+            "actor.display_name": self.actor.display_name,
+            "request.client_ip": request.client_ip,
+            "request.user_agent": request.user_agent,
+        }
+        for path in self.sealed:
+            if path == "actor.id" and not is_pseudonym(self.actor.id):
+                raise ValueError("a sealed actor.id leaves the actor's pseudonym in clear, not its id")
+            if path == "entity.id" and not is_pseudonym(self.entity.id):
+                raise ValueError("a sealed entity.id leaves the entity's pseudonym in clear, not its id")
+            if clear.get(path) is not None:
+                raise ValueError(f"{path} is sealed, so it must be null in clear")
+        return self
 
     @property
     def otel_trace_id(self) -> str | None:

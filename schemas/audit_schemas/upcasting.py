@@ -59,8 +59,8 @@ def upcast(event_type: str, data: Payload) -> Payload:
     return data
 
 
-_NATIVE: Final = frozenset({(OUTCOME_EVENT_TYPE, 1)})
-"""Older versions the current model validates directly (outcome v1 lacks only what v2 added)."""
+_NATIVE: Final = frozenset({(OUTCOME_EVENT_TYPE, 1), (ACTION_EVENT_TYPE, 2)})
+"""Older versions the current model validates directly (each lacks only what the next version added)."""
 
 
 @upcaster(ACTION_EVENT_TYPE, 1)

@@ -20,7 +20,12 @@ PROJECTS = {
 OPTIONAL_MODULES: dict[str, dict[str, tuple[str, ...]]] = {
     # modules that may import what only an extra installs (the extras named)
     "audit_schemas": {"cli.py": ("cli",), "postgres.py": ("postgres",)},
-    "audit_producer": {"cli.py": ("cli", "outbox"), "demo.py": ("cli",), "outbox.py": ("outbox",)},
+    "audit_producer": {
+        "cli.py": ("cli", "outbox"),
+        "demo.py": ("cli",),
+        "outbox.py": ("outbox",),
+        "keys.py": ("keys",),
+    },
 }
 
 

@@ -32,7 +32,7 @@ _TABLES: Final[dict[Table, tuple[str, str, tuple[str, ...]]]] = {
     "outcomes": ("audit_outcomes", "audit_id", OUTCOME_COLUMNS),
     "logs": ("execution_logs", "log_id", LOG_COLUMNS),
 }
-_JSON_COLUMNS: Final = frozenset({"changes", "fields", "unrecorded"})
+_JSON_COLUMNS: Final = frozenset({"changes", "fields", "unrecorded", "sealed"})
 
 
 @dataclass(frozen=True, slots=True)

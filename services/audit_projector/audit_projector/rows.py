@@ -28,6 +28,7 @@ ENTRY_COLUMNS: Final = (
     "source",
     "event_id",
     "schema_version",
+    "sealed",
     "kafka_topic",
     "kafka_partition",
     "kafka_offset",
@@ -178,6 +179,7 @@ def entry_row(event: ActionEvent, at: Coordinates) -> Row:
         event.source,
         event.id,
         d.schema_version,
+        None if d.sealed is None else json.dumps({path: v.model_dump() for path, v in d.sealed.items()}),
     )
     digest = content_digest(values, _ENTRY_TIME, _ENTRY_EVENT_ID)
     return Row(at, (*values, at.topic, at.partition, at.offset, digest), _claim(d, "start", digest))

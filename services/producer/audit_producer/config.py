@@ -58,6 +58,18 @@ class Settings(BaseSettings):
     fields and request context; credentials inside text (bearer tokens, URL passwords, `secret=…`) too."""
     redact_hmac_key: SecretStr | None = None
     """When set, a redacted value becomes an HMAC-SHA256 of it under this key, so a known value can be matched."""
+    key_service_url: str | None = None
+    """The key service (the query API's base URL): when set, personal fields are sealed under per-subject keys
+    before they leave the process (schemas/README.md, "Personal data"); requests are signed with `signing_key`."""
+    key_cache_s: Annotated[float, Field(gt=0, le=3600)] = 300.0
+    """How long a subject's key seals from the cache: the erasure delay (a key destroyed at the service may still
+    seal this process's new events for this long; never longer than the service's own bound)."""
+    key_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    """Deadline of one key request; when it passes, the action fails before its body (KeyServiceError)."""
+    personal_fields: tuple[str, ...] = ("email", "phone")
+    """Change-set keys and log fields whose values are personal (case-insensitive, `-` = `_`): sealed."""
+    personal_models: tuple[str, ...] = ("user",)
+    """Entity models whose ids name a person: such an entity is named by its pseudonym, its id sealed."""
     stop_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
     """How long `stop()` may take to ship queued logs and drain the spool before leaving the rest on disk."""
 
@@ -67,6 +79,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 "Kafka SASL is on, so every event must be signed: set AUDIT_PRODUCER_SIGNING_KEY or _SIGNING_KEY_FILE "
                 "(the projector dead-letters unsigned events whenever SASL is on)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _key_requests_are_signed(self) -> Self:
+        if self.key_service_url is not None and self.signing_key is None and self.signing_key_file is None:
+            raise ValueError(
+                "AUDIT_PRODUCER_KEY_SERVICE_URL is set, and key requests are signed with the service's key: set "
+                "AUDIT_PRODUCER_SIGNING_KEY or _SIGNING_KEY_FILE"
             )
         return self
 

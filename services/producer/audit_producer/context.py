@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 from uuid import UUID
 
+from audit_producer.sealing import FieldSealer
 from audit_schemas import Traceparent, TraceparentError
 from audit_schemas.tracecontext import new_span_id, tenant_from_tracestate, tracestate_for
 
@@ -24,6 +25,8 @@ class TraceContext:
     audit_id: UUID
     span_id: str
     tenant_id: str | None
+    seal_fields: "FieldSealer | None" = None
+    """Seals the personal fields of the action's log lines (set when the producer seals)."""
 
     @property
     def trace_id(self) -> str:

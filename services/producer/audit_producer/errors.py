@@ -16,6 +16,11 @@ class PublishError(AuditError):
         """True for timeouts and lost connections (may pass later); False when Kafka refused the record."""
 
 
+class KeyServiceError(PublishError):
+    """The key service did not grant the subjects' keys, so personal fields cannot be sealed: the action is not
+    recorded and its body does not run (nothing personal is ever sent or spooled in clear)."""
+
+
 class InvalidActionError(AuditError, ValueError):
     """The action, entity or actor given to `action()` does not satisfy the contract."""
 

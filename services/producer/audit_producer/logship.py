@@ -22,6 +22,7 @@ from audit_producer.errors import PublishError
 from audit_producer.ids import uuid7
 from audit_producer.publisher import EventPublisher
 from audit_producer.redaction import Redactor
+from audit_producer.sealing import FieldSealer
 from audit_schemas import ExecutionLog, ExecutionLogEvent, LogLevel, encode, kafka_headers
 from audit_schemas.tracecontext import new_span_id, tracestate_for
 
@@ -164,6 +165,7 @@ class ExecutionLogShipper:
                     name if isinstance(name, str) else None,
                     event_dict.get("event", ""),
                     fields,
+                    trace.seal_fields,
                 )
             )
         except Exception:  # a log call must never fail because of the audit trail
@@ -182,21 +184,25 @@ class ExecutionLogShipper:
         logger: str | None,
         message: object,
         fields: dict[Any, Any],
+        seal: FieldSealer | None = None,
     ) -> ExecutionLog:
-        """An execution-log line stamped now, with message and fields made safe for the contract."""
+        """An execution-log line stamped now, with message and fields made safe for the contract (and its
+        personal fields sealed, after redaction, when the action seals)."""
         problems: dict[str, str] = {}
         safe = self._redactor.tree(to_json(fields, "fields", problems, max_bytes=_MAX_FIELDS_BYTES, lenient=True))
         text = self._redactor.text(safe_text(message, 16384))
         if problems or text != message:
             self.sanitised += 1
+        log_id = uuid7()
+        shipped = safe if isinstance(safe, dict) else {"fields": safe}
         return ExecutionLog(
-            log_id=uuid7(),
+            log_id=log_id,
             trace_id=trace_id,
             tenant_id=tenant_id,
             level=level,
             logger=safe_text(logger, 256) if logger else None,
             message=text,
-            fields=safe if isinstance(safe, dict) else {"fields": safe},
+            fields=shipped if seal is None else seal(shipped, log_id),
             process=self._process,
             logged_at=datetime.now(UTC),
         )
@@ -277,7 +283,9 @@ class _ShippingHandler(logging.Handler):
             except Exception:  # a bad format string: keep what was logged rather than fail
                 message = f"{record.msg!r} % {record.args!r}"
             self._shipper.submit(
-                self._shipper.make_line(trace.trace_id, trace.tenant_id, level, record.name, message, fields)
+                self._shipper.make_line(
+                    trace.trace_id, trace.tenant_id, level, record.name, message, fields, trace.seal_fields
+                )
             )
         except Exception:  # never raise into the caller's logging call, nor print a traceback per line
             self._shipper.dropped += 1

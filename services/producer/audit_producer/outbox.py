@@ -101,7 +101,7 @@ class Outbox:
         """
         if conn.is_in_transaction():
             raise InvalidActionError("outbox.transaction() opens the transaction itself: call it outside one")
-        started, scope, trace = self._producer.begin(action, entity, actor, tenant, request, correlation_id)
+        started, scope, trace = await self._producer.begin(action, entity, actor, tenant, request, correlation_id)
         clock = time.perf_counter()
         try:
             with bind_trace(trace):
@@ -135,7 +135,7 @@ class Outbox:
         """
         if not conn.is_in_transaction():
             raise InvalidActionError("outbox.action() runs inside your transaction: open one first")
-        started, scope, trace = self._producer.begin(action, entity, actor, tenant, request, correlation_id)
+        started, scope, trace = await self._producer.begin(action, entity, actor, tenant, request, correlation_id)
         clock = time.perf_counter()
         await self._write(conn, started)
         with bind_trace(trace):

@@ -19,17 +19,20 @@ from audit_producer.delivery import Delivery
 from audit_producer.encoding import marker, safe_text
 from audit_producer.errors import (
     InvalidActionError,
+    KeyServiceError,
     NotStartedError,
     OutcomeNotRecordedError,
     PublishError,
     SpoolError,
 )
 from audit_producer.ids import uuid7
+from audit_producer.keys import KeyClient
 from audit_producer.logship import ExecutionLogShipper
 from audit_producer.otel import current_otel_ids
 from audit_producer.publisher import EventPublisher, KafkaPublisher
 from audit_producer.redaction import Redactor
 from audit_producer.scope import ActionScope
+from audit_producer.sealing import ActionKeys, PersonalData, field_sealer, seal_changes, seal_start
 from audit_schemas import (
     Action,
     ActionEvent,
@@ -85,6 +88,8 @@ class AuditProducer:
             self.settings.redact_keys, hmac_key.get_secret_value().encode() if hmac_key is not None else None
         )
         self.logs = ExecutionLogShipper(self._publisher, self.settings, source, self.redactor)
+        self.personal = PersonalData.of(self.settings.personal_fields, self.settings.personal_models)
+        self.key_client = _key_client(self.settings)
         self._started = False
 
     async def start(self) -> None:
@@ -114,6 +119,8 @@ class AuditProducer:
         await self.logs.stop(budget / 2)
         await self._delivery.stop(budget / 2)
         await self._publisher.stop(budget / 2)
+        if self.key_client is not None:
+            await self.key_client.close()
 
     async def __aenter__(self) -> "AuditProducer":
         await self.start()
@@ -160,7 +167,8 @@ class AuditProducer:
         """
         if not self._started:
             raise NotStartedError("AuditProducer.start() was not called (use `async with`)")
-        started, value, scope, trace = self._begin(action, entity, actor, tenant, request, correlation_id)
+        keys = await self.action_keys(tenant, actor, entity)
+        started, value, scope, trace = self._begin(action, entity, actor, tenant, request, correlation_id, keys)
         await self._record_start(started, value)
         clock = time.perf_counter()
         with bind_trace(trace):
@@ -212,7 +220,7 @@ class AuditProducer:
 
         return decorate
 
-    def begin(
+    async def begin(
         self,
         action: Action | str,
         entity: Entity,
@@ -221,9 +229,30 @@ class AuditProducer:
         request: RequestContext | None,
         correlation_id: str | None,
     ) -> tuple[ActionEvent, ActionScope, TraceContext]:
-        """A validated start event, the scope its body fills in, and its trace (nothing is sent)."""
-        started, _, scope, trace = self._begin(action, entity, actor, tenant, request, correlation_id)
+        """A validated (and sealed) start event, the scope its body fills in, and its trace (nothing is sent)."""
+        keys = await self.action_keys(tenant, actor, entity)
+        started, _, scope, trace = self._begin(action, entity, actor, tenant, request, correlation_id, keys)
         return started, scope, trace
+
+    async def action_keys(self, tenant: str, actor: Actor, entity: Entity) -> ActionKeys | None:
+        """The keys that seal this action's personal fields (None when sealing is off); KeyServiceError when the
+        key service does not grant them, before anything is built or sent."""
+        if self.key_client is None:
+            return None
+        person, subject = self.personal.subjects(actor, entity)
+        wanted = [s for s in (person, subject) if s is not None]
+        if not wanted:
+            return None
+        try:
+            granted = await self.key_client.keys(tenant, wanted)
+        except KeyServiceError as e:
+            log.warning("audit_keys_unavailable", tenant=tenant, error=str(e))
+            raise
+        return ActionKeys(
+            tenant,
+            None if person is None else granted[person],
+            None if subject is None else granted[subject],
+        )
 
     def _begin(
         self,
@@ -233,20 +262,23 @@ class AuditProducer:
         tenant: str,
         request: RequestContext | None,
         correlation_id: str | None,
+        keys: ActionKeys | None = None,
     ) -> tuple[ActionEvent, bytes, ActionScope, TraceContext]:
         """`begin()`, with the start's bytes as checked (encoded once: what is checked is what is sent)."""
         span_id = new_span_id()
-        started, value = self._started_event(action, entity, actor, tenant, request, correlation_id, span_id)
-        trace = TraceContext(audit_id=started.data.audit_id, span_id=span_id, tenant_id=tenant)
+        started, value = self._started_event(action, entity, actor, tenant, request, correlation_id, span_id, keys)
+        sealer = None if keys is None else field_sealer(self.personal, keys)
+        trace = TraceContext(audit_id=started.data.audit_id, span_id=span_id, tenant_id=tenant, seal_fields=sealer)
         scope = ActionScope(
             started.data.audit_id,
             started.data.action,
-            entity,
+            started.data.entity,
             tenant,
             trace.traceparent,
             trace.tracestate,
             max_value_bytes=self.settings.max_value_bytes,
             redactor=self.redactor,
+            sealing=keys,
         )
         return started, value, scope, trace
 
@@ -270,6 +302,7 @@ class AuditProducer:
         request: RequestContext | None,
         correlation_id: str | None,
         span_id: str,
+        keys: ActionKeys | None = None,
     ) -> tuple[ActionEvent, bytes]:
         audit_id = uuid7()
         now = datetime.now(UTC)
@@ -288,6 +321,9 @@ class AuditProducer:
             )
         except ValueError as e:  # pydantic's ValidationError and Action(...) both are ValueErrors
             raise InvalidActionError(_explain(e)) from e
+        if keys is not None:
+            data = seal_start(data, keys)  # limits were checked on the clear values above
+            entity = data.entity  # a person's entity is named by its pseudonym, in the key too
         try:
             event = ActionEvent(
                 id=audit_id,
@@ -338,7 +374,7 @@ class AuditProducer:
             status=status or (OutcomeStatus.SUCCEEDED if error is None else OutcomeStatus.FAILED),
             error=summary,
             revision=scope.revision,
-            changes=scope.changes or None,
+            changes=self._sealed_changes(scope) or None,
             unrecorded=dict(scope.unrecorded) or None,
             finished_at=now,
             duration_ms=max(0.0, (time.perf_counter() - clock) * 1000),
@@ -354,6 +390,11 @@ class AuditProducer:
             data=data,
         )
         return _within(event, self.settings.max_event_bytes)
+
+    def _sealed_changes(self, scope: ActionScope) -> dict[str, FieldChange]:
+        if scope.sealing is None or not scope.changes:
+            return scope.changes
+        return seal_changes(scope.changes, self.personal, scope.sealing, scope.tenant_id, scope.audit_id)
 
     async def _record_start(self, started: ActionEvent, value: bytes) -> None:
         """Publish the start (fail-closed), or spool it and let the body run (fail-open)."""
@@ -416,6 +457,14 @@ class AuditProducer:
             return f"{why}; spool: {e}"
         log.warning("audit_outcome_spooled", audit_id=str(outcome.data.audit_id), reason=why)
         return None
+
+
+def _key_client(settings: Settings) -> KeyClient | None:
+    """The key service's client when sealing is on (the settings made sure the service signs)."""
+    signer = event_signer(settings)
+    if settings.key_service_url is None or signer is None:
+        return None
+    return KeyClient(settings.key_service_url, signer, timeout_s=settings.key_timeout_s, cache_s=settings.key_cache_s)
 
 
 def _conforms(event: ActionEvent | OutcomeEvent) -> bytes:

@@ -6,6 +6,7 @@ from uuid import UUID
 
 from audit_producer.encoding import json_key, safe_text, text_problem, to_json
 from audit_producer.redaction import Redactor
+from audit_producer.sealing import ActionKeys
 from audit_schemas import Action, Entity, FieldChange
 from audit_schemas.storable import BIGINT_MAX
 
@@ -30,6 +31,8 @@ class ActionScope:
     max_value_bytes: int = 64 * 1024
     redactor: Redactor = field(default_factory=Redactor)
     """Masks secrets in what the body records, before anything is encoded."""
+    sealing: "ActionKeys | None" = None
+    """The keys that seal the outcome's personal change values (set by the producer)."""
     changes: dict[str, FieldChange] = field(default_factory=dict)
     unrecorded: dict[str, str] = field(default_factory=dict)
     """Values that could not be recorded as given (path → why)."""

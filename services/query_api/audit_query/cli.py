@@ -1,8 +1,6 @@
 """`audit-query`: serve the HTTP API and web UI, and manage API tokens."""
 
-import asyncio
 import gc
-import getpass
 import os
 import re
 import sys
@@ -11,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID, uuid4
 
-import asyncpg
 import typer
 import uvicorn
 from pydantic import ValidationError
@@ -20,31 +17,24 @@ from rich.table import Table
 
 from audit_query import logs, selfaudit
 from audit_query.auth import Scope, new_secret, secret_hash
-from audit_query.config import AdminSettings, Settings
-from audit_query.errors import QueryError
+from audit_query.cli_subjects import keystore, subjects
+from audit_query.cli_support import _actor, _admin_dsn, _admin_settings, _run, console
+from audit_query.config import Settings
 from audit_query.main import create_app, server_config, server_options
 from audit_query.repository import TokenAdmin, TokenInfo
-from audit_schemas import Action, Actor, postgres
+from audit_schemas import Action, postgres
 
 app = typer.Typer(help="Audit Trail query API.", no_args_is_help=True)
 tokens = typer.Typer(help="Create, list and revoke API tokens (shown once, stored as a hash).", no_args_is_help=True)
 app.add_typer(tokens, name="tokens")
-console = Console(stderr=True)
+app.add_typer(subjects, name="subjects")
+app.add_typer(keystore, name="keystore")
 _DURATION = re.compile(r"^(\d+)([mhd])$")
 
 
 def _settings() -> Settings:
     try:
         return Settings()
-    except ValidationError as e:
-        console.print(f"[red]invalid AUDIT_QUERY_* settings:[/red]\n{e}")
-        raise typer.Exit(2) from e
-
-
-def _admin_settings() -> AdminSettings:
-    """Only what the token commands use: they run without the server's cursor secret or OIDC settings."""
-    try:
-        return AdminSettings()
     except ValidationError as e:
         console.print(f"[red]invalid AUDIT_QUERY_* settings:[/red]\n{e}")
         raise typer.Exit(2) from e
@@ -87,25 +77,6 @@ def _serve_workers(settings: Settings, host: str, port: int, workers: int) -> No
         stale.unlink()
     options = server_options(settings, host=host, port=port)
     uvicorn.run("audit_query.main:create_app", factory=True, workers=workers, **options)
-
-
-def _admin_dsn(settings: AdminSettings) -> str:
-    if settings.admin_database_url is None:
-        console.print("[red]set AUDIT_QUERY_ADMIN_DATABASE_URL (the owner role) to manage tokens[/red]")
-        raise typer.Exit(2)
-    return str(settings.admin_database_url)
-
-
-def _actor(by: str | None) -> Actor:
-    return Actor.user(by or getpass.getuser())
-
-
-def _run(coro: object) -> object:
-    try:
-        return asyncio.run(coro)  # type: ignore[arg-type]
-    except (QueryError, asyncpg.PostgresError, OSError) as e:
-        console.print(f"[red]audit-query: {e}[/red]")
-        raise typer.Exit(1) from e
 
 
 @tokens.command("create")

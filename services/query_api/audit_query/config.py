@@ -7,6 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import Field, PostgresDsn, SecretStr, StringConstraints, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from audit_query.keystore.wrapping import Kek, Keks
 from audit_schemas.kafka_security import KafkaSecurity
 from audit_schemas.signing import EventSigner
 from audit_schemas.topics import AUDIT_TOPIC, EXECUTION_LOG_TOPIC
@@ -25,6 +26,8 @@ class AdminSettings(BaseSettings):
 
     environment: Literal["development", "test", "production"] = "production"
     """Only `development` may run with the built-in cursor key; everything else needs real secrets."""
+    db_schema: SchemaName = "audit"
+    """The read model's schema."""
     control_schema: SchemaName = "audit_control"
     """API tokens and sessions: state that a rebuild of the read model never touches."""
     admin_database_url: PostgresDsn | None = None
@@ -38,6 +41,37 @@ class AdminSettings(BaseSettings):
     topics: tuple[str, ...] = (AUDIT_TOPIC, EXECUTION_LOG_TOPIC)
     self_audit_tenant: str = "platform"
     """Tenant under which the API records its own actions (token changes, exports)."""
+    keystore_url: PostgresDsn | None = None
+    """The key store (a schema and role of its own, apart from the read model): when set, producers get their
+    subjects' keys at /v1/keys, readers see sealed fields opened, and `audit-query subjects` erases."""
+    keystore_schema: SchemaName = "audit_keys"
+    keystore_kek: SecretStr | None = None
+    """The key-encryption key (base64 of 32 bytes) that wraps every key in the store; never stored there."""
+    keystore_kek_file: Path | None = None
+    keystore_previous_kek_file: Path | None = None
+    """Earlier KEKs, one per line: they still unwrap until `audit-query keystore rewrap` has moved every key."""
+    key_ttl_s: Annotated[float, Field(gt=0, le=3600)] = 300.0
+    """How long a producer may seal with a granted key: with the producer's own cache bound, the erasure delay."""
+
+    @model_validator(mode="after")
+    def _key_store_has_its_kek(self) -> Self:
+        if self.keystore_url is not None and self.keystore_kek is None and self.keystore_kek_file is None:
+            raise ValueError(
+                "AUDIT_QUERY_KEYSTORE_URL is set: the key-encryption key must be too (AUDIT_QUERY_KEYSTORE_KEK or "
+                "_KEYSTORE_KEK_FILE)"
+            )
+        return self
+
+    def keks(self) -> Keks | None:
+        """The configured KEKs (the current one first), or None without a key store."""
+        current = Kek.configured(self.keystore_kek, self.keystore_kek_file)
+        if current is None:
+            return None
+        previous = []
+        if self.keystore_previous_kek_file is not None:
+            lines = self.keystore_previous_kek_file.read_text().split()
+            previous = [Kek.parse(line) for line in lines if line.strip()]
+        return Keks(current, *previous)
 
     @model_validator(mode="after")
     def _signed_when_authenticated(self) -> Self:
@@ -68,7 +102,6 @@ class Settings(AdminSettings):
     """Readiness reports `degraded` while the server answering reads is further behind the primary than this."""
     failover_check_s: Annotated[float, Field(gt=0, le=300)] = 5.0
     """How often each pool's DSN is resolved afresh; a pool is recycled when it resolves to another server."""
-    db_schema: SchemaName = "audit"
     projector_group: str = "audit-projector"
     cursor_secret: SecretStr = SecretStr(_DEV_SECRET)
     """Signs pagination cursors so a client cannot forge or replay one against another query."""

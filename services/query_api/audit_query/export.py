@@ -78,7 +78,12 @@ def _csv_row(entry: AuditEntryPublic, zone: ZoneInfo) -> list[str]:
         entry.correlation_id,
         f"{error.type}: {error.message}" if error else None,
     ]
-    return [safe_cell(v) for v in values]
+    return [safe_cell(_shown(v)) for v in values]
+
+
+def _shown(value: str | dict[str, bool] | None) -> str | None:
+    """A personal value whose subject was erased reads "erased" in a spreadsheet."""
+    return "erased" if isinstance(value, dict) else value
 
 
 async def render(

@@ -19,12 +19,15 @@ from audit_query.cursor import CursorCodec
 from audit_query.errors import ERROR_RESPONSES, QueryError, TooManyRequestsError, UnauthorizedError
 from audit_query.guard import InputGuard
 from audit_query.kafka import KafkaProbe
+from audit_query.keystore.store import KeyStore
 from audit_query.live import StreamSlots
 from audit_query.metrics import instrument
 from audit_query.pools import Pools
 from audit_query.repository import AuditRepository, ControlRepository, ProofRepository
-from audit_query.routes import audit, deadletters, entities, health, proofs, session, traces
+from audit_query.repository.subjects import SubjectQueries
+from audit_query.routes import audit, deadletters, entities, health, keys, proofs, session, subjects, traces
 from audit_query.security import SecurityHeaders
+from audit_query.unsealing import Unsealer
 
 log = structlog.get_logger(__name__)
 STATIC = resources.files("audit_query") / "static"
@@ -41,7 +44,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.cursor_codec = CursorCodec(settings.cursor_secret.get_secret_value().encode())
         pools = await Pools.open(str(settings.database_url), settings.read_dsn(), settings.db_schema)
         app.state.pools = pools
-        app.state.repository = AuditRepository(pools.read, timedelta(seconds=settings.unknown_after_s))
+        keks = settings.keks()
+        keys = None
+        if settings.keystore_url is not None and keks is not None:
+            keys = await KeyStore.open(str(settings.keystore_url), settings.keystore_schema, keks)
+        app.state.keys = keys
+        app.state.unsealer = Unsealer(keys)
+        app.state.repository = AuditRepository(
+            pools.read, timedelta(seconds=settings.unknown_after_s), app.state.unsealer
+        )
+        app.state.subjects = SubjectQueries(pools.read, timedelta(seconds=settings.unknown_after_s), app.state.unsealer)
         app.state.control = ControlRepository(pools.write, settings.control_schema, on_error=pools.write_failed)
         app.state.proofs = ProofRepository(app.state.repository, settings.control_schema)
         app.state.jwt = JwtVerifier(settings) if settings.oidc_issuer else None
@@ -59,6 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.gather(*watchers)
             await app.state.kafka.close()
             await pools.close()
+            if keys is not None:
+                await keys.close()
 
     app = FastAPI(
         title="Audit Trail query API",
@@ -70,7 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    for module in (proofs, audit, entities, traces, deadletters):
+    for module in (proofs, audit, entities, traces, deadletters, keys, subjects):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     app.include_router(session.router, responses={401: ERROR_RESPONSES[401], 400: ERROR_RESPONSES[400]})
     app.include_router(health.router)

@@ -69,27 +69,32 @@ class AuditFilter(_Public):
     """Terms of the search language (`q=`), combined with the filters above."""
 
 
+Erased = dict[str, bool]
+"""`{"$erased": true}`: a personal value whose subject's key was destroyed (lawful erasure)."""
+
+
 class UserPublic(_Public):
-    """Who acted; `id` and `display_name` are null for system actions without a component name."""
+    """Who acted; `id` and `display_name` are null for system actions without a component name, and
+    `{"$erased": true}` once the person's data was erased."""
 
     type: ActorType
-    id: str | None
-    display_name: str | None
+    id: str | Erased | None
+    display_name: str | Erased | None
 
 
 class EntityPublic(_Public):
-    """The entity acted upon."""
+    """The entity acted upon (a person's id reads `{"$erased": true}` once erased)."""
 
-    id: str
+    id: str | Erased
     model: str
 
 
 class RequestPublic(_Public):
-    """Request context, when the caller supplied it."""
+    """Request context, when the caller supplied it (address and agent erased with the person's data)."""
 
     request_id: str | None
-    client_ip: str | None
-    user_agent: str | None
+    client_ip: str | Erased | None
+    user_agent: str | Erased | None
 
 
 class ErrorPublic(_Public):

@@ -82,6 +82,18 @@ class ControlRepository:
             f"UPDATE {self._schema}.sessions SET ended_at = now() WHERE id_hash = $1 AND ended_at IS NULL", hashed
         )
 
+    async def producer_key(self, key_id: str) -> "ProducerKey | None":
+        """A registered producer key that is valid now, or None."""
+        rows = await self._fetch(
+            f"SELECT public_key, tenants FROM {self._schema}.producer_keys WHERE key_id = $1"
+            " AND valid_from <= now() AND (valid_until IS NULL OR valid_until > now())",
+            key_id,
+        )
+        if not rows:
+            return None
+        tenants = rows[0]["tenants"]
+        return ProducerKey(key_id, bytes(rows[0]["public_key"]), None if tenants is None else tuple(tenants))
+
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         try:
             with store_errors():
@@ -90,6 +102,18 @@ class ControlRepository:
             self._on_error(e.__cause__ or e)
             raise
         return rows
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerKey:
+    """A producer's registered signing key and the tenants it may act for (None: every tenant)."""
+
+    key_id: str
+    public_key: bytes
+    tenants: tuple[str, ...] | None
+
+    def serves(self, tenant: str) -> bool:
+        return self.tenants is None or tenant in self.tenants
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,12 +46,18 @@ class EntityLogQueries(Reader):
             *where.args,
             tenants=tenants,
         )
-        return [
+        lines = [
             EntityLogLine(
                 **log_public(r).model_dump(), trace_id=r["audit_id"].hex, event=r["action"], tenant_id=r["tenant_id"]
             )
             for r in rows
         ]
+        for tenant in {line.tenant_id for line in lines}:
+            mine = [i for i, line in enumerate(lines) if line.tenant_id == tenant]
+            opened = await self._opened_logs([lines[i] for i in mine], tenant)
+            for i, line in zip(mine, opened, strict=True):
+                lines[i] = line
+        return lines
 
 
 def check_entity_log_key(key: Sequence[Any]) -> tuple[datetime, UUID]:

@@ -117,7 +117,8 @@ class EntryQueries(Reader):
             f"{where.sql()} ORDER BY {order_by} LIMIT {limit_sql(limit + 1)}"
         )
         rows = await self._fetch(sql, *where.args, tenants=tenants)
-        return [Row(r["entry_json"], r, sort) for r in rows]
+        texts = await self._unsealer.entry_texts([r["entry_json"] for r in rows])
+        return [Row(text, r, sort) for text, r in zip(texts, rows, strict=True)]
 
     async def entities(
         self, tenants: str, model: str | None, prefix: str, after: tuple[str, str] | None, limit: int
@@ -169,7 +170,7 @@ class EntryQueries(Reader):
                 await conn.execute("SELECT set_config('audit.tenants', $1, true)", tenants)
                 await conn.execute(f"SET LOCAL idle_in_transaction_session_timeout = '{EXPORT_IDLE}'")
                 async for record in conn.cursor(sql, *where.args, prefetch=batch):
-                    yield self._entry(record)
+                    yield await self._opened_entry(record)
 
 
 def _sort_values(r: asyncpg.Record, sort: str) -> tuple[str, ...]:

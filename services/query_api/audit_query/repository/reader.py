@@ -2,7 +2,7 @@
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import asyncpg
 
@@ -17,6 +17,10 @@ from audit_query.models import (
     UserPublic,
 )
 from audit_query.repository.sql import iso_utc, tenants_transaction
+from audit_query.unsealing import Unsealer
+from audit_schemas.sealing import SEALED_MARK
+
+LineT = TypeVar("LineT", bound=ExecutionLogPublic)
 
 ENTRY_SELECT: Final = """
 SELECT e.audit_id, e.occurred_at, e.tenant_id, e.action, e.entity_model, e.entity_id, e.actor_type,
@@ -24,7 +28,7 @@ SELECT e.audit_id, e.occurred_at, e.tenant_id, e.action, e.entity_model, e.entit
        e.correlation_id, e.otel_trace_id, e.source, e.kafka_partition, e.kafka_offset,
        o.status, o.error_type, o.error_message, o.revision, o.changes, o.finished_at, o.duration_ms, o.unrecorded,
        e.kafka_topic, o.kafka_topic AS outcome_topic, o.kafka_partition AS outcome_partition,
-       o.kafka_offset AS outcome_offset
+       o.kafka_offset AS outcome_offset, e.sealed
   FROM audit_entries e
   LEFT JOIN audit_outcomes o ON o.audit_id = e.audit_id
 """
@@ -33,9 +37,10 @@ SELECT e.audit_id, e.occurred_at, e.tenant_id, e.action, e.entity_model, e.entit
 class Reader:
     """Reads the projector's tables through the read pool (its sessions use the read-model schema)."""
 
-    def __init__(self, pool: asyncpg.Pool, unknown_after: timedelta) -> None:
+    def __init__(self, pool: asyncpg.Pool, unknown_after: timedelta, unsealer: Unsealer | None = None) -> None:
         self._pool = pool
         self._unknown_after = unknown_after
+        self._unsealer = unsealer or Unsealer(None)
 
     async def ping(self) -> None:
         """Raise StoreUnavailableError unless Postgres answers."""
@@ -54,6 +59,24 @@ class Reader:
             async with self._pool.acquire() as conn, tenants_transaction(conn, tenants):
                 rows = await conn.fetch(sql, *args)
         return rows
+
+    async def _opened_entry(self, r: asyncpg.Record) -> AuditEntryPublic:
+        """`_entry` with the caller's sealed fields opened (or marked erased)."""
+        entry = self._entry(r)
+        if r["sealed"] is None and (r["changes"] is None or SEALED_MARK not in r["changes"]):
+            return entry
+        doc = entry.model_dump(mode="json")
+        doc["sealed"] = None if r["sealed"] is None else json.loads(r["sealed"])
+        await self._unsealer.entries([doc])
+        return AuditEntryPublic.model_validate(doc)
+
+    async def _opened_logs(self, lines: list[LineT], tenant: str) -> list[LineT]:
+        """Log lines of one tenant with their sealed fields opened."""
+        if not any(SEALED_MARK in json.dumps(line.fields) for line in lines):
+            return lines
+        docs = [line.model_dump(mode="json") for line in lines]
+        await self._unsealer.logs(docs, tenant)
+        return [type(line).model_validate(doc) for line, doc in zip(lines, docs, strict=True)]
 
     def _entry(self, r: asyncpg.Record) -> AuditEntryPublic:
         has_request = any(r[k] is not None for k in ("request_id", "client_ip", "user_agent"))
@@ -105,7 +128,7 @@ def entry_json(unknown_after: timedelta) -> str:
         f" 'revision', o.revision, 'changes', o.changes, 'finished_at', {iso_utc('o.finished_at')},"
         " 'duration_ms', o.duration_ms, 'unrecorded', o.unrecorded)"
     )
-    return (
+    built = (
         "json_build_object('audit_id', e.audit_id, 'trace_id', replace(e.audit_id::text, '-', ''),"
         f" 'time', {iso_utc('e.occurred_at')}, 'tenant_id', e.tenant_id, 'event', e.action,"
         " 'user', json_build_object('type', e.actor_type, 'id', e.actor_id, 'display_name', e.actor_display_name),"
@@ -116,6 +139,8 @@ def entry_json(unknown_after: timedelta) -> str:
         " 'correlation_id', e.correlation_id, 'otel_trace_id', e.otel_trace_id, 'source', e.source,"
         f" 'outcome', CASE WHEN o.status IS NULL THEN {pending} ELSE {ended} END)::text"
     )
+    # Sealed fields ride along by path for the API to open (and drop): only on entries that have them.
+    return f"(left({built}, -1) || coalesce(',\"sealed\":' || e.sealed::text, '') || '}}')"
 
 
 def log_public(r: asyncpg.Record) -> ExecutionLogPublic:

@@ -1,5 +1,6 @@
 """One action's trace: its entry, outcome and execution-log lines, paged and live."""
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +14,8 @@ from audit_query.models import (
 )
 from audit_query.repository.reader import ENTRY_SELECT, Reader, entry_json, log_public
 from audit_query.repository.sql import limit_sql
+from audit_query.unsealing import has_sealed
+from audit_schemas.sealing import SEALED_MARK
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,16 +70,17 @@ class TraceQueries(Reader):
             return [], False
         out: list[TraceRecord] = []
         r = entry_rows[0]
-        entry = self._entry(r)
+        entry = await self._opened_entry(r)
         if r["kafka_offset"] > positions.get((r["kafka_topic"], r["kafka_partition"]), -1):
             out.append(TraceRecord("entry", r["kafka_topic"], r["kafka_partition"], r["kafka_offset"], entry))
         if r["status"] is not None:
             at = (r["outcome_topic"], r["outcome_partition"], r["outcome_offset"])
             if at[2] > positions.get((at[0], at[1]), -1):
                 out.append(TraceRecord("outcome", at[0], at[1], at[2], entry))
+        lines = await self._opened_logs([log_public(row) for row in rows], entry.tenant_id)
         out.extend(
-            TraceRecord("log", row["kafka_topic"], row["kafka_partition"], row["kafka_offset"], log_public(row))
-            for row in rows
+            TraceRecord("log", row["kafka_topic"], row["kafka_partition"], row["kafka_offset"], line)
+            for row, line in zip(rows, lines, strict=True)
         )
         return out, r["status"] is not None
 
@@ -100,7 +104,14 @@ class TraceQueries(Reader):
         if r["entry"] is None:
             return None
         last = (r["last_time"], r["last_id"]) if r["last_time"] is not None else None
-        return TraceJson(str(r["entry"]), str(r["logs"]), bool(r["truncated"]), last)
+        entry, logs = str(r["entry"]), str(r["logs"])
+        if has_sealed(entry):
+            entry = (await self._unsealer.entry_texts([entry]))[0]
+        if SEALED_MARK in logs:
+            docs = json.loads(logs)
+            await self._unsealer.logs(docs, json.loads(entry)["tenant_id"])
+            logs = json.dumps(docs, ensure_ascii=False, separators=(",", ":"))
+        return TraceJson(entry, logs, bool(r["truncated"]), last)
 
 
 def _logs_page(audit_id: UUID, limit: int, after: Sequence[Any] | None) -> tuple[str, list[Any]]:

@@ -1,0 +1,100 @@
+"""The key service: a producer's signed request for its subjects' keys (see `audit_schemas.keyservice`)."""
+
+import base64
+import time
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import ValidationError
+
+from audit_query.deps import ControlDep, SettingsDep
+from audit_query.errors import BadRequestError, ForbiddenError, UnauthorizedError
+from audit_query.keystore.store import KeyStore
+from audit_query.keystore.wrapping import KeyStoreError
+from audit_schemas.keyservice import KEY_REQUEST_DOMAIN, KEY_REQUEST_SKEW_S, KeyGrant, KeyRequest, SubjectGrant
+from audit_schemas.signing import signature_of, verify
+
+router = APIRouter(prefix="/v1/subject-keys", tags=["keys"])
+_MAX_BODY = 64 * 1024
+
+
+class _SeenRequests:
+    """Request ids answered within the skew window: a captured request is not answered twice."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, float] = {}
+
+    def first(self, request_id: str) -> bool:
+        now = time.monotonic()
+        if len(self._seen) > 50_000:
+            self._seen = {k: t for k, t in self._seen.items() if now - t < 2 * KEY_REQUEST_SKEW_S}
+        if request_id in self._seen:
+            return False
+        self._seen[request_id] = now
+        return True
+
+
+_seen = _SeenRequests()
+
+
+async def key_store(request: Request) -> KeyStore:
+    store: KeyStore | None = request.app.state.keys
+    if store is None:
+        raise KeyStoreError("this query service has no key store (AUDIT_QUERY_KEYSTORE_URL is not set)")
+    return store
+
+
+KeyStoreDep = Annotated[KeyStore, Depends(key_store)]
+
+
+@router.post(
+    "",
+    response_model=KeyGrant,
+    summary="Subjects' pseudonyms and data keys, for a producer (request signed with its registered key)",
+    responses={401: {"description": "Unsigned, badly signed, stale or replayed request, or an unknown key."}},
+)
+async def grant_keys(request: Request, control: ControlDep, settings: SettingsDep, store: KeyStoreDep) -> KeyGrant:
+    """Signed like an event (headers `audit-key-id`, `audit-signature`) over the body with the key-request
+    domain; the key must be registered and valid for the tenant. Keys may be cached for `ttl_s` seconds."""
+    body = await request.body()
+    if len(body) > _MAX_BODY:
+        raise BadRequestError(f"a key request is at most {_MAX_BODY} bytes")
+    try:
+        signed = signature_of([(k.lower(), v.encode()) for k, v in request.headers.items()])
+    except ValueError as e:
+        raise UnauthorizedError(f"key request: {e}") from e
+    if signed is None:
+        raise UnauthorizedError("a key request must be signed (headers audit-key-id and audit-signature)")
+    key_id, signature = signed
+    producer = await control.producer_key(key_id)
+    if producer is None:
+        raise UnauthorizedError(f"no valid registered producer key {key_id!r}")
+    if not verify(producer.public_key, signature, KEY_REQUEST_DOMAIN, None, body):
+        raise UnauthorizedError("the key request's signature does not verify")
+    try:
+        asked = KeyRequest.model_validate_json(body)
+    except ValidationError as e:
+        raise BadRequestError(f"not a key request: {e.errors()[0]['msg']} at {e.errors()[0]['loc']}") from e
+    skew = abs((datetime.now(UTC) - asked.issued_at).total_seconds())
+    if skew > KEY_REQUEST_SKEW_S:
+        raise UnauthorizedError(f"the key request was issued {skew:.0f} s from now (at most {KEY_REQUEST_SKEW_S:.0f})")
+    if not _seen.first(str(asked.request_id)):
+        raise UnauthorizedError("this key request was answered already (request_id replayed)")
+    if not producer.serves(asked.tenant):
+        raise ForbiddenError(f"producer key {key_id} is not registered for tenant {asked.tenant}")
+    keys = await store.subject_keys(asked.tenant, asked.subjects)
+    return KeyGrant(
+        tenant=asked.tenant,
+        ttl_s=settings.key_ttl_s,
+        issued_at=datetime.now(UTC),
+        keys=tuple(
+            SubjectGrant(
+                subject=subject,
+                pseudonym=k.pseudonym,
+                generation=k.generation,
+                key=base64.urlsafe_b64encode(k.key).rstrip(b"=").decode(),
+            )
+            for subject, k in keys.items()
+        ),
+    )

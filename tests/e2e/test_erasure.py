@@ -1,0 +1,260 @@
+"""Lawful erasure on the realistic mix: personal fields sealed by the producer under per-subject keys reach no
+topic or table in clear, read back opened through the API, and after `erase` read as erased everywhere while every
+proof and both verifiers still pass; a legal hold refuses it; another tenant's subject with the same id is not
+touched."""
+
+import asyncio
+import glob
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import SecretStr
+
+from audit_producer import Actor, AuditProducer, Entity, RequestContext
+from audit_schemas.checkpoint import NoteSigner
+from tests.conftest import Isolated, projector_cli, projector_running, query_server
+from tests.history import History, record_history, shipping
+from tests.keystore import key_store, register_producer, sealing_producer
+from tests.polling import eventually
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
+
+PERSONAL = ("u-dora", "Dora Personal", "198.51.100.23", "DoraBrowser/9.1", "dora@example.org", "dora@new.example")
+"""What the sealed actions carry that must appear nowhere in clear."""
+
+
+async def _personal_actions(audit: AuditProducer) -> dict[str, str]:
+    """Dora (acme) changes her own e-mail and logs it; a failed action of hers; Dora of globex acts too."""
+    dora = Actor.user("u-dora", "Dora Personal")
+    request = RequestContext(request_id="req-dora", client_ip="198.51.100.23", user_agent="DoraBrowser/9.1")
+    log = structlog.get_logger("profile_service")
+    async with audit.action(
+        "update", entity=Entity(id="u-dora", model="user"), actor=dora, tenant="acme", request=request
+    ) as act:
+        act.change("email", "dora@example.org", "dora@new.example")
+        act.change("theme", "light", "dark")
+        log.info("e-mail changed", email="dora@new.example", attempt=1)
+        update = act.trace_id
+    with pytest.raises(RuntimeError):
+        async with audit.action("delete", entity=Entity(id="res-9", model="resource"), actor=dora, tenant="acme"):
+            raise RuntimeError("not allowed")
+    other = Actor.user("u-dora", "Dora of Globex")
+    async with audit.action("execute", entity=Entity(id="res-1", model="resource"), actor=other, tenant="globex") as g:
+        globex = g.trace_id
+    return {"update": update, "globex": globex}
+
+
+def _raw_topic(bootstrap: str, topic: str) -> bytes:
+    """Every record of `topic` (key, value, headers) as kcat prints it, or read raw when kcat is not installed."""
+    if shutil.which("kcat"):
+        out = subprocess.run(
+            ["kcat", "-C", "-b", bootstrap, "-t", topic, "-e", "-q", "-f", "%k\t%s\t%h\n"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        return out.stdout
+    return asyncio.run(_consume_raw(bootstrap, topic))
+
+
+async def _consume_raw(bootstrap: str, topic: str) -> bytes:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        out = b""
+        for _ in range(1000):
+            positions = [await consumer.position(p) for p in parts]
+            if all(at >= ends[p] for at, p in zip(positions, parts, strict=True)):
+                break
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for r in records:
+                    out += (r.key or b"") + b"\t" + (r.value or b"") + repr(r.headers).encode() + b"\n"
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def _audit_schemas(*args: str) -> tuple[int, str]:
+    """The auditor's offline tool (no database, no service)."""
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "audit-schemas"),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode()
+
+
+def _around(haystack: Any, needle: Any, width: int = 300) -> Any:
+    at = haystack.find(needle)
+    return haystack[max(0, at - width) : at + width]
+
+
+def _pg_dump(admin_dsn: str, *schemas: str) -> str:
+    binary = shutil.which("pg_dump") or sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_dump"))[-1]
+    args = [binary, "--data-only", *(f"--schema={s}" for s in schemas), admin_dsn]
+    return subprocess.run(args, check=True, capture_output=True, text=True, timeout=120).stdout
+
+
+async def _entry(api: httpx.AsyncClient, trace_id: str) -> dict[str, Any]:
+    answer = await api.get(f"/v1/traces/{trace_id}")
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+async def test_sealed_personal_data_is_erased_and_every_proof_still_holds(isolated: Isolated, tmp_path: Path) -> None:
+    stack = isolated.stack
+    if stack.admin_dsn is None:
+        pytest.skip("needs the stack's superuser to create the test's key-store schema")
+    async with key_store(stack.admin_dsn, stack.query_dsn, isolated.name) as keys:
+        query = keys.query(isolated.query)
+        async with query_server(query) as base:
+            signing_key = await register_producer(stack.owner_dsn, query.control_schema, "profile-service", None)
+            settings = sealing_producer(isolated.producer, signing_key, base, tmp_path / "spool")
+            admin = await isolated.token(("audit:read", "audit:export", "audit:admin"))
+            acme_reader = await isolated.token(("audit:read",), ("acme",))
+            signer, checkpoint_key = NoteSigner.generate("audit-trail")
+            projecting = isolated.projector.model_copy(
+                update={"checkpoint_key": SecretStr(checkpoint_key), "checkpoint_every_s": 0.5, "probe_interval_s": 0.2}
+            )
+            async with (
+                httpx.AsyncClient(base_url=base, timeout=15, headers={"authorization": f"Bearer {admin}"}) as api,
+                AuditProducer("profile-service", settings) as audit,
+                projector_running(projecting),
+            ):
+                history: History = await record_history(audit, stack.bootstrap)
+                with shipping(audit):
+                    ids = await _personal_actions(audit)
+
+                async def settled() -> bool | None:
+                    answer = await api.get(f"/v1/traces/{ids['update']}")
+                    if answer.status_code != 200:
+                        return None
+                    body = answer.json()
+                    done = body["entry"]["outcome"]["status"] == "succeeded" and len(body["logs"]) >= 1
+                    async with isolated.owner() as conn:
+                        n = await conn.fetchval("SELECT count(DISTINCT audit_id) FROM audit_entries")
+                    return (done and n >= len(history.audit_ids) + 3) or None
+
+                await eventually(settled, within=60)
+
+                # Nothing personal in clear: not in a topic (dumped as kcat prints it), not in a table.
+                raw = b"".join(_raw_topic(stack.bootstrap, t) for t in isolated.projector.topics)
+                dump = _pg_dump(stack.admin_dsn, isolated.name, query.control_schema, keys.schema)
+                for value in PERSONAL:
+                    assert value.encode() not in raw, f"{value!r} in clear in Kafka: {_around(raw, value.encode())!r}"
+                    assert value not in dump, f"{value!r} in clear in PostgreSQL: {_around(dump, value)!r}"
+                # The demo's own actions are sealed too: their people appear only as pseudonyms (the history it
+                # imports is published as given, as an import is).
+                async with isolated.owner() as conn:
+                    people = await conn.fetch(
+                        "SELECT actor_id, sealed IS NOT NULL AS sealed FROM audit_entries"
+                        " WHERE audit_id = ANY($1::uuid[]) AND actor_type = 'user'",
+                        list(history.demo_ids),
+                    )
+                assert people
+                assert all(r["actor_id"].startswith("ps1_") for r in people)
+                assert all(r["sealed"] for r in people)
+
+                # The API opens them for a caller who may see the tenant.
+                body = await _entry(api, ids["update"])
+                entry = body["entry"]
+                assert entry["user"] == {"type": "user", "id": "u-dora", "display_name": "Dora Personal"}
+                assert entry["entity"] == {"id": "u-dora", "model": "user"}
+                assert entry["request"]["client_ip"] == "198.51.100.23"
+                assert entry["request"]["user_agent"] == "DoraBrowser/9.1"
+                changes = entry["outcome"]["changes"]
+                assert changes["email"] == {"before": "dora@example.org", "after": "dora@new.example"}
+                assert changes["theme"] == {"before": "light", "after": "dark"}  # not personal: in clear
+                assert [line["fields"]["email"] for line in body["logs"]] == ["dora@new.example"]
+                page = (await api.get("/v1/audit", params={"tenant": "acme", "limit": 500})).json()
+                assert any(e["user"]["id"] == "u-dora" for e in page["data"])
+                assert all("sealed" not in e for e in page["data"])
+                async with httpx.AsyncClient(
+                    base_url=base, timeout=15, headers={"authorization": f"Bearer {acme_reader}"}
+                ) as reader:
+                    refused = await reader.post("/v1/subjects/erase", json={"tenant": "acme", "subject": "u-dora"})
+                    assert refused.status_code == 403  # erasure is for administrators
+
+                async def proof() -> dict[str, Any] | None:
+                    answer = await api.get(f"/v1/audit/{ids['update']}/proof")
+                    return answer.json() if answer.status_code == 200 else None
+
+                before = await eventually(proof, within=30)
+
+                # A legal hold refuses the erasure, with its reason.
+                held = await api.put(
+                    "/v1/subjects/hold", json={"tenant": "acme", "subject": "u-dora", "reason": "case 2026-17"}
+                )
+                assert held.status_code == 200, held.text
+                refused = await api.post("/v1/subjects/erase", json={"tenant": "acme", "subject": "u-dora"})
+                assert refused.status_code == 409
+                assert "case 2026-17" in refused.json()["detail"]
+                assert (await _entry(api, ids["update"]))["entry"]["user"]["id"] == "u-dora"
+                released = await api.request(
+                    "DELETE", "/v1/subjects/hold", params={"tenant": "acme", "subject": "u-dora"}
+                )
+                assert released.status_code == 200
+
+                # Erased: Dora of acme reads as erased everywhere; Dora of globex is untouched.
+                erased = await api.post("/v1/subjects/erase", json={"tenant": "acme", "subject": "u-dora"})
+                assert erased.status_code == 200, erased.text
+                report = erased.json()
+                assert report["entries"] == 2
+                assert report["key_generations_destroyed"] == [1]
+                assert "u-dora" not in erased.text
+                body = await _entry(api, ids["update"])
+                entry = body["entry"]
+                gone = {"$erased": True}
+                assert entry["user"] == {"type": "user", "id": gone, "display_name": gone}
+                assert entry["entity"]["id"] == gone
+                assert entry["request"] == {"request_id": "req-dora", "client_ip": gone, "user_agent": gone}
+                assert entry["outcome"]["changes"]["email"] == {"before": gone, "after": gone}
+                assert entry["outcome"]["changes"]["theme"] == {"before": "light", "after": "dark"}
+                assert body["logs"][0]["fields"]["email"] == gone
+                assert body["logs"][0]["fields"]["attempt"] == 1
+                other = (await _entry(api, ids["globex"]))["entry"]
+                assert other["user"] == {"type": "user", "id": "u-dora", "display_name": "Dora of Globex"}
+                export = await api.get("/v1/audit/export", params={"format": "csv", "tenant": "acme"})
+                assert export.status_code == 200
+                assert "erased" in export.text
+                assert "Dora Personal" not in export.text
+
+                # The erasure is itself an audit action naming the subject by its pseudonym only.
+                async def recorded() -> dict[str, Any] | None:
+                    found = await api.get(
+                        "/v1/audit", params={"tenant": "acme", "model": "data_subject", "action": "delete"}
+                    )
+                    rows = found.json()["data"]
+                    return rows[0] if rows and rows[0]["outcome"]["status"] == "succeeded" else None
+
+                erasure = await eventually(recorded, within=30)
+                assert erasure["entity"]["id"] == report["pseudonym"]
+
+                # Rows, leaves and checkpoints are untouched: the entry's proof is the same leaf and still verifies
+                # offline, and both verifiers pass.
+                after = await proof()
+                assert after is not None
+                assert after["leaf_data"] == before["leaf_data"]
+                proof_file = tmp_path / "proof.json"
+                await asyncio.to_thread(proof_file.write_text, json.dumps(after))
+                code, out = await _audit_schemas("verify-inclusion", str(proof_file), "--key", signer.verifier_key)
+                assert code == 0, out
+                code, out = await projector_cli(isolated, "verify", "--integrity", "--key", signer.verifier_key)
+                assert code == 0, out
+                code, out = await projector_cli(isolated, "verify", "--read-model")
+                assert code == 0, out
