@@ -109,6 +109,12 @@ def _pg_dump(admin_dsn: str, *schemas: str) -> str:
     return subprocess.run(args, check=True, capture_output=True, text=True, timeout=120).stdout
 
 
+async def _found(api: httpx.AsyncClient, **params: str) -> int:
+    answer = await api.get("/v1/audit", params={**params, "limit": "500"})
+    assert answer.status_code == 200, answer.text
+    return len(answer.json()["data"])
+
+
 async def _entry(api: httpx.AsyncClient, trace_id: str) -> dict[str, Any]:
     answer = await api.get(f"/v1/traces/{trace_id}")
     assert answer.status_code == 200, answer.text
@@ -184,9 +190,14 @@ async def test_sealed_personal_data_is_erased_and_every_proof_still_holds(isolat
                 page = (await api.get("/v1/audit", params={"tenant": "acme", "limit": 500})).json()
                 assert any(e["user"]["id"] == "u-dora" for e in page["data"])
                 assert all("sealed" not in e for e in page["data"])
+                # Filters find a person by id through the pseudonym (the id itself is nowhere in clear).
+                assert await _found(api, tenant="acme", user_id="u-dora") == 2
+                assert await _found(api, q="user:u-dora") == 3  # both tenants' Doras
+                assert await _found(api, model="user", entity_id="u-dora") == 1
                 async with httpx.AsyncClient(
                     base_url=base, timeout=15, headers={"authorization": f"Bearer {acme_reader}"}
                 ) as reader:
+                    assert await _found(reader, q="user:u-dora") == 2  # only acme's, for an acme reader
                     refused = await reader.post("/v1/subjects/erase", json={"tenant": "acme", "subject": "u-dora"})
                     assert refused.status_code == 403  # erasure is for administrators
 
@@ -227,6 +238,9 @@ async def test_sealed_personal_data_is_erased_and_every_proof_still_holds(isolat
                 assert entry["outcome"]["changes"]["theme"] == {"before": "light", "after": "dark"}
                 assert body["logs"][0]["fields"]["email"] == gone
                 assert body["logs"][0]["fields"]["attempt"] == 1
+                # The id no longer finds the erased person's entries; globex's Dora is still found.
+                assert await _found(api, tenant="acme", user_id="u-dora") == 0
+                assert await _found(api, q="user:u-dora") == 1
                 other = (await _entry(api, ids["globex"]))["entry"]
                 assert other["user"] == {"type": "user", "id": "u-dora", "display_name": "Dora of Globex"}
                 export = await api.get("/v1/audit/export", params={"format": "csv", "tenant": "acme"})
@@ -237,7 +251,7 @@ async def test_sealed_personal_data_is_erased_and_every_proof_still_holds(isolat
                 # The erasure is itself an audit action naming the subject by its pseudonym only.
                 async def recorded() -> dict[str, Any] | None:
                     found = await api.get(
-                        "/v1/audit", params={"tenant": "acme", "model": "data_subject", "action": "delete"}
+                        "/v1/audit", params={"tenant": "acme", "model": "data_subject", "event": "delete"}
                     )
                     rows = found.json()["data"]
                     return rows[0] if rows and rows[0]["outcome"]["status"] == "succeeded" else None

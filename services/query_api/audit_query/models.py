@@ -67,6 +67,8 @@ class AuditFilter(_Public):
     until: datetime | None = None
     terms: tuple[SearchTerm, ...] = ()
     """Terms of the search language (`q=`), combined with the filters above."""
+    aliases: dict[str, tuple[str, ...]] = {}
+    """Set by the service, never by a caller: the pseudonyms of the user and entity ids above (sealed people)."""
 
 
 Erased = dict[str, bool]

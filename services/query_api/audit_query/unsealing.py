@@ -13,6 +13,7 @@ from typing import Any, Final
 from uuid import UUID
 
 from audit_query.keystore.store import KeyRef, KeyStore
+from audit_query.models import AuditFilter
 from audit_schemas.sealing import ERASED, SEALED_MARK, Sealed, SealError, inlined, open_sealed
 
 KEY_CACHE_S: Final = 5.0
@@ -43,6 +44,20 @@ class Unsealer:
         """Drop a subject's keys from the cache (after an erasure)."""
         for ref in [r for r in self._cache if r[:2] == (tenant, pseudonym)]:
             del self._cache[ref]
+
+    async def aliased(self, filters: AuditFilter, tenants: str) -> AuditFilter:
+        """`filters` with the pseudonyms of the user and entity ids they name (in the tenants they can reach), so
+        `user:u-alice` and the user filter find a person whose id travels sealed."""
+        if self._store is None:
+            return filters
+        named = {v for v in (filters.user_id, filters.entity_id) if v is not None}
+        for term in filters.terms:
+            if term.field in ("user", "entity"):
+                named.update(v for v in term.values if not v.endswith("*"))
+        if not named:
+            return filters
+        scope = [filters.tenant] if filters.tenant else (None if tenants == "*" else tenants.split(","))
+        return filters.model_copy(update={"aliases": await self._store.aliases(named, scope)})
 
     async def entry_texts(self, texts: list[str]) -> list[str]:
         """Entries' JSON texts with their sealed fields opened (texts without any come back unchanged)."""

@@ -111,6 +111,35 @@ class KeyStore:
         """The subject's pseudonym in `tenant` (creating the tenant's secret on first use)."""
         return pseudonym(await self._secret(tenant), tenant, subject)
 
+    async def aliases(self, subjects: set[str], tenants: list[str] | None) -> dict[str, tuple[str, ...]]:
+        """Each subject id's pseudonyms in `tenants` (None: every tenant with a secret), for filters; tenants
+        without a secret have sealed nothing, so they add none (and none is created here)."""
+        with store_errors():
+            rows = await self._pool.fetch(
+                "SELECT tenant_id, kek_id, wrapped FROM tenant_secrets WHERE $1::text[] IS NULL OR tenant_id = ANY($1)",
+                tenants,
+            )
+        secrets = []
+        for r in rows:
+            tenant = r["tenant_id"]
+            if tenant not in self._secrets:
+                wrapped = bytes(r["wrapped"])
+                self._secrets[tenant] = self._keks.get(r["kek_id"]).unwrap(wrapped, tenant_purpose(tenant))
+            secrets.append((tenant, self._secrets[tenant]))
+        named = {(s, t, pseudonym(secret, t, s)) for s in subjects for t, secret in secrets}
+        with store_errors():
+            erased = await self._pool.fetch(
+                "SELECT e.tenant_id, e.pseudonym FROM erasures e"
+                " JOIN unnest($1::text[], $2::text[]) AS n(t, p) ON (e.tenant_id, e.pseudonym) = (n.t, n.p)"
+                " WHERE NOT EXISTS (SELECT 1 FROM subject_keys k"
+                "                    WHERE (k.tenant_id, k.pseudonym) = (e.tenant_id, e.pseudonym))",
+                [t for _, t, _ in named],
+                [p for _, _, p in named],
+            )
+        # An erased subject is not found by its id any more: the link from id to entries goes with the key.
+        gone = {(r["tenant_id"], r["pseudonym"]) for r in erased}
+        return {s: tuple(sorted({p for n, t, p in named if n == s and (t, p) not in gone})) for s in subjects}
+
     async def _secret(self, tenant: str) -> bytes:
         found = self._secrets.get(tenant)
         if found is not None:

@@ -96,7 +96,7 @@ class EntryQueries(Reader):
         """One page of the global log, `limit + 1` rows so the caller knows whether more follow. `backward`: the
         rows before `after` instead, nearest first (the caller reverses them)."""
         where = Where()
-        apply_filters(where, filters)
+        apply_filters(where, await self._unsealer.aliased(filters, tenants))
         tenant_scope(where, tenants)
         keys = SORT_KEYS[sort]
         if backward:
@@ -145,7 +145,7 @@ class EntryQueries(Reader):
     async def count_entries(self, tenants: str, filters: AuditFilter, cap: int) -> int:
         """How many entries the view holds, counting no further than `cap` (a bounded cost on any view)."""
         where = Where()
-        apply_filters(where, filters)
+        apply_filters(where, await self._unsealer.aliased(filters, tenants))
         tenant_scope(where, tenants)
         sql = (
             "SELECT count(*) FROM (SELECT 1 FROM audit_entries e LEFT JOIN audit_outcomes o ON o.audit_id = e.audit_id"
@@ -160,7 +160,7 @@ class EntryQueries(Reader):
         """Every entry of a filtered view in order, through a server-side cursor: memory stays flat however many
         rows there are. The transaction may idle while a slow client reads, for up to `EXPORT_IDLE`."""
         where = Where()
-        apply_filters(where, filters)
+        apply_filters(where, await self._unsealer.aliased(filters, tenants))
         tenant_scope(where, tenants)
         direction = "ASC" if order is SortOrder.ASC else "DESC"
         order_by = ", ".join(f"{c} {direction}" for c, _ in SORT_KEYS[sort])

@@ -17,13 +17,13 @@ def apply_filters(where: Where, f: AuditFilter) -> None:
     if f.actions:
         where.add("e.action = ANY({}::text[])", [a.value for a in f.actions])
     if f.user_id is not None:
-        where.add("e.actor_id = {}", f.user_id)
+        where.add("e.actor_id = ANY({}::text[])", [f.user_id, *f.aliases.get(f.user_id, ())])
     if f.actor_type is not None:
         where.add("e.actor_type = {}", f.actor_type.value)
     if f.model is not None:
         where.add("e.entity_model = {}", f.model)
     if f.entity_id is not None:
-        where.add("e.entity_id = {}", f.entity_id)
+        where.add("e.entity_id = ANY({}::text[])", [f.entity_id, *f.aliases.get(f.entity_id, ())])
     if f.correlation_id is not None:
         where.add("e.correlation_id = {}", f.correlation_id)
     if f.since is not None:
@@ -31,7 +31,7 @@ def apply_filters(where: Where, f: AuditFilter) -> None:
     if f.until is not None:
         where.add("e.occurred_at < {}", f.until)
     for term in f.terms:
-        _apply_term(where, term)
+        _apply_term(where, term, f.aliases)
 
 
 TERM_COLUMNS: Final = {
@@ -47,7 +47,7 @@ TERM_COLUMNS: Final = {
 _TEXT_COLUMNS: Final = ("e.actor_id", "e.actor_display_name", "e.entity_id", "e.entity_model", "e.source")
 
 
-def _apply_term(where: Where, term: SearchTerm) -> None:
+def _apply_term(where: Where, term: SearchTerm, aliases: dict[str, tuple[str, ...]]) -> None:
     """One search-language term as SQL; a negation also keeps rows where the column is null."""
     parts: list[str] = []
 
@@ -74,6 +74,8 @@ def _apply_term(where: Where, term: SearchTerm) -> None:
     else:
         column = TERM_COLUMNS[term.field]
         exact = [v for v in values if not v.endswith("*")]
+        if term.field in ("user", "entity"):  # a sealed person is found by its pseudonyms (exact ids only)
+            exact += [p for v in exact for p in aliases.get(v, ())]
         if exact:
             parts.append(f"{column} = ANY({arg(exact)}::text[])")
         for prefix in (v[:-1] for v in values if v.endswith("*")):

@@ -1,6 +1,7 @@
 """Counts for the chart, the top lists and the model list: whole hours and days from the rollup tiers, the rest
 from the entries, in one snapshot."""
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ class StatsQueries(Reader):
 
         Four round trips whatever the range: the transaction opened with the tenants named, the change markers,
         one statement adding up every part (UNION ALL) into the finished JSON, the commit."""
+        query = dataclasses.replace(query, filters=await self._unsealer.aliased(query.filters, tenants))
         rows_json, total = "[]", 0
         sources: list[str] = []
         parts: list[tuple[str, list[Any]]] = []
