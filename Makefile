@@ -7,7 +7,7 @@ VENV := .venv/bin
 ## Start Kafka + Postgres, the projector and query API, and run the demo service against them.
 demo: stack
 	deploy/local/services.sh start
-	state=$${AUDIT_STACK_DIR:-$${TMPDIR:-/tmp}/audit-trail-stack}; source $$state/env && \
+	state=$${AUDIT_STACK_DIR:-$${TMPDIR:-/tmp}/audit-trail-stack}; source $$state/env && source $$state/demo.env && \
 	  AUDIT_DEMO_TOKEN=$$(cat $$state/demo-token) $(VENV)/audit-producer demo --api http://127.0.0.1:$${AUDIT_QUERY_PORT:-8080}
 
 ## Lint, type-check and run the whole test suite (the suite starts the stack itself if needed).

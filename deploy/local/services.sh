@@ -39,6 +39,21 @@ case "${1:-}" in
     export AUDIT_PROJECTOR_CHECKPOINT_EVERY_S="${AUDIT_PROJECTOR_CHECKPOINT_EVERY_S:-5}"  # proofs show up quickly
     "$bin/audit-projector" migrate
     "$bin/audit-projector" topics
+    # The key store's KEK (kept outside the database, as in production) and the demo service's signing key: the
+    # demo signs its events and seals its people's data through the key service (the query API's /v1/subject-keys).
+    [ -s "$state/keystore.kek" ] || (umask 077; "$bin/audit-query" keystore kek > "$state/keystore.kek")
+    export AUDIT_QUERY_KEYSTORE_KEK_FILE="$state/keystore.kek"
+    if [ ! -s "$state/demo-producer.key" ]; then
+      (umask 077; "$bin/python" -c 'from audit_schemas.checkpoint import NoteSigner
+print(NoteSigner.generate("demo-resource-service")[1])' > "$state/demo-producer.key.new")
+      verifier=$("$bin/python" -c 'import sys; from audit_schemas.checkpoint import NoteSigner
+print(NoteSigner.parse(open(sys.argv[1]).read()).verifier_key)' "$state/demo-producer.key.new")
+      "$bin/audit-projector" producer-key --verifier-key "$verifier" \
+        --source demo-resource-service --source demo-history >/dev/null
+      mv "$state/demo-producer.key.new" "$state/demo-producer.key"
+    fi
+    printf 'export %s\n' "AUDIT_PRODUCER_SIGNING_KEY_FILE=$state/demo-producer.key" \
+      "AUDIT_PRODUCER_KEY_SERVICE_URL=http://127.0.0.1:$query_port" > "$state/demo.env"
     nohup "$bin/audit-projector" run --health-port "$health_port" >"$state/projector.log" 2>&1 &
     echo $! > "$state/projector.pid"
     AUDIT_QUERY_PORT=$query_port nohup "$bin/audit-query" serve >"$state/query.log" 2>&1 &
