@@ -9,18 +9,23 @@ import json
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
+import asyncpg
 import httpx
 import pytest
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import SecretStr
 
-from audit_producer import Actor, AuditProducer, Entity, RequestContext
+from audit_producer import Actor, AuditProducer, Entity, KeyServiceError, RequestContext
 from audit_schemas.checkpoint import NoteSigner
-from tests.conftest import Isolated, projector_cli, projector_running, query_server
+from audit_schemas.keyservice import KEY_REQUEST_DOMAIN, KeyGrant, KeyRequest
+from audit_schemas.signing import EventSigner
+from tests.conftest import Isolated, free_port, projector_cli, projector_running, query_client, query_server
 from tests.history import History, record_history, shipping
 from tests.keystore import key_store, register_producer, sealing_producer
 from tests.polling import eventually
@@ -272,3 +277,86 @@ async def test_sealed_personal_data_is_erased_and_every_proof_still_holds(isolat
                 assert code == 0, out
                 code, out = await projector_cli(isolated, "verify", "--read-model")
                 assert code == 0, out
+
+
+def _signed(signing_key: str, body: bytes) -> dict[str, str]:
+    headers = EventSigner.parse(signing_key).headers(KEY_REQUEST_DOMAIN, None, body)
+    return {name: value.decode() for name, value in headers} | {"content-type": "application/json"}
+
+
+def _request(tenant: str, *subjects: str, age_s: float = 0.0) -> bytes:
+    issued = datetime.now(UTC) - timedelta(seconds=age_s)
+    return KeyRequest(tenant=tenant, subjects=subjects, issued_at=issued, request_id=uuid4()).model_dump_json().encode()
+
+
+async def test_the_key_service_answers_only_fresh_requests_signed_for_the_tenant(isolated: Isolated) -> None:
+    stack = isolated.stack
+    if stack.admin_dsn is None:
+        pytest.skip("needs the stack's superuser to create the test's key-store schema")
+    async with key_store(stack.admin_dsn, stack.query_dsn, isolated.name) as keys:
+        query = keys.query(isolated.query)
+        mine = await register_producer(stack.owner_dsn, query.control_schema, "hr-service", ["acme"])
+        stranger = NoteSigner.generate("hr-service")[1]
+        async with query_client(query) as api:
+            body = _request("acme", "u-1", "u-2")
+            granted = await api.post("/v1/subject-keys", content=body, headers=_signed(mine, body))
+            assert granted.status_code == 200, granted.text
+            grant = KeyGrant.model_validate_json(granted.content)
+            assert [g.subject for g in grant.keys] == ["u-1", "u-2"]
+            assert grant.keys[0].pseudonym != grant.keys[1].pseudonym
+            again = _request("acme", "u-1")
+            regrant = KeyGrant.model_validate_json(
+                (await api.post("/v1/subject-keys", content=again, headers=_signed(mine, again))).content
+            )
+            assert regrant.keys[0] == grant.keys[0]  # one key per subject, until it is erased
+
+            refusals: dict[str, tuple[bytes, str | None, int]] = {
+                "unsigned": (body, None, 401),
+                "replayed": (body, mine, 401),
+                "unregistered key": (_request("acme", "u-1"), stranger, 401),
+                "another tenant": (_request("globex", "u-1"), mine, 403),
+                "stale": (_request("acme", "u-1", age_s=600), mine, 401),
+                "not a request": (b'{"tenant": "acme"}', mine, 400),
+            }
+            for why, (payload, key, status) in refusals.items():
+                headers = {"content-type": "application/json"} if key is None else _signed(key, payload)
+                answer = await api.post("/v1/subject-keys", content=payload, headers=headers)
+                assert answer.status_code == status, (why, answer.text)
+                assert answer.json()["detail"], why
+            tampered = _signed(mine, body)
+            answer = await api.post("/v1/subject-keys", content=body.replace(b"u-2", b"u-3"), headers=tampered)
+            assert answer.status_code == 401
+
+        # No service role reaches the key store, and the key store's role reaches no read model.
+        for dsn in (stack.query_dsn, stack.projector_dsn, stack.owner_dsn):
+            conn = await asyncpg.connect(dsn)
+            try:
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.fetch(f"SELECT * FROM {keys.schema}.subject_keys")
+            finally:
+                await conn.close()
+        conn = await asyncpg.connect(keys.url)
+        try:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.fetch(f"SELECT * FROM {isolated.name}.audit_entries")
+        finally:
+            await conn.close()
+
+
+async def test_a_producer_without_its_keys_runs_no_body_and_sends_nothing(isolated: Isolated, tmp_path: Path) -> None:
+    signing_key = NoteSigner.generate("hr-service")[1]
+    for mode in ("closed", "open"):
+        dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+        settings = sealing_producer(isolated.producer, signing_key, dead, tmp_path / mode).model_copy(
+            update={"failure_mode": mode, "key_timeout_s": 1.0}
+        )
+        ran = False
+        async with AuditProducer("hr-service", settings) as audit:
+            with pytest.raises(KeyServiceError):
+                async with audit.action(
+                    "update", entity=Entity(id="u-7", model="user"), actor=Actor.user("u-8"), tenant="acme"
+                ):
+                    ran = True
+            assert audit.health()["spool_records"] == 0, "nothing personal is spooled in clear"
+        assert not ran, f"fail-{mode}: the body must not run without the keys that seal its record"
+    assert _raw_topic(isolated.stack.bootstrap, isolated.projector.audit_topic) == b""

@@ -19,6 +19,7 @@ from audit_producer.context import (
 from audit_producer.errors import (
     AuditError,
     InvalidActionError,
+    KeyServiceError,
     NotStartedError,
     OutcomeNotRecordedError,
     PublishError,
@@ -40,6 +41,7 @@ __all__ = [
     "Entity",
     "ExecutionLogShipper",
     "InvalidActionError",
+    "KeyServiceError",
     "NotStartedError",
     "OutcomeNotRecordedError",
     "PublishError",
