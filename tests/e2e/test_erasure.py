@@ -22,12 +22,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import SecretStr
 
 from audit_producer import Actor, AuditProducer, Entity, KeyServiceError, RequestContext
+from audit_projector.compare import compare
+from audit_projector.replay import replay
 from audit_schemas.checkpoint import NoteSigner
 from audit_schemas.keyservice import KEY_REQUEST_DOMAIN, KeyGrant, KeyRequest
 from audit_schemas.signing import EventSigner
 from tests.conftest import Isolated, free_port, projector_cli, projector_running, query_client, query_server
 from tests.history import History, record_history, shipping
-from tests.keystore import key_store, register_producer, sealing_producer
+from tests.keystore import KeyStoreFixture, key_store, register_producer, sealing_producer
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -360,3 +362,114 @@ async def test_a_producer_without_its_keys_runs_no_body_and_sends_nothing(isolat
             assert audit.health()["spool_records"] == 0, "nothing personal is spooled in clear"
         assert not ran, f"fail-{mode}: the body must not run without the keys that seal its record"
     assert _raw_topic(isolated.stack.bootstrap, isolated.projector.audit_topic) == b""
+
+
+async def _query_cli(isolated: Isolated, keys: KeyStoreFixture, *args: str) -> tuple[int, str, str]:
+    """`audit-query ARGS` on this test's read model and key store, as an operator runs it."""
+    env = {
+        **isolated.query_env(),
+        "AUDIT_QUERY_ADMIN_DATABASE_URL": isolated.stack.owner_dsn,
+        "AUDIT_QUERY_KEYSTORE_URL": keys.url,
+        "AUDIT_QUERY_KEYSTORE_SCHEMA": keys.schema,
+        "AUDIT_QUERY_KEYSTORE_KEK": keys.kek,
+        "COLUMNS": "300",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "audit-query"),
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+def _psql(admin_dsn: str, sql: str) -> None:
+    binary = shutil.which("psql") or sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"))[-1]
+    subprocess.run([binary, "-q", "-v", "ON_ERROR_STOP=1", admin_dsn], input=sql, text=True, check=True, timeout=60)
+
+
+async def test_a_restored_key_store_backup_does_not_bring_an_erased_subject_back_and_a_replay_keeps_it_erased(
+    isolated: Isolated, tmp_path: Path
+) -> None:
+    stack = isolated.stack
+    if stack.admin_dsn is None:
+        pytest.skip("needs the stack's superuser to create the test's key-store schema and restore its backup")
+    async with key_store(stack.admin_dsn, stack.query_dsn, isolated.name) as keys:
+        query = keys.query(isolated.query)
+        async with query_server(query) as base:
+            signing_key = await register_producer(stack.owner_dsn, query.control_schema, "profile-service", None)
+            settings = sealing_producer(isolated.producer, signing_key, base, tmp_path / "spool")
+            admin = await isolated.token(("audit:read", "audit:admin"))
+            async with (
+                httpx.AsyncClient(base_url=base, timeout=15, headers={"authorization": f"Bearer {admin}"}) as api,
+                AuditProducer("profile-service", settings) as audit,
+                projector_running(isolated.projector),
+            ):
+                history = await record_history(audit, stack.bootstrap, generated=8)
+                with shipping(audit):
+                    ids = await _personal_actions(audit)
+
+                async def dora() -> Any:
+                    answer = await api.get(f"/v1/traces/{ids['update']}")
+                    return answer.json()["entry"]["user"]["id"] if answer.status_code == 200 else None
+
+                assert await eventually(dora, within=60) == "u-dora"
+                backup = _pg_dump(stack.admin_dsn, keys.schema)  # the nightly backup, taken before the erasure
+
+                code, out, err = await _query_cli(
+                    isolated, keys, "subjects", "erase", "--tenant", "acme", "--subject", "u-dora", "--by", "dpo"
+                )
+                assert code == 0, err
+                report = json.loads(out)
+                assert report["key_generations_destroyed"] == [1]
+                code, out, err = await _query_cli(
+                    isolated, keys, "subjects", "erase", "--tenant", "acme", "--subject", "u-dora"
+                )
+                assert code == 0, err  # erasing again destroys nothing more, and says so
+                assert json.loads(out)["key_generations_destroyed"] == []
+
+                async def shown_as(value: Any) -> bool | None:
+                    return (await dora()) == value or None
+
+                await eventually(lambda: shown_as({"$erased": True}), within=15)
+
+                async def recorded() -> bool | None:
+                    async with isolated.owner() as conn:
+                        n = await conn.fetchval(
+                            "SELECT count(*) FROM audit_entries e JOIN audit_outcomes o USING (audit_id)"
+                            " WHERE e.entity_model = 'data_subject' AND e.entity_id = $1",
+                            report["pseudonym"],
+                        )
+                    return n == 2 or None
+
+                await eventually(recorded, within=30)
+
+                # The backup restored: the erased key is back, and with it the person's data...
+                tables = "subject_keys, erasures, legal_holds, tenant_secrets, key_store_migrations"
+                _psql(stack.admin_dsn, f"TRUNCATE {keys.schema}.{tables.replace(', ', f', {keys.schema}.')};")
+                _psql(stack.admin_dsn, backup)
+                await eventually(lambda: shown_as("u-dora"), within=15)
+                # ...until the erasures the audit log keeps apart are applied again.
+                code, out, err = await _query_cli(isolated, keys, "subjects", "reapply")
+                assert code == 0, err
+                assert json.loads(out) == {"erasures_recorded": 2, "keys_destroyed": 1}
+                await eventually(lambda: shown_as({"$erased": True}), within=15)
+                code, out, err = await _query_cli(isolated, keys, "subjects", "reapply")
+                assert json.loads(out)["keys_destroyed"] == 0
+
+            # A rebuild from the log keeps the ciphertext: the replayed read model shows the person erased, another
+            # tenant's same id opened, and it matches the log.
+            shadow = f"{isolated.name}_replayed"
+            await replay(isolated.projector.model_copy(update={"db_schema": shadow}), stack.owner_dsn, timeout_s=120)
+            async with query_client(query.model_copy(update={"db_schema": shadow}), admin) as replayed:
+                entry = (await replayed.get(f"/v1/traces/{ids['update']}")).json()["entry"]
+                assert entry["user"] == {"type": "user", "id": {"$erased": True}, "display_name": {"$erased": True}}
+                other = (await replayed.get(f"/v1/traces/{ids['globex']}")).json()["entry"]
+                assert other["user"]["display_name"] == "Dora of Globex"
+            async with isolated.owner() as conn:
+                assert (await compare(conn, isolated.name, shadow)).differences == []
+                assert await conn.fetchval(f"SELECT count(DISTINCT audit_id) FROM {shadow}.audit_entries") >= len(
+                    history.audit_ids
+                )
