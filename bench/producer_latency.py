@@ -3,7 +3,8 @@
 The floor is raw aiokafka with no linger awaiting the same two `acks=all` sends of an action (idempotent, the same
 start and outcome bytes) one after the other, as `audit.action()` must (the start acknowledged before the body, the
 outcome acknowledged after it). For concurrency 1, 8 and 64: actions/s, p50 and p99 latency per action, and CPU µs
-per action in this process (the broker runs in its own). Then execution-log lines/s through the shipper vs raw
+per action in this process (the broker runs in its own). Then what sealing personal fields adds (the key service in
+its own process, a warm and a cold key cache). Then execution-log lines/s through the shipper vs raw
 sends of the same bytes. Every figure is the median of `--runs` runs, with their spread, and a ratio to raw's.
 
 Usage: `python -m bench.producer_latency [--actions N] [--runs 3] [--smoke] [--json PATH]`. Fresh topics each run.
@@ -11,6 +12,7 @@ Usage: `python -m bench.producer_latency [--actions N] [--runs 3] [--smoke] [--j
 
 import argparse
 import asyncio
+import itertools
 import statistics
 import tempfile
 import time
@@ -21,15 +23,18 @@ from uuid import uuid4
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from pydantic import SecretStr
 from tests.factories import action_event, log_event, outcome_event
 
-from audit_producer import Actor, AuditProducer, Entity
+from audit_producer import Actor, AuditProducer, Entity, RequestContext
 from audit_producer.config import Settings
 from audit_schemas import LogLevel, decode, encode, kafka_headers
 from bench import figures as figures_out
+from bench.keyservice import KeyService, key_service
 from bench.projector_vs_copy import BOOTSTRAP
 
 CONCURRENCY = (1, 8, 64)
+SEALING_SOURCE = "bench-sealing"
 
 
 @dataclass(frozen=True)
@@ -163,6 +168,70 @@ async def actions(count: int, runs: int) -> list[Figures]:
     return out
 
 
+async def _signing_run(
+    topics: list[str], count: int, concurrency: int, service: KeyService, subjects: int | None
+) -> tuple[float, list[float], float]:
+    """`audit.action()` for a person with a request (address and agent), signed; sealed through the key service
+    unless `subjects` is None. `subjects` distinct people in turn, the cache cold at the start (each person's first
+    action fetches a key)."""
+    settings = Settings(
+        bootstrap_servers=BOOTSTRAP,
+        audit_topic=topics[0],
+        execution_log_topic=topics[1],
+        spool_dir=Path(tempfile.mkdtemp(prefix="bench-spool-")),
+        signing_key=SecretStr(service.signing_key),
+        key_service_url=None if subjects is None else service.url,
+    )
+    people = [Actor.user(f"u-{i:06d}", f"Person {i}") for i in range(subjects or 1)]
+    request = RequestContext(request_id="req-1", client_ip="203.0.113.9", user_agent="bench/1.0 (X11; Linux)")
+    entity = Entity(id="bench-1", model="resource")
+    turn = itertools.count()
+    async with AuditProducer(SEALING_SOURCE, settings) as audit:
+
+        async def act() -> None:
+            actor = people[next(turn) % len(people)]
+            async with audit.action("update", entity=entity, actor=actor, tenant="acme", request=request):
+                pass
+
+        if subjects is None or subjects == 1:
+            await _measure(act, min(200, count), concurrency)  # warm: connections, and the one key
+        return await _measure(act, count, concurrency)
+
+
+async def sealing(count: int, runs: int, subjects: int) -> tuple[list[Figures], str]:
+    """What sealing adds per action: signed actions for a person with a request, unsealed vs sealed with a warm
+    key cache (one person) vs a cold one (`subjects` people, each first action fetching its key), at concurrency
+    1 and 64; the key service in its own process."""
+    async with key_service(SEALING_SOURCE) as service:
+        if service is None:
+            return [], "sealing: skipped (needs AUDIT_POSTGRES_ADMIN_DSN for the key store's schema)"
+        out: list[Figures] = []
+        for concurrency in (1, 64):
+            plain, warm, cold = [], [], []
+            for _ in range(runs):
+                name = f"bench_{uuid4().hex[:8]}"
+                topics = [f"{name}.audit", f"{name}.logs"]
+                await _topics(topics)
+                plain.append(await _signing_run(topics, count, concurrency, service, None))
+                warm.append(await _signing_run(topics, count, concurrency, service, 1))
+                cold.append(await _signing_run(topics, count, concurrency, service, subjects))
+                await _drop(topics)
+            out += [
+                _figures("signed, not sealed", concurrency, plain),
+                _figures("sealed, warm cache", concurrency, warm),
+                _figures(f"sealed, {subjects:,} people cold", concurrency, cold),
+            ]
+    lines = [f"{'':28} {'conc':>4} {'per s':>9} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs':>7} {'+CPU µs':>8} {'÷ /s':>6}"]
+    for r in out:
+        base = next(b for b in out if b.concurrency == r.concurrency and b.name == "signed, not sealed")
+        lines.append(
+            f"{r.name:28} {r.concurrency:>4} {r.per_second:>9,.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} "
+            f"{r.cpu_us:>7.0f} {r.cpu_us - base.cpu_us:>8.0f} {r.per_second / base.per_second:>6.2f}"
+        )
+    head = "sealing (a person with a request: 4 fields sealed per start; signed either way):"
+    return out, head + "\n" + "\n".join(lines)
+
+
 async def log_lines(count: int, runs: int) -> list[Figures]:
     """Execution-log lines/s: the shipper (what `audit.logs` does per line) vs raw sends of the same bytes."""
     line = log_event(action_event("bench-logs"), "step", n=1)
@@ -242,6 +311,8 @@ async def main(count: int, runs: int, smoke: bool, out: Path) -> None:
     print(_table(acted, "actions (start + outcome, both acknowledged):"), flush=True)
     shipped = await log_lines(count * 5, runs)
     print(_table(shipped, "execution-log lines:"), flush=True)
+    sealed, sealing_table = await sealing(count, runs, 64 if smoke else 1000)
+    print(sealing_table, flush=True)
     encode_us, check_us = check_cost(200 if smoke else 5000)
     library = next(r for r in acted if r.concurrency == 1 and not r.name.startswith("raw"))
     print(
@@ -256,6 +327,7 @@ async def main(count: int, runs: int, smoke: bool, out: Path) -> None:
             "smoke": smoke,
             "actions": [asdict(r) for r in acted],
             "logs": [asdict(r) for r in shipped],
+            "sealing": [asdict(r) for r in sealed],
             "encode_us": encode_us,
             "check_us": check_us,
         },

@@ -29,6 +29,7 @@ def _smoke(module: str, stack: Stack, out: Path, timeout: float) -> tuple[str, A
             "AUDIT_OWNER_DSN": stack.owner_dsn,
             "AUDIT_PROJECTOR_DATABASE_URL": stack.projector_dsn,
             "AUDIT_QUERY_DSN": stack.query_dsn,
+            **({"AUDIT_POSTGRES_ADMIN_DSN": stack.admin_dsn} if stack.admin_dsn else {}),
         },
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -44,6 +45,9 @@ def test_the_producer_bench_runs_and_writes_its_figures(stack: Stack, tmp_path: 
     assert all(r["per_second"] > 0 for r in figures["actions"] + figures["logs"])
     assert "the check of those exact bytes" in table
     assert figures["check_us"] > 0
+    if stack.admin_dsn:  # the key store needs a schema of its own
+        assert {r["name"] for r in figures["sealing"]} >= {"signed, not sealed", "sealed, warm cache"}
+        assert all(r["per_second"] > 0 for r in figures["sealing"])
 
 
 @pytest.mark.postgres

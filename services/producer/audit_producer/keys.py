@@ -48,54 +48,61 @@ class KeyClient:
         self._cache_s = cache_s
         self._cache: dict[tuple[str, str], tuple[SubjectKey, float]] = {}
         self._inflight: dict[tuple[str, str], asyncio.Future[SubjectKey]] = {}
+        self._queued: dict[str, list[str]] = {}
+        self._flusher: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
         self.requests = 0
 
     async def close(self) -> None:
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
         if self._client is not None:
             await self._client.aclose()
             self._client = None
 
     async def keys(self, tenant: str, subjects: list[str]) -> dict[str, SubjectKey]:
-        """Each subject's key: from the cache while fresh, else from the service (KeyServiceError when it fails)."""
+        """Each subject's key: from the cache while fresh, else from the service (KeyServiceError when it fails).
+
+        Misses of concurrent actions are gathered into one request per tenant (up to 256 subjects), so a cold cache
+        under load costs a round trip per batch, not per person."""
         now = time.monotonic()
         out: dict[str, SubjectKey] = {}
         waiting: dict[str, asyncio.Future[SubjectKey]] = {}
-        wanted: list[str] = []
         for subject in dict.fromkeys(subjects):
             cached = self._cache.get((tenant, subject))
             if cached is not None and cached[1] > now:
                 out[subject] = cached[0]
-            elif (tenant, subject) in self._inflight:
-                waiting[subject] = self._inflight[(tenant, subject)]
-            else:
-                wanted.append(subject)
-        if wanted:
-            loop = asyncio.get_running_loop()
-            mine = {s: loop.create_future() for s in wanted}
-            self._inflight.update({(tenant, s): f for s, f in mine.items()})
-            try:
-                fetched = await self._fetch(tenant, wanted)
-            except BaseException as e:
-                for future in mine.values():
-                    future.set_exception(e if isinstance(e, KeyServiceError) else KeyServiceError(str(e)))
-                    future.exception()  # retrieved: waiters re-raise it, nobody else needs to
-                raise
-            finally:
-                for s in wanted:
-                    self._inflight.pop((tenant, s), None)
-            for s, future in mine.items():
-                future.set_result(fetched[s])
-            out.update(fetched)
+                continue
+            future = self._inflight.get((tenant, subject))
+            if future is None:
+                future = asyncio.get_running_loop().create_future()
+                self._inflight[(tenant, subject)] = future
+                self._queued.setdefault(tenant, []).append(subject)
+            waiting[subject] = future
+        if self._queued and self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush())
         for subject, future in waiting.items():
             out[subject] = await asyncio.shield(future)
         return out
 
-    async def _fetch(self, tenant: str, subjects: list[str]) -> dict[str, SubjectKey]:
-        out: dict[str, SubjectKey] = {}
-        for start in range(0, len(subjects), MAX_SUBJECTS):
-            out.update(await self._fetch_batch(tenant, subjects[start : start + MAX_SUBJECTS]))
-        return out
+    async def _flush(self) -> None:
+        """Fetch every queued subject, one request per tenant and 256 subjects, once this tick's callers joined."""
+        await asyncio.sleep(0)
+        queued, self._queued, self._flusher = self._queued, {}, None
+        for tenant, subjects in queued.items():
+            for start in range(0, len(subjects), MAX_SUBJECTS):
+                batch = subjects[start : start + MAX_SUBJECTS]
+                try:
+                    fetched = await self._fetch_batch(tenant, batch)
+                except Exception as e:
+                    error = e if isinstance(e, KeyServiceError) else KeyServiceError(f"key request failed: {e!r}")
+                    for subject in batch:
+                        future = self._inflight.pop((tenant, subject))
+                        future.set_exception(error)
+                        future.exception()  # retrieved: a waiter re-raises it; a cancelled caller leaves no warning
+                    continue
+                for subject in batch:
+                    self._inflight.pop((tenant, subject)).set_result(fetched[subject])
 
     async def _fetch_batch(self, tenant: str, subjects: list[str]) -> dict[str, SubjectKey]:
         request = KeyRequest(
