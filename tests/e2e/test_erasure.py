@@ -4,11 +4,14 @@ proof and both verifiers still pass; a legal hold refuses it; another tenant's s
 touched."""
 
 import asyncio
+import base64
+import contextlib
 import glob
 import json
 import shutil
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,12 +21,15 @@ import asyncpg
 import httpx
 import pytest
 import structlog
+import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import SecretStr
 
 from audit_producer import Actor, AuditProducer, Entity, KeyServiceError, RequestContext
 from audit_projector.compare import compare
 from audit_projector.replay import replay
+from audit_query.config import Settings as QuerySettings
+from audit_query.main import create_app, server_config
 from audit_schemas.checkpoint import NoteSigner
 from audit_schemas.keyservice import KEY_REQUEST_DOMAIN, KeyGrant, KeyRequest
 from audit_schemas.signing import EventSigner
@@ -473,3 +479,98 @@ async def test_a_restored_key_store_backup_does_not_bring_an_erased_subject_back
                 assert await conn.fetchval(f"SELECT count(DISTINCT audit_id) FROM {shadow}.audit_entries") >= len(
                     history.audit_ids
                 )
+
+
+@contextlib.asynccontextmanager
+async def _serving_on(settings: QuerySettings, port: int) -> AsyncIterator[str]:
+    """The query API on a given loopback port (so it can go away and come back where producers expect it)."""
+    server = uvicorn.Server(server_config(create_app(settings), settings, port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    try:
+        for _ in range(500):  # bounded: 10 s
+            if server.started or task.done():
+                break
+            await asyncio.sleep(0.02)
+        if task.done():
+            await task
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+def _spooled_bytes(spool: Path) -> bytes:
+    """Everything the producer's spool holds, values and headers decoded from the files' base64."""
+    out = b""
+    for path in sorted(spool.rglob("*")):
+        if path.is_file():
+            raw = path.read_bytes()
+            out += raw
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                record = json.loads(raw)
+                out += base64.b64decode(record["key"]) + base64.b64decode(record["value"])
+                out += b"".join(base64.b64decode(v) for _, v in record["headers"])
+    return out
+
+
+async def test_fail_open_without_the_key_service_runs_the_body_keeps_nothing_in_clear_and_seals_once_it_answers(
+    isolated: Isolated, tmp_path: Path
+) -> None:
+    stack = isolated.stack
+    if stack.admin_dsn is None:
+        pytest.skip("needs the stack's superuser to create the test's key-store schema")
+    port = free_port()
+    async with key_store(stack.admin_dsn, stack.query_dsn, isolated.name) as keys:
+        query = keys.query(isolated.query)
+        signing_key = await register_producer(stack.owner_dsn, query.control_schema, "profile-service", None)
+        async with _serving_on(query, port) as base, httpx.AsyncClient() as client:
+            escrow_key = (await client.get(f"{base}/v1/subject-keys/escrow-key")).json()["public_key"]
+        spool = tmp_path / "spool"
+        settings = sealing_producer(isolated.producer, signing_key, base, spool).model_copy(
+            update={"failure_mode": "open", "key_escrow_public_key": escrow_key, "key_timeout_s": 1.0}
+        )
+        erin = Actor.user("u-erin", "Erin Escrow")
+        request = RequestContext(client_ip="192.0.2.44", user_agent="ErinAgent/2")
+        ran = []
+        async with AuditProducer("profile-service", settings) as audit, projector_running(isolated.projector):
+            async with audit.action(
+                "update", entity=Entity(id="u-erin", model="user"), actor=erin, tenant="acme", request=request
+            ) as act:
+                ran.append(act.trace_id)
+                act.change("email", "erin@old.example", "erin@new.example")
+            async with audit.action("execute", entity=Entity(id="res-5", model="resource"), actor=erin, tenant="acme"):
+                ran.append("second")
+            assert len(ran) == 2, "fail-open: the bodies ran without the key service"
+            assert audit.health()["spool_records"] == 4  # both starts and outcomes wait, in order
+            held = _spooled_bytes(spool)
+            for value in ("u-erin", "Erin Escrow", "192.0.2.44", "ErinAgent", "erin@old.example", "erin@new.example"):
+                assert value.encode() not in held, f"{value!r} in clear in the spool"
+            assert _raw_topic(stack.bootstrap, isolated.projector.audit_topic) == b""
+
+            admin = await isolated.token(("audit:read",))
+            async with (
+                _serving_on(query, port),
+                httpx.AsyncClient(base_url=base, timeout=15, headers={"authorization": f"Bearer {admin}"}) as api,
+            ):
+
+                async def completed() -> dict[str, Any] | None:
+                    answer = await api.get(f"/v1/traces/{ran[0]}")
+                    if answer.status_code != 200 or answer.json()["entry"]["outcome"]["status"] != "succeeded":
+                        return None
+                    entry: dict[str, Any] = answer.json()["entry"]
+                    return entry
+
+                entry = await eventually(completed, within=60)
+                assert entry["user"] == {"type": "user", "id": "u-erin", "display_name": "Erin Escrow"}
+                assert entry["entity"] == {"id": "u-erin", "model": "user"}
+                assert entry["request"]["client_ip"] == "192.0.2.44"
+                assert entry["outcome"]["changes"]["email"] == {
+                    "before": "erin@old.example",
+                    "after": "erin@new.example",
+                }
+                assert await _found(api, tenant="acme", user_id="u-erin") == 2
+            assert audit.health()["spool_records"] == 0
+        raw = _raw_topic(stack.bootstrap, isolated.projector.audit_topic)
+        assert raw.count(b"\n") == 4
+        for needle in (b"u-erin", b"Erin Escrow", b"192.0.2.44", b"erin@new.example", b"withheld"):
+            assert needle not in raw

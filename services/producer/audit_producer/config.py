@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     seal this process's new events for this long; never longer than the service's own bound)."""
     key_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
     """Deadline of one key request; when it passes, the action fails before its body (KeyServiceError)."""
+    key_escrow_public_key: str | None = None
+    """The key service's escrow key (`GET /v1/subject-keys/escrow-key`). In fail-open mode, when the key service
+    does not answer, the action's personal fields are sealed to it and its records wait in the spool (never in
+    clear) until the service turns them into sealed fields; without it, such an action fails before its body."""
     personal_fields: tuple[str, ...] = ("email", "phone")
     """Change-set keys and log fields whose values are personal (case-insensitive, `-` = `_`): sealed."""
     personal_models: tuple[str, ...] = ("user",)

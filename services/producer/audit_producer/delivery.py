@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -12,7 +13,11 @@ from prometheus_client import Counter, Gauge
 from audit_producer.config import Settings
 from audit_producer.errors import PublishError, SpoolError
 from audit_producer.publisher import EventPublisher
-from audit_producer.spool import Spool
+from audit_producer.spool import Spool, SpooledRecord
+from audit_schemas.escrow import ESCROW_HEADER
+
+Resolver = Callable[[SpooledRecord], Awaitable[tuple[bytes, bytes, list[tuple[str, bytes]]]]]
+"""Turns an escrowed record into the record to send (key, value, headers); PublishError when it cannot yet."""
 
 log = structlog.get_logger(__name__, logger_name=__name__)  # named, so the log shipper never ships its lines
 
@@ -50,6 +55,8 @@ class Delivery:
         self._warned = 0.0
         self.last_ack: float | None = None
         """Monotonic time of the last acknowledged audit event."""
+        self.resolver: Resolver | None = None
+        """Set by the producer when it seals: resolves escrowed records before they are sent."""
 
     async def start(self) -> None:
         """Open the spool (picking up what a previous process left) and start draining it."""
@@ -122,6 +129,9 @@ class Delivery:
                 await self._wakeup.wait()
                 continue
             try:
+                if any(name == ESCROW_HEADER for name, _ in record.headers):
+                    await self._resolve(record)
+                    continue  # the head again, now complete
                 await self._publisher.publish(record.topic, record.key, record.value, list(record.headers))
             except PublishError as e:
                 if not e.retriable:
@@ -140,6 +150,15 @@ class Delivery:
             self._gauge()
             if not len(spool):
                 log.info("audit_spool_drained")
+
+    async def _resolve(self, record: SpooledRecord) -> None:
+        """Complete an escrowed record (its personal fields sealed by the key service) and rewrite it in place."""
+        assert self.spool is not None
+        if self.resolver is None:
+            raise PublishError("an escrowed record waits for the key service, which is not configured", retriable=True)
+        key, value, headers = await self.resolver(record)
+        await asyncio.to_thread(self.spool.replace, record, key, value, headers)
+        log.info("audit_escrow_resolved", seq=record.seq)
 
     def _warn(self, error: Exception) -> None:
         """One warning per minute while the spool cannot drain, not one per attempt."""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Final
 from pydantic import ValidationError
 
 from audit_producer.errors import KeyServiceError
+from audit_schemas.escrow import ESCROW_REQUEST_DOMAIN, EscrowGrant, EscrowRequest
 from audit_schemas.keyservice import KEY_REQUEST_DOMAIN, MAX_SUBJECTS, KeyGrant, KeyRequest
 from audit_schemas.signing import EventSigner
 
@@ -42,7 +43,8 @@ class KeyClient:
             raise ImportError(
                 "sealing personal fields needs the `keys` extra: pip install 'audit-trail-producer[keys]'"
             ) from e
-        self._url = url.rstrip("/") + "/v1/subject-keys"
+        self._base = url.rstrip("/")
+        self._url = self._base + "/v1/subject-keys"
         self._signer = signer
         self._timeout_s = timeout_s
         self._cache_s = cache_s
@@ -104,6 +106,23 @@ class KeyClient:
                 for subject in batch:
                     self._inflight.pop((tenant, subject)).set_result(fetched[subject])
 
+    async def resolve_escrow(self, tenant: str, event_id: uuid.UUID, escrow: str) -> EscrowGrant:
+        """The escrowed fields of one event, sealed by the key service under their subjects' keys."""
+        body = EscrowRequest(tenant=tenant, event_id=event_id, escrow=escrow, issued_at=datetime.now(UTC))
+        self.requests += 1
+        answer = await _signed_post(
+            self, "/v1/subject-keys/escrow", ESCROW_REQUEST_DOMAIN, body.model_dump_json().encode()
+        )
+        if answer.status_code != 200:
+            raise KeyServiceError(
+                f"the key service refused the escrow of event {event_id}: {answer.status_code} {_detail(answer)}",
+                retriable=answer.status_code >= 500,
+            )
+        try:
+            return EscrowGrant.model_validate_json(answer.content)
+        except ValidationError as e:
+            raise KeyServiceError(f"the key service's answer is not an escrow grant: {e}") from e
+
     async def _fetch_batch(self, tenant: str, subjects: list[str]) -> dict[str, SubjectKey]:
         request = KeyRequest(
             tenant=tenant, subjects=tuple(subjects), issued_at=datetime.now(UTC), request_id=uuid.uuid4()
@@ -140,6 +159,18 @@ class KeyClient:
             self._cache[(tenant, subject)] = (key, expires)
             out[subject] = key
         return out
+
+
+async def _signed_post(client: "KeyClient", path: str, domain: str, body: bytes) -> "httpx.Response":
+    headers = {name: value.decode() for name, value in client._signer.headers(domain, None, body)}
+    headers["content-type"] = "application/json"
+    if client._client is None:
+        client._client = client._httpx.AsyncClient(timeout=client._timeout_s)
+    try:
+        answer: httpx.Response = await client._client.post(client._base + path, content=body, headers=headers)
+    except client._httpx.HTTPError as e:
+        raise KeyServiceError(f"the key service at {client._base} did not answer: {e!r}") from e
+    return answer
 
 
 def _detail(answer: "httpx.Response") -> str:

@@ -25,6 +25,7 @@ from audit_producer.errors import (
     PublishError,
     SpoolError,
 )
+from audit_producer.escrow import resolve
 from audit_producer.ids import uuid7
 from audit_producer.keys import KeyClient
 from audit_producer.logship import ExecutionLogShipper
@@ -32,7 +33,17 @@ from audit_producer.otel import current_otel_ids
 from audit_producer.publisher import EventPublisher, KafkaPublisher
 from audit_producer.redaction import Redactor
 from audit_producer.scope import ActionScope
-from audit_producer.sealing import ActionKeys, PersonalData, field_sealer, seal_changes, seal_start
+from audit_producer.sealing import (
+    ActionKeys,
+    PersonalData,
+    Withheld,
+    field_sealer,
+    seal_changes,
+    seal_start,
+    withhold_changes,
+    withhold_start,
+    withholding_fields,
+)
 from audit_schemas import (
     Action,
     ActionEvent,
@@ -52,6 +63,7 @@ from audit_schemas import (
     encode,
     kafka_headers,
 )
+from audit_schemas.escrow import ESCROW_HEADER, parse_public_key
 from audit_schemas.topics import audit_key
 from audit_schemas.tracecontext import Traceparent, new_span_id, tracestate_for
 
@@ -90,6 +102,13 @@ class AuditProducer:
         self.logs = ExecutionLogShipper(self._publisher, self.settings, source, self.redactor)
         self.personal = PersonalData.of(self.settings.personal_fields, self.settings.personal_models)
         self.key_client = _key_client(self.settings)
+        self._escrow_key = (
+            None
+            if self.settings.key_escrow_public_key is None
+            else parse_public_key(self.settings.key_escrow_public_key)
+        )
+        if self.key_client is not None:
+            self._delivery.resolver = functools.partial(resolve, self.key_client)
         self._started = False
 
     async def start(self) -> None:
@@ -167,9 +186,12 @@ class AuditProducer:
         """
         if not self._started:
             raise NotStartedError("AuditProducer.start() was not called (use `async with`)")
-        keys = await self.action_keys(tenant, actor, entity)
+        keys = await self._keys_or_withheld(tenant, actor, entity)
         started, value, scope, trace = self._begin(action, entity, actor, tenant, request, correlation_id, keys)
-        await self._record_start(started, value)
+        if scope.start_escrow is not None:
+            await self._spool_escrowed("start", started, value, scope.start_escrow)
+        else:
+            await self._record_start(started, value)
         clock = time.perf_counter()
         with bind_trace(trace):
             try:
@@ -178,13 +200,14 @@ class AuditProducer:
                 raise
             except BaseException as e:
                 outcome, encoded = self._outcome_record(started, scope, clock, e)
-                problem = await asyncio.shield(self._record_outcome(outcome, encoded))
+                problem = await asyncio.shield(self._record_outcome(outcome, encoded, scope.outcome_escrow))
                 if problem is not None:
                     e.add_note(
                         f"audit trail: the outcome of action {started.data.audit_id} was not recorded: {problem}"
                     )
                 raise
-        problem = await asyncio.shield(self._record_outcome(*self._outcome_record(started, scope, clock, None)))
+        outcome, encoded = self._outcome_record(started, scope, clock, None)
+        problem = await asyncio.shield(self._record_outcome(outcome, encoded, scope.outcome_escrow))
         if problem is not None:
             raise OutcomeNotRecordedError(started.data.audit_id, problem)
 
@@ -234,6 +257,18 @@ class AuditProducer:
         started, _, scope, trace = self._begin(action, entity, actor, tenant, request, correlation_id, keys)
         return started, scope, trace
 
+    async def _keys_or_withheld(self, tenant: str, actor: Actor, entity: Entity) -> ActionKeys | Withheld | None:
+        """The action's keys; in fail-open mode with an escrow key, when the key service does not answer, what
+        withholds its personal fields instead (its records then wait in the spool)."""
+        try:
+            return await self.action_keys(tenant, actor, entity)
+        except KeyServiceError as e:
+            if self.settings.failure_mode != "open" or self._escrow_key is None or not self.settings.spool_enabled:
+                raise
+            person, subject = self.personal.subjects(actor, entity)
+            log.warning("audit_personal_fields_escrowed", tenant=tenant, error=str(e))
+            return Withheld(tenant, self._escrow_key, person, subject)
+
     async def action_keys(self, tenant: str, actor: Actor, entity: Entity) -> ActionKeys | None:
         """The keys that seal this action's personal fields (None when sealing is off); KeyServiceError when the
         key service does not grant them, before anything is built or sent."""
@@ -262,12 +297,18 @@ class AuditProducer:
         tenant: str,
         request: RequestContext | None,
         correlation_id: str | None,
-        keys: ActionKeys | None = None,
+        keys: ActionKeys | Withheld | None = None,
     ) -> tuple[ActionEvent, bytes, ActionScope, TraceContext]:
         """`begin()`, with the start's bytes as checked (encoded once: what is checked is what is sent)."""
         span_id = new_span_id()
-        started, value = self._started_event(action, entity, actor, tenant, request, correlation_id, span_id, keys)
-        sealer = None if keys is None else field_sealer(self.personal, keys)
+        started, value, escrow = self._started_event(
+            action, entity, actor, tenant, request, correlation_id, span_id, keys
+        )
+        sealer = None
+        if isinstance(keys, ActionKeys):
+            sealer = field_sealer(self.personal, keys)
+        elif isinstance(keys, Withheld):
+            sealer = withholding_fields(self.personal, keys)
         trace = TraceContext(audit_id=started.data.audit_id, span_id=span_id, tenant_id=tenant, seal_fields=sealer)
         scope = ActionScope(
             started.data.audit_id,
@@ -279,6 +320,7 @@ class AuditProducer:
             max_value_bytes=self.settings.max_value_bytes,
             redactor=self.redactor,
             sealing=keys,
+            start_escrow=escrow,
         )
         return started, value, scope, trace
 
@@ -302,8 +344,8 @@ class AuditProducer:
         request: RequestContext | None,
         correlation_id: str | None,
         span_id: str,
-        keys: ActionKeys | None = None,
-    ) -> tuple[ActionEvent, bytes]:
+        keys: ActionKeys | Withheld | None = None,
+    ) -> tuple[ActionEvent, bytes, str | None]:
         audit_id = uuid7()
         now = datetime.now(UTC)
         otel = current_otel_ids()
@@ -321,9 +363,13 @@ class AuditProducer:
             )
         except ValueError as e:  # pydantic's ValidationError and Action(...) both are ValueErrors
             raise InvalidActionError(_explain(e)) from e
-        if keys is not None:
+        escrow = None
+        if isinstance(keys, ActionKeys):
             data = seal_start(data, keys)  # limits were checked on the clear values above
             entity = data.entity  # a person's entity is named by its pseudonym, in the key too
+        elif isinstance(keys, Withheld):
+            data, escrow = withhold_start(data, keys)
+            entity = data.entity
         try:
             event = ActionEvent(
                 id=audit_id,
@@ -337,7 +383,7 @@ class AuditProducer:
             )
         except ValueError as e:  # an entity built without validation (model_construct) fails here, if not before
             raise InvalidActionError(_explain(e)) from e
-        return event, _conforms(event)
+        return event, _conforms(event), escrow
 
     def _outcome_event(
         self,
@@ -392,9 +438,25 @@ class AuditProducer:
         return _within(event, self.settings.max_event_bytes)
 
     def _sealed_changes(self, scope: ActionScope) -> dict[str, FieldChange]:
+        if isinstance(scope.sealing, Withheld):
+            changes, scope.outcome_escrow = withhold_changes(
+                scope.changes, self.personal, scope.sealing, scope.audit_id
+            )
+            return changes
         if scope.sealing is None or not scope.changes:
             return scope.changes
         return seal_changes(scope.changes, self.personal, scope.sealing, scope.tenant_id, scope.audit_id)
+
+    async def _spool_escrowed(self, kind: str, event: ActionEvent | OutcomeEvent, value: bytes, escrow: str) -> None:
+        """Spool a record whose personal fields wait in their escrow (never in clear on disk); it is completed and
+        sent once the key service answers. PublishError when the spool cannot take it."""
+        key, value, headers = _record(event, value)
+        try:
+            await self._delivery.spool_event(kind, key, value, [*headers, (ESCROW_HEADER, escrow.encode())])
+        except SpoolError as e:
+            raise PublishError(
+                f"the key service did not answer and the escrowed {kind} could not be spooled: {e}"
+            ) from e
 
     async def _record_start(self, started: ActionEvent, value: bytes) -> None:
         """Publish the start (fail-closed), or spool it and let the body run (fail-open)."""
@@ -435,9 +497,17 @@ class AuditProducer:
             return
         log.warning("audit_start_not_acknowledged", audit_id=str(started.data.audit_id), error=str(cause))
 
-    async def _record_outcome(self, outcome: OutcomeEvent, value: bytes | None = None) -> str | None:
+    async def _record_outcome(
+        self, outcome: OutcomeEvent, value: bytes | None = None, escrow: str | None = None
+    ) -> str | None:
         """Publish the outcome, else spool it; return why it could be neither (None once it is safe). The library's
         own success is not logged: a service that ships its logs would ship that line as the action's."""
+        if escrow is not None:
+            try:
+                await self._spool_escrowed("outcome", outcome, encode(outcome) if value is None else value, escrow)
+            except PublishError as e:
+                return str(e)
+            return None
         if self.settings.failure_mode == "open" and self._delivery.queued:
             return await self._spool_outcome(outcome, "events are waiting in the spool")
         key, value, headers = _record(outcome, value)

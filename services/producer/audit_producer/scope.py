@@ -6,7 +6,7 @@ from uuid import UUID
 
 from audit_producer.encoding import json_key, safe_text, text_problem, to_json
 from audit_producer.redaction import Redactor
-from audit_producer.sealing import ActionKeys
+from audit_producer.sealing import ActionKeys, Withheld
 from audit_schemas import Action, Entity, FieldChange
 from audit_schemas.storable import BIGINT_MAX
 
@@ -31,8 +31,11 @@ class ActionScope:
     max_value_bytes: int = 64 * 1024
     redactor: Redactor = field(default_factory=Redactor)
     """Masks secrets in what the body records, before anything is encoded."""
-    sealing: "ActionKeys | None" = None
-    """The keys that seal the outcome's personal change values (set by the producer)."""
+    sealing: "ActionKeys | Withheld | None" = None
+    """The keys that seal the outcome's personal change values, or what withholds them (set by the producer)."""
+    start_escrow: str | None = None
+    """The escrow of the start's withheld fields (fail-open without keys)."""
+    outcome_escrow: str | None = None
     changes: dict[str, FieldChange] = field(default_factory=dict)
     unrecorded: dict[str, str] = field(default_factory=dict)
     """Values that could not be recorded as given (path → why)."""

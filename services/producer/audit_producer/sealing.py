@@ -12,8 +12,11 @@ from uuid import UUID
 
 from audit_producer.keys import SubjectKey
 from audit_schemas import ActionStarted, Actor, ActorType, Entity, FieldChange
+from audit_schemas.escrow import WITHHELD, Escrowed, Subject, seal_escrow
 from audit_schemas.sealing import Sealed, inline, seal
 
+WITHHELD_MARK = "$withheld"
+"""A personal value withheld from a record until its escrow is resolved (or, in a log line, for good)."""
 FieldSealer = Callable[[dict[str, Any], UUID], dict[str, Any]]
 """Seals the personal fields of one log line (its fields, its log id)."""
 
@@ -123,3 +126,87 @@ def field_sealer(personal: PersonalData, keys: ActionKeys) -> FieldSealer | None
         }
 
     return seal_fields
+
+
+@dataclass(frozen=True, slots=True)
+class Withheld:
+    """No keys to hand (fail-open, the key service did not answer): an action's personal fields are withheld from
+    its records and sealed to the key service's escrow key; the records wait in the spool until it resolves them."""
+
+    tenant: str
+    escrow_key: bytes
+    actor: str | None
+    """The subject ids: the actor (a user) and the entity (of a personal model)."""
+    entity: str | None
+
+    def subjects(self) -> dict[Subject, str]:
+        found: dict[Subject, str] = {}
+        if self.actor is not None:
+            found["actor"] = self.actor
+        if self.entity is not None:
+            found["entity"] = self.entity
+        return found
+
+    def escrow(self, values: dict[str, Any], event_id: UUID) -> str:
+        return seal_escrow(self.escrow_key, Escrowed(subjects=self.subjects(), values=values), self.tenant, event_id)
+
+
+def withhold_start(data: ActionStarted, withheld: Withheld) -> tuple[ActionStarted, str | None]:
+    """The start with its personal fields withheld, and their escrow (None when it names no subject)."""
+    values: dict[str, Any] = {}
+    update: dict[str, Any] = {}
+    if withheld.actor is not None and data.actor.id is not None:
+        values["actor.id"] = data.actor.id
+        if data.actor.display_name is not None:
+            values["actor.display_name"] = data.actor.display_name
+        update["actor"] = data.actor.model_copy(update={"id": WITHHELD, "display_name": None})
+        request = data.request
+        if request is not None and (request.client_ip is not None or request.user_agent is not None):
+            if request.client_ip is not None:
+                values["request.client_ip"] = str(request.client_ip)
+            if request.user_agent is not None:
+                values["request.user_agent"] = request.user_agent
+            update["request"] = request.model_copy(update={"client_ip": None, "user_agent": None})
+    if withheld.entity is not None:
+        values["entity.id"] = data.entity.id
+        update["entity"] = data.entity.model_copy(update={"id": WITHHELD})
+    if not values:
+        return data, None
+    return data.model_copy(update={**update, "schema_version": 3}), withheld.escrow(values, data.audit_id)
+
+
+def withhold_changes(
+    changes: dict[str, FieldChange], personal: PersonalData, withheld: Withheld, audit_id: UUID
+) -> tuple[dict[str, FieldChange], str | None]:
+    """The change set with personal values withheld (null stays null), and their escrow (None: nothing withheld)."""
+    values: dict[str, Any] = {}
+    out = dict(changes)
+    if not withheld.subjects():
+        return out, None
+    for name, change in changes.items():
+        if _normal(name) in personal.fields:
+            for side, value in (("before", change.before), ("after", change.after)):
+                if value is not None:
+                    values[f"changes.{name}.{side}"] = value
+            out[name] = FieldChange(
+                before=None if change.before is None else {WITHHELD_MARK: True},
+                after=None if change.after is None else {WITHHELD_MARK: True},
+            )
+    if not values and withheld.entity is None:
+        return changes, None
+    # Also with no value to keep: a withheld entity id is resolved through the outcome's own escrow.
+    return out, withheld.escrow(values, audit_id)
+
+
+def withholding_fields(personal: PersonalData, withheld: Withheld) -> FieldSealer | None:
+    """Log lines are not spooled: while the keys are missing, their personal fields are withheld, not kept."""
+    if not withheld.subjects() or not personal.fields:
+        return None
+
+    def withhold(fields: dict[str, Any], log_id: UUID) -> dict[str, Any]:
+        return {
+            name: {WITHHELD_MARK: "the key service did not answer"} if _normal(name) in personal.fields else value
+            for name, value in fields.items()
+        }
+
+    return withhold

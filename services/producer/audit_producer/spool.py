@@ -134,6 +134,34 @@ class Spool:
             self._oldest[seq] = now
         return seq
 
+    def replace(self, record: SpooledRecord, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        """Rewrite a queued record in place, durably (written aside, fsync'd, renamed over it): its place in the
+        queue and its age stay. Used once an escrowed record is resolved, so every re-send is byte-identical."""
+        directory = self._opened()
+        body = json.dumps(
+            {
+                "topic": record.topic,
+                "key": base64.b64encode(key).decode(),
+                "value": base64.b64encode(value).decode(),
+                "headers": [[k, base64.b64encode(v).decode()] for k, v in headers],
+                "spooled_at": record.spooled_at,
+            }
+        ).encode()
+        final = directory / f"{record.seq:020d}{_SUFFIX}"
+        temporary = directory / f"{record.seq:020d}.tmp"
+        with self._lock:
+            try:
+                with temporary.open("wb") as f:
+                    f.write(body)
+                    f.flush()
+                    os.fsync(f.fileno())
+                temporary.rename(final)
+                _fsync_directory(directory)
+            except OSError as e:
+                temporary.unlink(missing_ok=True)
+                raise SpoolError(f"cannot rewrite a record in the spool {directory}: {e}") from e
+            self._sizes[record.seq] = len(body)
+
     def head(self) -> SpooledRecord | None:
         """The oldest record, or None. A record that cannot be read is set aside as `.bad` and skipped."""
         directory = self._opened()

@@ -10,9 +10,10 @@ from typing import Any, Final
 from uuid import UUID
 
 import asyncpg
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from audit_query.errors import store_errors
-from audit_query.keystore.wrapping import Keks, KeyStoreError, subject_purpose, tenant_purpose
+from audit_query.keystore.wrapping import Keks, KeyStoreError, escrow_purpose, subject_purpose, tenant_purpose
 from audit_schemas import postgres
 from audit_schemas.sealing import KEY_BYTES, pseudonym
 
@@ -63,6 +64,7 @@ class KeyStore:
         self._pool = pool
         self._keks = keks
         self._secrets: dict[str, bytes] = {}
+        self._escrow: X25519PrivateKey | None = None
 
     @classmethod
     async def open(cls, dsn: str, schema: str, keks: Keks, *, migrate: bool = True) -> "KeyStore":
@@ -198,6 +200,33 @@ class KeyStore:
             found[r["pseudonym"]] = SubjectKey(tenant, r["pseudonym"], r["generation"], key)
         return found
 
+    async def escrow_key(self) -> X25519PrivateKey:
+        """The service's escrow key pair (created on first use): producers seal withheld fields to its public key."""
+        if self._escrow is not None:
+            return self._escrow
+        with store_errors():
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK + 1)
+                row = await conn.fetchrow("SELECT id, kek_id, wrapped FROM escrow_keys ORDER BY created_at LIMIT 1")
+                if row is None:
+                    fresh = X25519PrivateKey.generate()
+                    public = fresh.public_key().public_bytes_raw()
+                    kek = self._keks.current
+                    await conn.execute(
+                        "INSERT INTO escrow_keys (id, public_key, kek_id, wrapped) VALUES ($1, $2, $3, $4)",
+                        public.hex()[:16],
+                        public,
+                        kek.id,
+                        kek.wrap(fresh.private_bytes_raw(), escrow_purpose(public.hex()[:16])),
+                    )
+                    row = await conn.fetchrow(
+                        "SELECT id, kek_id, wrapped FROM escrow_keys WHERE id = $1", public.hex()[:16]
+                    )
+        assert row is not None
+        raw = self._keks.get(row["kek_id"]).unwrap(bytes(row["wrapped"]), escrow_purpose(row["id"]))
+        self._escrow = X25519PrivateKey.from_private_bytes(raw)
+        return self._escrow
+
     async def keys(self, wanted: Iterable[KeyRef]) -> dict[KeyRef, bytes]:
         """The keys that still exist among `wanted`; an absent one was erased (or never issued)."""
         refs = sorted(set(wanted))
@@ -325,6 +354,16 @@ class KeyStore:
                         r["tenant_id"],
                         current.id,
                         current.wrap(secret, purpose),
+                    )
+                    moved += 1
+                for r in await conn.fetch("SELECT * FROM escrow_keys WHERE kek_id <> $1 FOR UPDATE", current.id):
+                    purpose = escrow_purpose(r["id"])
+                    private = self._keks.get(r["kek_id"]).unwrap(bytes(r["wrapped"]), purpose)
+                    await conn.execute(
+                        "UPDATE escrow_keys SET kek_id = $2, wrapped = $3 WHERE id = $1",
+                        r["id"],
+                        current.id,
+                        current.wrap(private, purpose),
                     )
                     moved += 1
                 for r in await conn.fetch("SELECT * FROM subject_keys WHERE kek_id <> $1 FOR UPDATE", current.id):

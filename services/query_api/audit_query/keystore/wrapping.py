@@ -96,3 +96,7 @@ def tenant_purpose(tenant: str) -> bytes:
 
 def subject_purpose(tenant: str, pseudonym: str, generation: int) -> bytes:
     return b"audit-trail/subject-key\x00" + tenant.encode() + b"\x00" + pseudonym.encode() + b"\x00%d" % generation
+
+
+def escrow_purpose(key_id: str) -> bytes:
+    return b"audit-trail/escrow-key\x00" + key_id.encode()
