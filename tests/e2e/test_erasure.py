@@ -24,6 +24,8 @@ import structlog
 import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import SecretStr
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from audit_producer import Actor, AuditProducer, Entity, KeyServiceError, RequestContext
 from audit_projector.compare import compare
@@ -34,6 +36,7 @@ from audit_schemas.checkpoint import NoteSigner
 from audit_schemas.keyservice import KEY_REQUEST_DOMAIN, KeyGrant, KeyRequest
 from audit_schemas.signing import EventSigner
 from tests.conftest import Isolated, free_port, projector_cli, projector_running, query_client, query_server
+from tests.e2e.test_web_ui import ARTIFACTS, _browser
 from tests.history import History, record_history, shipping
 from tests.keystore import KeyStoreFixture, key_store, register_producer, sealing_producer
 from tests.polling import eventually
@@ -574,3 +577,63 @@ async def test_fail_open_without_the_key_service_runs_the_body_keeps_nothing_in_
         assert raw.count(b"\n") == 4
         for needle in (b"u-erin", b"Erin Escrow", b"192.0.2.44", b"erin@new.example", b"withheld"):
             assert needle not in raw
+
+
+def _console_after_erasure(chromedriver: str, base: str, token: str, trace_id: str) -> dict[str, str]:
+    """Runs in a thread (Selenium blocks): the erased person as the console shows them, in the log and the trace."""
+    browser = _browser(chromedriver)
+    wait = WebDriverWait(browser, 30)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    try:
+        browser.get(f"{base}/login")
+        browser.find_element(By.ID, "credential").send_keys(token)
+        browser.find_element(By.CSS_SELECTOR, "#signin button").click()
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#rows tr.entry"))
+        browser.get(f"{base}/?q=tenant:acme%20model:user")
+        wait.until(lambda b: "(erased)" in b.find_element(By.ID, "rows").text)
+        rows = browser.find_element(By.ID, "rows").text
+        browser.save_screenshot(str(ARTIFACTS / "console-erased-list.png"))
+        browser.get(f"{base}/traces/{trace_id}")
+        wait.until(lambda b: "(erased)" in b.find_element(By.ID, "trace-entry").text)
+        wait.until(lambda b: "(erased)" in b.find_element(By.ID, "trace-view").text)
+        browser.save_screenshot(str(ARTIFACTS / "console-erased-trace.png"))
+        return {"rows": rows, "trace": browser.find_element(By.ID, "trace-view").text}
+    finally:
+        browser.quit()
+
+
+@pytest.mark.browser
+async def test_the_console_shows_an_erased_person_as_erased(
+    isolated: Isolated, tmp_path: Path, chromedriver: str
+) -> None:
+    stack = isolated.stack
+    if stack.admin_dsn is None:
+        pytest.skip("needs the stack's superuser to create the test's key-store schema")
+    async with key_store(stack.admin_dsn, stack.query_dsn, isolated.name) as keys:
+        query = keys.query(isolated.query)
+        async with query_server(query) as base:
+            signing_key = await register_producer(stack.owner_dsn, query.control_schema, "profile-service", None)
+            settings = sealing_producer(isolated.producer, signing_key, base, tmp_path / "spool")
+            admin = await isolated.token(("audit:read", "audit:admin"))
+            async with (
+                httpx.AsyncClient(base_url=base, timeout=15, headers={"authorization": f"Bearer {admin}"}) as api,
+                AuditProducer("profile-service", settings) as audit,
+                projector_running(isolated.projector),
+            ):
+                await record_history(audit, stack.bootstrap, generated=4)
+                with shipping(audit):
+                    ids = await _personal_actions(audit)
+
+                async def projected() -> bool | None:
+                    answer = await api.get(f"/v1/traces/{ids['update']}")
+                    return (answer.status_code == 200 and len(answer.json()["logs"]) >= 1) or None
+
+                await eventually(projected, within=60)
+                erased = await api.post("/v1/subjects/erase", json={"tenant": "acme", "subject": "u-dora"})
+                assert erased.status_code == 200, erased.text
+                seen = await asyncio.to_thread(_console_after_erasure, chromedriver, base, admin, ids["update"])
+    assert "Dora Personal" not in seen["rows"] + seen["trace"]
+    assert "dora@new.example" not in seen["trace"]
+    assert "theme" in seen["trace"]  # what is not personal still shows
+    assert "email (erased) (erased)" in seen["trace"]  # an erased change is still shown as a change
+    assert "(erased) person" in seen["trace"]

@@ -38,6 +38,7 @@ function timeCell(iso) {
 }
 function who(user) {
   if (user.type === "system") return user.id ? `System (${user.id})` : "System";
+  if (erased(user.id)) return `${user.id} person`;
   return user.display_name ? `${user.display_name} (${user.id})` : user.id;
 }
 function outcomeLabel(status) { return status === "in_progress" ? "in progress" : status; }
@@ -50,11 +51,24 @@ function signIn(res) {
   location.assign(`/login?next=${encodeURIComponent(next)}${expired ? "&expired=1" : ""}`);
 }
 
+// A person's data erased (its key destroyed), withheld, or not opening reads as a word, never as an object.
+const MARKERS = { $erased: "(erased)", $withheld: "(withheld)", $unreadable: "(unreadable)" };
+function plain(value) {
+  if (Array.isArray(value)) return value.map(plain);
+  if (value && typeof value === "object") {
+    const keys = Object.keys(value);
+    if (keys.length === 1 && keys[0] in MARKERS) return MARKERS[keys[0]];
+    return Object.fromEntries(keys.map((k) => [k, plain(value[k])]));
+  }
+  return value;
+}
+const erased = (v) => Object.values(MARKERS).includes(v);
+
 async function api(path) {
   const res = await fetch(path, { credentials: "same-origin" });
   if (res.status === 401) { signIn(res); throw new Error("signed out"); }
   const type = res.headers.get("content-type") || "";
-  const body = type.includes("json") ? await res.json() : await res.text();
+  const body = type.includes("json") ? plain(await res.json()) : await res.text();
   if (!res.ok) {
     const detail = typeof body === "object" ? body.detail : body;
     throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
@@ -157,7 +171,8 @@ function renderRows(page, state) {
   rows.replaceChildren();
   for (const e of page.data) {
     const tr = el("tr", { class: "entry", tabindex: "0", "data-audit-id": e.audit_id });
-    const entityLink = el("a", { href: entityHref(e.entity.model, e.entity.id, e.tenant_id) }, e.entity.id);
+    const entityLink = erased(e.entity.id) ? el("span", {}, e.entity.id)
+      : el("a", { href: entityHref(e.entity.model, e.entity.id, e.tenant_id) }, e.entity.id);
     entityLink.title = e.entity.id;
     tr.append(
       el("td", { "data-label": `Time (${zoneAbbreviation(new Date(e.time))})` }, timeCell(e.time)),
@@ -452,6 +467,7 @@ function changedPaths(path, before, after) {
   }
   if (isObject(before) && after === ABSENT) return Object.keys(before).sort().flatMap((k) => changedPaths(`${path}.${k}`, before[k], ABSENT));
   if (isObject(after) && before === ABSENT) return Object.keys(after).sort().flatMap((k) => changedPaths(`${path}.${k}`, ABSENT, after[k]));
+  if (erased(before) || erased(after)) return [[path, before, after]];  // erased on both sides is still a change
   return JSON.stringify(before) === JSON.stringify(after) ? [] : [[path, before, after]];
 }
 function entryBody(entry) {
@@ -463,8 +479,8 @@ function entryBody(entry) {
     for (const [field, change] of Object.entries(o.changes)) {
       for (const [path, before, after] of changedPaths(field, change.before, change.after)) {
         table.append(el("tr", {}, el("td", { class: "mono" }, path),
-          el("td", { class: "before" }, before === ABSENT ? "—" : JSON.stringify(before)),
-          el("td", { class: "after" }, after === ABSENT ? "—" : JSON.stringify(after))));
+          el("td", { class: "before" }, before === ABSENT ? "—" : erased(before) ? before : JSON.stringify(before)),
+          el("td", { class: "after" }, after === ABSENT ? "—" : erased(after) ? after : JSON.stringify(after))));
       }
     }
     out.push(table);
@@ -607,10 +623,11 @@ function traceView(traceId) {
   source = stream;
   stream.addEventListener("open", () => liveState("live", "live"));
   const entry = (ev) => {
-    const e = JSON.parse(ev.data);
+    const e = plain(JSON.parse(ev.data));
     $("trace-entry").replaceChildren(
       el("p", {}, timeCell(e.time), " ", el("strong", {}, e.event), " ",
-        el("a", { href: entityHref(e.entity.model, e.entity.id, e.tenant_id) }, `${e.entity.model}/${e.entity.id}`),
+        erased(e.entity.id) ? `${e.entity.model}/${e.entity.id}`
+          : el("a", { href: entityHref(e.entity.model, e.entity.id, e.tenant_id) }, `${e.entity.model}/${e.entity.id}`),
         " by ", who(e.user), " (tenant ", e.tenant_id, ") — ", el("span", { class: e.outcome.status, id: "trace-outcome" }, outcomeLabel(e.outcome.status))),
       ...entryBody(e), detailBlock(e));
     verifyHere(e);
@@ -618,7 +635,7 @@ function traceView(traceId) {
   stream.addEventListener("entry", entry);
   stream.addEventListener("outcome", entry);
   stream.addEventListener("log", (ev) => {
-    const l = JSON.parse(ev.data);
+    const l = plain(JSON.parse(ev.data));
     const row = logRow(l);
     const later = [...body.rows].find((r) => r.querySelector("time").getAttribute("datetime") > l.time);
     body.insertBefore(row, later || null);
