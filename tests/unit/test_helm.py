@@ -144,3 +144,24 @@ def test_witnesses_reach_the_projector_as_its_settings_and_its_egress(helm: str,
     policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
     ports = [p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])]
     assert 443 in ports
+
+
+def test_the_key_store_reaches_the_query_api_only_when_configured_with_its_kek(helm: str, tmp_path: Path) -> None:
+    def query(docs: list[dict[str, Any]]) -> dict[str, Any]:
+        return next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("query"))
+
+    plain = query(_render(helm, tmp_path, *TRIAL))["spec"]["template"]["spec"]
+    assert "AUDIT_QUERY_KEYSTORE_URL" not in {e["name"] for e in plain["containers"][0]["env"]}
+    refused = _helm(helm, "template", "audit", str(CHART), *TRIAL, "--set", "postgres.keyStoreDsnKey=keystore-dsn",
+                    check=False)  # fmt: skip
+    assert refused.returncode != 0
+    assert "query.keyStore.kekSecret is needed" in refused.stderr
+    docs = _render(helm, tmp_path, *TRIAL, "--set", "postgres.keyStoreDsnKey=keystore-dsn",
+                   "--set", "query.keyStore.kekSecret=audit-trail-kek")  # fmt: skip
+    spec = query(docs)["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in spec["containers"][0]["env"]}
+    assert env["AUDIT_QUERY_KEYSTORE_URL"]["valueFrom"]["secretKeyRef"]["key"] == "keystore-dsn"
+    assert env["AUDIT_QUERY_KEYSTORE_KEK_FILE"]["value"] == "/etc/audit-trail/kek/kek"
+    kek = next(v for v in spec["volumes"] if v["name"] == "kek")
+    assert kek["secret"]["secretName"] == "audit-trail-kek"
+    assert kek["secret"]["defaultMode"] == 0o400
