@@ -51,7 +51,7 @@ class Sealed(BaseModel):
     """The generation of the subject's key: a subject erased and seen again gets a new key."""
     n: Annotated[str, StringConstraints(pattern=_B64URL, min_length=16, max_length=16)]
     """The 12-byte nonce, base64url without padding."""
-    ct: Annotated[str, StringConstraints(pattern=_B64URL, min_length=22, max_length=90_000)]
+    ct: Annotated[str, StringConstraints(pattern=_B64URL, min_length=22, max_length=1_000_000)]
     """Ciphertext and 16-byte tag, base64url without padding."""
 
 

@@ -114,7 +114,7 @@ async def _projector_blocked(port: int) -> bool:
 
 async def _block_on_newer_schema(isolated: Isolated, api: httpx.AsyncClient, port: int) -> None:
     newer = json.loads(encode(action_event("from-the-future")))
-    newer["data"]["schema_version"] = 3
+    newer["data"]["schema_version"] = 4
     newer["data"]["new_field"] = "unknown to this projector"
     topic = isolated.projector.audit_topic
     await send_raw(
@@ -136,7 +136,7 @@ async def _block_on_newer_schema(isolated: Isolated, api: httpx.AsyncClient, por
     body = await eventually(degraded)
     [block] = body["checks"]["blocked_partitions"]
     assert (block["topic"], block["partition"], block["offset"]) == (topic, 1, 1)
-    assert block["schema_version"] == "3"
+    assert block["schema_version"] == "4"
     await eventually(lambda: _has(isolated, {"before", "other-partition"}))
     assert await _entity_ids(isolated) == {"before", "other-partition"}, "nothing behind the newer event"
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from schemathesis.core.result import Ok
 
 from audit_producer import Actor, AuditProducer, Entity
 from tests.conftest import Isolated, free_port
+from tests.keystore import key_store
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
@@ -58,11 +59,26 @@ async def seeded(isolated: Isolated, audit: AuditProducer, projector: Any) -> Is
 
 
 @pytest.fixture
-def served(seeded: Isolated) -> Iterator[tuple[str, str]]:
-    """`audit-query serve` on a free loopback port, and an admin token for it."""
+async def keyed(seeded: Isolated) -> AsyncIterator[dict[str, str]]:
+    """A key store of the test's own, so the key service and the subjects routes are fuzzed too (settings)."""
+    if seeded.stack.admin_dsn is None:
+        yield {}
+        return
+    async with key_store(seeded.stack.admin_dsn, seeded.stack.query_dsn, seeded.name) as keys:
+        yield {
+            "AUDIT_QUERY_KEYSTORE_URL": keys.url,
+            "AUDIT_QUERY_KEYSTORE_SCHEMA": keys.schema,
+            "AUDIT_QUERY_KEYSTORE_KEK": keys.kek,
+        }
+
+
+@pytest.fixture
+def served(seeded: Isolated, keyed: dict[str, str]) -> Iterator[tuple[str, str]]:
+    """`audit-query serve` on a free loopback port (with a key store when the stack lets us make one), and an
+    admin token for it."""
     token = _admin_token(seeded)
     port = free_port()
-    env = {**seeded.query_env(), "AUDIT_QUERY_PORT": str(port)}  # exports are recorded on this test's topic
+    env = {**seeded.query_env(), **keyed, "AUDIT_QUERY_PORT": str(port)}  # exports are recorded on this test's topic
     # The service logs a line per request: to a file, since an undrained pipe would fill and stall it.
     log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below, after the process
     proc = subprocess.Popen(

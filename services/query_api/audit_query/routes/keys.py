@@ -9,9 +9,8 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ValidationError
 
 from audit_query.deps import ControlDep, SettingsDep
-from audit_query.errors import BadRequestError, ForbiddenError, UnauthorizedError
+from audit_query.errors import BadRequestError, ForbiddenError, NotFoundError, UnauthorizedError
 from audit_query.keystore.store import KeyStore, SubjectKey
-from audit_query.keystore.wrapping import KeyStoreError
 from audit_query.repository.control import ProducerKey
 from audit_schemas.escrow import (
     ESCROW_REQUEST_DOMAIN,
@@ -51,7 +50,7 @@ _seen = _SeenRequests()
 async def key_store(request: Request) -> KeyStore:
     store: KeyStore | None = request.app.state.keys
     if store is None:
-        raise KeyStoreError("this query service has no key store (AUDIT_QUERY_KEYSTORE_URL is not set)")
+        raise NotFoundError("this query service has no key store (AUDIT_QUERY_KEYSTORE_URL is not set)")
     return store
 
 

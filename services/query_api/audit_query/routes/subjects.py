@@ -68,7 +68,12 @@ def _covers(principal: Principal, tenant: str) -> None:
         raise ForbiddenError(f"this credential does not cover tenant {tenant}")
 
 
-@router.post("/erase", response_model=ErasurePublic, summary="Erase a subject's personal data (destroy its keys)")
+@router.post(
+    "/erase",
+    response_model=ErasurePublic,
+    summary="Erase a subject's personal data (destroy its keys)",
+    responses={409: {"description": "The subject is under a legal hold (the detail gives its reason)."}},
+)
 async def erase(
     body: SubjectRef,
     request: Request,
