@@ -8,10 +8,13 @@
 #   tools.sh axe                  install axe-core (pinned) if it is not cached, print the path of axe.min.js
 #   tools.sh litewitness          build litewitness and witnessctl (filippo.io/torchwood, pinned) if they are not
 #                                 cached, print the folder holding both
+#   tools.sh debezium             fetch Debezium's JDBC sink plugin (pinned, checked against Maven Central's SHA-1)
+#                                 for the peer bench, print its Kafka Connect plugin path
 set -euo pipefail
 helm_version=${AUDIT_HELM_VERSION:-v4.3.2}
 axe_version=${AUDIT_AXE_VERSION:-4.11.0}
 torchwood_version=${AUDIT_TORCHWOOD_VERSION:-v0.6.1}
+debezium_version=${AUDIT_DEBEZIUM_VERSION:-3.6.0.Final}
 tools=${AUDIT_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/audit-trail/tools}
 binary="$tools/helm-$helm_version"
 log() { printf '[tools] %s\n' "$*" >&2; }
@@ -62,7 +65,29 @@ build_litewitness() {
   echo "$dir"
 }
 
+install_debezium() {
+  local dir="$tools/debezium-$debezium_version" name="debezium-connector-jdbc-$debezium_version-plugin.tar.gz"
+  local url="https://repo1.maven.org/maven2/io/debezium/debezium-connector-jdbc/$debezium_version/$name"
+  exec 6>"$tools/debezium.lock"
+  flock 6
+  if [ ! -d "$dir/debezium-connector-jdbc" ]; then
+    log "fetching Debezium's JDBC sink $debezium_version from Maven Central"
+    local work
+    work=$(mktemp -d "$tools/fetch.XXXXXX")
+    curl -fsSL --retry 3 -o "$work/$name" "$url" && curl -fsSL --retry 3 -o "$work/$name.sha1" "$url.sha1" \
+      || { rm -rf "$work"; log "cannot fetch $url"; exit 1; }
+    echo "$(cut -c1-40 "$work/$name.sha1")  $work/$name" | sha1sum -c --quiet - \
+      || { rm -rf "$work"; log "$name does not match Maven Central's SHA-1"; exit 1; }
+    mkdir -p "$work/plugins" && tar xzf "$work/$name" -C "$work/plugins"
+    rm -rf "$dir" && mv "$work/plugins" "$dir" && rm -rf "$work"
+  fi
+  echo "$dir"
+}
+
 case "${1:-}" in
+  debezium)
+    mkdir -p "$tools"
+    install_debezium ;;
   litewitness)
     mkdir -p "$tools"
     build_litewitness ;;
@@ -77,5 +102,5 @@ case "${1:-}" in
     fi
     build_helm
     echo "$binary" ;;
-  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

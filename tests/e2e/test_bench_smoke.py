@@ -15,7 +15,7 @@ from tests.conftest import ROOT, Stack
 pytestmark = [pytest.mark.kafka]
 
 
-def _smoke(module: str, stack: Stack, out: Path, timeout: float) -> tuple[str, Any]:
+def _smoke(module: str, stack: Stack, out: Path, timeout: float, **env: str) -> tuple[str, Any]:
     """`python -m bench.<module> --smoke` against `stack`: its table and its figures."""
     done = subprocess.run(
         [sys.executable, "-m", f"bench.{module}", "--smoke", "--json", str(out)],
@@ -30,6 +30,7 @@ def _smoke(module: str, stack: Stack, out: Path, timeout: float) -> tuple[str, A
             "AUDIT_PROJECTOR_DATABASE_URL": stack.projector_dsn,
             "AUDIT_QUERY_DSN": stack.query_dsn,
             **({"AUDIT_POSTGRES_ADMIN_DSN": stack.admin_dsn} if stack.admin_dsn else {}),
+            **env,
         },
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -76,3 +77,19 @@ def test_the_lag_bench_runs_with_and_without_witnesses(stack: Stack, tmp_path: P
         assert figures["variants"][variant]["steady"] > 0
         assert all(v > 0 for v in figures["variants"][variant]["list_p99"])
     assert figures["variants"]["2"]["cosign_p50"], "two witnesses cosigned the run's checkpoints"
+
+
+@pytest.mark.postgres
+def test_the_peer_bench_runs_kafka_connect_with_debezium_and_writes_its_figures(stack: Stack, tmp_path: Path) -> None:
+    plugins = subprocess.run(
+        ["bash", str(ROOT / "deploy" / "local" / "tools.sh"), "debezium"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    ).stdout.strip()
+    table, figures = _smoke("peer", stack, tmp_path / "peer.json", 300, AUDIT_DEBEZIUM_PLUGINS=plugins)
+    assert "projector ÷ peer" in table
+    assert figures["peer_best_per_s"][0] > 0
+    assert figures["projector_per_s"][0] > 0
+    assert figures["peer_configuration"]["connector.class"] == "io.debezium.connector.jdbc.JdbcSinkConnector"
