@@ -268,7 +268,7 @@ async def main(events: int, runs: int, smoke: bool, out: Path) -> None:
             "peer_best_per_s": best,
             "peer_by_configuration": by_config,
             "projector_over_peer": ratio,
-            "peer_configuration": results[0][1][0].config,
+            "peer_configurations": [p.config for p in results[0][1]],
         },
     )
     print(f"written to {out}")

@@ -92,4 +92,5 @@ def test_the_peer_bench_runs_kafka_connect_with_debezium_and_writes_its_figures(
     assert "projector ÷ peer" in table
     assert figures["peer_best_per_s"][0] > 0
     assert figures["projector_per_s"][0] > 0
-    assert figures["peer_configuration"]["connector.class"] == "io.debezium.connector.jdbc.JdbcSinkConnector"
+    [config] = figures["peer_configurations"]
+    assert config["connector.class"] == "io.debezium.connector.jdbc.JdbcSinkConnector"

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 import structlog
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -51,7 +52,8 @@ def _console(chromedriver: str, base: str, token: str, script: str, entity: str,
     browser = _browser(chromedriver)
     browser.set_script_timeout(60)
     browser.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": ZONE})
-    wait = WebDriverWait(browser, 30)
+    # The chart is redrawn when its data arrives: an element found a moment ago may be gone; look again.
+    wait = WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,))
     seen: dict[str, Any] = {"axe": {}}
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
@@ -69,8 +71,11 @@ def _console(chromedriver: str, base: str, token: str, script: str, entity: str,
         return str(cell.get_attribute("datetime")), str(cell.text)
 
     def chart_label() -> str:
-        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#chart svg"))
-        return str(browser.find_element(By.CSS_SELECTOR, "#chart svg").get_attribute("aria-label"))
+        def label(b: WebDriver) -> str | None:
+            found = b.find_elements(By.CSS_SELECTOR, "#chart svg")
+            return str(found[0].get_attribute("aria-label")) if found else None
+
+        return str(wait.until(label))
 
     try:
         browser.get(f"{base}/login")

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,11 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from audit_producer import Actor, AuditProducer, Entity, KeyServiceError, RequestContext
 from audit_projector.compare import compare
+from audit_projector.config import Settings as ProjectorSettings
 from audit_projector.replay import replay
 from audit_query.config import Settings as QuerySettings
+from audit_query.keystore.store import KeyStore
+from audit_query.keystore.wrapping import Kek, Keks
 from audit_query.main import create_app, server_config
 from audit_schemas.checkpoint import NoteSigner
 from audit_schemas.keyservice import KEY_REQUEST_DOMAIN, KeyGrant, KeyRequest
@@ -125,6 +129,46 @@ def _pg_dump(admin_dsn: str, *schemas: str) -> str:
     return subprocess.run(args, check=True, capture_output=True, text=True, timeout=120).stdout
 
 
+@dataclass(frozen=True)
+class _Sealed:
+    """A test's sealing stack: its key store, the query API serving it, a client, and a producer sealing through it."""
+
+    keys: KeyStoreFixture
+    query: QuerySettings
+    base: str
+    admin: str
+    api: httpx.AsyncClient
+    audit: AuditProducer
+    admin_dsn: str
+    """The stack's superuser (dumps and restores)."""
+
+
+@contextlib.asynccontextmanager
+async def _sealing(
+    isolated: Isolated,
+    tmp_path: Path,
+    scopes: tuple[str, ...] = ("audit:read", "audit:admin"),
+    projector: ProjectorSettings | None = None,
+) -> AsyncIterator[_Sealed]:
+    """A key store of the test's own, the query API serving it, a producer (`profile-service`, its key registered)
+    sealing through it, and a projector running; skipped without the stack's superuser."""
+    stack = isolated.stack
+    if stack.admin_dsn is None:
+        pytest.skip("needs the stack's superuser to create the test's key-store schema")
+    async with key_store(stack.admin_dsn, stack.query_dsn, isolated.name) as keys:
+        query = keys.query(isolated.query)
+        async with query_server(query) as base:
+            signing_key = await register_producer(stack.owner_dsn, query.control_schema, "profile-service", None)
+            settings = sealing_producer(isolated.producer, signing_key, base, tmp_path / "spool")
+            admin = await isolated.token(scopes)
+            async with (
+                httpx.AsyncClient(base_url=base, timeout=15, headers={"authorization": f"Bearer {admin}"}) as api,
+                AuditProducer("profile-service", settings) as audit,
+                projector_running(projector or isolated.projector),
+            ):
+                yield _Sealed(keys, query, base, admin, api, audit, stack.admin_dsn)
+
+
 async def _found(api: httpx.AsyncClient, **params: str) -> int:
     answer = await api.get("/v1/audit", params={**params, "limit": "500"})
     assert answer.status_code == 200, answer.text
@@ -139,155 +183,140 @@ async def _entry(api: httpx.AsyncClient, trace_id: str) -> dict[str, Any]:
 
 
 async def test_sealed_personal_data_is_erased_and_every_proof_still_holds(isolated: Isolated, tmp_path: Path) -> None:
-    stack = isolated.stack
-    if stack.admin_dsn is None:
-        pytest.skip("needs the stack's superuser to create the test's key-store schema")
-    async with key_store(stack.admin_dsn, stack.query_dsn, isolated.name) as keys:
-        query = keys.query(isolated.query)
-        async with query_server(query) as base:
-            signing_key = await register_producer(stack.owner_dsn, query.control_schema, "profile-service", None)
-            settings = sealing_producer(isolated.producer, signing_key, base, tmp_path / "spool")
-            admin = await isolated.token(("audit:read", "audit:export", "audit:admin"))
-            acme_reader = await isolated.token(("audit:read",), ("acme",))
-            signer, checkpoint_key = NoteSigner.generate("audit-trail")
-            projecting = isolated.projector.model_copy(
-                update={"checkpoint_key": SecretStr(checkpoint_key), "checkpoint_every_s": 0.5, "probe_interval_s": 0.2}
+    signer, checkpoint_key = NoteSigner.generate("audit-trail")
+    projecting = isolated.projector.model_copy(
+        update={"checkpoint_key": SecretStr(checkpoint_key), "checkpoint_every_s": 0.5, "probe_interval_s": 0.2}
+    )
+    async with _sealing(isolated, tmp_path, ("audit:read", "audit:export", "audit:admin"), projecting) as s:
+        api, audit, base, keys, query = s.api, s.audit, s.base, s.keys, s.query
+        acme_reader = await isolated.token(("audit:read",), ("acme",))
+        stack = isolated.stack
+        history: History = await record_history(audit, stack.bootstrap)
+        with shipping(audit):
+            ids = await _personal_actions(audit)
+
+        async def settled() -> bool | None:
+            answer = await api.get(f"/v1/traces/{ids['update']}")
+            if answer.status_code != 200:
+                return None
+            body = answer.json()
+            done = body["entry"]["outcome"]["status"] == "succeeded" and len(body["logs"]) >= 1
+            async with isolated.owner() as conn:
+                n = await conn.fetchval("SELECT count(DISTINCT audit_id) FROM audit_entries")
+            return (done and n >= len(history.audit_ids) + 3) or None
+
+        await eventually(settled, within=60)
+
+        # Nothing personal in clear: not in a topic (dumped as kcat prints it), not in a table.
+        raw = b"".join(_raw_topic(stack.bootstrap, t) for t in isolated.projector.topics)
+        dump = _pg_dump(s.admin_dsn, isolated.name, query.control_schema, keys.schema)
+        for value in PERSONAL:
+            assert value.encode() not in raw, f"{value!r} in clear in Kafka: {_around(raw, value.encode())!r}"
+            assert value not in dump, f"{value!r} in clear in PostgreSQL: {_around(dump, value)!r}"
+        # The demo's own actions are sealed too: their people appear only as pseudonyms (the history it
+        # imports is published as given, as an import is).
+        async with isolated.owner() as conn:
+            people = await conn.fetch(
+                "SELECT actor_id, sealed IS NOT NULL AS sealed FROM audit_entries"
+                " WHERE audit_id = ANY($1::uuid[]) AND actor_type = 'user'",
+                list(history.demo_ids),
             )
-            async with (
-                httpx.AsyncClient(base_url=base, timeout=15, headers={"authorization": f"Bearer {admin}"}) as api,
-                AuditProducer("profile-service", settings) as audit,
-                projector_running(projecting),
-            ):
-                history: History = await record_history(audit, stack.bootstrap)
-                with shipping(audit):
-                    ids = await _personal_actions(audit)
+        assert people
+        assert all(r["actor_id"].startswith("ps1_") for r in people)
+        assert all(r["sealed"] for r in people)
 
-                async def settled() -> bool | None:
-                    answer = await api.get(f"/v1/traces/{ids['update']}")
-                    if answer.status_code != 200:
-                        return None
-                    body = answer.json()
-                    done = body["entry"]["outcome"]["status"] == "succeeded" and len(body["logs"]) >= 1
-                    async with isolated.owner() as conn:
-                        n = await conn.fetchval("SELECT count(DISTINCT audit_id) FROM audit_entries")
-                    return (done and n >= len(history.audit_ids) + 3) or None
+        # The API opens them for a caller who may see the tenant.
+        body = await _entry(api, ids["update"])
+        entry = body["entry"]
+        assert entry["user"] == {"type": "user", "id": "u-dora", "display_name": "Dora Personal"}
+        assert entry["entity"] == {"id": "u-dora", "model": "user"}
+        assert entry["request"]["client_ip"] == "198.51.100.23"
+        assert entry["request"]["user_agent"] == "DoraBrowser/9.1"
+        changes = entry["outcome"]["changes"]
+        assert changes["email"] == {"before": "dora@example.org", "after": "dora@new.example"}
+        assert changes["theme"] == {"before": "light", "after": "dark"}  # not personal: in clear
+        assert [line["fields"]["email"] for line in body["logs"]] == ["dora@new.example"]
+        page = (await api.get("/v1/audit", params={"tenant": "acme", "limit": 500})).json()
+        assert any(e["user"]["id"] == "u-dora" for e in page["data"])
+        assert all("sealed" not in e for e in page["data"])
+        # Filters find a person by id through the pseudonym (the id itself is nowhere in clear).
+        assert await _found(api, tenant="acme", user_id="u-dora") == 2
+        assert await _found(api, q="user:u-dora") == 3  # both tenants' Doras
+        assert await _found(api, model="user", entity_id="u-dora") == 1
+        async with httpx.AsyncClient(
+            base_url=base, timeout=15, headers={"authorization": f"Bearer {acme_reader}"}
+        ) as reader:
+            assert await _found(reader, q="user:u-dora") == 2  # only acme's, for an acme reader
+            refused = await reader.post("/v1/subjects/erase", json={"tenant": "acme", "subject": "u-dora"})
+            assert refused.status_code == 403  # erasure is for administrators
 
-                await eventually(settled, within=60)
+        async def proof() -> dict[str, Any] | None:
+            answer = await api.get(f"/v1/audit/{ids['update']}/proof")
+            return answer.json() if answer.status_code == 200 else None
 
-                # Nothing personal in clear: not in a topic (dumped as kcat prints it), not in a table.
-                raw = b"".join(_raw_topic(stack.bootstrap, t) for t in isolated.projector.topics)
-                dump = _pg_dump(stack.admin_dsn, isolated.name, query.control_schema, keys.schema)
-                for value in PERSONAL:
-                    assert value.encode() not in raw, f"{value!r} in clear in Kafka: {_around(raw, value.encode())!r}"
-                    assert value not in dump, f"{value!r} in clear in PostgreSQL: {_around(dump, value)!r}"
-                # The demo's own actions are sealed too: their people appear only as pseudonyms (the history it
-                # imports is published as given, as an import is).
-                async with isolated.owner() as conn:
-                    people = await conn.fetch(
-                        "SELECT actor_id, sealed IS NOT NULL AS sealed FROM audit_entries"
-                        " WHERE audit_id = ANY($1::uuid[]) AND actor_type = 'user'",
-                        list(history.demo_ids),
-                    )
-                assert people
-                assert all(r["actor_id"].startswith("ps1_") for r in people)
-                assert all(r["sealed"] for r in people)
+        before = await eventually(proof, within=30)
 
-                # The API opens them for a caller who may see the tenant.
-                body = await _entry(api, ids["update"])
-                entry = body["entry"]
-                assert entry["user"] == {"type": "user", "id": "u-dora", "display_name": "Dora Personal"}
-                assert entry["entity"] == {"id": "u-dora", "model": "user"}
-                assert entry["request"]["client_ip"] == "198.51.100.23"
-                assert entry["request"]["user_agent"] == "DoraBrowser/9.1"
-                changes = entry["outcome"]["changes"]
-                assert changes["email"] == {"before": "dora@example.org", "after": "dora@new.example"}
-                assert changes["theme"] == {"before": "light", "after": "dark"}  # not personal: in clear
-                assert [line["fields"]["email"] for line in body["logs"]] == ["dora@new.example"]
-                page = (await api.get("/v1/audit", params={"tenant": "acme", "limit": 500})).json()
-                assert any(e["user"]["id"] == "u-dora" for e in page["data"])
-                assert all("sealed" not in e for e in page["data"])
-                # Filters find a person by id through the pseudonym (the id itself is nowhere in clear).
-                assert await _found(api, tenant="acme", user_id="u-dora") == 2
-                assert await _found(api, q="user:u-dora") == 3  # both tenants' Doras
-                assert await _found(api, model="user", entity_id="u-dora") == 1
-                async with httpx.AsyncClient(
-                    base_url=base, timeout=15, headers={"authorization": f"Bearer {acme_reader}"}
-                ) as reader:
-                    assert await _found(reader, q="user:u-dora") == 2  # only acme's, for an acme reader
-                    refused = await reader.post("/v1/subjects/erase", json={"tenant": "acme", "subject": "u-dora"})
-                    assert refused.status_code == 403  # erasure is for administrators
+        # A legal hold refuses the erasure, with its reason.
+        held = await api.put(
+            "/v1/subjects/hold", json={"tenant": "acme", "subject": "u-dora", "reason": "case 2026-17"}
+        )
+        assert held.status_code == 200, held.text
+        refused = await api.post("/v1/subjects/erase", json={"tenant": "acme", "subject": "u-dora"})
+        assert refused.status_code == 409
+        assert "case 2026-17" in refused.json()["detail"]
+        assert (await _entry(api, ids["update"]))["entry"]["user"]["id"] == "u-dora"
+        released = await api.request("DELETE", "/v1/subjects/hold", params={"tenant": "acme", "subject": "u-dora"})
+        assert released.status_code == 200
 
-                async def proof() -> dict[str, Any] | None:
-                    answer = await api.get(f"/v1/audit/{ids['update']}/proof")
-                    return answer.json() if answer.status_code == 200 else None
+        # Erased: Dora of acme reads as erased everywhere; Dora of globex is untouched.
+        erased = await api.post("/v1/subjects/erase", json={"tenant": "acme", "subject": "u-dora"})
+        assert erased.status_code == 200, erased.text
+        report = erased.json()
+        assert report["entries"] == 2
+        assert report["key_generations_destroyed"] == [1]
+        assert "u-dora" not in erased.text
+        body = await _entry(api, ids["update"])
+        entry = body["entry"]
+        gone = {"$erased": True}
+        assert entry["user"] == {"type": "user", "id": gone, "display_name": gone}
+        assert entry["entity"]["id"] == gone
+        assert entry["request"] == {"request_id": "req-dora", "client_ip": gone, "user_agent": gone}
+        assert entry["outcome"]["changes"]["email"] == {"before": gone, "after": gone}
+        assert entry["outcome"]["changes"]["theme"] == {"before": "light", "after": "dark"}
+        assert body["logs"][0]["fields"]["email"] == gone
+        assert body["logs"][0]["fields"]["attempt"] == 1
+        # The id no longer finds the erased person's entries; globex's Dora is still found.
+        assert await _found(api, tenant="acme", user_id="u-dora") == 0
+        assert await _found(api, q="user:u-dora") == 1
+        other = (await _entry(api, ids["globex"]))["entry"]
+        assert other["user"] == {"type": "user", "id": "u-dora", "display_name": "Dora of Globex"}
+        export = await api.get("/v1/audit/export", params={"format": "csv", "tenant": "acme"})
+        assert export.status_code == 200
+        assert "erased" in export.text
+        assert "Dora Personal" not in export.text
 
-                before = await eventually(proof, within=30)
+        # The erasure is itself an audit action naming the subject by its pseudonym only.
+        async def recorded() -> dict[str, Any] | None:
+            found = await api.get("/v1/audit", params={"tenant": "acme", "model": "data_subject", "event": "delete"})
+            rows = found.json()["data"]
+            return rows[0] if rows and rows[0]["outcome"]["status"] == "succeeded" else None
 
-                # A legal hold refuses the erasure, with its reason.
-                held = await api.put(
-                    "/v1/subjects/hold", json={"tenant": "acme", "subject": "u-dora", "reason": "case 2026-17"}
-                )
-                assert held.status_code == 200, held.text
-                refused = await api.post("/v1/subjects/erase", json={"tenant": "acme", "subject": "u-dora"})
-                assert refused.status_code == 409
-                assert "case 2026-17" in refused.json()["detail"]
-                assert (await _entry(api, ids["update"]))["entry"]["user"]["id"] == "u-dora"
-                released = await api.request(
-                    "DELETE", "/v1/subjects/hold", params={"tenant": "acme", "subject": "u-dora"}
-                )
-                assert released.status_code == 200
+        erasure = await eventually(recorded, within=30)
+        assert erasure["entity"]["id"] == report["pseudonym"]
 
-                # Erased: Dora of acme reads as erased everywhere; Dora of globex is untouched.
-                erased = await api.post("/v1/subjects/erase", json={"tenant": "acme", "subject": "u-dora"})
-                assert erased.status_code == 200, erased.text
-                report = erased.json()
-                assert report["entries"] == 2
-                assert report["key_generations_destroyed"] == [1]
-                assert "u-dora" not in erased.text
-                body = await _entry(api, ids["update"])
-                entry = body["entry"]
-                gone = {"$erased": True}
-                assert entry["user"] == {"type": "user", "id": gone, "display_name": gone}
-                assert entry["entity"]["id"] == gone
-                assert entry["request"] == {"request_id": "req-dora", "client_ip": gone, "user_agent": gone}
-                assert entry["outcome"]["changes"]["email"] == {"before": gone, "after": gone}
-                assert entry["outcome"]["changes"]["theme"] == {"before": "light", "after": "dark"}
-                assert body["logs"][0]["fields"]["email"] == gone
-                assert body["logs"][0]["fields"]["attempt"] == 1
-                # The id no longer finds the erased person's entries; globex's Dora is still found.
-                assert await _found(api, tenant="acme", user_id="u-dora") == 0
-                assert await _found(api, q="user:u-dora") == 1
-                other = (await _entry(api, ids["globex"]))["entry"]
-                assert other["user"] == {"type": "user", "id": "u-dora", "display_name": "Dora of Globex"}
-                export = await api.get("/v1/audit/export", params={"format": "csv", "tenant": "acme"})
-                assert export.status_code == 200
-                assert "erased" in export.text
-                assert "Dora Personal" not in export.text
-
-                # The erasure is itself an audit action naming the subject by its pseudonym only.
-                async def recorded() -> dict[str, Any] | None:
-                    found = await api.get(
-                        "/v1/audit", params={"tenant": "acme", "model": "data_subject", "event": "delete"}
-                    )
-                    rows = found.json()["data"]
-                    return rows[0] if rows and rows[0]["outcome"]["status"] == "succeeded" else None
-
-                erasure = await eventually(recorded, within=30)
-                assert erasure["entity"]["id"] == report["pseudonym"]
-
-                # Rows, leaves and checkpoints are untouched: the entry's proof is the same leaf and still verifies
-                # offline, and both verifiers pass.
-                after = await proof()
-                assert after is not None
-                assert after["leaf_data"] == before["leaf_data"]
-                proof_file = tmp_path / "proof.json"
-                await asyncio.to_thread(proof_file.write_text, json.dumps(after))
-                code, out = await _audit_schemas("verify-inclusion", str(proof_file), "--key", signer.verifier_key)
-                assert code == 0, out
-                code, out = await projector_cli(isolated, "verify", "--integrity", "--key", signer.verifier_key)
-                assert code == 0, out
-                code, out = await projector_cli(isolated, "verify", "--read-model")
-                assert code == 0, out
+        # Rows, leaves and checkpoints are untouched: the entry's proof is the same leaf and still verifies
+        # offline, and both verifiers pass.
+        after = await proof()
+        assert after is not None
+        assert after["leaf_data"] == before["leaf_data"]
+        proof_file = tmp_path / "proof.json"
+        await asyncio.to_thread(proof_file.write_text, json.dumps(after))
+        code, out = await _audit_schemas("verify-inclusion", str(proof_file), "--key", signer.verifier_key)
+        assert code == 0, out
+        code, out = await projector_cli(isolated, "verify", "--integrity", "--key", signer.verifier_key)
+        assert code == 0, out
+        code, out = await projector_cli(isolated, "verify", "--read-model")
+        assert code == 0, out
 
 
 def _signed(signing_key: str, body: bytes) -> dict[str, str]:
@@ -337,6 +366,24 @@ async def test_the_key_service_answers_only_fresh_requests_signed_for_the_tenant
             tampered = _signed(mine, body)
             answer = await api.post("/v1/subject-keys", content=body.replace(b"u-2", b"u-3"), headers=tampered)
             assert answer.status_code == 401
+
+        # KEK rotation: everything is re-wrapped under the new KEK (events untouched), and the same keys come back
+        # with the old KEK gone.
+        old, new = Kek.parse(keys.kek), Kek.generate()
+        rotating = await KeyStore.open(keys.url, keys.schema, Keks(new, old))
+        try:
+            assert await rotating.rewrap() == 3  # the tenant secret and the keys of u-1 and u-2
+            assert await rotating.rewrap() == 0
+        finally:
+            await rotating.close()
+        rotated = await KeyStore.open(keys.url, keys.schema, Keks(new))
+        try:
+            again_keys = await rotated.subject_keys("acme", ["u-1", "u-2"])
+        finally:
+            await rotated.close()
+        granted_keys = {g.subject: g.key for g in grant.keys}
+        for subject, k in again_keys.items():
+            assert base64.urlsafe_b64encode(k.key).rstrip(b"=").decode() == granted_keys[subject]
 
         # No service role reaches the key store, and the key store's role reaches no read model.
         for dsn in (stack.query_dsn, stack.projector_dsn, stack.owner_dsn):
@@ -402,86 +449,75 @@ def _psql(admin_dsn: str, sql: str) -> None:
 async def test_a_restored_key_store_backup_does_not_bring_an_erased_subject_back_and_a_replay_keeps_it_erased(
     isolated: Isolated, tmp_path: Path
 ) -> None:
-    stack = isolated.stack
-    if stack.admin_dsn is None:
-        pytest.skip("needs the stack's superuser to create the test's key-store schema and restore its backup")
-    async with key_store(stack.admin_dsn, stack.query_dsn, isolated.name) as keys:
-        query = keys.query(isolated.query)
-        async with query_server(query) as base:
-            signing_key = await register_producer(stack.owner_dsn, query.control_schema, "profile-service", None)
-            settings = sealing_producer(isolated.producer, signing_key, base, tmp_path / "spool")
-            admin = await isolated.token(("audit:read", "audit:admin"))
-            async with (
-                httpx.AsyncClient(base_url=base, timeout=15, headers={"authorization": f"Bearer {admin}"}) as api,
-                AuditProducer("profile-service", settings) as audit,
-                projector_running(isolated.projector),
-            ):
-                history = await record_history(audit, stack.bootstrap, generated=8)
-                with shipping(audit):
-                    ids = await _personal_actions(audit)
+    async with _sealing(isolated, tmp_path) as s:
+        api, audit, keys, query, admin = s.api, s.audit, s.keys, s.query, s.admin
+        stack = isolated.stack
+        history = await record_history(audit, stack.bootstrap, generated=8)
+        with shipping(audit):
+            ids = await _personal_actions(audit)
 
-                async def dora() -> Any:
-                    answer = await api.get(f"/v1/traces/{ids['update']}")
-                    return answer.json()["entry"]["user"]["id"] if answer.status_code == 200 else None
+        async def dora() -> Any:
+            answer = await api.get(f"/v1/traces/{ids['update']}")
+            return answer.json()["entry"]["user"]["id"] if answer.status_code == 200 else None
 
-                assert await eventually(dora, within=60) == "u-dora"
-                backup = _pg_dump(stack.admin_dsn, keys.schema)  # the nightly backup, taken before the erasure
+        assert await eventually(dora, within=60) == "u-dora"
+        backup = _pg_dump(s.admin_dsn, keys.schema)  # the nightly backup, taken before the erasure
 
-                code, out, err = await _query_cli(
-                    isolated, keys, "subjects", "erase", "--tenant", "acme", "--subject", "u-dora", "--by", "dpo"
-                )
-                assert code == 0, err
-                report = json.loads(out)
-                assert report["key_generations_destroyed"] == [1]
-                code, out, err = await _query_cli(
-                    isolated, keys, "subjects", "erase", "--tenant", "acme", "--subject", "u-dora"
-                )
-                assert code == 0, err  # erasing again destroys nothing more, and says so
-                assert json.loads(out)["key_generations_destroyed"] == []
+        code, out, err = await _query_cli(
+            isolated, keys, "subjects", "erase", "--tenant", "acme", "--subject", "u-dora", "--by", "dpo"
+        )
+        assert code == 0, err
+        report = json.loads(out)
+        assert report["key_generations_destroyed"] == [1]
+        code, out, err = await _query_cli(
+            isolated, keys, "subjects", "erase", "--tenant", "acme", "--subject", "u-dora"
+        )
+        assert code == 0, err  # erasing again destroys nothing more, and says so
+        assert json.loads(out)["key_generations_destroyed"] == []
 
-                async def shown_as(value: Any) -> bool | None:
-                    return (await dora()) == value or None
+        async def shown_as(value: Any) -> bool | None:
+            return (await dora()) == value or None
 
-                await eventually(lambda: shown_as({"$erased": True}), within=15)
+        await eventually(lambda: shown_as({"$erased": True}), within=15)
 
-                async def recorded() -> bool | None:
-                    async with isolated.owner() as conn:
-                        n = await conn.fetchval(
-                            "SELECT count(*) FROM audit_entries e JOIN audit_outcomes o USING (audit_id)"
-                            " WHERE e.entity_model = 'data_subject' AND e.entity_id = $1",
-                            report["pseudonym"],
-                        )
-                    return n == 2 or None
-
-                await eventually(recorded, within=30)
-
-                # The backup restored: the erased key is back, and with it the person's data...
-                tables = "subject_keys, erasures, legal_holds, tenant_secrets, key_store_migrations"
-                _psql(stack.admin_dsn, f"TRUNCATE {keys.schema}.{tables.replace(', ', f', {keys.schema}.')};")
-                _psql(stack.admin_dsn, backup)
-                await eventually(lambda: shown_as("u-dora"), within=15)
-                # ...until the erasures the audit log keeps apart are applied again.
-                code, out, err = await _query_cli(isolated, keys, "subjects", "reapply")
-                assert code == 0, err
-                assert json.loads(out) == {"erasures_recorded": 2, "keys_destroyed": 1}
-                await eventually(lambda: shown_as({"$erased": True}), within=15)
-                code, out, err = await _query_cli(isolated, keys, "subjects", "reapply")
-                assert json.loads(out)["keys_destroyed"] == 0
-
-            # A rebuild from the log keeps the ciphertext: the replayed read model shows the person erased, another
-            # tenant's same id opened, and it matches the log.
-            shadow = f"{isolated.name}_replayed"
-            await replay(isolated.projector.model_copy(update={"db_schema": shadow}), stack.owner_dsn, timeout_s=120)
-            async with query_client(query.model_copy(update={"db_schema": shadow}), admin) as replayed:
-                entry = (await replayed.get(f"/v1/traces/{ids['update']}")).json()["entry"]
-                assert entry["user"] == {"type": "user", "id": {"$erased": True}, "display_name": {"$erased": True}}
-                other = (await replayed.get(f"/v1/traces/{ids['globex']}")).json()["entry"]
-                assert other["user"]["display_name"] == "Dora of Globex"
+        async def recorded() -> bool | None:
             async with isolated.owner() as conn:
-                assert (await compare(conn, isolated.name, shadow)).differences == []
-                assert await conn.fetchval(f"SELECT count(DISTINCT audit_id) FROM {shadow}.audit_entries") >= len(
-                    history.audit_ids
+                n = await conn.fetchval(
+                    "SELECT count(*) FROM audit_entries e JOIN audit_outcomes o USING (audit_id)"
+                    " WHERE e.entity_model = 'data_subject' AND e.entity_id = $1",
+                    report["pseudonym"],
                 )
+            return n == 2 or None
+
+        await eventually(recorded, within=30)
+
+        # The backup restored: the erased key is back, and with it the person's data...
+        tables = "subject_keys, erasures, legal_holds, tenant_secrets, key_store_migrations"
+        _psql(s.admin_dsn, f"TRUNCATE {keys.schema}.{tables.replace(', ', f', {keys.schema}.')};")
+        _psql(s.admin_dsn, backup)
+        await eventually(lambda: shown_as("u-dora"), within=15)
+        # ...until the erasures the audit log keeps apart are applied again.
+        code, out, err = await _query_cli(isolated, keys, "subjects", "reapply")
+        assert code == 0, err
+        assert json.loads(out) == {"erasures_recorded": 2, "keys_destroyed": 1}
+        await eventually(lambda: shown_as({"$erased": True}), within=15)
+        code, out, err = await _query_cli(isolated, keys, "subjects", "reapply")
+        assert json.loads(out)["keys_destroyed"] == 0
+
+        # A rebuild from the log keeps the ciphertext: the replayed read model shows the person erased, another
+        # tenant's same id opened, and it matches the log.
+        shadow = f"{isolated.name}_replayed"
+        replaying = isolated.projector.model_copy(update={"db_schema": shadow, "group_id": f"{shadow}-replay"})
+        await replay(replaying, stack.owner_dsn, timeout_s=120)  # its own group: the live projector still runs
+        async with query_client(query.model_copy(update={"db_schema": shadow}), admin) as replayed:
+            entry = (await replayed.get(f"/v1/traces/{ids['update']}")).json()["entry"]
+            assert entry["user"] == {"type": "user", "id": {"$erased": True}, "display_name": {"$erased": True}}
+            other = (await replayed.get(f"/v1/traces/{ids['globex']}")).json()["entry"]
+            assert other["user"]["display_name"] == "Dora of Globex"
+        async with isolated.owner() as conn:
+            assert (await compare(conn, isolated.name, shadow)).differences == []
+            replayed_entries = await conn.fetchval(f"SELECT count(DISTINCT audit_id) FROM {shadow}.audit_entries")
+            assert replayed_entries >= len(history.audit_ids)
 
 
 @contextlib.asynccontextmanager
@@ -606,32 +642,21 @@ def _console_after_erasure(chromedriver: str, base: str, token: str, trace_id: s
 async def test_the_console_shows_an_erased_person_as_erased(
     isolated: Isolated, tmp_path: Path, chromedriver: str
 ) -> None:
-    stack = isolated.stack
-    if stack.admin_dsn is None:
-        pytest.skip("needs the stack's superuser to create the test's key-store schema")
-    async with key_store(stack.admin_dsn, stack.query_dsn, isolated.name) as keys:
-        query = keys.query(isolated.query)
-        async with query_server(query) as base:
-            signing_key = await register_producer(stack.owner_dsn, query.control_schema, "profile-service", None)
-            settings = sealing_producer(isolated.producer, signing_key, base, tmp_path / "spool")
-            admin = await isolated.token(("audit:read", "audit:admin"))
-            async with (
-                httpx.AsyncClient(base_url=base, timeout=15, headers={"authorization": f"Bearer {admin}"}) as api,
-                AuditProducer("profile-service", settings) as audit,
-                projector_running(isolated.projector),
-            ):
-                await record_history(audit, stack.bootstrap, generated=4)
-                with shipping(audit):
-                    ids = await _personal_actions(audit)
+    async with _sealing(isolated, tmp_path) as s:
+        api, audit, base, admin = s.api, s.audit, s.base, s.admin
+        stack = isolated.stack
+        await record_history(audit, stack.bootstrap, generated=4)
+        with shipping(audit):
+            ids = await _personal_actions(audit)
 
-                async def projected() -> bool | None:
-                    answer = await api.get(f"/v1/traces/{ids['update']}")
-                    return (answer.status_code == 200 and len(answer.json()["logs"]) >= 1) or None
+        async def projected() -> bool | None:
+            answer = await api.get(f"/v1/traces/{ids['update']}")
+            return (answer.status_code == 200 and len(answer.json()["logs"]) >= 1) or None
 
-                await eventually(projected, within=60)
-                erased = await api.post("/v1/subjects/erase", json={"tenant": "acme", "subject": "u-dora"})
-                assert erased.status_code == 200, erased.text
-                seen = await asyncio.to_thread(_console_after_erasure, chromedriver, base, admin, ids["update"])
+        await eventually(projected, within=60)
+        erased = await api.post("/v1/subjects/erase", json={"tenant": "acme", "subject": "u-dora"})
+        assert erased.status_code == 200, erased.text
+        seen = await asyncio.to_thread(_console_after_erasure, chromedriver, base, admin, ids["update"])
     assert "Dora Personal" not in seen["rows"] + seen["trace"]
     assert "dora@new.example" not in seen["trace"]
     assert "theme" in seen["trace"]  # what is not personal still shows

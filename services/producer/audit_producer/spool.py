@@ -104,31 +104,12 @@ class Spool:
         """Write a record durably at the tail; raise SpoolFullError past the bounds, SpoolError on I/O failure."""
         directory = self._opened()
         now = time.time()
-        body = json.dumps(
-            {
-                "topic": topic,
-                "key": base64.b64encode(key).decode(),
-                "value": base64.b64encode(value).decode(),
-                "headers": [[k, base64.b64encode(v).decode()] for k, v in headers],
-                "spooled_at": now,
-            }
-        ).encode()
+        body = _file_body(topic, key, value, headers, now)
         with self._lock:
             if len(self._seqs) >= self._max_records or self.size_bytes + len(body) > self._max_bytes:
                 raise SpoolFullError(f"spool {directory} is full ({len(self._seqs)} records, {self.size_bytes} bytes)")
             seq = (self._seqs[-1] + 1) if self._seqs else _next_after_restart(directory)
-            final = directory / f"{seq:020d}{_SUFFIX}"
-            temporary = directory / f"{seq:020d}.tmp"
-            try:
-                with temporary.open("wb") as f:
-                    f.write(body)
-                    f.flush()
-                    os.fsync(f.fileno())
-                temporary.rename(final)
-                _fsync_directory(directory)
-            except OSError as e:
-                temporary.unlink(missing_ok=True)
-                raise SpoolError(f"cannot write to the spool {directory}: {e}") from e
+            _write_durably(directory, seq, body, "cannot write to the spool")
             self._seqs.append(seq)
             self._sizes[seq] = len(body)
             self._oldest[seq] = now
@@ -138,28 +119,9 @@ class Spool:
         """Rewrite a queued record in place, durably (written aside, fsync'd, renamed over it): its place in the
         queue and its age stay. Used once an escrowed record is resolved, so every re-send is byte-identical."""
         directory = self._opened()
-        body = json.dumps(
-            {
-                "topic": record.topic,
-                "key": base64.b64encode(key).decode(),
-                "value": base64.b64encode(value).decode(),
-                "headers": [[k, base64.b64encode(v).decode()] for k, v in headers],
-                "spooled_at": record.spooled_at,
-            }
-        ).encode()
-        final = directory / f"{record.seq:020d}{_SUFFIX}"
-        temporary = directory / f"{record.seq:020d}.tmp"
+        body = _file_body(record.topic, key, value, headers, record.spooled_at)
         with self._lock:
-            try:
-                with temporary.open("wb") as f:
-                    f.write(body)
-                    f.flush()
-                    os.fsync(f.fileno())
-                temporary.rename(final)
-                _fsync_directory(directory)
-            except OSError as e:
-                temporary.unlink(missing_ok=True)
-                raise SpoolError(f"cannot rewrite a record in the spool {directory}: {e}") from e
+            _write_durably(directory, record.seq, body, "cannot rewrite a record in the spool")
             self._sizes[record.seq] = len(body)
 
     def head(self) -> SpooledRecord | None:
@@ -214,6 +176,35 @@ class Spool:
         if self.directory is None:
             raise SpoolError("the spool is not open")
         return self.directory
+
+
+def _file_body(topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]], spooled_at: float) -> bytes:
+    """A record as its spool file holds it."""
+    return json.dumps(
+        {
+            "topic": topic,
+            "key": base64.b64encode(key).decode(),
+            "value": base64.b64encode(value).decode(),
+            "headers": [[k, base64.b64encode(v).decode()] for k, v in headers],
+            "spooled_at": spooled_at,
+        }
+    ).encode()
+
+
+def _write_durably(directory: Path, seq: int, body: bytes, failing: str) -> None:
+    """Write the record file aside, fsync it, rename it into place and fsync the directory (SpoolError if not)."""
+    final = directory / f"{seq:020d}{_SUFFIX}"
+    temporary = directory / f"{seq:020d}.tmp"
+    try:
+        with temporary.open("wb") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        temporary.rename(final)
+        _fsync_directory(directory)
+    except OSError as e:
+        temporary.unlink(missing_ok=True)
+        raise SpoolError(f"{failing} {directory}: {e}") from e
 
 
 def _next_after_restart(directory: Path) -> int:

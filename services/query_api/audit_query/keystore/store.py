@@ -2,7 +2,7 @@
 
 import os
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -346,41 +346,28 @@ class KeyStore:
         moved = 0
         with store_errors():
             async with self._pool.acquire() as conn, conn.transaction():
-                for r in await conn.fetch("SELECT * FROM tenant_secrets WHERE kek_id <> $1 FOR UPDATE", current.id):
-                    purpose = tenant_purpose(r["tenant_id"])
-                    secret = self._keks.get(r["kek_id"]).unwrap(bytes(r["wrapped"]), purpose)
-                    await conn.execute(
-                        "UPDATE tenant_secrets SET kek_id = $2, wrapped = $3 WHERE tenant_id = $1",
-                        r["tenant_id"],
-                        current.id,
-                        current.wrap(secret, purpose),
-                    )
-                    moved += 1
-                for r in await conn.fetch("SELECT * FROM escrow_keys WHERE kek_id <> $1 FOR UPDATE", current.id):
-                    purpose = escrow_purpose(r["id"])
-                    private = self._keks.get(r["kek_id"]).unwrap(bytes(r["wrapped"]), purpose)
-                    await conn.execute(
-                        "UPDATE escrow_keys SET kek_id = $2, wrapped = $3 WHERE id = $1",
-                        r["id"],
-                        current.id,
-                        current.wrap(private, purpose),
-                    )
-                    moved += 1
-                for r in await conn.fetch("SELECT * FROM subject_keys WHERE kek_id <> $1 FOR UPDATE", current.id):
-                    purpose = subject_purpose(r["tenant_id"], r["pseudonym"], r["generation"])
-                    key = self._keks.get(r["kek_id"]).unwrap(bytes(r["wrapped"]), purpose)
-                    await conn.execute(
-                        "UPDATE subject_keys SET kek_id = $4, wrapped = $5"
-                        " WHERE tenant_id = $1 AND pseudonym = $2 AND generation = $3",
-                        r["tenant_id"],
-                        r["pseudonym"],
-                        r["generation"],
-                        current.id,
-                        current.wrap(key, purpose),
-                    )
-                    moved += 1
+                for table, columns, purpose_of in _WRAPPED:
+                    where = " AND ".join(f"{c} = ${i + 3}" for i, c in enumerate(columns))
+                    for r in await conn.fetch(f"SELECT * FROM {table} WHERE kek_id <> $1 FOR UPDATE", current.id):
+                        purpose = purpose_of(r)
+                        raw = self._keks.get(r["kek_id"]).unwrap(bytes(r["wrapped"]), purpose)
+                        await conn.execute(
+                            f"UPDATE {table} SET kek_id = $1, wrapped = $2 WHERE {where}",
+                            current.id,
+                            current.wrap(raw, purpose),
+                            *(r[c] for c in columns),
+                        )
+                        moved += 1
         return moved
 
+
+_WRAPPED: Final[tuple[tuple[str, tuple[str, ...], Callable[[asyncpg.Record], bytes]], ...]] = (
+    ("tenant_secrets", ("tenant_id",), lambda r: tenant_purpose(r["tenant_id"])),
+    ("escrow_keys", ("id",), lambda r: escrow_purpose(r["id"])),
+    ("subject_keys", ("tenant_id", "pseudonym", "generation"),
+     lambda r: subject_purpose(r["tenant_id"], r["pseudonym"], r["generation"])),
+)  # fmt: skip
+"""Every wrapped key's table, its row key, and what its wrap is bound to."""
 
 _CURRENT: Final = """
 SELECT DISTINCT ON (pseudonym) pseudonym, generation, kek_id, wrapped

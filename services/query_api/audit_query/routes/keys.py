@@ -3,7 +3,7 @@
 import base64
 import time
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ValidationError
@@ -25,6 +25,7 @@ from audit_schemas.sealing import Sealed, seal
 from audit_schemas.signing import signature_of, verify
 
 router = APIRouter(prefix="/v1/subject-keys", tags=["keys"])
+RequestT = TypeVar("RequestT", KeyRequest, EscrowRequest)
 _MAX_BODY = 64 * 1024
 
 
@@ -67,10 +68,7 @@ async def grant_keys(request: Request, control: ControlDep, settings: SettingsDe
     """Signed like an event (headers `audit-key-id`, `audit-signature`) over the body with the key-request
     domain; the key must be registered and valid for the tenant. Keys may be cached for `ttl_s` seconds."""
     body, producer = await _signed_body(request, control, KEY_REQUEST_DOMAIN)
-    try:
-        asked = KeyRequest.model_validate_json(body)
-    except ValidationError as e:
-        raise BadRequestError(f"not a key request: {e.errors()[0]['msg']} at {e.errors()[0]['loc']}") from e
+    asked = _parsed(KeyRequest, body, "a key request")
     _fresh(asked.issued_at)
     if not _seen.first(str(asked.request_id)):
         raise UnauthorizedError("this key request was answered already (request_id replayed)")
@@ -113,6 +111,13 @@ async def _signed_body(request: Request, control: ControlDep, domain: str) -> tu
     return body, producer
 
 
+def _parsed(model: type[RequestT], body: bytes, what: str) -> RequestT:
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as e:
+        raise BadRequestError(f"not {what}: {e.errors()[0]['msg']} at {e.errors()[0]['loc']}") from e
+
+
 def _fresh(issued_at: datetime) -> None:
     skew = abs((datetime.now(UTC) - issued_at).total_seconds())
     if skew > KEY_REQUEST_SKEW_S:
@@ -140,10 +145,7 @@ async def resolve_escrow(request: Request, control: ControlDep, store: KeyStoreD
     """The escrow opens only for its tenant and event; each value comes back sealed under its subject's key, at
     its path, exactly as the producer would have sealed it with the keys at hand."""
     body, producer = await _signed_body(request, control, ESCROW_REQUEST_DOMAIN)
-    try:
-        asked = EscrowRequest.model_validate_json(body)
-    except ValidationError as e:
-        raise BadRequestError(f"not an escrow request: {e.errors()[0]['msg']} at {e.errors()[0]['loc']}") from e
+    asked = _parsed(EscrowRequest, body, "an escrow request")
     _fresh(asked.issued_at)
     if not producer.serves(asked.tenant):
         raise ForbiddenError(f"producer key {producer.key_id} is not registered for tenant {asked.tenant}")
