@@ -6,7 +6,8 @@ Per run, in fresh topics and schemas:
   2. project them with the tree and signed checkpoints on, as deployed (one process, both pipelines) into A;
   3. dump every table A holds rows in (`COPY (SELECT …) TO` binary) and COPY them into B, a fresh schema with the
      same migrations: projector ÷ that COPY, plus the entries-only COPY line;
-  4. `verify --integrity` over A and `verify --read-model`'s comparison of A with B: records/s, ÷ the projector.
+  4. `verify --integrity` over A and `verify --read-model`'s comparison of A with B: records/s, ÷ the projector;
+  5. `audit-projector replay` of the same topics into C, a fresh schema: records/s, ÷ that COPY.
 Each figure is the median of `--runs` runs, with the spread. Usage:
 `python -m bench.ingest [--actions N] [--runs 3] [--smoke] [--json PATH]`.
 """
@@ -29,7 +30,7 @@ from audit_projector.compare import compare
 from audit_projector.config import Settings
 from audit_projector.integrity import verify_integrity
 from audit_projector.migrations import migrate
-from audit_projector.replay import catch_up
+from audit_projector.replay import catch_up, replay
 from audit_projector.state import ProjectorState
 from audit_projector.topics import ensure_topics
 from audit_schemas.checkpoint import NoteSigner
@@ -50,6 +51,7 @@ class Run:
     copy_entries_s: float
     verify_s: float
     compare_s: float
+    replay_s: float
 
 
 async def _tables(conn: asyncpg.Connection, schema: str) -> list[tuple[str, int]]:
@@ -123,12 +125,20 @@ async def one_run(actions: int) -> Run:
         compared = await compare(conn, settings.db_schema, copy_schema)
         compare_s = time.perf_counter() - started
         assert compared.differences == [], compared.differences[:5]
-        for schema in (settings.db_schema, copy_schema, settings.control_schema):
+        # `audit-projector replay` of the same history into a fresh schema (its own group, as a rebuild runs).
+        replay_schema = f"{name}_c"
+        rebuilt = await replay(
+            settings.model_copy(update={"db_schema": replay_schema, "group_id": f"{name}-replay"}), OWNER, 3600
+        )
+        assert rebuilt.records == published.records, (rebuilt.records, published.records)
+        for schema in (settings.db_schema, copy_schema, replay_schema, settings.control_schema):
             await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
     finally:
         await conn.close()
     assert projected.records == published.records, (projected.records, published.records)
-    return Run(published.records, rows, tables, projected.seconds, copy_s, entries_s, verify_s, compare_s)
+    return Run(
+        published.records, rows, tables, projected.seconds, copy_s, entries_s, verify_s, compare_s, rebuilt.seconds
+    )
 
 
 def _median(runs: list[Run], value: str) -> tuple[float, float]:
@@ -146,6 +156,7 @@ def report(runs: list[Run]) -> dict[str, object]:
         ("COPY of audit_entries alone", "copy_entries_s"),
         ("verify --integrity", "verify_s"),
         ("verify --read-model (comparison)", "compare_s"),
+        ("audit-projector replay", "replay_s"),
     ):
         seconds, spread = _median(runs, value)
         rates[label] = {"seconds": seconds, "records_per_s": records / seconds if seconds else 0.0, "spread": spread}

@@ -55,6 +55,7 @@ def test_the_producer_bench_runs_and_writes_its_figures(stack: Stack, tmp_path: 
 def test_the_ingest_bench_runs_and_writes_its_figures(stack: Stack, tmp_path: Path) -> None:
     table, figures = _smoke("ingest", stack, tmp_path / "ingest.json", 240)
     assert "COPY of its write set" in table
+    assert "audit-projector replay" in table
     assert figures["rows"] > figures["records"]  # entries, outcomes, logs, leaves, nodes, rollups…
     assert all(r["records_per_s"] > 0 for r in figures["rates"].values())
 
@@ -94,3 +95,11 @@ def test_the_peer_bench_runs_kafka_connect_with_debezium_and_writes_its_figures(
     assert figures["projector_per_s"][0] > 0
     [config] = figures["peer_configurations"]
     assert config["connector.class"] == "io.debezium.connector.jdbc.JdbcSinkConnector"
+
+
+@pytest.mark.postgres
+def test_the_memory_bench_runs_the_projector_and_a_replay_and_writes_their_peaks(stack: Stack, tmp_path: Path) -> None:
+    table, figures = _smoke("memory", stack, tmp_path / "memory.json", 300)
+    assert "peak RSS MiB" in table
+    assert {(p["process"], p["records"] > 0) for p in figures["peaks"]} == {("projector", True), ("replay", True)}
+    assert all(p["peak_rss_mib"] > 10 for p in figures["peaks"])
