@@ -23,7 +23,6 @@ from bench import figures as figures_out
 from bench.mix import publish_mix
 from bench.projector_vs_copy import BOOTSTRAP, OWNER, PROJECTOR
 
-
 PARTITIONS = 6
 
 
