@@ -21,7 +21,8 @@ from audit_projector.migrations import migrate
 from audit_projector.topics import ensure_topics
 from bench import figures as figures_out
 from bench.mix import publish_mix
-from bench.projector_vs_copy import BOOTSTRAP, OWNER, PROJECTOR
+from bench.projector_vs_copy import BOOTSTRAP, OWNER
+from bench.projectors import projector_env
 
 PARTITIONS = 6
 
@@ -66,21 +67,7 @@ async def _watch(proc: asyncio.subprocess.Process, done: asyncio.Event, every_s:
 
 
 def _env(name: str, schema: str) -> dict[str, str]:
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith("AUDIT_PROJECTOR_")},
-        "AUDIT_PROJECTOR_ENVIRONMENT": "development",
-        "AUDIT_PROJECTOR_BOOTSTRAP_SERVERS": BOOTSTRAP,
-        "AUDIT_PROJECTOR_DATABASE_URL": PROJECTOR,
-        "AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL": OWNER,
-        "AUDIT_PROJECTOR_DB_SCHEMA": schema,
-        "AUDIT_PROJECTOR_CONTROL_SCHEMA": f"{name}_control",
-        "AUDIT_PROJECTOR_GROUP_ID": f"{name}-group",
-        "AUDIT_PROJECTOR_AUDIT_TOPIC": f"{name}.audit",
-        "AUDIT_PROJECTOR_EXECUTION_LOG_TOPIC": f"{name}.logs",
-        "AUDIT_PROJECTOR_DEAD_LETTER_TOPIC": f"{name}.dlq",
-        "AUDIT_PROJECTOR_CHECKPOINT_TOPIC": f"{name}.checkpoints",
-        "AUDIT_PROJECTOR_LOG_LEVEL": "WARNING",
-    }
+    return {**projector_env(name, schema), "AUDIT_PROJECTOR_LOG_LEVEL": "WARNING"}
 
 
 async def _projector(name: str, records: int, ends: dict[tuple[str, int], int]) -> Peak:

@@ -53,19 +53,28 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def _env(name: str, key: str) -> dict[str, str]:
+def projector_env(name: str, schema: str | None = None) -> dict[str, str]:
+    """Environment for an `audit-projector` process on the bench's own topics (`<name>.*`), schema (default
+    `name`) and control schema, nothing inherited from the caller's AUDIT_PROJECTOR_* settings."""
     return {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("AUDIT_PROJECTOR_")},
         "AUDIT_PROJECTOR_ENVIRONMENT": "development",  # the local stack has one broker
         "AUDIT_PROJECTOR_BOOTSTRAP_SERVERS": BOOTSTRAP,
         "AUDIT_PROJECTOR_DATABASE_URL": PROJECTOR,
-        "AUDIT_PROJECTOR_DB_SCHEMA": name,
+        "AUDIT_PROJECTOR_MIGRATIONS_DATABASE_URL": OWNER,
+        "AUDIT_PROJECTOR_DB_SCHEMA": schema or name,
         "AUDIT_PROJECTOR_CONTROL_SCHEMA": f"{name}_control",
         "AUDIT_PROJECTOR_GROUP_ID": f"{name}-group",
         "AUDIT_PROJECTOR_AUDIT_TOPIC": f"{name}.audit",
         "AUDIT_PROJECTOR_EXECUTION_LOG_TOPIC": f"{name}.logs",
         "AUDIT_PROJECTOR_DEAD_LETTER_TOPIC": f"{name}.dlq",
         "AUDIT_PROJECTOR_CHECKPOINT_TOPIC": f"{name}.checkpoints",
+    }
+
+
+def _env(name: str, key: str) -> dict[str, str]:
+    return {
+        **projector_env(name),
         "AUDIT_PROJECTOR_CHECKPOINT_KEY": key,
         "AUDIT_PROJECTOR_HEALTH_PORT": "0",
         "AUDIT_PROJECTOR_SESSION_TIMEOUT_MS": "6000",
