@@ -1,6 +1,8 @@
 """Completing an escrowed record once the key service answers: its withheld fields come back sealed under their
 subjects' keys, its people named by their pseudonyms (the record key too), and only then is it sent."""
 
+from typing import get_args
+
 from audit_producer.errors import PublishError
 from audit_producer.keys import KeyClient
 from audit_producer.spool import SpooledRecord
@@ -19,7 +21,7 @@ from audit_schemas.events import SealedPath
 from audit_schemas.sealing import inline
 from audit_schemas.topics import audit_key
 
-_START_PATHS: frozenset[str] = frozenset(SealedPath.__args__)  # type: ignore[attr-defined]
+_START_PATHS: frozenset[str] = frozenset(get_args(SealedPath))
 
 
 async def resolve(client: KeyClient, record: SpooledRecord) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:

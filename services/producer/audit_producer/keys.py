@@ -44,7 +44,6 @@ class KeyClient:
                 "sealing personal fields needs the `keys` extra: pip install 'audit-trail-producer[keys]'"
             ) from e
         self._base = url.rstrip("/")
-        self._url = self._base + "/v1/subject-keys"
         self._signer = signer
         self._timeout_s = timeout_s
         self._cache_s = cache_s
@@ -106,13 +105,22 @@ class KeyClient:
                 for subject in batch:
                     self._inflight.pop((tenant, subject)).set_result(fetched[subject])
 
+    async def _post(self, path: str, domain: str, body: bytes) -> "httpx.Response":
+        """`body` signed for `domain` with the service's key, posted to the key service."""
+        headers = {name: value.decode() for name, value in self._signer.headers(domain, None, body)}
+        headers["content-type"] = "application/json"
+        if self._client is None:
+            self._client = self._httpx.AsyncClient(timeout=self._timeout_s)
+        try:
+            answer: httpx.Response = await self._client.post(self._base + path, content=body, headers=headers)
+        except self._httpx.HTTPError as e:
+            raise KeyServiceError(f"the key service at {self._base} did not answer: {e!r}") from e
+        return answer
+
     async def resolve_escrow(self, tenant: str, event_id: uuid.UUID, escrow: str) -> EscrowGrant:
         """The escrowed fields of one event, sealed by the key service under their subjects' keys."""
         body = EscrowRequest(tenant=tenant, event_id=event_id, escrow=escrow, issued_at=datetime.now(UTC))
-        self.requests += 1
-        answer = await _signed_post(
-            self, "/v1/subject-keys/escrow", ESCROW_REQUEST_DOMAIN, body.model_dump_json().encode()
-        )
+        answer = await self._post("/v1/subject-keys/escrow", ESCROW_REQUEST_DOMAIN, body.model_dump_json().encode())
         if answer.status_code != 200:
             raise KeyServiceError(
                 f"the key service refused the escrow of event {event_id}: {answer.status_code} {_detail(answer)}",
@@ -127,16 +135,7 @@ class KeyClient:
         request = KeyRequest(
             tenant=tenant, subjects=tuple(subjects), issued_at=datetime.now(UTC), request_id=uuid.uuid4()
         )
-        body = request.model_dump_json().encode()
-        headers = {name: value.decode() for name, value in self._signer.headers(KEY_REQUEST_DOMAIN, None, body)}
-        headers["content-type"] = "application/json"
-        if self._client is None:
-            self._client = self._httpx.AsyncClient(timeout=self._timeout_s)
-        self.requests += 1
-        try:
-            answer = await self._client.post(self._url, content=body, headers=headers)
-        except self._httpx.HTTPError as e:
-            raise KeyServiceError(f"the key service at {self._url} did not answer: {e!r}") from e
+        answer = await self._post("/v1/subject-keys", KEY_REQUEST_DOMAIN, request.model_dump_json().encode())
         if answer.status_code != 200:
             raise KeyServiceError(
                 f"the key service refused the keys of {len(subjects)} subject(s) of tenant {tenant}: "
@@ -159,18 +158,6 @@ class KeyClient:
             self._cache[(tenant, subject)] = (key, expires)
             out[subject] = key
         return out
-
-
-async def _signed_post(client: "KeyClient", path: str, domain: str, body: bytes) -> "httpx.Response":
-    headers = {name: value.decode() for name, value in client._signer.headers(domain, None, body)}
-    headers["content-type"] = "application/json"
-    if client._client is None:
-        client._client = client._httpx.AsyncClient(timeout=client._timeout_s)
-    try:
-        answer: httpx.Response = await client._client.post(client._base + path, content=body, headers=headers)
-    except client._httpx.HTTPError as e:
-        raise KeyServiceError(f"the key service at {client._base} did not answer: {e!r}") from e
-    return answer
 
 
 def _detail(answer: "httpx.Response") -> str:

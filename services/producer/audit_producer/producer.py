@@ -447,7 +447,9 @@ class AuditProducer:
             return scope.changes
         return seal_changes(scope.changes, self.personal, scope.sealing, scope.tenant_id, scope.audit_id)
 
-    async def _spool_escrowed(self, kind: str, event: ActionEvent | OutcomeEvent, value: bytes, escrow: str) -> None:
+    async def _spool_escrowed(
+        self, kind: str, event: ActionEvent | OutcomeEvent, value: bytes | None, escrow: str
+    ) -> None:
         """Spool a record whose personal fields wait in their escrow (never in clear on disk); it is completed and
         sent once the key service answers. PublishError when the spool cannot take it."""
         key, value, headers = _record(event, value)
@@ -504,7 +506,7 @@ class AuditProducer:
         own success is not logged: a service that ships its logs would ship that line as the action's."""
         if escrow is not None:
             try:
-                await self._spool_escrowed("outcome", outcome, encode(outcome) if value is None else value, escrow)
+                await self._spool_escrowed("outcome", outcome, value, escrow)
             except PublishError as e:
                 return str(e)
             return None

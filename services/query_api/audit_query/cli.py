@@ -11,14 +11,13 @@ from uuid import UUID, uuid4
 
 import typer
 import uvicorn
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from audit_query import logs, selfaudit
 from audit_query.auth import Scope, new_secret, secret_hash
 from audit_query.cli_subjects import keystore, subjects
-from audit_query.cli_support import _actor, _admin_dsn, _admin_settings, _run, console
+from audit_query.cli_support import _actor, _admin_dsn, _admin_settings, _loaded, _run, console
 from audit_query.config import Settings
 from audit_query.main import create_app, server_config, server_options
 from audit_query.repository import TokenAdmin, TokenInfo
@@ -33,11 +32,7 @@ _DURATION = re.compile(r"^(\d+)([mhd])$")
 
 
 def _settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as e:
-        console.print(f"[red]invalid AUDIT_QUERY_* settings:[/red]\n{e}")
-        raise typer.Exit(2) from e
+    return _loaded(Settings)
 
 
 @app.command()

@@ -16,20 +16,26 @@ from audit_schemas import Actor
 
 console = Console(stderr=True)
 T = TypeVar("T")
+SettingsT = TypeVar("SettingsT", bound=AdminSettings)
 
 
-def _admin_settings() -> AdminSettings:
-    """Only what the admin commands use: they run without the server's cursor secret or OIDC settings."""
+def _loaded(kind: type[SettingsT]) -> SettingsT:
+    """`kind` read from AUDIT_QUERY_*, or a clear error and exit 2."""
     try:
-        return AdminSettings()
+        return kind()
     except ValidationError as e:
         console.print(f"[red]invalid AUDIT_QUERY_* settings:[/red]\n{e}")
         raise typer.Exit(2) from e
 
 
+def _admin_settings() -> AdminSettings:
+    """Only what the admin commands use: they run without the server's cursor secret or OIDC settings."""
+    return _loaded(AdminSettings)
+
+
 def _admin_dsn(settings: AdminSettings) -> str:
     if settings.admin_database_url is None:
-        console.print("[red]set AUDIT_QUERY_ADMIN_DATABASE_URL (the owner role) to manage tokens[/red]")
+        console.print("[red]set AUDIT_QUERY_ADMIN_DATABASE_URL (the owner role) for this command[/red]")
         raise typer.Exit(2)
     return str(settings.admin_database_url)
 

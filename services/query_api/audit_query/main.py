@@ -24,7 +24,6 @@ from audit_query.live import StreamSlots
 from audit_query.metrics import instrument
 from audit_query.pools import Pools
 from audit_query.repository import AuditRepository, ControlRepository, ProofRepository
-from audit_query.repository.subjects import SubjectQueries
 from audit_query.routes import audit, deadletters, entities, health, keys, proofs, session, subjects, traces
 from audit_query.security import SecurityHeaders
 from audit_query.unsealing import Unsealer
@@ -53,7 +52,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.repository = AuditRepository(
             pools.read, timedelta(seconds=settings.unknown_after_s), app.state.unsealer
         )
-        app.state.subjects = SubjectQueries(pools.read, timedelta(seconds=settings.unknown_after_s), app.state.unsealer)
         app.state.control = ControlRepository(pools.write, settings.control_schema, on_error=pools.write_failed)
         app.state.proofs = ProofRepository(app.state.repository, settings.control_schema)
         app.state.jwt = JwtVerifier(settings) if settings.oidc_issuer else None

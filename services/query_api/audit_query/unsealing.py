@@ -85,17 +85,6 @@ class Unsealer:
         for doc in docs:
             _open_inline(doc, "fields", tenant, UUID(str(doc["log_id"])), keys)
 
-    async def log_texts(self, texts: list[str], tenant: str) -> list[str]:
-        marked = [i for i, t in enumerate(texts) if SEALED_MARK in t]
-        if not marked:
-            return texts
-        docs = [json.loads(texts[i]) for i in marked]
-        await self.logs(docs, tenant)
-        out = list(texts)
-        for i, doc in zip(marked, docs, strict=True):
-            out[i] = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
-        return out
-
     async def _keys(self, refs: Iterable[KeyRef]) -> dict[KeyRef, bytes]:
         now = time.monotonic()
         wanted = set(refs)

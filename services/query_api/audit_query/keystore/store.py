@@ -48,15 +48,6 @@ class Erasure:
     erased_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Hold:
-    tenant: str
-    pseudonym: str
-    reason: str
-    placed_by: str
-    placed_at: datetime
-
-
 class KeyStore:
     """Reads and writes the key store through its own pool (role and schema of its own)."""
 
@@ -168,10 +159,6 @@ class KeyStore:
         named = {s: await self.pseudonym(tenant, s) for s in dict.fromkeys(subjects)}
         by_pseudonym = await self._current(tenant, list(set(named.values())))
         return {s: by_pseudonym[p] for s, p in named.items()}
-
-    async def pseudonym_keys(self, tenant: str, pseudonyms: list[str]) -> dict[str, SubjectKey]:
-        """Each pseudonym's current key, created when it has none (a producer sealing under a pseudonym)."""
-        return await self._current(tenant, pseudonyms)
 
     async def _current(self, tenant: str, pseudonyms: list[str]) -> dict[str, SubjectKey]:
         with store_errors():
@@ -303,14 +290,6 @@ class KeyStore:
                 "DELETE FROM legal_holds WHERE tenant_id = $1 AND pseudonym = $2", tenant, pseudonym
             )
         return bool(status != "DELETE 0")
-
-    async def holds(self, tenant: str | None = None) -> list[Hold]:
-        with store_errors():
-            rows = await self._pool.fetch(
-                "SELECT * FROM legal_holds WHERE $1::text IS NULL OR tenant_id = $1 ORDER BY tenant_id, pseudonym",
-                tenant,
-            )
-        return [Hold(r["tenant_id"], r["pseudonym"], r["reason"], r["placed_by"], r["placed_at"]) for r in rows]
 
     async def reapply(self, tombstones: Iterable[tuple[str, str, datetime]]) -> int:
         """After a restore: destroy again every key created before an erasure recorded apart from this store.

@@ -54,7 +54,7 @@ class EntityLogQueries(Reader):
         ]
         for tenant in {line.tenant_id for line in lines}:
             mine = [i for i, line in enumerate(lines) if line.tenant_id == tenant]
-            opened = await self._opened_logs([lines[i] for i in mine], tenant)
+            opened = await self._opened_logs([lines[i] for i in mine], [rows[i]["fields"] for i in mine], tenant)
             for i, line in zip(mine, opened, strict=True):
                 lines[i] = line
         return lines

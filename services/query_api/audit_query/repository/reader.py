@@ -70,9 +70,9 @@ class Reader:
         await self._unsealer.entries([doc])
         return AuditEntryPublic.model_validate(doc)
 
-    async def _opened_logs(self, lines: list[LineT], tenant: str) -> list[LineT]:
-        """Log lines of one tenant with their sealed fields opened."""
-        if not any(SEALED_MARK in json.dumps(line.fields) for line in lines):
+    async def _opened_logs(self, lines: list[LineT], stored: list[str], tenant: str) -> list[LineT]:
+        """Log lines of one tenant with their sealed fields opened (`stored`: each line's fields as stored)."""
+        if not any(SEALED_MARK in fields for fields in stored):
             return lines
         docs = [line.model_dump(mode="json") for line in lines]
         await self._unsealer.logs(docs, tenant)

@@ -77,7 +77,7 @@ class TraceQueries(Reader):
             at = (r["outcome_topic"], r["outcome_partition"], r["outcome_offset"])
             if at[2] > positions.get((at[0], at[1]), -1):
                 out.append(TraceRecord("outcome", at[0], at[1], at[2], entry))
-        lines = await self._opened_logs([log_public(row) for row in rows], entry.tenant_id)
+        lines = await self._opened_logs([log_public(row) for row in rows], [r["fields"] for r in rows], entry.tenant_id)
         out.extend(
             TraceRecord("log", row["kafka_topic"], row["kafka_partition"], row["kafka_offset"], line)
             for row, line in zip(rows, lines, strict=True)

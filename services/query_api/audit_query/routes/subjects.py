@@ -2,15 +2,14 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from audit_query.auth import Principal
-from audit_query.deps import AdminDep, SettingsDep
+from audit_query.deps import AdminDep, RepositoryDep, SettingsDep
 from audit_query.erasure import ErasureReport, erase_subject
 from audit_query.errors import ForbiddenError
 from audit_query.models import AuditEntryPublic
-from audit_query.repository.subjects import SubjectQueries
 from audit_query.routes.keys import KeyStoreDep
 from audit_schemas import Actor
 from audit_schemas.keyservice import SubjectId
@@ -55,14 +54,6 @@ class SubjectData(BaseModel):
     entries: list[AuditEntryPublic]
 
 
-async def subject_queries(request: Request) -> SubjectQueries:
-    queries: SubjectQueries = request.app.state.subjects
-    return queries
-
-
-SubjectsDep = Annotated[SubjectQueries, Depends(subject_queries)]
-
-
 def _covers(principal: Principal, tenant: str) -> None:
     if principal.tenants is not None and tenant not in principal.tenants:
         raise ForbiddenError(f"this credential does not cover tenant {tenant}")
@@ -80,7 +71,7 @@ async def erase(
     principal: AdminDep,
     settings: SettingsDep,
     store: KeyStoreDep,
-    subjects: SubjectsDep,
+    subjects: RepositoryDep,
 ) -> ErasurePublic:
     """Refused (409) under a legal hold. Entries stay, their proofs verify; the subject's sealed fields read
     `{"$erased": true}` from now on. The erasure is itself recorded (`delete` of `data_subject` <pseudonym>)."""
@@ -119,7 +110,7 @@ async def export(
     subject: SubjectQuery,
     principal: AdminDep,
     store: KeyStoreDep,
-    subjects: SubjectsDep,
+    subjects: RepositoryDep,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
 ) -> SubjectData:
     _covers(principal, tenant)
