@@ -2,9 +2,10 @@
 
 asyncpg spends one deadline on all hosts in turn, so a host that accepts TCP but never answers (a frozen former
 primary) uses it up and the promoted standby behind it is never tried. Here each host gets its own deadline, and
-`target_session_attrs` (read-write, prefer-standby, ...) is honoured across them.
+`target_session_attrs` (read-write, prefer-standby, ...) is honoured across them. Closing is bounded the same way.
 """
 
+import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -13,6 +14,8 @@ from urllib.parse import parse_qsl, urlencode
 
 import asyncpg
 
+DEFAULT_CLOSE_TIMEOUT_S: Final = 5.0
+"""How long a graceful close may wait for the server's goodbye before the socket is just dropped."""
 DEFAULT_HOST_TIMEOUT_S: Final = 5.0
 """Per host, unless the DSN says `connect_timeout=`: long enough for a loaded server's TLS handshake, short
 enough that a failover is found within seconds."""
@@ -85,6 +88,25 @@ async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
             except (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError) as e:
                 errors.append(f"{_where(host)}: {e!r}")
     raise ConnectionError(f"no host of the DSN serves as {attrs}: {'; '.join(errors)}")
+
+
+async def close(conn: asyncpg.Connection, timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S) -> None:
+    """Close `conn` gracefully, or drop it: a frozen server never answers the goodbye, and asyncpg waits for it
+    without end unless given a timeout (it then aborts the socket itself)."""
+    if conn.is_closed():
+        return
+    try:
+        await conn.close(timeout=timeout_s)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        conn.terminate()
+
+
+async def close_pool(pool: asyncpg.Pool, timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S) -> None:
+    """Close every connection of `pool` gracefully within `timeout_s`, or terminate them all (see `close`)."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout_s)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        pool.terminate()
 
 
 def _target(dsn: str) -> str:

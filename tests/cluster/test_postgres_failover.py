@@ -23,6 +23,7 @@ from audit_producer import Actor, AuditProducer, Entity, add_trace_context
 from audit_projector.integrity import verify_integrity
 from audit_query.auth import new_secret, secret_hash
 from audit_query.repository import TokenAdmin
+from audit_schemas import postgres
 from audit_schemas.checkpoint import NoteSigner
 from tests.cluster.conftest import HighlyAvailable
 from tests.cluster.test_faults import Stream, _at_least, _settled, streaming
@@ -33,19 +34,22 @@ pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
 
 
 async def _entries(dsn: str) -> int | None:
-    """Entries on whichever node is the read-write primary now (None: none answers as one)."""
+    """Entries on whichever node is the read-write primary now (None: none answers as one). Connects as the
+    services do, each host its own deadline: a frozen first host must not hide the promoted one."""
     try:
-        conn = await asyncio.wait_for(asyncpg.connect(dsn, timeout=2), 3)
+        conn = await asyncio.wait_for(postgres.connect(f"{dsn}&connect_timeout=2"), 6)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
         return None
     try:
-        if await conn.fetchval("SELECT pg_is_in_recovery() OR current_setting('transaction_read_only')::bool"):
+        if await conn.fetchval(
+            "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only')::bool", timeout=5
+        ):
             return None
-        return int(await conn.fetchval("SELECT count(*) FROM audit_entries"))
-    except asyncpg.PostgresError:
+        return int(await conn.fetchval("SELECT count(*) FROM audit_entries", timeout=5))
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
         return None
     finally:
-        await conn.close()
+        await postgres.close(conn)
 
 
 async def test_the_primary_killed_fails_over_and_loses_nothing(stack: Stack, highly_available: HighlyAvailable) -> None:

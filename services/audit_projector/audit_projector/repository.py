@@ -1,6 +1,5 @@
 """All of the projector's SQL: fenced batch writes, the audit-id registry, partitions, blocks and skips."""
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -291,12 +290,7 @@ class ProjectionRepository:
 
     async def close(self) -> None:
         """Close the connection; a lost one is just dropped."""
-        if self._conn.is_closed():
-            return
-        try:
-            await asyncio.wait_for(self._conn.close(), 5)
-        except Exception:
-            self._conn.terminate()
+        await postgres.close(self._conn)
 
     async def _load_months(self) -> None:
         with db_errors("cannot list month partitions"):

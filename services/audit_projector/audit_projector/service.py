@@ -219,7 +219,7 @@ async def compact_once(settings: Settings) -> int | None:
     try:
         return await compact_rollups(conn, datetime.now(UTC))
     finally:
-        await conn.close()
+        await postgres.close(conn)
 
 
 async def wait_while_paused(settings: Settings, stop: asyncio.Event, every_s: float = 0.5) -> None:
@@ -231,7 +231,7 @@ async def wait_while_paused(settings: Settings, stop: asyncio.Event, every_s: fl
             try:
                 paused, _ = await pause_state(conn, settings.control_schema, settings.db_schema)
             finally:
-                await conn.close()
+                await postgres.close(conn)
             if not paused:
                 return
         except ProjectorError as e:

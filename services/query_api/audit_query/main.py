@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from importlib import resources
-from typing import Any
+from typing import Any, Final
 
 import structlog
 import uvicorn
@@ -29,6 +29,9 @@ from audit_query.security import SecurityHeaders
 from audit_query.unsealing import Unsealer
 
 log = structlog.get_logger(__name__)
+
+WATCHERS_STOP_S: Final = 2.0
+"""How long shutting down waits for the database watchers to notice, before cancelling them."""
 STATIC = resources.files("audit_query") / "static"
 SWAGGER = resources.files("fastapi_offline") / "static"
 
@@ -66,9 +69,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             stop.set()
-            await asyncio.gather(*watchers)
+            _, busy = await asyncio.wait(watchers, timeout=WATCHERS_STOP_S)
+            for task in busy:  # waiting on a server that does not answer: shutting down does not wait for it
+                task.cancel()
             await app.state.kafka.close()
-            await pools.close()
+            await pools.close()  # bounded; ends what a cancelled watcher still waits for (asyncpg shields release)
+            await asyncio.wait(watchers)
+            for task in watchers:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("watcher_failed", error=repr(task.exception()))
             if keys is not None:
                 await keys.close()
 

@@ -46,6 +46,10 @@ _SERVER_SQL: Final = (
     "SELECT coalesce(host(inet_server_addr()), ''), coalesce(inet_server_port(), 0), pg_is_in_recovery()"
 )
 
+_LISTENER_CHECK_S: Final = 5.0
+"""How often the rebuild-swap listener checks that its server still answers as the primary, and how long a check
+of a server's role or replay lag may take: a frozen server answers none."""
+
 log = structlog.get_logger(__name__)
 
 
@@ -79,14 +83,15 @@ class Pools:
         return self.read is not self.write
 
     async def close(self) -> None:
-        await self.write.close()
+        await postgres.close_pool(self.write)
         if self.separate:
-            await self.read.close()
+            await postgres.close_pool(self.read)
 
     async def replica(self) -> Replica:
         """The read side's standby status and replay lag (raises StoreUnavailableError when it does not answer)."""
         with store_errors():
-            row = await self.read.fetchrow(_REPLICA_SQL)
+            async with self.read.acquire(timeout=_LISTENER_CHECK_S) as conn:  # (also bounds the release)
+                row = await conn.fetchrow(_REPLICA_SQL, timeout=_LISTENER_CHECK_S)
         assert row is not None
         replica = Replica(bool(row["standby"]), float(row["lag_s"]))
         REPLAY_LAG.set(replica.lag_s)
@@ -111,8 +116,9 @@ class Pools:
             log.warning("database_unreachable", pool=kind, error=str(e))
             return
         try:
-            server = tuple(await conn.fetchrow(_SERVER_SQL) or ())
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            server = tuple(await conn.fetchrow(_SERVER_SQL, timeout=_LISTENER_CHECK_S) or ())
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:  # (a frozen server: TimeoutError)
+            log.warning("database_unreachable", pool=kind, error=repr(e))
             return
         finally:
             conn.terminate()
@@ -135,7 +141,8 @@ class Pools:
     async def watch_swaps(self, schema: str, stop: asyncio.Event) -> None:
         """Until `stop`: listen on the primary for a rebuild swapped in as `schema`, then recycle the pools, so no
         connection keeps a session (prepared statements, cached plans) from before the swap; the read pool once
-        its server has replayed the swap. Reconnects if dropped."""
+        its server has replayed the swap. Reconnects if dropped, and when its server stops answering or is no
+        longer the primary (after a failover a NOTIFY comes from the promoted node only)."""
 
         def swapped(conn: object, _pid: int, _channel: str, payload: object) -> None:
             if payload == schema:
@@ -145,15 +152,19 @@ class Pools:
         while not stop.is_set():
             try:
                 conn = await postgres.connect(
-                    self._dsns["write"], server_settings={"application_name": "audit-query/swaps"}
+                    self._dsns["write"],
+                    server_settings={"application_name": "audit-query/swaps"},
+                    command_timeout=_LISTENER_CHECK_S,
                 )
                 try:
                     await conn.add_listener(SWAP_CHANNEL, swapped)
                     while not stop.is_set() and not conn.is_closed():
                         with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(stop.wait(), 5)
+                            await asyncio.wait_for(stop.wait(), _LISTENER_CHECK_S)
+                        if not stop.is_set() and await conn.fetchval("SELECT pg_is_in_recovery()"):
+                            break  # a demoted primary: listen on the promoted one (a frozen one times out)
                 finally:
-                    await conn.close()
+                    await postgres.close(conn)  # bounded: the server may be a frozen former primary
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
                 log.warning("swap_watch_lost", error=str(e))
                 with contextlib.suppress(TimeoutError):

@@ -19,6 +19,7 @@ from audit_projector.state import ProjectorState
 from audit_projector.witnessing.client import Result, witness_clients
 from audit_projector.witnessing.cosigner import Cosigner
 from audit_projector.witnessing.store import WitnessStore
+from audit_schemas import postgres
 from audit_schemas.checkpoint import NoteSigner
 
 log = structlog.get_logger(__name__)
@@ -102,6 +103,5 @@ async def _round(settings: Settings, cosigner: Cosigner, store: WitnessStore) ->
 async def _closed(conn: asyncpg.Connection | None) -> None:
     """Close a connection that may already be broken; None, for the caller to open another next time."""
     if conn is not None:
-        with contextlib.suppress(Exception):
-            await conn.close()
+        await postgres.close(conn)
     return

@@ -75,7 +75,7 @@ class KeyStore:
         return store
 
     async def close(self) -> None:
-        await self._pool.close()
+        await postgres.close_pool(self._pool)
 
     async def migrate(self) -> list[str]:
         """Apply the key store's migrations not yet applied (each once, under an advisory lock)."""
