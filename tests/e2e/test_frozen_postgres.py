@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from audit_projector.errors import ProjectorError
+from audit_projector.repository import ProjectionRepository
 from audit_schemas import postgres
 from tests.conftest import Isolated, Stack, query_client
 from tests.polling import eventually
@@ -61,3 +63,20 @@ async def test_the_query_api_shuts_down_while_its_database_is_frozen(isolated: I
                 began = time.monotonic()
             stopped_after = time.monotonic() - began
         assert stopped_after < 20, stopped_after  # watchers get 2 s, each pool 5 s to close, then dropped
+
+
+async def test_a_projector_write_to_a_frozen_server_fails_within_its_statement_timeout(isolated: Isolated) -> None:
+    settings = isolated.projector
+    async with frozen_relay(isolated.stack.projector_dsn) as relay:
+        repo = await ProjectionRepository.connect(
+            relay.dsn(isolated.stack.projector_dsn), isolated.name, settings.group_id, "test", settings.control_schema,
+            statement_timeout_s=2,
+        )  # fmt: skip
+        relay.freeze()
+        began = time.monotonic()
+        with pytest.raises(ProjectorError) as refused:
+            await repo.register_key("k", 1, "v")
+        failed_after = time.monotonic() - began
+        await asyncio.wait_for(repo.close(), 10)
+    assert refused.value.retriable  # the pipeline starts over, on whichever server answers as the primary now
+    assert failed_after < 3.5, failed_after  # the statement's 2 s, not as long again for a rollback nobody answers

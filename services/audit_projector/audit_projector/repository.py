@@ -292,6 +292,10 @@ class ProjectionRepository:
         """Close the connection; a lost one is just dropped."""
         await postgres.close(self._conn)
 
+    def drop(self) -> None:
+        """Drop the connection without a goodbye (the server rolls back what was open)."""
+        self._conn.terminate()
+
     async def _load_months(self) -> None:
         with db_errors("cannot list month partitions"):
             rows = await self._conn.fetch(

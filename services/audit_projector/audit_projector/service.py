@@ -122,6 +122,9 @@ async def running_pipeline(
             pipeline.subscribe()
             await consumer.start()
         yield pipeline
+    except BaseException:
+        repo.drop()  # a failed pipeline's session may sit on a hung server: no goodbye to wait for
+        raise
     finally:
         state.assigned.clear()
         state.positions.clear()
