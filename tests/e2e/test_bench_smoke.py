@@ -103,3 +103,11 @@ def test_the_memory_bench_runs_the_projector_and_a_replay_and_writes_their_peaks
     assert "peak RSS MiB" in table
     assert {(p["process"], p["records"] > 0) for p in figures["peaks"]} == {("projector", True), ("replay", True)}
     assert all(p["peak_rss_mib"] > 10 for p in figures["peaks"])
+
+
+def test_the_swap_pause_bench_replays_swaps_and_writes_each_sizes_pause(stack: Stack, tmp_path: Path) -> None:
+    table, figures = _smoke("swap_pause", stack, tmp_path / "swap_pause.json", 300)
+    assert "pause ms" in table
+    small, large = figures["swaps"]
+    assert 0 < small["records"] < large["records"]
+    assert all(s["rows_verified"] > 0 and s["paused_ms"] > 0 for s in (small, large))
