@@ -27,7 +27,6 @@ from pydantic import SecretStr
 
 from audit_projector import logs
 from audit_projector.compare import compare
-from audit_projector.config import Settings
 from audit_projector.integrity import verify_integrity
 from audit_projector.migrations import migrate
 from audit_projector.replay import catch_up, replay
@@ -36,7 +35,7 @@ from audit_projector.topics import ensure_topics
 from audit_schemas.checkpoint import NoteSigner
 from bench import figures as figures_out
 from bench.mix import Published, publish_mix
-from bench.projector_vs_copy import BOOTSTRAP, OWNER, PROJECTOR
+from bench.projector_vs_copy import BOOTSTRAP, OWNER, bench_settings, drop_bench_schemas
 
 
 @dataclass(frozen=True)
@@ -91,20 +90,7 @@ async def _copy_write_set(conn: asyncpg.Connection, source: str, target: str) ->
 async def one_run(actions: int) -> Run:
     name = f"bench_{uuid4().hex[:8]}"
     signer, key = NoteSigner.generate("audit-trail")
-    settings = Settings(
-        environment="development",  # the local stack has one broker
-        bootstrap_servers=BOOTSTRAP,
-        database_url=PROJECTOR,
-        db_schema=f"{name}_a",
-        control_schema=f"{name}_control",
-        group_id=f"{name}-group",
-        audit_topic=f"{name}.audit",
-        execution_log_topic=f"{name}.logs",
-        dead_letter_topic=f"{name}.dlq",
-        checkpoint_topic=f"{name}.checkpoints",
-        checkpoint_key=SecretStr(key),
-        rollup_compaction_interval_s=0,
-    )
+    settings = bench_settings(name).model_copy(update={"checkpoint_key": SecretStr(key)})
     copy_schema = f"{name}_b"
     topics = [*settings.topics, settings.dead_letter_topic, settings.checkpoint_topic]
     await migrate(OWNER, settings.db_schema, control_schema=settings.control_schema)
@@ -131,8 +117,7 @@ async def one_run(actions: int) -> Run:
             settings.model_copy(update={"db_schema": replay_schema, "group_id": f"{name}-replay"}), OWNER, 3600
         )
         assert rebuilt.records == published.records, (rebuilt.records, published.records)
-        for schema in (settings.db_schema, copy_schema, replay_schema, settings.control_schema):
-            await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await drop_bench_schemas(conn, name)
     finally:
         await conn.close()
     assert projected.records == published.records, (projected.records, published.records)

@@ -21,7 +21,7 @@ from audit_projector.migrations import migrate
 from audit_projector.topics import ensure_topics
 from bench import figures as figures_out
 from bench.mix import publish_mix
-from bench.projector_vs_copy import BOOTSTRAP, OWNER
+from bench.projector_vs_copy import BOOTSTRAP, OWNER, drop_bench_schemas
 from bench.projectors import projector_env
 
 PARTITIONS = 6
@@ -129,8 +129,7 @@ async def one_size(records: int) -> list[Peak]:
     finally:
         conn = await asyncpg.connect(OWNER)
         try:
-            for schema in (f"{name}_a", f"{name}_r", f"{name}_control"):
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            await drop_bench_schemas(conn, name)
         finally:
             await conn.close()
 

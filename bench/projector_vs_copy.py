@@ -31,6 +31,32 @@ PROJECTOR = os.environ.get(
 BOOTSTRAP = os.environ.get("AUDIT_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
 
 
+def bench_settings(name: str) -> Settings:
+    """Projector settings on the local stack under a bench's own `name`: schemas `<name>_a` and `<name>_control`,
+    group `<name>-group`, topics `<name>.*`, no rollup compaction."""
+    return Settings(
+        environment="development",  # the local stack has one broker
+        bootstrap_servers=BOOTSTRAP,
+        database_url=PROJECTOR,
+        db_schema=f"{name}_a",
+        control_schema=f"{name}_control",
+        group_id=f"{name}-group",
+        audit_topic=f"{name}.audit",
+        execution_log_topic=f"{name}.logs",
+        dead_letter_topic=f"{name}.dlq",
+        checkpoint_topic=f"{name}.checkpoints",
+        rollup_compaction_interval_s=0,
+    )
+
+
+async def drop_bench_schemas(conn: asyncpg.Connection, name: str) -> None:
+    """Every schema a bench made under `name` (`<name>_a`, `_b`, `_control`, retired ones, ...)."""
+    for schema in await conn.fetch(
+        "SELECT nspname FROM pg_namespace WHERE left(nspname, length($1) + 1) = $1 || '_'", name
+    ):
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema[0]}" CASCADE')
+
+
 async def baseline(events: int) -> float:
     """Seconds to COPY `events` prepared rows into a fresh audit_entries."""
     schema = f"bench_copy_{uuid4().hex[:8]}"

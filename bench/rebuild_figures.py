@@ -23,31 +23,18 @@ import asyncpg
 from tests.factories import publish_events
 
 from audit_projector import logs
-from audit_projector.config import Settings
 from audit_projector.migrations import migrate
 from audit_projector.replay import replay
 from audit_projector.swap import swap
 from audit_projector.topics import ensure_topics
 from audit_schemas import archive, merkle
 from audit_schemas.checkpoint import Checkpoint, NoteSigner
-from bench.projector_vs_copy import BOOTSTRAP, OWNER, PROJECTOR
+from bench.projector_vs_copy import BOOTSTRAP, OWNER, bench_settings, drop_bench_schemas
 
 
 async def run(events: int) -> None:
     name = f"bench_{uuid4().hex[:8]}"
-    live = Settings(
-        environment="development",  # the local stack has one broker
-        bootstrap_servers=BOOTSTRAP,
-        database_url=PROJECTOR,
-        db_schema=f"{name}_a",
-        control_schema=f"{name}_control",
-        group_id=f"{name}-group",
-        kafka_group_id=f"{name}-a",
-        audit_topic=f"{name}.audit",
-        execution_log_topic=f"{name}.logs",
-        dead_letter_topic=f"{name}.dlq",
-        rollup_compaction_interval_s=0,
-    )
+    live = bench_settings(name).model_copy(update={"kafka_group_id": f"{name}-a"})
     shadow = live.model_copy(update={"db_schema": f"{name}_b", "kafka_group_id": f"{name}-b"})
     await migrate(OWNER, live.db_schema, control_schema=live.control_schema)
     await ensure_topics(BOOTSTRAP, [*live.topics, live.dead_letter_topic], live.partitions)
@@ -69,11 +56,7 @@ async def run(events: int) -> None:
         print(f"archives: {size:,} bytes for {events:,} entries = {per_million / 2**20:,.1f} MiB per million")
         print(f"offline verification: {events / seconds:,.0f} leaves/s")
     finally:
-        for schema in (live.db_schema, shadow.db_schema, live.control_schema):
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await conn.execute(f"""DO $$ DECLARE s text; BEGIN
-            FOR s IN SELECT nspname FROM pg_namespace WHERE nspname LIKE '{name}_a_retired_%' LOOP
-                EXECUTE format('DROP SCHEMA %I CASCADE', s); END LOOP; END $$""")
+        await drop_bench_schemas(conn, name)
         await conn.close()
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -14,14 +14,13 @@ from uuid import uuid4
 
 import asyncpg
 
-from audit_projector.config import Settings
 from audit_projector.migrations import migrate
 from audit_projector.replay import replay
 from audit_projector.swap import swap
 from audit_projector.topics import ensure_topics
 from bench import figures as figures_out
 from bench.mix import publish_mix
-from bench.projector_vs_copy import BOOTSTRAP, OWNER, PROJECTOR
+from bench.projector_vs_copy import BOOTSTRAP, OWNER, bench_settings, drop_bench_schemas
 
 PARTITIONS = 6
 
@@ -36,20 +35,7 @@ class Swap:
 
 async def one_size(records: int) -> Swap:
     name = f"bench_{uuid4().hex[:8]}"
-    live = Settings(
-        environment="development",  # the local stack has one broker
-        bootstrap_servers=BOOTSTRAP,
-        database_url=PROJECTOR,
-        db_schema=f"{name}_a",
-        control_schema=f"{name}_control",
-        group_id=f"{name}-group",
-        kafka_group_id=f"{name}-a",
-        audit_topic=f"{name}.audit",
-        execution_log_topic=f"{name}.logs",
-        dead_letter_topic=f"{name}.dlq",
-        checkpoint_topic=f"{name}.checkpoints",
-        rollup_compaction_interval_s=0,
-    )
+    live = bench_settings(name).model_copy(update={"kafka_group_id": f"{name}-a"})
     rebuild = live.model_copy(update={"db_schema": f"{name}_b", "kafka_group_id": f"{name}-b"})
     await migrate(OWNER, live.db_schema, control_schema=live.control_schema)
     await ensure_topics(BOOTSTRAP, [*live.topics, live.dead_letter_topic, live.checkpoint_topic], PARTITIONS)
@@ -61,11 +47,7 @@ async def one_size(records: int) -> Swap:
         swapped = await swap(live, rebuild, OWNER, timeout_s=600)
         return Swap(first.records, second.seconds, swapped.rows_verified, swapped.paused_s * 1000)
     finally:
-        for schema in (live.db_schema, rebuild.db_schema, live.control_schema):
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await conn.execute(f"""DO $$ DECLARE s text; BEGIN
-            FOR s IN SELECT nspname FROM pg_namespace WHERE nspname LIKE '{name}_a_retired_%' LOOP
-                EXECUTE format('DROP SCHEMA %I CASCADE', s); END LOOP; END $$""")
+        await drop_bench_schemas(conn, name)
         await conn.close()
 
 

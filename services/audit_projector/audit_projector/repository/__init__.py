@@ -3,7 +3,6 @@
 (`blocks`), Merkle trees (`trees`), keys and checkpoints (`signatures`), month partitions (`partitions`) and the
 rollup folding (`rollups`); `projection` writes a batch through them in one transaction."""
 
-from audit_projector.errors import RecordDataError
 from audit_projector.repository.offsets import PAUSE_LOCK, pause_state
 from audit_projector.repository.projection import ProjectionRepository
 from audit_projector.repository.records import (
@@ -17,17 +16,15 @@ from audit_projector.repository.records import (
     WriteResult,
 )
 from audit_projector.repository.rollups import compact_rollups
-from audit_projector.repository.session import SESSION_SETTINGS, open_session, quoted
+from audit_projector.repository.session import open_session, quoted
 
 __all__ = [
     "PAUSE_LOCK",
-    "SESSION_SETTINGS",
     "Batch",
     "Block",
     "OffsetFence",
     "ProducerKey",
     "ProjectionRepository",
-    "RecordDataError",
     "Skip",
     "TreeAppend",
     "TreeState",
