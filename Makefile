@@ -31,7 +31,7 @@ test-containers: .venv/.ok
 ## (stack.sh up ha): leader killed and frozen, controller killed, a projector killed mid-stream, two brokers down, the
 ## primary killed and frozen; each bounded, about five minutes in all.
 test-cluster: .venv/.ok
-	AUDIT_TEST_CLUSTER=1 $(VENV)/pytest -p no:cacheprovider -rP tests/cluster  # -rP: each fault test prints its figures
+	AUDIT_TEST_CLUSTER=1 $(VENV)/pytest -p no:cacheprovider -rfEP tests/cluster  # -rP: each fault test prints its figures; -rfE: and what failed
 
 stack: .venv/.ok
 	deploy/local/stack.sh up
