@@ -31,6 +31,8 @@ class Swap:
     rebuild_seconds: float
     rows_verified: int
     paused_ms: float
+    catch_up_ms: float
+    tail_compare_ms: float
 
 
 async def one_size(records: int) -> Swap:
@@ -45,7 +47,14 @@ async def one_size(records: int) -> Swap:
         first = await replay(live, OWNER, timeout_s=7200)
         second = await replay(rebuild, OWNER, timeout_s=7200)
         swapped = await swap(live, rebuild, OWNER, timeout_s=600)
-        return Swap(first.records, second.seconds, swapped.rows_verified, swapped.paused_s * 1000)
+        return Swap(
+            first.records,
+            second.seconds,
+            swapped.rows_verified,
+            swapped.paused_s * 1000,
+            swapped.caught_up_s * 1000,
+            swapped.tail_compared_s * 1000,
+        )
     finally:
         await drop_bench_schemas(conn, name)
         await conn.close()
@@ -54,11 +63,14 @@ async def one_size(records: int) -> Swap:
 async def main(small: int, large: int, smoke: bool, out: Path) -> None:
     swaps = [await one_size(small), await one_size(large)]
     print(f"{os.cpu_count()} cores; the realistic mix at {small:,} and {large:,} records, swapped with no projector")
-    print(f"{'records':>10} {'rebuild s':>10} {'rows verified':>14} {'pause ms':>9} {'÷ smaller':>10}")
+    print(
+        f"{'records':>10} {'rebuild s':>10} {'rows verified':>14} {'pause ms':>9} {'catch-up ms':>12} "
+        f"{'tail cmp ms':>12} {'÷ smaller':>10}"
+    )
     for s in swaps:
         print(
             f"{s.records:>10,} {s.rebuild_seconds:>10.1f} {s.rows_verified:>14,} {s.paused_ms:>9.0f} "
-            f"{s.paused_ms / swaps[0].paused_ms:>10.2f}"
+            f"{s.catch_up_ms:>12.0f} {s.tail_compare_ms:>12.0f} {s.paused_ms / swaps[0].paused_ms:>10.2f}"
         )
     figures_out.write(out, {"smoke": smoke, "swaps": [asdict(s) for s in swaps]})
     print(f"written to {out}")

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from audit_producer import AuditProducer
-from audit_projector.compare import checksums, compare
+from audit_projector.compare import checksums, compare, stored_offsets
 from audit_projector.replay import replay
 from audit_projector.swap import SwapRefusedError, swap
 from audit_schemas import OtelSpan, encode
@@ -307,6 +307,73 @@ async def test_a_swap_is_refused_when_the_rebuild_does_not_match(isolated: Isola
     async with isolated.owner() as conn:
         assert await conn.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname = $1", shadow_name) == 1
         await conn.execute(f"DROP SCHEMA {shadow_name} CASCADE")
+
+
+_COMPARED = """SELECT coalesce(sum(seq_scan), 0) FROM pg_stat_user_tables WHERE schemaname = ANY($1::text[])
+   AND relname ~ '^(audit_entries|audit_outcomes|execution_logs|merkle_leaves|dead_letters)'"""
+
+
+async def _whole_scans(conn: asyncpg.Connection, schemas: list[str]) -> int:
+    """Sequential scans so far of the compared tables (this connection's own counted too)."""
+    await conn.execute("SELECT pg_stat_force_next_flush()")
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    return int(await conn.fetchval(_COMPARED, schemas))
+
+
+async def test_the_swaps_tail_comparison_reads_only_the_tail_and_still_finds_a_forgery_in_it(
+    isolated: Isolated, audit: AuditProducer, projector: Any
+) -> None:
+    """What the pause compares (records since the bulk comparison) is read through the position's block ranges:
+    no compared table of either model is scanned whole, however large; a forged row in the tail is still found,
+    and one below it is left to the bulk comparison that ran before the pause."""
+    if isolated.stack.admin_dsn is None:
+        pytest.skip("needs a superuser DSN to tamper with")
+    await _mix(isolated, audit)
+    shadow_name = f"{isolated.name}_shadow"
+    shadow = isolated.projector.model_copy(
+        update={"db_schema": shadow_name, "kafka_group_id": f"audit-replay-{shadow_name}"}
+    )
+    await replay(shadow, isolated.stack.owner_dsn, timeout_s=120)
+    schemas = [isolated.name, shadow_name]
+    async with isolated.owner() as conn:
+        ours = await stored_offsets(conn, isolated.name, isolated.projector.group_id)
+        theirs = await stored_offsets(conn, shadow_name, isolated.projector.group_id)
+        bounds = {k: min(n, ours.get(k, 0)) for k, n in theirs.items()}
+        since = {k: max(0, n - 3) for k, n in bounds.items()}  # the last three records of every partition
+        before = await _whole_scans(conn, schemas)
+        tail = await compare(conn, isolated.name, shadow_name, bounds, since=since)
+        assert tail.differences == [], tail.differences
+        assert 0 < tail.rows <= 3 * len(bounds), tail.rows  # the tail only: a record is at most one row
+        assert await _whole_scans(conn, schemas) == before
+        whole = await compare(conn, isolated.name, shadow_name, bounds)
+        assert whole.differences == []
+        assert await _whole_scans(conn, schemas) > before  # the counter is live: a full comparison scans
+
+        newest = await conn.fetchrow(
+            f"SELECT kafka_partition, kafka_offset FROM {shadow_name}.execution_logs ORDER BY kafka_offset DESC LIMIT 1"
+        )
+        oldest = await conn.fetchrow(
+            f"SELECT kafka_partition, kafka_offset FROM {shadow_name}.execution_logs ORDER BY kafka_offset LIMIT 1"
+        )
+    assert newest is not None
+    assert oldest is not None
+    logs = isolated.projector.execution_log_topic
+    assert newest["kafka_offset"] >= since[(logs, newest["kafka_partition"])]
+    assert oldest["kafka_offset"] < since[(logs, oldest["kafka_partition"])]
+    for row in (newest, oldest):
+        await _tamper(
+            isolated,
+            f"UPDATE {shadow_name}.execution_logs SET message = 'forged' WHERE kafka_partition = "
+            f"{row['kafka_partition']} AND kafka_offset = {row['kafka_offset']} RETURNING kafka_offset",
+        )
+    async with isolated.owner() as conn:
+        found = await compare(conn, isolated.name, shadow_name, bounds, since=since)
+        everything = await compare(conn, isolated.name, shadow_name, bounds)
+        await conn.execute(f"DROP SCHEMA {shadow_name} CASCADE")
+    assert len(found.differences) == 1, found.differences
+    assert f"offset {newest['kafka_offset']}" in found.differences[0]
+    assert "message" in found.differences[0]
+    assert len(everything.differences) == 2, everything.differences
 
 
 async def test_version_1_and_version_2_actions_project_and_replay_alike(isolated: Isolated, projector: Any) -> None:

@@ -56,13 +56,24 @@ def _bounded(bounds: Bounds | None, first: int, since: Bounds | None = None) -> 
         return "true", []
     keys = sorted(bounds)
     lows = since or {}
+    floor = min((lows.get(k, 0) for k in keys), default=0)
+    # The lowest offset compared, as a plain range the position's block-range index serves (migration 0020): a
+    # tail comparison reads the newest blocks only. The EXISTS keeps each partition's own range exactly.
     return (
-        f"""EXISTS (SELECT 1 FROM unnest(${first}::text[], ${first + 1}::int[], ${first + 2}::bigint[],
+        f"""t.kafka_offset >= ${first + 4}::bigint
+            AND EXISTS (SELECT 1 FROM unnest(${first}::text[], ${first + 1}::int[], ${first + 2}::bigint[],
                                          ${first + 3}::bigint[]) AS b(tp, p, lo, n)
                     WHERE b.tp = t.kafka_topic AND b.p = t.kafka_partition
                       AND t.kafka_offset >= b.lo AND t.kafka_offset < b.n)""",
-        [[k[0] for k in keys], [k[1] for k in keys], [lows.get(k, 0) for k in keys], [bounds[k] for k in keys]],
+        [[k[0] for k in keys], [k[1] for k in keys], [lows.get(k, 0) for k in keys], [bounds[k] for k in keys], floor],
     )
+
+
+async def _tail_only(conn: asyncpg.Connection, since: Bounds | None) -> None:
+    """In a tail comparison, read by the position's block ranges even when the statistics are stale (a model just
+    rebuilt has none yet, and the planner would scan it all)."""
+    if since is not None:
+        await conn.execute("SET LOCAL enable_seqscan = off")
 
 
 async def checksums(
@@ -74,6 +85,7 @@ async def checksums(
     with db_errors(f"cannot checksum schema {schema}"):
         async with conn.transaction(readonly=True, isolation="repeatable_read"):
             await conn.execute("SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'")
+            await _tail_only(conn, since)
             for table, (columns, time) in _TABLES.items():
                 day = f"date_trunc('day', t.{time}, 'UTC')" if time else "NULL::timestamptz"
                 for r in await conn.fetch(
@@ -93,14 +105,17 @@ async def leaves(
     (equal leaves in equal order make equal trees; leaves are computed over the raw records)."""
     below, args = _bounded(bounds, 1, since)
     with db_errors(f"cannot read the leaves of schema {schema}"):
-        rows = await conn.fetch(
-            f"""SELECT t.kafka_topic, t.kafka_partition, count(*) AS n,
-                       md5(string_agg(t.leaf_hash, ''::bytea ORDER BY t.leaf_index)) AS sum
-                  FROM (SELECT topic AS kafka_topic, partition AS kafka_partition, leaf_index, leaf_hash, kafka_offset
-                          FROM {quoted(schema)}.merkle_leaves) t
-                 WHERE {below} GROUP BY 1, 2""",
-            *args,
-        )
+        async with conn.transaction():  # for SET LOCAL; nests as a savepoint in a caller's
+            await _tail_only(conn, since)
+            rows = await conn.fetch(
+                f"""SELECT t.kafka_topic, t.kafka_partition, count(*) AS n,
+                           md5(string_agg(t.leaf_hash, ''::bytea ORDER BY t.leaf_index)) AS sum
+                      FROM (SELECT topic AS kafka_topic, partition AS kafka_partition, leaf_index, leaf_hash,
+                                   kafka_offset
+                              FROM {quoted(schema)}.merkle_leaves) t
+                     WHERE {below} GROUP BY 1, 2""",
+                *args,
+            )
     return {(r[0], r[1]): Checksum(r[2], r[3]) for r in rows}
 
 
@@ -131,7 +146,7 @@ async def compare(
     report.partitions = len(theirs)
     for key in sorted(set(ours) | set(theirs)):
         if ours.get(key) != theirs.get(key):
-            report.differences.append(await _first_leaf(conn, live, log, key, bounds))
+            report.differences.append(await _first_leaf(conn, live, log, key, bounds, since))
     mine, logged = await checksums(conn, live, bounds, since), await checksums(conn, log, bounds, since)
     report.buckets = len(logged)
     report.rows = sum(c.rows for c in logged.values())
@@ -142,21 +157,26 @@ async def compare(
         if len(report.differences) >= limit:
             report.differences.append("… more differences not listed")
             break
-        report.differences.append(await _narrow(conn, live, log, bucket, a_sum, b_sum, bounds))
+        report.differences.append(await _narrow(conn, live, log, bucket, a_sum, b_sum, bounds, since))
     return report
 
 
 async def _first_leaf(
-    conn: asyncpg.Connection, live: str, log: str, key: tuple[str, int], bounds: Bounds | None
+    conn: asyncpg.Connection,
+    live: str,
+    log: str,
+    key: tuple[str, int],
+    bounds: Bounds | None,
+    since: Bounds | None,
 ) -> str:
-    bound = (bounds or {}).get(key, 2**62)
+    bound, low = (bounds or {}).get(key, 2**62), (since or {}).get(key, 0)
     sql = (
         "SELECT leaf_index, kafka_offset, leaf_hash FROM {}.merkle_leaves WHERE topic = $1 AND partition = $2 "
-        "AND kafka_offset < $3 ORDER BY leaf_index"
+        "AND kafka_offset < $3 AND kafka_offset >= $4 ORDER BY leaf_index"
     )
     with db_errors("cannot read the leaves"):
-        ours = await conn.fetch(sql.format(quoted(live)), key[0], key[1], bound)
-        theirs = await conn.fetch(sql.format(quoted(log)), key[0], key[1], bound)
+        ours = await conn.fetch(sql.format(quoted(live)), key[0], key[1], bound, low)
+        theirs = await conn.fetch(sql.format(quoted(log)), key[0], key[1], bound, low)
     head = f"Merkle leaves of {key[0]}/{key[1]}: {len(ours)} in {live}, {len(theirs)} in the log"
     for a, b in zip(ours, theirs, strict=False):
         if tuple(a) != tuple(b):
@@ -176,20 +196,27 @@ async def _narrow(
     a: Checksum | None,
     b: Checksum | None,
     bounds: Bounds | None,
+    since: Bounds | None,
 ) -> str:
-    """The first offset (and column) at which one bucket differs."""
+    """The first offset (and column) at which one bucket differs, within the compared range."""
     table, topic, partition, day = bucket
     columns, time = _TABLES[table]
-    where = "t.kafka_topic = $1 AND t.kafka_partition = $2 AND t.kafka_offset < $3"
-    args: list[Any] = [topic, partition, (bounds or {}).get((topic, partition), 2**62)]
+    where = "t.kafka_topic = $1 AND t.kafka_partition = $2 AND t.kafka_offset < $3 AND t.kafka_offset >= $4"
+    args: list[Any] = [
+        topic,
+        partition,
+        (bounds or {}).get((topic, partition), 2**62),
+        (since or {}).get((topic, partition), 0),
+    ]
     if time is not None:
-        where += f" AND date_trunc('day', t.{time}, 'UTC') = $4"
+        where += f" AND date_trunc('day', t.{time}, 'UTC') = $5"
         args.append(day)
     head = f"{table} {topic}/{partition}" + (f" on {day:%Y-%m-%d}" if day else "")
     head += f": {a.rows if a else 0} rows in {live}, {b.rows if b else 0} in the log"
     select = ", ".join(f"t.{c}" for c in columns)
     async with conn.transaction(readonly=True, isolation="repeatable_read"):
         await conn.execute("SET LOCAL TimeZone = 'UTC'")
+        await _tail_only(conn, since)
         ours = {
             r["kafka_offset"]: r
             for r in await conn.fetch(f"SELECT {select} FROM {quoted(live)}.{table} t WHERE {where}", *args)

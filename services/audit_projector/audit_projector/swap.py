@@ -35,6 +35,10 @@ class SwapResult:
     retired: str
     paused_s: float
     rows_verified: int
+    caught_up_s: float
+    """Of the pause: the shadow's catch-up to the live offsets."""
+    tail_compared_s: float
+    """Of the pause: the comparison of what arrived since the bulk comparison."""
 
 
 async def swap(live: Settings, shadow: Settings, owner_dsn: str, timeout_s: float) -> SwapResult:
@@ -55,7 +59,9 @@ async def swap(live: Settings, shadow: Settings, owner_dsn: str, timeout_s: floa
         try:
             targets = await stored_offsets(conn, live.db_schema, live.group_id)
             await catch_up(shadow, ProjectorState(), timeout_s, targets=targets)
+            caught_up_s = time.perf_counter() - paused_at
             checked += await _verify(conn, live, shadow, targets, before)
+            tail_compared_s = time.perf_counter() - paused_at - caught_up_s
             with db_errors("cannot rename the schemas"):
                 async with conn.transaction():
                     await conn.execute(f"ALTER SCHEMA {quoted(live.db_schema)} RENAME TO {quoted(retired)}")
@@ -71,8 +77,15 @@ async def swap(live: Settings, shadow: Settings, owner_dsn: str, timeout_s: floa
         paused_s = time.perf_counter() - paused_at
     finally:
         await conn.close()
-    log.info("read_model_swapped", live=live.db_schema, retired=retired, paused_s=round(paused_s, 3))
-    return SwapResult(live.db_schema, retired, paused_s, checked)
+    log.info(
+        "read_model_swapped",
+        live=live.db_schema,
+        retired=retired,
+        paused_s=round(paused_s, 3),
+        caught_up_s=round(caught_up_s, 3),
+        tail_compared_s=round(tail_compared_s, 3),
+    )
+    return SwapResult(live.db_schema, retired, paused_s, checked, caught_up_s, tail_compared_s)
 
 
 async def _common(conn: asyncpg.Connection, live: Settings, shadow: Settings) -> Bounds:
