@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from audit_producer import AuditProducer
-from audit_projector.compare import checksums, compare, stored_offsets
+from audit_projector.compare import checksums, compare, stored_offsets, summarize_positions
 from audit_projector.replay import replay
 from audit_projector.swap import SwapRefusedError, swap
 from audit_schemas import OtelSpan, encode
@@ -340,6 +340,8 @@ async def test_the_swaps_tail_comparison_reads_only_the_tail_and_still_finds_a_f
         theirs = await stored_offsets(conn, shadow_name, isolated.projector.group_id)
         bounds = {k: min(n, ours.get(k, 0)) for k, n in theirs.items()}
         since = {k: max(0, n - 3) for k, n in bounds.items()}  # the last three records of every partition
+        for schema in schemas:  # as the swap does before its pause, as the schema owner
+            assert await summarize_positions(conn, schema) >= 0
         before = await _whole_scans(conn, schemas)
         tail = await compare(conn, isolated.name, shadow_name, bounds, since=since)
         assert tail.differences == [], tail.differences

@@ -76,6 +76,21 @@ async def _tail_only(conn: asyncpg.Connection, since: Bounds | None) -> None:
         await conn.execute("SET LOCAL enable_seqscan = off")
 
 
+async def summarize_positions(conn: asyncpg.Connection, schema: str) -> int:
+    """Summarize every block range of the position's BRIN indexes (migration 0020) not summarized yet; the number
+    summarized. An unsummarized range matches any bound, so a swap does this before its pause: the tail
+    comparison then reads only the blocks written during the hold."""
+    summarized = 0
+    with db_errors(f"cannot summarize the position indexes of schema {schema}"):
+        for r in await conn.fetch(
+            """SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_am a ON a.oid = c.relam
+                WHERE a.amname = 'brin' AND c.relkind = 'i' AND c.relnamespace = to_regnamespace($1)""",
+            schema,
+        ):
+            summarized += await conn.fetchval("SELECT brin_summarize_new_values($1::oid::regclass)", r["oid"])
+    return summarized
+
+
 async def checksums(
     conn: asyncpg.Connection, schema: str, bounds: Bounds | None = None, since: Bounds | None = None
 ) -> dict[Bucket, Checksum]:

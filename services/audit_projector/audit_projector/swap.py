@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import asyncpg
 import structlog
 
-from audit_projector.compare import Bounds, compare, stored_offsets
+from audit_projector.compare import Bounds, compare, stored_offsets, summarize_positions
 from audit_projector.config import Settings
 from audit_projector.errors import ProjectorError, db_errors
 from audit_projector.integrity import verify_integrity
@@ -54,6 +54,8 @@ async def swap(live: Settings, shadow: Settings, owner_dsn: str, timeout_s: floa
     try:
         before = await _common(conn, live, shadow)
         checked = await _verify(conn, live, shadow, before, None)
+        for schema in (live.db_schema, shadow.db_schema):  # so that the hold reads only what it adds
+            await summarize_positions(conn, schema)
         await _pause(conn, live, f"swapping in {shadow.db_schema}")
         paused_at = time.perf_counter()
         try:
