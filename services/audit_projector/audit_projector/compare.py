@@ -50,23 +50,40 @@ Bounds = dict[tuple[str, int], int]
 """Per topic partition, the offset before which both models are compared (records both have projected)."""
 
 
-def _bounded(bounds: Bounds | None, first: int, since: Bounds | None = None) -> tuple[str, list[Any]]:
-    """A condition keeping rows in [since, bound) of their partition, with arguments numbered from `first`."""
+def _bounded(bounds: Bounds | None, first: int, since: Bounds | None = None) -> list[tuple[str, list[Any]]]:
+    """Conditions keeping rows in [since, bound) of their partition, with arguments numbered from `first`; the
+    rows of all conditions together. A tail comparison (`since`) gets one condition per topic, each with the lowest
+    offset compared in that topic as a plain range the position's block-range index serves (migration 0020): it
+    reads the newest blocks only, even where one topic's offsets run far ahead of the other's. The EXISTS keeps
+    each partition's own range exactly."""
     if bounds is None:
-        return "true", []
-    keys = sorted(bounds)
+        return [("true", [])]
     lows = since or {}
-    floor = min((lows.get(k, 0) for k in keys), default=0)
-    # The lowest offset compared, as a plain range the position's block-range index serves (migration 0020): a
-    # tail comparison reads the newest blocks only. The EXISTS keeps each partition's own range exactly.
-    return (
-        f"""t.kafka_offset >= ${first + 4}::bigint
-            AND EXISTS (SELECT 1 FROM unnest(${first}::text[], ${first + 1}::int[], ${first + 2}::bigint[],
-                                         ${first + 3}::bigint[]) AS b(tp, p, lo, n)
-                    WHERE b.tp = t.kafka_topic AND b.p = t.kafka_partition
-                      AND t.kafka_offset >= b.lo AND t.kafka_offset < b.n)""",
-        [[k[0] for k in keys], [k[1] for k in keys], [lows.get(k, 0) for k in keys], [bounds[k] for k in keys], floor],
-    )
+    groups = [sorted(bounds)] if since is None else [sorted(k for k in bounds if k[0] == t) for t in _topics(bounds)]
+    out: list[tuple[str, list[Any]]] = []
+    for keys in groups:
+        floor = min((lows.get(k, 0) for k in keys), default=0)
+        out.append(
+            (
+                f"""t.kafka_offset >= ${first + 4}::bigint
+                    AND EXISTS (SELECT 1 FROM unnest(${first}::text[], ${first + 1}::int[], ${first + 2}::bigint[],
+                                                     ${first + 3}::bigint[]) AS b(tp, p, lo, n)
+                                 WHERE b.tp = t.kafka_topic AND b.p = t.kafka_partition
+                                   AND t.kafka_offset >= b.lo AND t.kafka_offset < b.n)""",
+                [
+                    [k[0] for k in keys],
+                    [k[1] for k in keys],
+                    [lows.get(k, 0) for k in keys],
+                    [bounds[k] for k in keys],
+                    floor,
+                ],
+            )
+        )
+    return out
+
+
+def _topics(bounds: Bounds) -> list[str]:
+    return sorted({k[0] for k in bounds})
 
 
 async def _tail_only(conn: asyncpg.Connection, since: Bounds | None) -> None:
@@ -96,40 +113,73 @@ async def checksums(
 ) -> dict[Bucket, Checksum]:
     """Per table, partition and UTC day: row count and checksum (deterministic: UTC text, offset order)."""
     out: dict[Bucket, Checksum] = {}
-    below, args = _bounded(bounds, 1, since)
     with db_errors(f"cannot checksum schema {schema}"):
         async with conn.transaction(readonly=True, isolation="repeatable_read"):
             await conn.execute("SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'")
             await _tail_only(conn, since)
             for table, (columns, time) in _TABLES.items():
                 day = f"date_trunc('day', t.{time}, 'UTC')" if time else "NULL::timestamptz"
-                for r in await conn.fetch(
-                    f"""SELECT t.kafka_topic, t.kafka_partition, {day} AS day, count(*) AS n,
-                               md5(string_agg({_row_text(columns)}, '' ORDER BY t.kafka_offset)) AS sum
-                          FROM {quoted(schema)}.{table} t WHERE {below} GROUP BY 1, 2, 3""",
-                    *args,
-                ):
-                    out[(table, r["kafka_topic"], r["kafka_partition"], r["day"])] = Checksum(r["n"], r["sum"])
+                for below, args in _bounded(bounds, 1, since):
+                    for r in await conn.fetch(
+                        f"""SELECT t.kafka_topic, t.kafka_partition, {day} AS day, count(*) AS n,
+                                   md5(string_agg({_row_text(columns)}, '' ORDER BY t.kafka_offset)) AS sum
+                              FROM {quoted(schema)}.{table} t WHERE {below} GROUP BY 1, 2, 3""",
+                        *args,
+                    ):
+                        out[(table, r["kafka_topic"], r["kafka_partition"], r["day"])] = Checksum(r["n"], r["sum"])
     return out
 
 
 async def leaves(
-    conn: asyncpg.Connection, schema: str, bounds: Bounds | None = None, since: Bounds | None = None
+    conn: asyncpg.Connection,
+    schema: str,
+    bounds: Bounds | None = None,
+    since: Bounds | None = None,
 ) -> dict[tuple[str, int], Checksum]:
     """Each partition's Merkle leaves below the bounds: how many, and the md5 of their hashes in leaf order
-    (equal leaves in equal order make equal trees; leaves are computed over the raw records)."""
-    below, args = _bounded(bounds, 1, since)
+    (equal leaves in equal order make equal trees; leaves are computed over the raw records). A tail (`since`) is
+    read as one range of the leaves' unique (topic, partition, offset) index per partition."""
+    if bounds is not None and since is not None:
+        return await _tail_leaves(conn, schema, bounds, since)
+    out: dict[tuple[str, int], Checksum] = {}
     with db_errors(f"cannot read the leaves of schema {schema}"):
         async with conn.transaction():  # for SET LOCAL; nests as a savepoint in a caller's
             await _tail_only(conn, since)
+            for below, args in _bounded(bounds, 1, since):
+                for r in await conn.fetch(
+                    f"""SELECT t.kafka_topic, t.kafka_partition, count(*) AS n,
+                               md5(string_agg(t.leaf_hash, ''::bytea ORDER BY t.leaf_index)) AS sum
+                          FROM (SELECT topic AS kafka_topic, partition AS kafka_partition, leaf_index, leaf_hash,
+                                       kafka_offset
+                                  FROM {quoted(schema)}.merkle_leaves) t
+                         WHERE {below} GROUP BY 1, 2""",
+                    *args,
+                ):
+                    out[(r[0], r[1])] = Checksum(r[2], r[3])
+    return out
+
+
+async def _tail_leaves(
+    conn: asyncpg.Connection, schema: str, bounds: Bounds, since: Bounds
+) -> dict[tuple[str, int], Checksum]:
+    """Leaves in [since, bounds) per partition, each partition a range of the (topic, partition, offset) index:
+    however far one topic's offsets run ahead of another's, only the tail is read."""
+    keys = sorted(bounds)
+    with db_errors(f"cannot read the leaves of schema {schema}"):
+        async with conn.transaction():  # for SET LOCAL; nests as a savepoint in a caller's
+            await conn.execute("SET LOCAL enable_seqscan = off")  # a rebuilt model's statistics are not in yet
             rows = await conn.fetch(
-                f"""SELECT t.kafka_topic, t.kafka_partition, count(*) AS n,
-                           md5(string_agg(t.leaf_hash, ''::bytea ORDER BY t.leaf_index)) AS sum
-                      FROM (SELECT topic AS kafka_topic, partition AS kafka_partition, leaf_index, leaf_hash,
-                                   kafka_offset
-                              FROM {quoted(schema)}.merkle_leaves) t
-                     WHERE {below} GROUP BY 1, 2""",
-                *args,
+                f"""SELECT b.tp, b.p, count(l.leaf_index) AS n,
+                           md5(string_agg(l.leaf_hash, ''::bytea ORDER BY l.leaf_index)) AS sum
+                      FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[]) AS b(tp, p, lo, n)
+                      JOIN LATERAL (SELECT leaf_index, leaf_hash FROM {quoted(schema)}.merkle_leaves
+                                     WHERE topic = b.tp AND partition = b.p AND kafka_offset >= b.lo
+                                       AND kafka_offset < b.n) l ON true
+                     GROUP BY 1, 2""",
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [since.get(k, 0) for k in keys],
+                [bounds[k] for k in keys],
             )
     return {(r[0], r[1]): Checksum(r[2], r[3]) for r in rows}
 
