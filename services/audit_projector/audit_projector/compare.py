@@ -50,40 +50,34 @@ Bounds = dict[tuple[str, int], int]
 """Per topic partition, the offset before which both models are compared (records both have projected)."""
 
 
-def _bounded(bounds: Bounds | None, first: int, since: Bounds | None = None) -> list[tuple[str, list[Any]]]:
-    """Conditions keeping rows in [since, bound) of their partition, with arguments numbered from `first`; the
-    rows of all conditions together. A tail comparison (`since`) gets one condition per topic, each with the lowest
-    offset compared in that topic as a plain range the position's block-range index serves (migration 0020): it
-    reads the newest blocks only, even where one topic's offsets run far ahead of the other's. The EXISTS keeps
-    each partition's own range exactly."""
+def _bounded(bounds: Bounds | None, first: int, since: Bounds | None = None) -> tuple[str, list[Any]]:
+    """A condition keeping rows in [since, bound) of their partition, with arguments numbered from `first`.
+
+    A tail comparison (`since`) says each partition's range on its own, OR'ed: every range is one the position's
+    block-range index serves (migration 0020), so only blocks holding those offsets are read — however far one
+    topic's offsets run ahead of another's, and whatever the model's size."""
     if bounds is None:
-        return [("true", [])]
-    lows = since or {}
-    groups = [sorted(bounds)] if since is None else [sorted(k for k in bounds if k[0] == t) for t in _topics(bounds)]
-    out: list[tuple[str, list[Any]]] = []
-    for keys in groups:
-        floor = min((lows.get(k, 0) for k in keys), default=0)
-        out.append(
-            (
-                f"""t.kafka_offset >= ${first + 4}::bigint
-                    AND EXISTS (SELECT 1 FROM unnest(${first}::text[], ${first + 1}::int[], ${first + 2}::bigint[],
-                                                     ${first + 3}::bigint[]) AS b(tp, p, lo, n)
-                                 WHERE b.tp = t.kafka_topic AND b.p = t.kafka_partition
-                                   AND t.kafka_offset >= b.lo AND t.kafka_offset < b.n)""",
-                [
-                    [k[0] for k in keys],
-                    [k[1] for k in keys],
-                    [lows.get(k, 0) for k in keys],
-                    [bounds[k] for k in keys],
-                    floor,
-                ],
+        return "true", []
+    keys = sorted(bounds)
+    if since is not None:
+        if not keys:
+            return "false", []
+        arms, args = [], []
+        for i, k in enumerate(keys):
+            n = first + 4 * i
+            arms.append(
+                f"(t.kafka_topic = ${n} AND t.kafka_partition = ${n + 1} "
+                f"AND t.kafka_offset >= ${n + 2}::bigint AND t.kafka_offset < ${n + 3}::bigint)"
             )
-        )
-    return out
-
-
-def _topics(bounds: Bounds) -> list[str]:
-    return sorted({k[0] for k in bounds})
+            args += [k[0], k[1], since.get(k, 0), bounds[k]]
+        return "(" + " OR ".join(arms) + ")", args
+    return (
+        f"""EXISTS (SELECT 1 FROM unnest(${first}::text[], ${first + 1}::int[], ${first + 2}::bigint[],
+                                         ${first + 3}::bigint[]) AS b(tp, p, lo, n)
+                    WHERE b.tp = t.kafka_topic AND b.p = t.kafka_partition
+                      AND t.kafka_offset >= b.lo AND t.kafka_offset < b.n)""",
+        [[k[0] for k in keys], [k[1] for k in keys], [0] * len(keys), [bounds[k] for k in keys]],
+    )
 
 
 async def _tail_only(conn: asyncpg.Connection, since: Bounds | None) -> None:
@@ -113,20 +107,20 @@ async def checksums(
 ) -> dict[Bucket, Checksum]:
     """Per table, partition and UTC day: row count and checksum (deterministic: UTC text, offset order)."""
     out: dict[Bucket, Checksum] = {}
+    below, args = _bounded(bounds, 1, since)
     with db_errors(f"cannot checksum schema {schema}"):
         async with conn.transaction(readonly=True, isolation="repeatable_read"):
             await conn.execute("SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO, YMD'")
             await _tail_only(conn, since)
             for table, (columns, time) in _TABLES.items():
                 day = f"date_trunc('day', t.{time}, 'UTC')" if time else "NULL::timestamptz"
-                for below, args in _bounded(bounds, 1, since):
-                    for r in await conn.fetch(
-                        f"""SELECT t.kafka_topic, t.kafka_partition, {day} AS day, count(*) AS n,
-                                   md5(string_agg({_row_text(columns)}, '' ORDER BY t.kafka_offset)) AS sum
-                              FROM {quoted(schema)}.{table} t WHERE {below} GROUP BY 1, 2, 3""",
-                        *args,
-                    ):
-                        out[(table, r["kafka_topic"], r["kafka_partition"], r["day"])] = Checksum(r["n"], r["sum"])
+                for r in await conn.fetch(
+                    f"""SELECT t.kafka_topic, t.kafka_partition, {day} AS day, count(*) AS n,
+                               md5(string_agg({_row_text(columns)}, '' ORDER BY t.kafka_offset)) AS sum
+                          FROM {quoted(schema)}.{table} t WHERE {below} GROUP BY 1, 2, 3""",
+                    *args,
+                ):
+                    out[(table, r["kafka_topic"], r["kafka_partition"], r["day"])] = Checksum(r["n"], r["sum"])
     return out
 
 
@@ -141,22 +135,17 @@ async def leaves(
     read as one range of the leaves' unique (topic, partition, offset) index per partition."""
     if bounds is not None and since is not None:
         return await _tail_leaves(conn, schema, bounds, since)
-    out: dict[tuple[str, int], Checksum] = {}
+    below, args = _bounded(bounds, 1)
     with db_errors(f"cannot read the leaves of schema {schema}"):
-        async with conn.transaction():  # for SET LOCAL; nests as a savepoint in a caller's
-            await _tail_only(conn, since)
-            for below, args in _bounded(bounds, 1, since):
-                for r in await conn.fetch(
-                    f"""SELECT t.kafka_topic, t.kafka_partition, count(*) AS n,
-                               md5(string_agg(t.leaf_hash, ''::bytea ORDER BY t.leaf_index)) AS sum
-                          FROM (SELECT topic AS kafka_topic, partition AS kafka_partition, leaf_index, leaf_hash,
-                                       kafka_offset
-                                  FROM {quoted(schema)}.merkle_leaves) t
-                         WHERE {below} GROUP BY 1, 2""",
-                    *args,
-                ):
-                    out[(r[0], r[1])] = Checksum(r[2], r[3])
-    return out
+        rows = await conn.fetch(
+            f"""SELECT t.kafka_topic, t.kafka_partition, count(*) AS n,
+                       md5(string_agg(t.leaf_hash, ''::bytea ORDER BY t.leaf_index)) AS sum
+                  FROM (SELECT topic AS kafka_topic, partition AS kafka_partition, leaf_index, leaf_hash, kafka_offset
+                          FROM {quoted(schema)}.merkle_leaves) t
+                 WHERE {below} GROUP BY 1, 2""",
+            *args,
+        )
+    return {(r[0], r[1]): Checksum(r[2], r[3]) for r in rows}
 
 
 async def _tail_leaves(
