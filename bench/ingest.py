@@ -7,7 +7,10 @@ Per run, in fresh topics and schemas:
   3. dump every table A holds rows in (`COPY (SELECT …) TO` binary) and COPY them into B, a fresh schema with the
      same migrations: projector ÷ that COPY, plus the entries-only COPY line;
   4. `verify --integrity` over A and `verify --read-model`'s comparison of A with B: records/s, ÷ the projector;
-  5. `audit-projector replay` of the same topics into C, a fresh schema: records/s, ÷ that COPY.
+  5. `audit-projector replay` of the same topics into C, a fresh schema: records/s, ÷ that COPY;
+  6. the floor of one Python process, no database: aiokafka reading the same topics as the projector's consumers
+     do (both at once, the same fetch sizes), and reading them through the projector's own decode stage (decode,
+     provenance, rows built): what the projector cannot beat, whatever it writes.
 Each figure is the median of `--runs` runs, with the spread. Usage:
 `python -m bench.ingest [--actions N] [--runs 3] [--smoke] [--json PATH]`.
 """
@@ -23,12 +26,14 @@ from pathlib import Path
 from uuid import uuid4
 
 import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import SecretStr
 
 from audit_projector import logs
 from audit_projector.compare import compare
 from audit_projector.integrity import verify_integrity
 from audit_projector.migrations import migrate
+from audit_projector.pipeline.decoding import Provenance, decode_batch
 from audit_projector.replay import catch_up, replay
 from audit_projector.state import ProjectorState
 from audit_projector.topics import ensure_topics
@@ -51,6 +56,8 @@ class Run:
     verify_s: float
     compare_s: float
     replay_s: float
+    consume_s: float
+    decode_s: float
 
 
 async def _tables(conn: asyncpg.Connection, schema: str) -> list[tuple[str, int]]:
@@ -87,6 +94,41 @@ async def _copy_write_set(conn: asyncpg.Connection, source: str, target: str) ->
     return seconds, entries, sum(n for _, n in tables), len(tables)
 
 
+async def _read_all(topic: str, partitions: int, decoding: bool) -> int:
+    """Read every record of `topic` as the projector's consumer is set up (but assigned, no group), through its
+    decode stage when `decoding`; records read."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=BOOTSTRAP,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        assigned = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        total, read = sum((await consumer.end_offsets(assigned)).values()), 0
+        provenance = Provenance()
+        for _ in range(10_000_000):  # bounded
+            if read >= total:
+                break
+            fetched = await consumer.getmany(timeout_ms=500, max_records=2000)
+            read += sum(len(v) for v in fetched.values())
+            if decoding and fetched:
+                await decode_batch(fetched, provenance)
+        return read
+    finally:
+        await consumer.stop()
+
+
+async def _floor(topics: list[str], partitions: int, decoding: bool) -> tuple[float, int]:
+    """Both topics at once, as the projector's two pipelines read them: seconds and records."""
+    started = time.perf_counter()
+    counts = await asyncio.gather(*(_read_all(t, partitions, decoding) for t in topics))
+    return time.perf_counter() - started, sum(counts)
+
+
 async def one_run(actions: int) -> Run:
     name = f"bench_{uuid4().hex[:8]}"
     signer, key = NoteSigner.generate("audit-trail")
@@ -118,11 +160,24 @@ async def one_run(actions: int) -> Run:
         )
         assert rebuilt.records == published.records, (rebuilt.records, published.records)
         await drop_bench_schemas(conn, name)
+        consume_s, consumed = await _floor(list(settings.topics), settings.partitions, decoding=False)
+        decode_s, decoded = await _floor(list(settings.topics), settings.partitions, decoding=True)
+        assert consumed == decoded == published.records, (consumed, decoded, published.records)
     finally:
         await conn.close()
     assert projected.records == published.records, (projected.records, published.records)
     return Run(
-        published.records, rows, tables, projected.seconds, copy_s, entries_s, verify_s, compare_s, rebuilt.seconds
+        published.records,
+        rows,
+        tables,
+        projected.seconds,
+        copy_s,
+        entries_s,
+        verify_s,
+        compare_s,
+        rebuilt.seconds,
+        consume_s,
+        decode_s,
     )
 
 
@@ -142,17 +197,19 @@ def report(runs: list[Run]) -> dict[str, object]:
         ("verify --integrity", "verify_s"),
         ("verify --read-model (comparison)", "compare_s"),
         ("audit-projector replay", "replay_s"),
+        ("floor: aiokafka reading it, nothing else", "consume_s"),
+        ("floor: reading + the projector's decode", "decode_s"),
     ):
         seconds, spread = _median(runs, value)
         rates[label] = {"seconds": seconds, "records_per_s": records / seconds if seconds else 0.0, "spread": spread}
     project = rates["projector (tree and checkpoints on)"]["records_per_s"]
     copy = rates["COPY of its write set"]["records_per_s"]
     print(f"{os.cpu_count()} cores; {records:,} records → {rows:,} rows in {runs[0].tables} tables; {len(runs)} runs")
-    print(f"{'':38} {'seconds':>8} {'records/s':>10} {'spread':>7} {'÷ COPY':>7} {'÷ projector':>11}")
+    print(f"{'':42} {'seconds':>8} {'records/s':>10} {'spread':>7} {'÷ COPY':>7} {'÷ projector':>11}")
     for label, r in rates.items():
         per_s = r["records_per_s"]
         print(
-            f"{label:38} {r['seconds']:>8.2f} {per_s:>10,.0f} {r['spread']:>7.0%} {per_s / copy:>7.2f} "
+            f"{label:42} {r['seconds']:>8.2f} {per_s:>10,.0f} {r['spread']:>7.0%} {per_s / copy:>7.2f} "
             f"{per_s / project:>11.2f}"
         )
     return {"records": records, "rows": rows, "runs": [asdict(r) for r in runs], "rates": rates}

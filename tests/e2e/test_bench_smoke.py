@@ -56,6 +56,7 @@ def test_the_ingest_bench_runs_and_writes_its_figures(stack: Stack, tmp_path: Pa
     table, figures = _smoke("ingest", stack, tmp_path / "ingest.json", 240)
     assert "COPY of its write set" in table
     assert "audit-projector replay" in table
+    assert "floor: reading + the projector's decode" in table  # one process's ceiling, no database
     assert figures["rows"] > figures["records"]  # entries, outcomes, logs, leaves, nodes, rollups…
     assert all(r["records_per_s"] > 0 for r in figures["rates"].values())
 
