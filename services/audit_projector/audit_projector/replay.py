@@ -1,9 +1,7 @@
 """Rebuild a read model from offset 0 into a shadow schema while the live one keeps serving; resumable."""
 
-import asyncio
-import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -12,8 +10,9 @@ from audit_projector.archiving import ArchivedRange, replay_start
 from audit_projector.compare import stored_offsets
 from audit_projector.config import Settings
 from audit_projector.errors import ProjectorError
+from audit_projector.following import CatchUp, Progress, Targets, following
 from audit_projector.scope import ReplayScope, Selector
-from audit_projector.service import compact_once, prepare, running_pipeline
+from audit_projector.service import compact_once, prepare
 from audit_projector.state import ProjectorState
 from audit_schemas import postgres
 from audit_schemas.checkpoint import NoteSigner
@@ -46,67 +45,22 @@ class ReplayResult:
         return (self.records - before) / self.seconds if self.seconds > 0 else 0.0
 
 
-Progress = Callable[[int, int], None]
-"""Called with (records done, records to do), several times a second."""
-
-
-@dataclass(frozen=True, slots=True)
-class CatchUp:
-    """How many records the end offsets covered, and the seconds spent projecting them (after start-up)."""
-
-    records: int
-    seconds: float
-
-
 async def catch_up(
     settings: Settings,
     state: ProjectorState,
     timeout_s: float,
     progress: Progress | None = None,
     *,
-    targets: dict[tuple[str, int], int] | None = None,
+    targets: Targets | None = None,
     topics: Sequence[str] | None = None,
     selector: Selector | None = None,
 ) -> CatchUp:
     """Run a pipeline per topic (all projected topics, or `topics`) until each has projected up to the end offsets
     seen at its start (or at least up to `targets`, per partition, when given)."""
-    stop = asyncio.Event()
-    async with contextlib.AsyncExitStack() as stack:
-        pipelines = [
-            await stack.enter_async_context(running_pipeline(settings, state.pipeline(t), selector))
-            for t in (topics or settings.topics)
-        ]
-        if targets is None:
-            goals = [await p.end_offsets() for p in pipelines]
-        else:
-            goals = [{k: n for k, n in targets.items() if k[0] == p.topic} for p in pipelines]
-        total = sum(sum(t.values()) for t in goals)
-        started = time.perf_counter()
-        runs = [asyncio.create_task(p.run(stop)) for p in pipelines]
-
-        def done() -> int:
-            return sum(
-                min(p.state.positions.get(key) or 0, end)
-                for p, t in zip(pipelines, goals, strict=True)
-                for key, end in t.items()
-            )
-
-        try:
-            async with asyncio.timeout(timeout_s):
-                while not all(p.caught_up(t) for p, t in zip(pipelines, goals, strict=True)):
-                    for run in runs:
-                        if run.done():
-                            await run  # surface the pipeline's error
-                    if progress is not None:
-                        progress(done(), total)
-                    await asyncio.sleep(0.05)
-            elapsed = time.perf_counter() - started
-            if progress is not None:
-                progress(done(), total)
-        finally:
-            stop.set()
-            await asyncio.gather(*runs, return_exceptions=True)
-    return CatchUp(total, elapsed)
+    async with following(settings, state, topics, selector) as follower:
+        return await follower.reach(
+            targets if targets is not None else await follower.end_offsets(), timeout_s, progress
+        )
 
 
 async def replay(

@@ -11,9 +11,9 @@ import structlog
 from audit_projector.compare import Bounds, compare, stored_offsets, summarize_positions
 from audit_projector.config import Settings
 from audit_projector.errors import ProjectorError, db_errors
+from audit_projector.following import following
 from audit_projector.integrity import verify_integrity
 from audit_projector.migrations import register_on
-from audit_projector.replay import catch_up
 from audit_projector.repository import PAUSE_LOCK, quoted
 from audit_projector.state import ProjectorState
 from audit_schemas import postgres
@@ -21,6 +21,9 @@ from audit_schemas.checkpoint import NoteSigner
 from audit_schemas.read_model import SWAP_CHANNEL
 
 log = structlog.get_logger(__name__)
+
+_FOLLOW_POLL_MS = 20
+"""How long the following rebuild waits on an empty poll: the most its halt, inside the hold, waits for it."""
 
 
 class SwapRefusedError(ProjectorError):
@@ -56,27 +59,35 @@ async def swap(live: Settings, shadow: Settings, owner_dsn: str, timeout_s: floa
         checked = await _verify(conn, live, shadow, before, None)
         for schema in (live.db_schema, shadow.db_schema):  # so that the hold reads only what it adds
             await summarize_positions(conn, schema)
-        await _pause(conn, live, f"swapping in {shadow.db_schema}")
-        paused_at = time.perf_counter()
-        try:
-            targets = await stored_offsets(conn, live.db_schema, live.group_id)
-            await catch_up(shadow, ProjectorState(), timeout_s, targets=targets)
-            caught_up_s = time.perf_counter() - paused_at
-            checked += await _verify(conn, live, shadow, targets, before)
-            tail_compared_s = time.perf_counter() - paused_at - caught_up_s
-            with db_errors("cannot rename the schemas"):
-                async with conn.transaction():
-                    await conn.execute(f"ALTER SCHEMA {quoted(live.db_schema)} RENAME TO {quoted(retired)}")
-                    await conn.execute(f"ALTER SCHEMA {quoted(shadow.db_schema)} RENAME TO {quoted(live.db_schema)}")
-                    # The registry follows the OIDs: the rebuild is the live model now, the old one is retired.
-                    await register_on(conn, live.control_schema, live.db_schema, "live")
-                    await register_on(conn, live.control_schema, retired, "retired")
-                    await _set_pause(conn, live, False, f"swapped in {shadow.db_schema}; old model kept as {retired}")
-                    await conn.execute("SELECT pg_notify($1, $2)", SWAP_CHANNEL, live.db_schema)
-        except BaseException:
-            await _set_pause(conn, live, False, "swap abandoned")
-            raise
-        paused_s = time.perf_counter() - paused_at
+        # The rebuild follows the log from here on, so the hold only waits for what arrives meanwhile.
+        async with following(shadow.model_copy(update={"poll_timeout_ms": _FOLLOW_POLL_MS}), ProjectorState()) as f:
+            await f.reach(await f.end_offsets(), timeout_s)
+            await _pause(conn, live, f"swapping in {shadow.db_schema}")
+            paused_at = time.perf_counter()
+            try:
+                targets = await stored_offsets(conn, live.db_schema, live.group_id)
+                await f.reach(targets, timeout_s)
+                await f.halt()  # nothing more is written to the rebuild: what is compared is what is swapped in
+                caught_up_s = time.perf_counter() - paused_at
+                checked += await _verify(conn, live, shadow, targets, before)
+                tail_compared_s = time.perf_counter() - paused_at - caught_up_s
+                with db_errors("cannot rename the schemas"):
+                    async with conn.transaction():
+                        await conn.execute(f"ALTER SCHEMA {quoted(live.db_schema)} RENAME TO {quoted(retired)}")
+                        await conn.execute(
+                            f"ALTER SCHEMA {quoted(shadow.db_schema)} RENAME TO {quoted(live.db_schema)}"
+                        )
+                        # The registry follows the OIDs: the rebuild is the live model now, the old one is retired.
+                        await register_on(conn, live.control_schema, live.db_schema, "live")
+                        await register_on(conn, live.control_schema, retired, "retired")
+                        await _set_pause(
+                            conn, live, False, f"swapped in {shadow.db_schema}; old model kept as {retired}"
+                        )
+                        await conn.execute("SELECT pg_notify($1, $2)", SWAP_CHANNEL, live.db_schema)
+            except BaseException:
+                await _set_pause(conn, live, False, "swap abandoned")
+                raise
+            paused_s = time.perf_counter() - paused_at
     finally:
         await conn.close()
     log.info(
