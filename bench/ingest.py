@@ -35,6 +35,7 @@ from audit_projector.integrity import verify_integrity
 from audit_projector.migrations import migrate
 from audit_projector.pipeline.decoding import Provenance, decode_batch
 from audit_projector.replay import catch_up, replay
+from audit_projector.runtime import tune_gc
 from audit_projector.state import ProjectorState
 from audit_projector.topics import ensure_topics
 from audit_schemas.checkpoint import NoteSigner
@@ -217,6 +218,7 @@ def report(runs: list[Run]) -> dict[str, object]:
 
 async def main(actions: int, runs: int, smoke: bool, out: Path) -> None:
     logs.configure("WARNING")
+    tune_gc()  # as `audit-projector run` and `replay` do
     done = [await one_run(actions) for _ in range(runs)]
     figures = report(done)
     figures_out.write(out, {"smoke": smoke, **figures})

@@ -35,6 +35,7 @@ from audit_projector.operations import redrive as run_redrive
 from audit_projector.published import from_file, from_topic
 from audit_projector.replay import replay as run_replay
 from audit_projector.repository import quoted
+from audit_projector.runtime import tune_gc
 from audit_projector.scope import ReplayScope
 from audit_projector.service import compact_once, serve
 from audit_projector.swap import swap as run_swap
@@ -89,7 +90,9 @@ def run(
 ) -> None:
     """Run one projector instance until SIGINT/SIGTERM; start several to share partitions."""
     logs.configure(log_level)
-    _run(serve(_settings(health_port=health_port)))
+    settings = _settings(health_port=health_port)
+    tune_gc()
+    _run(serve(settings))
 
 
 @app.command()
@@ -163,6 +166,7 @@ def replay(
         console.print(f"[red]{target} is the live read model's (or control) schema: replay into a shadow[/red]")
         raise typer.Exit(2)
     settings = _settings(db_schema=target, kafka_group_id=f"audit-replay-{target}")
+    tune_gc()
 
     async def go() -> None:
         with Progress(
