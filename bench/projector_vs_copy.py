@@ -75,26 +75,15 @@ async def baseline(events: int) -> float:
 async def projector(events: int, batch: int, merkle: bool = True) -> float:
     """Seconds for the projector to take `events` already in Kafka into a fresh schema."""
     name = f"bench_{uuid4().hex[:8]}"
-    settings = Settings(
-        environment="development",  # the local stack has one broker
-        bootstrap_servers=BOOTSTRAP,
-        database_url=PROJECTOR,
-        db_schema=name,
-        group_id=f"{name}-group",
-        audit_topic=f"{name}.audit",
-        execution_log_topic=f"{name}.logs",
-        dead_letter_topic=f"{name}.dlq",
-        batch_max_records=batch,
-        merkle_enabled=merkle,
-    )
-    await migrate(OWNER, name)
+    settings = bench_settings(name).model_copy(update={"batch_max_records": batch, "merkle_enabled": merkle})
+    await migrate(OWNER, settings.db_schema, control_schema=settings.control_schema)
     await ensure_topics(BOOTSTRAP, [*settings.topics, settings.dead_letter_topic], settings.partitions)
     await publish_events(BOOTSTRAP, settings.audit_topic, events, entities=500)
     elapsed = (await catch_up(settings, ProjectorState(), timeout_s=600)).seconds  # from the first poll on
     conn = await asyncpg.connect(OWNER)
     try:
-        count = await conn.fetchval(f"SELECT count(*) FROM {name}.audit_entries")
-        await conn.execute(f"DROP SCHEMA {name} CASCADE")
+        count = await conn.fetchval(f'SELECT count(*) FROM "{settings.db_schema}".audit_entries')
+        await drop_bench_schemas(conn, name)
     finally:
         await conn.close()
     assert count == events, f"projected {count} of {events}"

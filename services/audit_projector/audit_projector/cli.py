@@ -90,9 +90,8 @@ def run(
 ) -> None:
     """Run one projector instance until SIGINT/SIGTERM; start several to share partitions."""
     logs.configure(log_level)
-    settings = _settings(health_port=health_port)
     tune_gc()
-    _run(serve(settings))
+    _run(serve(_settings(health_port=health_port)))
 
 
 @app.command()

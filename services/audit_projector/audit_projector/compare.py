@@ -125,10 +125,7 @@ async def checksums(
 
 
 async def leaves(
-    conn: asyncpg.Connection,
-    schema: str,
-    bounds: Bounds | None = None,
-    since: Bounds | None = None,
+    conn: asyncpg.Connection, schema: str, bounds: Bounds | None = None, since: Bounds | None = None
 ) -> dict[tuple[str, int], Checksum]:
     """Each partition's Merkle leaves below the bounds: how many, and the md5 of their hashes in leaf order
     (equal leaves in equal order make equal trees; leaves are computed over the raw records). A tail (`since`) is
@@ -156,7 +153,7 @@ async def _tail_leaves(
     keys = sorted(bounds)
     with db_errors(f"cannot read the leaves of schema {schema}"):
         async with conn.transaction():  # for SET LOCAL; nests as a savepoint in a caller's
-            await conn.execute("SET LOCAL enable_seqscan = off")  # a rebuilt model's statistics are not in yet
+            await _tail_only(conn, since)
             rows = await conn.fetch(
                 f"""SELECT b.tp, b.p, count(l.leaf_index) AS n,
                            md5(string_agg(l.leaf_hash, ''::bytea ORDER BY l.leaf_index)) AS sum
