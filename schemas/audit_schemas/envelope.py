@@ -11,13 +11,12 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
-    ValidationInfo,
     model_validator,
 )
 
 from audit_schemas.actions import Action
 from audit_schemas.events import ActionOutcome, ActionStarted, ExecutionLog
-from audit_schemas.storable import StorableDatetime, Text
+from audit_schemas.storable import StorableDatetime, Text, explain
 from audit_schemas.topics import (
     ACTION_EVENT_TYPE,
     CONTENT_TYPE,
@@ -29,9 +28,8 @@ from audit_schemas.upcasting import CURRENT, UpcastError, upcast
 
 Source = Annotated[Text, StringConstraints(min_length=1, max_length=512)]
 Subject = Annotated[Text, StringConstraints(min_length=1, max_length=512)]
-WIRE: Final = {"wire": True}
-"""Validation context for records read off the wire: the attributes below must be present, not defaulted."""
 WIRE_REQUIRED: Final = ("specversion", "type", "datacontenttype")
+"""Attributes a record read off the wire must carry, although Python callers may leave them to their defaults."""
 
 
 def _wire_required(schema: dict[str, Any]) -> None:
@@ -42,15 +40,6 @@ def _wire_required(schema: dict[str, Any]) -> None:
 class _CloudEvent(BaseModel):
     # Extension attributes other producers add are kept, not rejected (CloudEvents allows them).
     model_config = ConfigDict(frozen=True, extra="allow", json_schema_extra=_wire_required)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _present_on_the_wire(cls, raw: Any, info: ValidationInfo) -> Any:
-        if info.context and info.context.get("wire") and isinstance(raw, dict):
-            missing = [name for name in WIRE_REQUIRED if name not in raw]
-            if missing:
-                raise ValueError(f"missing CloudEvents attributes {missing}")
-        return raw
 
     specversion: Literal["1.0"] = "1.0"
     id: UUID
@@ -172,7 +161,7 @@ def _parse(value: bytes | None) -> ActionEvent | OutcomeEvent | ExecutionLogEven
         raise EnvelopeError("empty_value", "record has no value")
     try:
         # Fast path for the common case: pydantic-core parses and validates in one pass.
-        return _ANY_EVENT.validate_json(value, context=WIRE)
+        return _on_the_wire(_ANY_EVENT.validate_json(value))
     except ValidationError:
         pass  # classify the failure below: poison, or a newer schema
     try:
@@ -197,12 +186,18 @@ def _parse(value: bytes | None) -> ActionEvent | OutcomeEvent | ExecutionLogEven
         except UpcastError as e:
             raise EnvelopeError("no_upcaster", str(e)) from e
     try:
-        return _ANY_EVENT.validate_python(raw, context=WIRE)
+        event = _ANY_EVENT.validate_python(raw)
     except ValidationError as e:
-        raise EnvelopeError("schema_validation", _summarise(e)) from e
+        raise EnvelopeError("schema_validation", explain(e)) from e
+    return _on_the_wire(event)
 
 
-def _summarise(error: ValidationError) -> str:
-    """A compact, single-line list of what failed validation and where."""
-    parts = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in error.errors()[:10]]
-    return "; ".join(parts)
+def _on_the_wire(
+    event: ActionEvent | OutcomeEvent | ExecutionLogEvent,
+) -> ActionEvent | OutcomeEvent | ExecutionLogEvent:
+    """The event, if the record named every attribute the wire requires (checked after validation: no Python runs
+    inside pydantic-core's pass for it)."""
+    if not event.model_fields_set.issuperset(WIRE_REQUIRED):
+        missing = [name for name in WIRE_REQUIRED if name not in event.model_fields_set]
+        raise EnvelopeError("schema_validation", f"missing CloudEvents attributes {missing}")
+    return event

@@ -64,6 +64,7 @@ from audit_schemas import (
     kafka_headers,
 )
 from audit_schemas.escrow import ESCROW_HEADER, parse_public_key
+from audit_schemas.storable import explain
 from audit_schemas.topics import audit_key
 from audit_schemas.tracecontext import Traceparent, new_span_id, tracestate_for
 
@@ -591,5 +592,5 @@ def _resolve(value: Any, arguments: Mapping[str, Any]) -> Any:
 
 def _explain(error: ValueError) -> str:
     if isinstance(error, ValidationError):
-        return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+        return explain(error)
     return str(error)
