@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 from uuid import UUID
 
+from pydantic import TypeAdapter
+
 from audit_schemas import ActionEvent, ActionOutcome, ActionStarted, ActorType, ExecutionLogEvent, OutcomeEvent
 
 ENTRY_COLUMNS: Final = (
@@ -71,6 +73,9 @@ LOG_COLUMNS: Final = (
     "kafka_partition",
     "kafka_offset",
 )
+_LOG_FIELDS: Final = TypeAdapter(dict[str, Any])
+"""Log fields as JSON text, serialised by pydantic-core (a third of `json.dumps`' cost; no digest covers them, so
+their spelling is free: `jsonb` keeps the value, not the text)."""
 _ENTRY_TIME: Final = ENTRY_COLUMNS.index("occurred_at")
 _ENTRY_EVENT_ID: Final = ENTRY_COLUMNS.index("event_id")
 _OUTCOME_FINISHED: Final = OUTCOME_COLUMNS.index("finished_at")
@@ -223,7 +228,7 @@ def log_row(event: ExecutionLogEvent, at: Coordinates) -> Row:
         d.level.value,
         d.logger,
         d.message,
-        json.dumps(d.fields),
+        _LOG_FIELDS.dump_json(d.fields).decode(),
         d.process,
         event.source,
         d.schema_version,
