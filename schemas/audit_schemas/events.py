@@ -34,7 +34,9 @@ ShortText = Annotated[Text, StringConstraints(min_length=1, max_length=256)]
 
 
 class _Payload(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # A NaN or infinity written by a model built past validation must fail the check of the encoded bytes, not
+    # travel as null.
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
 
 
 class Entity(_Payload):
