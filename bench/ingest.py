@@ -11,6 +11,8 @@ Per run, in fresh topics and schemas:
   6. the floor of one Python process, no database: aiokafka reading the same topics as the projector's consumers
      do (both at once, the same fetch sizes), and reading them through the projector's own decode stage (decode,
      provenance, rows built): what the projector cannot beat, whatever it writes.
+Beside the rates, the CPU seconds per 1,000 records each phase cost this process, PostgreSQL and Kafka (`bench/cpu.py`):
+on a box they share, the projector's ceiling is set by their sum, not by its own process alone.
 Each figure is the median of `--runs` runs, with the spread. Usage:
 `python -m bench.ingest [--actions N] [--runs 3] [--smoke] [--json PATH]`.
 """
@@ -39,7 +41,9 @@ from audit_projector.runtime import tune_gc
 from audit_projector.state import ProjectorState
 from audit_projector.topics import ensure_topics
 from audit_schemas.checkpoint import NoteSigner
+from bench import cpu
 from bench import figures as figures_out
+from bench.cpu import Cpu
 from bench.mix import Published, publish_mix
 from bench.projector_vs_copy import BOOTSTRAP, OWNER, bench_settings, drop_bench_schemas
 
@@ -59,6 +63,9 @@ class Run:
     replay_s: float
     consume_s: float
     decode_s: float
+    project_cpu: Cpu
+    copy_cpu: Cpu
+    replay_cpu: Cpu
 
 
 async def _tables(conn: asyncpg.Connection, schema: str) -> list[tuple[str, int]]:
@@ -76,9 +83,9 @@ async def _tables(conn: asyncpg.Connection, schema: str) -> list[tuple[str, int]
     return [(t, n) for t, n in counted if n]
 
 
-async def _copy_write_set(conn: asyncpg.Connection, source: str, target: str) -> tuple[float, float, int, int]:
+async def _copy_write_set(conn: asyncpg.Connection, source: str, target: str) -> tuple[float, float, int, int, Cpu]:
     """COPY every table `source` holds rows in into `target`: seconds for all, seconds for audit_entries alone,
-    rows, tables. Dumped first (binary), so only the loading is timed."""
+    rows, tables, CPU. Dumped first (binary), so only the loading is timed."""
     tables = await _tables(conn, source)
     dumps: dict[str, bytes] = {}
     for table, _ in tables:
@@ -86,13 +93,14 @@ async def _copy_write_set(conn: asyncpg.Connection, source: str, target: str) ->
         await conn.copy_from_query(f'SELECT * FROM "{source}"."{table}"', output=out, format="binary")
         dumps[table] = out.getvalue()
     seconds = entries = 0.0
+    before = cpu.sample()
     for table, _ in tables:
         started = time.perf_counter()
         await conn.copy_to_table(table, source=io.BytesIO(dumps[table]), schema_name=target, format="binary")
         took = time.perf_counter() - started
         seconds += took
         entries += took if table == "audit_entries" else 0.0
-    return seconds, entries, sum(n for _, n in tables), len(tables)
+    return seconds, entries, sum(n for _, n in tables), len(tables), cpu.sample() - before
 
 
 async def _read_all(topic: str, partitions: int, decoding: bool) -> int:
@@ -140,10 +148,12 @@ async def one_run(actions: int) -> Run:
     await migrate(OWNER, copy_schema, control_schema=settings.control_schema, kind="shadow")
     await ensure_topics(BOOTSTRAP, topics, settings.partitions)
     published: Published = await publish_mix(BOOTSTRAP, settings.audit_topic, settings.execution_log_topic, actions)
+    before = cpu.sample()
     projected = await catch_up(settings, ProjectorState(), timeout_s=3600)
+    project_cpu = cpu.sample() - before
     conn = await asyncpg.connect(OWNER)
     try:
-        copy_s, entries_s, rows, tables = await _copy_write_set(conn, settings.db_schema, copy_schema)
+        copy_s, entries_s, rows, tables, copy_cpu = await _copy_write_set(conn, settings.db_schema, copy_schema)
         await conn.execute(f'SET search_path = "{settings.db_schema}"')
         started = time.perf_counter()
         report = await verify_integrity(conn, settings.control_schema, [signer.verifier_key], settings.log_name)
@@ -156,9 +166,11 @@ async def one_run(actions: int) -> Run:
         assert compared.differences == [], compared.differences[:5]
         # `audit-projector replay` of the same history into a fresh schema (its own group, as a rebuild runs).
         replay_schema = f"{name}_c"
+        before = cpu.sample()
         rebuilt = await replay(
             settings.model_copy(update={"db_schema": replay_schema, "group_id": f"{name}-replay"}), OWNER, 3600
         )
+        replay_cpu = cpu.sample() - before
         assert rebuilt.records == published.records, (rebuilt.records, published.records)
         await drop_bench_schemas(conn, name)
         consume_s, consumed = await _floor(list(settings.topics), settings.partitions, decoding=False)
@@ -179,6 +191,9 @@ async def one_run(actions: int) -> Run:
         rebuilt.seconds,
         consume_s,
         decode_s,
+        project_cpu,
+        copy_cpu,
+        replay_cpu,
     )
 
 
@@ -213,7 +228,20 @@ def report(runs: list[Run]) -> dict[str, object]:
             f"{label:42} {r['seconds']:>8.2f} {per_s:>10,.0f} {r['spread']:>7.0%} {per_s / copy:>7.2f} "
             f"{per_s / project:>11.2f}"
         )
-    return {"records": records, "rows": rows, "runs": [asdict(r) for r in runs], "rates": rates}
+    print(f"CPU seconds per 1,000 records (median) {'this process':>14} {'PostgreSQL':>11} {'Kafka':>7} {'total':>7}")
+    spent = {}
+    for label, value in (
+        ("projector (tree and checkpoints on)", "project_cpu"),
+        ("COPY of its write set", "copy_cpu"),
+        ("audit-projector replay", "replay_cpu"),
+    ):
+        here, postgres, kafka = (
+            statistics.median(getattr(getattr(r, value), part) for r in runs) * 1000 / records
+            for part in ("here", "postgres", "kafka")
+        )
+        spent[label] = {"here": here, "postgres": postgres, "kafka": kafka}
+        print(f"{label:37} {here:>14.3f} {postgres:>11.3f} {kafka:>7.3f} {here + postgres + kafka:>7.3f}")
+    return {"records": records, "rows": rows, "runs": [asdict(r) for r in runs], "rates": rates, "cpu": spent}
 
 
 async def main(actions: int, runs: int, smoke: bool, out: Path) -> None:
