@@ -49,6 +49,8 @@ PARTITIONS = 6
 RECORDS_PER_ACTION = 5
 FINAL = ("succeeded", "failed")
 IN_FLIGHT = 64
+READ_MARGIN_S = 0.1
+"""How far before the oldest unseen action's start the reader's window opens."""
 """Actions under way at once, as a busy service has them; past that the schedule waits (the rate reached is
 reported beside the rate asked)."""
 
@@ -231,7 +233,10 @@ async def _steady(name: str, base: str, secret: str, rate: float, seconds: float
                 if not unseen:
                     await asyncio.sleep(0.02)
                     continue
-                since = datetime.fromtimestamp(min(began[a] for a in unseen) - 1, UTC).isoformat()
+                # From just before the oldest action not seen yet (its entry's time is taken after `began`, on the
+                # same clock): a wider window only makes each round read more pages, and a round's length is part
+                # of every lag measured.
+                since = datetime.fromtimestamp(min(began[a] for a in unseen) - READ_MARGIN_S, UTC).isoformat()
                 params = {"since": since, "sort": "time", "order": "asc", "limit": "500"}
                 for _ in range(50):
                     asked = time.monotonic()  # visible by the time the request was sent, at the latest
