@@ -37,6 +37,19 @@ def _cmdline(pid: str) -> bytes:
         return b""
 
 
+def _ticks(fields: list[str], first: int) -> float:
+    """Two adjacent tick counters of a stat line (user then system), in seconds."""
+    return (int(fields[first]) + int(fields[first + 1])) / CLOCK_TICKS
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process."""
+    found = _stat(str(pid))
+    if found is None:
+        raise ProcessLookupError(pid)
+    return _ticks(found[1], 11)
+
+
 def sample() -> Cpu:
     """Now. A backend's time is counted live, or (once it exits and is reaped) in its postmaster's children's time;
     a backend reaped between the two reads can be missed, a few milliseconds at most."""
@@ -46,12 +59,12 @@ def sample() -> Cpu:
         if found is None:
             continue
         name, fields = found
-        own = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        own = _ticks(fields, 11)
         if name in ("postgres", "postmaster"):
             postgres += own
             parent = _stat(fields[1])
             if parent is None or parent[0] not in ("postgres", "postmaster"):  # the postmaster: add reaped children
-                postgres += (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
+                postgres += _ticks(fields, 13)
         elif name == "java" and b"kafka.Kafka" in _cmdline(pid):
             kafka += own
     return Cpu(time.process_time(), postgres, kafka)

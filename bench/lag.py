@@ -40,19 +40,19 @@ from audit_query.auth import new_secret, secret_hash
 from audit_query.repository import TokenAdmin
 from audit_schemas.checkpoint import NoteSigner, verifier_key_as
 from bench import figures as figures_out
+from bench.cpu import cpu_s
 from bench.mix import publish_mix
 from bench.projector_vs_copy import BOOTSTRAP, OWNER, PROJECTOR
-from bench.projectors import cpu_s
 
 QUERY = os.environ.get("AUDIT_QUERY_DSN", "postgresql://audit_query:audit_query@127.0.0.1:15432/audit")
 PARTITIONS = 6
 RECORDS_PER_ACTION = 5
 FINAL = ("succeeded", "failed")
 IN_FLIGHT = 64
-READ_MARGIN_S = 0.1
-"""How far before the oldest unseen action's start the reader's window opens."""
 """Actions under way at once, as a busy service has them; past that the schedule waits (the rate reached is
 reported beside the rate asked)."""
+READ_MARGIN_S = 0.1
+"""How far before the oldest unseen action's start the reader's window opens."""
 
 
 @dataclass

@@ -29,11 +29,11 @@ from audit_projector.migrations import migrate
 from audit_projector.topics import ensure_topics
 from audit_schemas.checkpoint import NoteSigner
 from bench import figures as figures_out
+from bench.cpu import cpu_s
 from bench.mix import LINES_PER_ACTION, publish_mix
 from bench.projector_vs_copy import BOOTSTRAP, OWNER, PROJECTOR
 
 PARTITIONS = 6
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -45,12 +45,6 @@ class Run:
     seconds: float
     cpu_s: float
     correct: bool
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a live process (from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def projector_env(name: str, schema: str | None = None) -> dict[str, str]:
