@@ -117,16 +117,30 @@ def rows_of(rows: BatchRows, target: Target) -> list[Row]:
     }[target.table]
 
 
-async def insert(conn: asyncpg.Connection, target: Target, rows: list[Row], *, truncate: bool = True) -> None:
-    """COPY has no ON CONFLICT: copy into the session's staging table, then insert what is new."""
-    await conn.copy_records_to_table(target.stage, records=[r.values for r in rows], columns=list(target.columns))
+def insert_statement(target: Target) -> str:
+    """The statement moving the staged rows into `target` where new, with its rollup when it has one (only rows
+    actually inserted, RETURNING, are counted, in the same statement)."""
     columns = ", ".join(target.columns)
     statement = (
         f"INSERT INTO {target.table} ({columns}) SELECT {columns} FROM {target.stage}"
         f" ON CONFLICT {target.conflict} DO NOTHING"
     )
-    # With a rollup, only rows actually inserted (RETURNING) are counted, in the same statement.
-    await conn.execute(statement if target.rollup is None else f"WITH ins AS ({statement} {target.rollup}")
+    return statement if target.rollup is None else f"WITH ins AS ({statement} {target.rollup}"
+
+
+BY_KEY: Final = "SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
+"""Set before the first rollup statement, for the rest of its batch's transaction, whose statements all meet a
+batch's rows with the model by key: a lookup per row, never a join to a scan of a whole table. The planner chose such
+scans from estimates of the staging tables (never analysed) and of young tables, and they grew with the model:
+each outcome batch read all of `audit_entries` (and each start batch all of `audit_outcomes`), so the work per batch
+grew with the history."""
+
+
+async def insert(conn: asyncpg.Connection, target: Target, rows: list[Row], *, truncate: bool = True) -> None:
+    """COPY has no ON CONFLICT: copy into the session's staging table, then insert what is new."""
+    await conn.copy_records_to_table(target.stage, records=[r.values for r in rows], columns=list(target.columns))
+    statement = insert_statement(target)
+    await conn.execute(statement if target.rollup is None else f"{BY_KEY}; {statement}")
     if truncate:  # the next chunk of the same table is staged in this transaction
         await conn.execute(f"TRUNCATE {target.stage}")
 

@@ -20,6 +20,9 @@ SESSION_SETTINGS: Final = {
     "lock_timeout": "15s",
     # Longer than a dead-letter publish, so only a stuck client loses its transaction.
     "idle_in_transaction_session_timeout": "120s",
+    # A batch's statements take milliseconds; compiling one (hundreds of milliseconds, past the planner's cost
+    # thresholds, which a large history or a disabled plan type crosses) never pays for itself here.
+    "jit": "off",
 }
 
 
