@@ -5,7 +5,9 @@ litewitness processes cosigning every checkpoint (with their cosignature latency
 
 The projector (tree and signed checkpoints on) and the query API run as processes of their own, as deployed; the
 producer library and the reader run here. Each action is a start, an outcome and three execution-log lines, so
-records/s = 5 x actions/s. Usage: `python -m bench.lag [--seconds 20] [--runs 3] [--smoke] [--json PATH]`.
+records/s = 5 x actions/s; every fifth action is a probe whose lag is read. Beside the lags: the share spent before
+the projector's transaction began, and how busy each process kept the box's cores. Usage: `python -m bench.lag
+[--seconds 20] [--runs 3] [--share 0.5] [--witnesses 0,2] [--smoke] [--json PATH]`.
 """
 
 import argparse
@@ -23,7 +25,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import asyncpg
 import httpx
@@ -40,7 +42,7 @@ from audit_query.auth import new_secret, secret_hash
 from audit_query.repository import TokenAdmin
 from audit_schemas.checkpoint import NoteSigner, verifier_key_as
 from bench import figures as figures_out
-from bench.cpu import cpu_s
+from bench.cpu import cpu_s, sample
 from bench.mix import publish_mix
 from bench.projector_vs_copy import BOOTSTRAP, OWNER, PROJECTOR
 
@@ -52,7 +54,12 @@ IN_FLIGHT = 64
 """Actions under way at once, as a busy service has them; past that the schedule waits (the rate reached is
 reported beside the rate asked)."""
 READ_MARGIN_S = 0.1
-"""How far before the oldest unseen action's start the reader's window opens."""
+"""How far before the oldest unseen probe's start the reader's window opens."""
+PROBE_EVERY = 5
+PROBE_ACTOR = "u-lag-probe"
+"""Every fifth action is a probe, done by this user on any of the entities: the reader lists the probes' entries
+only (by their actor, an indexed filter), as a synthetic monitor would, so that measuring does not add to the box
+the load of serialising and parsing every entry many times a second."""
 
 
 @dataclass
@@ -73,8 +80,19 @@ class Run:
     witness_cpu_s: float = 0.0
     """CPU seconds over the steady phase: the projector process (cosigner included), and the witnesses (which share
     this machine here; in production they run elsewhere)."""
+    api_cpu_s: float = 0.0
+    bench_cpu_s: float = 0.0
+    """The query API's process, and this one (the producer library with its 64 actions in flight, and the reader)."""
+    postgres_cpu_s: float = 0.0
+    kafka_cpu_s: float = 0.0
+    steady_s: float = 0.0
+    """The steady phase's wall seconds (its actions, then reading the last of them back)."""
+    to_batch_s: list[float] = field(default_factory=list)
+    """Per outcome of the steady phase: from its `finished_at` (taken just before it is sent) to the start of the
+    projector's transaction that wrote it (`projected_at`): the share of a lag spent before the batch's own work."""
     never_seen: int = 0
-    """Acknowledged actions not visible three minutes after the last one (0 expected)."""
+    """Acknowledged actions not stored (or probes not visible through the API) three minutes after the last one (0
+    expected)."""
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -100,9 +118,9 @@ def _process(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[
 @contextlib.asynccontextmanager
 async def _deployment(
     name: str, witnesses: list[Litewitness]
-) -> AsyncIterator[tuple[str, str, asyncpg.Connection, int]]:
-    """Schema, topics, a projector and a query API for one run: the API's base URL, a token, an owner connection
-    and the projector's pid."""
+) -> AsyncIterator[tuple[str, str, asyncpg.Connection, int, int]]:
+    """Schema, topics, a projector and a query API for one run: the API's base URL, a token, an owner connection,
+    the projector's pid and the API's."""
     control = f"{name}_control"
     signer, key = NoteSigner.generate("audit-trail")
     topics = {t: f"{name}.{t}" for t in ("audit", "logs", "dlq", "checkpoints")}
@@ -160,7 +178,7 @@ async def _deployment(
                     if api.poll() is not None:
                         raise RuntimeError("the query API exited")
                     await asyncio.sleep(0.1)
-            yield base, secret, conn, proj.pid
+            yield base, secret, conn, proj.pid, api.pid
     finally:
         for schema in (name, control):
             await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
@@ -189,22 +207,26 @@ async def _capacity(conn: asyncpg.Connection, name: str, actions: int) -> float:
     return (done - at_start) / (time.perf_counter() - started)
 
 
-async def _steady(name: str, base: str, secret: str, rate: float, seconds: float, run: Run) -> None:
-    """Actions at `rate` actions/s for `seconds` (open loop), each read back through the API."""
+async def _steady(
+    name: str, base: str, secret: str, conn: asyncpg.Connection, rate: float, seconds: float, run: Run
+) -> None:
+    """Actions at `rate` actions/s for `seconds` (open loop), the probes among them read back through the API and
+    every one of them found stored at the end."""
     settings = ProducerSettings(
         bootstrap_servers=BOOTSTRAP,
         audit_topic=f"{name}.audit",
         execution_log_topic=f"{name}.logs",
         spool_dir=Path(tempfile.mkdtemp(prefix="bench-lag-spool-")),
     )
-    acked: dict[str, float] = {}
+    acked: dict[str, float] = {}  # probes only
+    every: list[UUID] = []
     entry_seen: dict[str, float] = {}
     traced: list[str] = []
-    trace_every = max(1, int(rate * seconds) // 60)  # about 60 traces followed per run
+    trace_every = max(1, int(rate * seconds) // 60 // PROBE_EVERY) * PROBE_EVERY  # about 60 probes' traces followed
     headers = {"authorization": f"Bearer {secret}"}
     async with AuditProducer("bench", settings) as audit, httpx.AsyncClient(base_url=base, headers=headers) as api:
         shipped = structlog.wrap_logger(structlog.ReturnLogger(), processors=[add_trace_context, audit.logs])
-        actor = Actor.user("u-bench", "Bench")
+        actor, probe = Actor.user("u-bench", "Bench"), Actor.user(PROBE_ACTOR, "Lag probe")
         done = asyncio.Event()
 
         in_flight = asyncio.Semaphore(IN_FLIGHT)
@@ -216,18 +238,21 @@ async def _steady(name: str, base: str, secret: str, rate: float, seconds: float
             try:
                 tenant = ("acme", "globex")[i % 2]
                 at = time.time()
-                async with audit.action("update", entity=entity, actor=actor, tenant=tenant) as act:
+                by = probe if i % PROBE_EVERY == 0 else actor
+                async with audit.action("update", entity=entity, actor=by, tenant=tenant) as act:
                     began[str(act.audit_id)] = at
                     for step in range(3):
                         shipped.info("step", step=step)
             finally:
                 in_flight.release()
-            acked[str(act.audit_id)] = time.monotonic()
+            every.append(act.audit_id)
+            if by is probe:
+                acked[str(act.audit_id)] = time.monotonic()
             if i % trace_every == 0:
                 traced.append(str(act.audit_id))
 
         async def entries() -> None:
-            """Every entry recorded since the oldest action not seen yet, page by page, every 20 ms."""
+            """Every probe's entry recorded since the oldest probe not seen yet, page by page, every 20 ms."""
             while not done.is_set() or len(entry_seen) < len(acked):
                 unseen = [a for a in acked if a not in entry_seen]
                 if not unseen:
@@ -237,7 +262,7 @@ async def _steady(name: str, base: str, secret: str, rate: float, seconds: float
                 # same clock): a wider window only makes each round read more pages, and a round's length is part
                 # of every lag measured.
                 since = datetime.fromtimestamp(min(began[a] for a in unseen) - READ_MARGIN_S, UTC).isoformat()
-                params = {"since": since, "sort": "time", "order": "asc", "limit": "500"}
+                params = {"since": since, "user_id": PROBE_ACTOR, "sort": "time", "order": "asc", "limit": "500"}
                 for _ in range(50):
                     asked = time.monotonic()  # visible by the time the request was sent, at the latest
                     page = (await api.get("/v1/audit", params=params)).json()
@@ -282,24 +307,40 @@ async def _steady(name: str, base: str, secret: str, rate: float, seconds: float
             await asyncio.wait_for(asyncio.gather(reader, *followers), 180)
         except TimeoutError:
             run.never_seen = len(acked) - len(entry_seen)
+    stored = await conn.fetchval("SELECT count(*) FROM audit_outcomes WHERE audit_id = ANY($1::uuid[])", every)
+    run.never_seen = max(run.never_seen, len(every) - stored)
     run.actions = count
     run.achieved_rate = count / elapsed
     run.entry_lags = [entry_seen[a] - acked[a] for a in acked if a in entry_seen]
 
 
-async def one_run(witness_count: int, seconds: float, burst: int, bin_dir: Path | None) -> Run:
+async def one_run(witness_count: int, seconds: float, burst: int, bin_dir: Path | None, share: float = 0.5) -> Run:
     name = f"bench_{uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="bench-witnesses-") as home:
         witnesses = [
             Litewitness(bin_dir, Path(home) / f"w{i}", f"witness.bench/w{i}") for i in range(witness_count)
         ] if bin_dir else []  # fmt: skip
         try:
-            async with _deployment(name, witnesses) as (base, secret, conn, projector):
+            async with _deployment(name, witnesses) as (base, secret, conn, projector, api):
                 capacity = await _capacity(conn, name, burst)
-                target = capacity / 2 / RECORDS_PER_ACTION
+                target = capacity * share / RECORDS_PER_ACTION
                 run = Run(witness_count, capacity, target * RECORDS_PER_ACTION, 0.0, 0)
-                cpu = [cpu_s(projector), sum(cpu_s(w.pid) for w in witnesses)]
-                await _steady(name, base, secret, target, seconds, run)
+                cpu = [cpu_s(projector), sum(cpu_s(w.pid) for w in witnesses), cpu_s(api)]
+                shared, wall = sample(), time.monotonic()
+                steady_from = datetime.now(UTC)
+                await _steady(name, base, secret, conn, target, seconds, run)
+                run.steady_s = time.monotonic() - wall
+                spent = sample() - shared
+                run.api_cpu_s = cpu_s(api) - cpu[2]
+                run.bench_cpu_s, run.postgres_cpu_s, run.kafka_cpu_s = spent.here, spent.postgres, spent.kafka
+                run.to_batch_s = [
+                    float(r["s"])
+                    for r in await conn.fetch(
+                        "SELECT extract(epoch FROM projected_at - finished_at) AS s FROM audit_outcomes"
+                        " WHERE finished_at >= $1",
+                        steady_from,
+                    )
+                ]
                 run.projector_cpu_s = cpu_s(projector) - cpu[0]
                 run.witness_cpu_s = sum(cpu_s(w.pid) for w in witnesses) - cpu[1]
                 run.achieved_rate *= RECORDS_PER_ACTION
@@ -343,7 +384,13 @@ def report(runs: list[Run]) -> dict[str, object]:
             "never_seen": sum(r.never_seen for r in mine),
             "projector_cpu_s": statistics.median(r.projector_cpu_s for r in mine),
             "read_p50": statistics.median(_quantile(r.read_s, 0.5) for r in mine),
+            "to_batch_p50": [_quantile(r.to_batch_s, 0.5) for r in mine if r.to_batch_s],
+            "to_batch_p99": [_quantile(r.to_batch_s, 0.99) for r in mine if r.to_batch_s],
             "witness_cpu_s": statistics.median(r.witness_cpu_s for r in mine),
+            "cores_busy": {
+                part: statistics.median(getattr(r, f"{part}_cpu_s") / r.steady_s for r in mine)
+                for part in ("projector", "api", "bench", "postgres", "kafka", "witness")
+            },
         }
 
         def ms(key: str, row: dict[str, object] = row) -> str:
@@ -360,7 +407,12 @@ def report(runs: list[Run]) -> dict[str, object]:
         read_ms = statistics.median(_quantile(r.read_s, 0.5) for r in mine) * 1000
         print(f"{'':>9}   projector CPU {row['projector_cpu_s']:.1f} s, witnesses CPU {row['witness_cpu_s']:.1f} s "
               f"over the steady phase; the reader's list requests took {read_ms:.0f} ms "
-              "p50")  # fmt: skip
+              f"p50; outcome sent -> its batch's transaction began: {ms('to_batch_p50')} ms p50, "
+              f"{ms('to_batch_p99')} ms p99")  # fmt: skip
+        busy = row["cores_busy"]
+        assert isinstance(busy, dict)
+        print(f"{'':>9}   cores busy over the steady phase: " + ", ".join(f"{k} {v:.2f}" for k, v in busy.items())
+              + f" (sum {sum(busy.values()):.2f} of {os.cpu_count()})")  # fmt: skip
         out[str(count)] = row
     if "0" in out and len(out) > 1:
         base, other = out["0"], out[max(out)]
@@ -372,18 +424,23 @@ def report(runs: list[Run]) -> dict[str, object]:
     return out
 
 
-async def main(seconds: float, runs: int, smoke: bool, out: Path) -> None:
+async def main(
+    seconds: float, runs: int, smoke: bool, out: Path, variants: tuple[int, ...] = (0, 2), share: float = 0.5
+) -> None:
     logs.configure("WARNING")
     bin_dir = tools()
     results: list[Run] = []
     burst = 200 if smoke else 12_000  # 60,000 records: most of them drained after publishing ends
     for n in range(runs):
-        for count in (0, 2) if n % 2 == 0 else (2, 0):  # the order alternates: no variant always runs second
-            results.append(await one_run(count, seconds, burst, bin_dir))
-    print(f"end-to-end lag on {os.cpu_count()} cores, {seconds:.0f} s at half the measured capacity per run, "
+        for count in variants if n % 2 == 0 else variants[::-1]:  # the order alternates: none always runs second
+            results.append(await one_run(count, seconds, burst, bin_dir, share))
+    print(f"end-to-end lag on {os.cpu_count()} cores, {seconds:.0f} s at {share:.0%} of the measured capacity per run, "
           f"median of {runs} run(s)")  # fmt: skip
     figures = report(results)
-    raw = [asdict(r) | {"entry_lags": len(r.entry_lags), "read_s": len(r.read_s)} for r in results]
+    raw = [
+        asdict(r) | {"entry_lags": len(r.entry_lags), "read_s": len(r.read_s), "to_batch_s": len(r.to_batch_s)}
+        for r in results
+    ]
     figures_out.write(
         out,
         {"smoke": smoke, "cores": os.cpu_count(), "seconds": seconds, "runs": runs, "variants": figures, "raw": raw},
@@ -396,5 +453,14 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--smoke", action="store_true", help="3 s, one run: that it works, not its figures")
     parser.add_argument("--json", type=Path, default=figures_out.default_path("lag"))
+    parser.add_argument("--share", type=float, default=0.5, help="the steady rate as a share of the capacity")
+    parser.add_argument(
+        "--witnesses", default="0,2", help="the variants, by number of witnesses, comma-separated (default 0,2)"
+    )
     args = parser.parse_args()
-    asyncio.run(main(3 if args.smoke else args.seconds, 1 if args.smoke else args.runs, args.smoke, args.json))
+    counts = tuple(int(c) for c in args.witnesses.split(","))
+    asyncio.run(
+        main(
+            3 if args.smoke else args.seconds, 1 if args.smoke else args.runs, args.smoke, args.json, counts, args.share
+        )
+    )

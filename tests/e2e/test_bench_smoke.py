@@ -81,6 +81,8 @@ def test_the_lag_bench_runs_with_and_without_witnesses(stack: Stack, tmp_path: P
     for variant in ("0", "2"):
         assert figures["variants"][variant]["steady"] > 0
         assert all(v > 0 for v in figures["variants"][variant]["list_p99"])
+        assert figures["variants"][variant]["to_batch_p50"], "the projector's share of the lag is measured"
+        assert figures["variants"][variant]["cores_busy"]["projector"] > 0
     assert figures["variants"]["2"]["cosign_p50"], "two witnesses cosigned the run's checkpoints"
 
 
