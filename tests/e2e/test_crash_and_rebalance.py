@@ -12,8 +12,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from audit_projector.errors import FencedError
-from audit_projector.repository import Batch, OffsetFence, ProjectionRepository
+from audit_projector.repository import Batch, OffsetFence, ProjectionRepository, TreeAppend, TreeState
 from audit_projector.rows import BatchRows, Coordinates
+from audit_schemas import merkle
 from tests.conftest import Isolated, free_port, projector_process, projector_running
 from tests.factories import action_event, publish_events
 from tests.polling import eventually
@@ -109,6 +110,55 @@ async def test_two_projectors_one_killed(isolated: Isolated) -> None:
     finally:
         _stop(a)
         _stop(b)
+
+
+def _grown(topic: str, partition: int, before: TreeState, offsets: range) -> TreeAppend:
+    """What leaves for `offsets` add to a partition's tree from `before`."""
+    data = [f"{topic}/{partition}@{o}".encode() for o in offsets]
+    hashes = [merkle.leaf_hash(d) for d in data]
+    frontier, size, nodes = merkle.append_leaves(before.frontier, before.size, hashes)
+    leaves = tuple((before.size + i, o, h, d) for i, (o, h, d) in enumerate(zip(offsets, hashes, data, strict=True)))
+    return TreeAppend(topic, partition, before, TreeState(size, tuple(frontier)), leaves, tuple(nodes))
+
+
+async def test_a_batch_grows_each_partition_s_tree_or_none(isolated: Isolated) -> None:
+    """Several partitions' trees are stored by one statement, each frontier whole whatever its length; a tree
+    another member grew meanwhile fences the batch, and nothing of it is written."""
+    settings = isolated.projector
+    repo = await ProjectionRepository.connect(
+        str(settings.database_url), settings.db_schema, settings.group_id, "trees", settings.control_schema
+    )
+    topic = settings.audit_topic
+    try:
+        empty = TreeState(0)
+        first = [
+            _grown(topic, 0, empty, range(3)),
+            _grown(topic, 1, empty, range(1)),
+            _grown(topic, 2, empty, range(0)),
+        ]
+        fences = [OffsetFence(topic, p, None, n) for p, n in ((0, 3), (1, 1), (2, 0))]
+        await repo.write_batch(Batch(fences=fences, trees=first))
+        wanted = [(topic, p) for p in range(3)]
+        assert await repo.load_trees(wanted) == {(topic, a.partition): a.after for a in first}
+        assert [len(a.after.frontier) for a in first] == [2, 1, 0]
+        second = [_grown(topic, 0, first[0].after, range(3, 4)), _grown(topic, 1, first[1].after, range(1, 7))]
+        fences = [OffsetFence(topic, 0, 3, 4), OffsetFence(topic, 1, 1, 7)]
+        await repo.write_batch(Batch(fences=fences, trees=second))
+        stored = await repo.load_trees(wanted)
+        assert [stored[(topic, p)] for p in (0, 1)] == [a.after for a in second]
+        # The offsets agree, but partition 1's tree is not the size this batch thinks: fenced, nothing of it kept.
+        ghost = _grown(topic, 1, empty, range(9)).after
+        stale = [_grown(topic, 0, second[0].after, range(4, 5)), _grown(topic, 1, ghost, range(7, 8))]
+        with pytest.raises(FencedError) as fenced:
+            await repo.write_batch(
+                Batch(fences=[OffsetFence(topic, 0, 4, 5), OffsetFence(topic, 1, 7, 8)], trees=stale)
+            )
+        assert fenced.value.partitions == [(topic, 1)]
+        assert await repo.load_trees(wanted) == stored
+    finally:
+        await repo.close()
+    async with isolated.owner() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM merkle_leaves") == 3 + 1 + 1 + 6
 
 
 async def test_stale_offset_fence_rolls_the_batch_back(isolated: Isolated) -> None:

@@ -42,32 +42,56 @@ async def append_trees(conn: asyncpg.Connection, appends: Sequence[TreeAppend]) 
         await conn.copy_records_to_table(
             "merkle_nodes", records=nodes, columns=["topic", "partition", "level", "node_index", "hash"]
         )
-    lost = []
-    for a in appends:
-        if a.before.size == 0:
-            moved = await conn.fetchval(
-                """INSERT INTO merkle_trees AS t (topic, partition, size, frontier) VALUES ($1, $2, $3, $4)
-                   ON CONFLICT (topic, partition) DO UPDATE
-                      SET size = excluded.size, frontier = excluded.frontier, updated_at = now()
-                    WHERE t.size = 0
-                   RETURNING 1""",
-                a.topic,
-                a.partition,
-                a.after.size,
-                list(a.after.frontier),
-            )
-        else:
-            moved = await conn.fetchval(
-                """UPDATE merkle_trees SET size = $3, frontier = $4, updated_at = now()
-                    WHERE topic = $1 AND partition = $2 AND size = $5
-                   RETURNING 1""",
-                a.topic,
-                a.partition,
-                a.after.size,
-                list(a.after.frontier),
-                a.before.size,
-            )
-        if moved is None:
-            lost.append((a.topic, a.partition))
+    moved: set[tuple[str, int]] = set()
+    claims = [a for a in appends if a.before.size == 0]
+    moves = [a for a in appends if a.before.size != 0]
+    # One statement for all of a batch's partitions: a frontier's hashes travel flattened, each tree taking its
+    # slice (a PostgreSQL array of arrays must be rectangular, and frontiers differ in length).
+    if claims:
+        rows = await conn.fetch(
+            """INSERT INTO merkle_trees AS t (topic, partition, size, frontier)
+               SELECT f.topic, f.partition, f.size, ($5::bytea[])[f.first:f.first + f.count - 1]
+                 FROM unnest($1::text[], $2::int[], $3::bigint[], $4::int[], $6::int[])
+                      AS f(topic, partition, size, count, first)
+               ON CONFLICT (topic, partition) DO UPDATE
+                  SET size = excluded.size, frontier = excluded.frontier, updated_at = now()
+                WHERE t.size = 0
+               RETURNING t.topic, t.partition""",
+            *_columns(claims),
+        )
+        moved |= {(r["topic"], r["partition"]) for r in rows}
+    if moves:
+        # Fenced on the tree's size: a tree another member grew meanwhile matches no row.
+        rows = await conn.fetch(
+            """UPDATE merkle_trees t
+                  SET size = f.size, frontier = ($5::bytea[])[f.first:f.first + f.count - 1], updated_at = now()
+                 FROM unnest($1::text[], $2::int[], $3::bigint[], $4::int[], $6::int[], $7::bigint[])
+                      AS f(topic, partition, size, count, first, expected)
+                WHERE t.topic = f.topic AND t.partition = f.partition AND t.size = f.expected
+               RETURNING t.topic, t.partition""",
+            *_columns(moves),
+            [a.before.size for a in moves],
+        )
+        moved |= {(r["topic"], r["partition"]) for r in rows}
+    lost = [(a.topic, a.partition) for a in appends if (a.topic, a.partition) not in moved]
     if lost:
         raise FencedError(lost)
+
+
+def _columns(
+    appends: Sequence[TreeAppend],
+) -> tuple[list[str], list[int], list[int], list[int], list[bytes], list[int]]:
+    """Topics, partitions, new sizes, frontier lengths, every frontier's hashes in a row, and where each begins."""
+    hashes: list[bytes] = []
+    first: list[int] = []
+    for a in appends:
+        first.append(len(hashes) + 1)
+        hashes.extend(a.after.frontier)
+    return (
+        [a.topic for a in appends],
+        [a.partition for a in appends],
+        [a.after.size for a in appends],
+        [len(a.after.frontier) for a in appends],
+        hashes,
+        first,
+    )
