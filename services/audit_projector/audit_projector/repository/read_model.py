@@ -129,8 +129,8 @@ def insert_statement(target: Target) -> str:
 
 
 BY_KEY: Final = "SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
-"""Set before the first rollup statement, for the rest of its batch's transaction, whose statements all meet a
-batch's rows with the model by key: a lookup per row, never a join to a scan of a whole table. The planner chose such
+"""Sent with each staged insert, for the rest of its batch's transaction, whose statements all meet a batch's rows
+with the model by key: a lookup per row, never a join to a scan of a whole table. The planner chose such
 scans from estimates of the staging tables (never analysed) and of young tables, and they grew with the model:
 each outcome batch read all of `audit_entries` (and each start batch all of `audit_outcomes`), so the work per batch
 grew with the history."""
@@ -139,8 +139,7 @@ grew with the history."""
 async def insert(conn: asyncpg.Connection, target: Target, rows: list[Row], *, truncate: bool = True) -> None:
     """COPY has no ON CONFLICT: copy into the session's staging table, then insert what is new."""
     await conn.copy_records_to_table(target.stage, records=[r.values for r in rows], columns=list(target.columns))
-    statement = insert_statement(target)
-    await conn.execute(statement if target.rollup is None else f"{BY_KEY}; {statement}")
+    await conn.execute(f"{BY_KEY}; {insert_statement(target)}")  # one round trip: the simple query protocol
     if truncate:  # the next chunk of the same table is staged in this transaction
         await conn.execute(f"TRUNCATE {target.stage}")
 
