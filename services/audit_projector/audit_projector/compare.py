@@ -53,9 +53,9 @@ Bounds = dict[tuple[str, int], int]
 def _bounded(bounds: Bounds | None, first: int, since: Bounds | None = None) -> tuple[str, list[Any]]:
     """A condition keeping rows in [since, bound) of their partition, with arguments numbered from `first`.
 
-    A tail comparison (`since`) says each partition's range on its own, OR'ed: every range is one the position's
-    block-range index serves (migration 0020), so only blocks holding those offsets are read — however far one
-    topic's offsets run ahead of another's, and whatever the model's size."""
+    A tail comparison (`since`) says each partition's range on its own, OR'ed: every range is one scan of the
+    position's B-tree (migration 0021), so only the rows at those offsets are read — however far one topic's offsets
+    run ahead of another's, and whatever the model's size."""
     if bounds is None:
         return "true", []
     keys = sorted(bounds)
@@ -81,25 +81,10 @@ def _bounded(bounds: Bounds | None, first: int, since: Bounds | None = None) -> 
 
 
 async def _tail_only(conn: asyncpg.Connection, since: Bounds | None) -> None:
-    """In a tail comparison, read by the position's block ranges even when the statistics are stale (a model just
-    rebuilt has none yet, and the planner would scan it all)."""
+    """In a tail comparison, read by the position's index even when the statistics are stale (a model just rebuilt
+    has none yet, and the planner would scan it all)."""
     if since is not None:
         await conn.execute("SET LOCAL enable_seqscan = off")
-
-
-async def summarize_positions(conn: asyncpg.Connection, schema: str) -> int:
-    """Summarize every block range of the position's BRIN indexes (migration 0020) not summarized yet; the number
-    summarized. An unsummarized range matches any bound, so a swap does this before its pause: the tail
-    comparison then reads only the blocks written during the hold."""
-    summarized = 0
-    with db_errors(f"cannot summarize the position indexes of schema {schema}"):
-        for r in await conn.fetch(
-            """SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_am a ON a.oid = c.relam
-                WHERE a.amname = 'brin' AND c.relkind = 'i' AND c.relnamespace = to_regnamespace($1)""",
-            schema,
-        ):
-            summarized += await conn.fetchval("SELECT brin_summarize_new_values($1::oid::regclass)", r["oid"])
-    return summarized
 
 
 async def checksums(

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import asyncpg
 import structlog
 
-from audit_projector.compare import Bounds, compare, stored_offsets, summarize_positions
+from audit_projector.compare import Bounds, compare, stored_offsets
 from audit_projector.config import Settings
 from audit_projector.errors import ProjectorError, db_errors
 from audit_projector.following import following
@@ -57,8 +57,6 @@ async def swap(live: Settings, shadow: Settings, owner_dsn: str, timeout_s: floa
     try:
         before = await _common(conn, live, shadow)
         checked = await _verify(conn, live, shadow, before, None)
-        for schema in (live.db_schema, shadow.db_schema):  # so that the hold reads only what it adds
-            await summarize_positions(conn, schema)
         # The rebuild follows the log from here on, so the hold only waits for what arrives meanwhile.
         async with following(shadow.model_copy(update={"poll_timeout_ms": _FOLLOW_POLL_MS}), ProjectorState()) as f:
             await f.reach(await f.end_offsets(), timeout_s)
