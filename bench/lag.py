@@ -15,13 +15,14 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +31,7 @@ from uuid import UUID, uuid4
 import asyncpg
 import httpx
 import structlog
+from aiokafka import AIOKafkaProducer
 from tests.ports import free_port
 from tests.witness import Litewitness, tools
 
@@ -43,7 +45,7 @@ from audit_query.repository import TokenAdmin
 from audit_schemas.checkpoint import NoteSigner, verifier_key_as
 from bench import figures as figures_out
 from bench.cpu import cpu_s, sample
-from bench.mix import publish_mix
+from bench.mix import SEED, ActionRecords, action_records, publish_mix
 from bench.projector_vs_copy import BOOTSTRAP, OWNER, PROJECTOR
 
 QUERY = os.environ.get("AUDIT_QUERY_DSN", "postgresql://audit_query:audit_query@127.0.0.1:15432/audit")
@@ -67,6 +69,8 @@ class Run:
     """One run: capacity, the steady rate reached, and every measured lag (seconds)."""
 
     witnesses: int
+    load: str
+    """What sends the actions: "library" (`audit.action()`) or "raw" (the same records, by bare aiokafka)."""
     capacity: float
     target_rate: float
     achieved_rate: float
@@ -207,49 +211,113 @@ async def _capacity(conn: asyncpg.Connection, name: str, actions: int) -> float:
     return (done - at_start) / (time.perf_counter() - started)
 
 
-async def _steady(
-    name: str, base: str, secret: str, conn: asyncpg.Connection, rate: float, seconds: float, run: Run
-) -> None:
-    """Actions at `rate` actions/s for `seconds` (open loop), the probes among them read back through the API and
-    every one of them found stored at the end."""
+Act = Callable[[int], Awaitable[tuple[UUID, float]]]
+"""Runs action `i` (a probe when `i % PROBE_EVERY == 0`) until its outcome is acknowledged; its audit id and the
+wall-clock time it started at."""
+
+
+@contextlib.asynccontextmanager
+async def _library_load(name: str) -> AsyncIterator[tuple[Act, float]]:
+    """`audit.action()` around a body shipping three log lines, as a service records them; starts now."""
     settings = ProducerSettings(
         bootstrap_servers=BOOTSTRAP,
         audit_topic=f"{name}.audit",
         execution_log_topic=f"{name}.logs",
         spool_dir=Path(tempfile.mkdtemp(prefix="bench-lag-spool-")),
     )
+    async with AuditProducer("bench", settings) as audit:
+        shipped = structlog.wrap_logger(structlog.ReturnLogger(), processors=[add_trace_context, audit.logs])
+        actor, probe = Actor.user("u-bench", "Bench"), Actor.user(PROBE_ACTOR, "Lag probe")
+
+        async def act(i: int) -> tuple[UUID, float]:
+            entity = Entity(id=f"lag-{i % 500}", model="resource")
+            at = time.time()
+            by = probe if i % PROBE_EVERY == 0 else actor
+            async with audit.action("update", entity=entity, actor=by, tenant=("acme", "globex")[i % 2]) as scope:
+                for step in range(3):
+                    shipped.info("step", step=step)
+            return scope.audit_id, at
+
+        yield act, time.time()
+
+
+@contextlib.asynccontextmanager
+async def _raw_load(name: str, rate: float, count: int) -> AsyncIterator[tuple[Act, float]]:
+    """The same records sent by bare aiokafka with the library's guarantees (idempotent, acks=all, no linger; the
+    start acknowledged, then the three lines handed over, then the outcome acknowledged), every action of the mix
+    encoded beforehand with the time it is due at: the load costs this process a fraction of the library's CPU,
+    so the lag shows what the pipeline does when the load generator does not share the box's cores with it."""
+    rng = random.Random(SEED)
+    probe = Actor.user(PROBE_ACTOR, "Lag probe")
+
+    def prepare(i: int, starts_at: float) -> ActionRecords:
+        at_ms = int((starts_at + i / rate) * 1000)
+        return action_records(rng, at_ms, actor=probe if i % PROBE_EVERY == 0 else None, took_ms=0)
+
+    began = time.perf_counter()
+    sample_n = min(count, 100)
+    [prepare(i, time.time()) for i in range(sample_n)]  # how long encoding takes here, to pick the start time
+    per_action = (time.perf_counter() - began) / max(1, sample_n)
+    rng = random.Random(SEED)
+    starts_at = time.time() + 1.0 + 1.5 * per_action * count
+    prepared = [prepare(i, starts_at) for i in range(count)]
+    if time.time() > starts_at:
+        print(f"warning: encoding took {time.time() - starts_at:.1f} s longer than planned", file=sys.stderr)
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", enable_idempotence=True, linger_ms=0)
+    await producer.start()
+    lines: list[asyncio.Future[object]] = []
+    try:
+
+        async def act(i: int) -> tuple[UUID, float]:
+            made = prepared[i]
+            (key, value, headers), (okey, ovalue, oheaders) = made.audit
+            await producer.send_and_wait(f"{name}.audit", value, key=key, headers=headers)
+            for k, v, h in made.lines:
+                lines.append(await producer.send(f"{name}.logs", v, key=k, headers=h))
+            await producer.send_and_wait(f"{name}.audit", ovalue, key=okey, headers=oheaders)
+            return made.audit_id, starts_at + i / rate
+
+        yield act, starts_at
+        await asyncio.gather(*lines)
+    finally:
+        await producer.stop()
+
+
+async def _steady(
+    name: str,
+    base: str,
+    secret: str,
+    conn: asyncpg.Connection,
+    rate: float,
+    seconds: float,
+    run: Run,
+) -> None:
+    """Actions at `rate` actions/s for `seconds` (open loop), the probes among them read back through the API and
+    every one of them found stored at the end."""
     acked: dict[str, float] = {}  # probes only
     every: list[UUID] = []
     entry_seen: dict[str, float] = {}
     traced: list[str] = []
-    trace_every = max(1, int(rate * seconds) // 60 // PROBE_EVERY) * PROBE_EVERY  # about 60 probes' traces followed
+    count = int(rate * seconds)
+    trace_every = max(1, count // 60 // PROBE_EVERY) * PROBE_EVERY  # about 60 probes' traces followed
     headers = {"authorization": f"Bearer {secret}"}
-    async with AuditProducer("bench", settings) as audit, httpx.AsyncClient(base_url=base, headers=headers) as api:
-        shipped = structlog.wrap_logger(structlog.ReturnLogger(), processors=[add_trace_context, audit.logs])
-        actor, probe = Actor.user("u-bench", "Bench"), Actor.user(PROBE_ACTOR, "Lag probe")
+    load = _raw_load(name, rate, count) if run.load == "raw" else _library_load(name)
+    async with load as (act, starts_at), httpx.AsyncClient(base_url=base, headers=headers) as api:
         done = asyncio.Event()
-
         in_flight = asyncio.Semaphore(IN_FLIGHT)
-
         began: dict[str, float] = {}  # each action's start, wall clock: where the reader's window opens
 
         async def one(i: int) -> None:
-            entity = Entity(id=f"lag-{i % 500}", model="resource")
             try:
-                tenant = ("acme", "globex")[i % 2]
-                at = time.time()
-                by = probe if i % PROBE_EVERY == 0 else actor
-                async with audit.action("update", entity=entity, actor=by, tenant=tenant) as act:
-                    began[str(act.audit_id)] = at
-                    for step in range(3):
-                        shipped.info("step", step=step)
+                audit_id, at = await act(i)
             finally:
                 in_flight.release()
-            every.append(act.audit_id)
-            if by is probe:
-                acked[str(act.audit_id)] = time.monotonic()
+            began[str(audit_id)] = at
+            every.append(audit_id)
+            if i % PROBE_EVERY == 0:
+                acked[str(audit_id)] = time.monotonic()
             if i % trace_every == 0:
-                traced.append(str(act.audit_id))
+                traced.append(str(audit_id))
 
         async def entries() -> None:
             """Every probe's entry recorded since the oldest probe not seen yet, page by page, every 20 ms."""
@@ -289,8 +357,7 @@ async def _steady(
         reader = asyncio.create_task(entries())
         followers: list[asyncio.Task[None]] = []
         tasks: list[asyncio.Task[None]] = []
-        started = time.monotonic()
-        count = int(rate * seconds)
+        started = time.monotonic() + max(0.0, starts_at - time.time())
         for i in range(count):
             delay = started + i / rate - time.monotonic()
             if delay > 0:
@@ -314,7 +381,9 @@ async def _steady(
     run.entry_lags = [entry_seen[a] - acked[a] for a in acked if a in entry_seen]
 
 
-async def one_run(witness_count: int, seconds: float, burst: int, bin_dir: Path | None, share: float = 0.5) -> Run:
+async def one_run(
+    witness_count: int, seconds: float, burst: int, bin_dir: Path | None, share: float = 0.5, load: str = "library"
+) -> Run:
     name = f"bench_{uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="bench-witnesses-") as home:
         witnesses = [
@@ -324,7 +393,7 @@ async def one_run(witness_count: int, seconds: float, burst: int, bin_dir: Path 
             async with _deployment(name, witnesses) as (base, secret, conn, projector, api):
                 capacity = await _capacity(conn, name, burst)
                 target = capacity * share / RECORDS_PER_ACTION
-                run = Run(witness_count, capacity, target * RECORDS_PER_ACTION, 0.0, 0)
+                run = Run(witness_count, load, capacity, target * RECORDS_PER_ACTION, 0.0, 0)
                 cpu = [cpu_s(projector), sum(cpu_s(w.pid) for w in witnesses), cpu_s(api)]
                 shared, wall = sample(), time.monotonic()
                 steady_from = datetime.now(UTC)
@@ -367,11 +436,11 @@ def _spread(values: list[float]) -> str:
 def report(runs: list[Run]) -> dict[str, object]:
     """A line per variant: medians over runs of each run's p50 and p99 (ms), with the spread."""
     out: dict[str, object] = {}
-    print(f"{'witnesses':>9} | {'capacity rec/s':>14} | {'steady rec/s':>12} | {'list p50 ms':>13} | "
+    print(f"{'load':>7} | {'witnesses':>9} | {'capacity rec/s':>14} | {'steady rec/s':>12} | {'list p50 ms':>13} | "
           f"{'list p99 ms':>13} | {'trace p50 ms':>13} | {'trace p99 ms':>13} | {'cosign p50/p99':>17} | "
           "lost")  # fmt: skip
-    for count in sorted({r.witnesses for r in runs}):
-        mine = [r for r in runs if r.witnesses == count]
+    for load, count in sorted({(r.load, r.witnesses) for r in runs}):
+        mine = [r for r in runs if (r.load, r.witnesses) == (load, count)]
         row = {
             "capacity": statistics.median(r.capacity for r in mine),
             "steady": statistics.median(r.achieved_rate for r in mine),
@@ -401,21 +470,22 @@ def report(runs: list[Run]) -> dict[str, object]:
             return f"{statistics.median(values) * 1000:.0f}{_spread(values)}"
 
         cosign = f"{ms('cosign_p50')} / {ms('cosign_p99')}" if count else "—"
-        print(f"{count:>9} | {row['capacity']:>14,.0f} | {row['steady']:>12,.0f} | {ms('list_p50'):>13} | "
+        print(f"{load:>7} | {count:>9} | {row['capacity']:>14,.0f} | {row['steady']:>12,.0f} | {ms('list_p50'):>13} | "
               f"{ms('list_p99'):>13} | {ms('trace_p50'):>13} | {ms('trace_p99'):>13} | {cosign:>17} | "
               f"{row['never_seen']}")  # fmt: skip
         read_ms = statistics.median(_quantile(r.read_s, 0.5) for r in mine) * 1000
-        print(f"{'':>9}   projector CPU {row['projector_cpu_s']:.1f} s, witnesses CPU {row['witness_cpu_s']:.1f} s "
+        print(f"{'':>19}   projector CPU {row['projector_cpu_s']:.1f} s, witnesses CPU {row['witness_cpu_s']:.1f} s "
               f"over the steady phase; the reader's list requests took {read_ms:.0f} ms "
               f"p50; outcome sent -> its batch's transaction began: {ms('to_batch_p50')} ms p50, "
               f"{ms('to_batch_p99')} ms p99")  # fmt: skip
         busy = row["cores_busy"]
         assert isinstance(busy, dict)
-        print(f"{'':>9}   cores busy over the steady phase: " + ", ".join(f"{k} {v:.2f}" for k, v in busy.items())
+        print(f"{'':>19}   cores busy over the steady phase: " + ", ".join(f"{k} {v:.2f}" for k, v in busy.items())
               + f" (sum {sum(busy.values()):.2f} of {os.cpu_count()})")  # fmt: skip
-        out[str(count)] = row
-    if "0" in out and len(out) > 1:
-        base, other = out["0"], out[max(out)]
+        out[str(count) if load == "library" else f"{load} {count}"] = row
+    with_witnesses = [k for k in out if k.isdigit() and k != "0"]
+    if "0" in out and with_witnesses:
+        base, other = out["0"], out[max(with_witnesses, key=int)]
         assert isinstance(base, dict)
         assert isinstance(other, dict)
         ratio = statistics.median(other["list_p99"]) / statistics.median(base["list_p99"])
@@ -425,15 +495,20 @@ def report(runs: list[Run]) -> dict[str, object]:
 
 
 async def main(
-    seconds: float, runs: int, smoke: bool, out: Path, variants: tuple[int, ...] = (0, 2), share: float = 0.5
+    seconds: float,
+    runs: int,
+    smoke: bool,
+    out: Path,
+    variants: tuple[tuple[str, int], ...] = (("library", 0), ("library", 2)),
+    share: float = 0.5,
 ) -> None:
     logs.configure("WARNING")
     bin_dir = tools()
     results: list[Run] = []
     burst = 200 if smoke else 12_000  # 60,000 records: most of them drained after publishing ends
     for n in range(runs):
-        for count in variants if n % 2 == 0 else variants[::-1]:  # the order alternates: none always runs second
-            results.append(await one_run(count, seconds, burst, bin_dir, share))
+        for load, count in variants if n % 2 == 0 else variants[::-1]:  # alternating: none always runs second
+            results.append(await one_run(count, seconds, burst, bin_dir, share, load))
     print(f"end-to-end lag on {os.cpu_count()} cores, {seconds:.0f} s at {share:.0%} of the measured capacity per run, "
           f"median of {runs} run(s)")  # fmt: skip
     figures = report(results)
@@ -457,10 +532,27 @@ if __name__ == "__main__":
     parser.add_argument(
         "--witnesses", default="0,2", help="the variants, by number of witnesses, comma-separated (default 0,2)"
     )
+    parser.add_argument(
+        "--load",
+        default="library",
+        help='what sends the actions, comma-separated: "library" (audit.action()) and/or "raw" (the same records by '
+        "bare aiokafka, encoded beforehand: the lag without the load generator's CPU on the box)",
+    )
     args = parser.parse_args()
     counts = tuple(int(c) for c in args.witnesses.split(","))
+    loads = tuple(args.load.split(","))
+    if not set(loads) <= {"library", "raw"}:
+        parser.error(f"--load takes library and/or raw, not {args.load!r}")
+    variants = tuple((load, count) for load in loads for count in counts)
+    if args.smoke:  # every load and both witness variants, briefly
+        variants = (("library", 0), ("library", 2), ("raw", 0))
     asyncio.run(
         main(
-            3 if args.smoke else args.seconds, 1 if args.smoke else args.runs, args.smoke, args.json, counts, args.share
+            3 if args.smoke else args.seconds,
+            1 if args.smoke else args.runs,
+            args.smoke,
+            args.json,
+            variants,
+            args.share,
         )
     )

@@ -52,12 +52,28 @@ def _uuid7(rng: random.Random, ms: int) -> UUID:
     return UUID(int=value)
 
 
-def _records(rng: random.Random, start_ms: int) -> tuple[list[tuple[bytes, bytes, list[tuple[str, bytes]]]], ...]:
-    """One action's audit records (start, outcome) and log records, as (key, value, headers)."""
+Record = tuple[bytes, bytes, list[tuple[str, bytes]]]
+"""A Kafka record as (key, value, headers)."""
+
+
+@dataclass(frozen=True)
+class ActionRecords:
+    """One action of the mix, encoded: its audit records (start, outcome) and its log records."""
+
+    audit_id: UUID
+    audit: list[Record]
+    lines: list[Record]
+
+
+def action_records(
+    rng: random.Random, start_ms: int, *, actor: Actor | None = None, took_ms: int | None = None
+) -> ActionRecords:
+    """One action of the mix started at `start_ms`; `actor` and `took_ms` (its duration) instead of drawn ones."""
     tenant = rng.choice(TENANTS)
     entity = Entity(id=f"res-{rng.randrange(2000):04d}", model=rng.choice(("resource", "template", "integration")))
     who = rng.randrange(20)
-    actor = Actor.user(f"u-{who}", f"User {who}") if who < 16 else Actor.service_account(f"sa-{who}", "CI")
+    if actor is None:
+        actor = Actor.user(f"u-{who}", f"User {who}") if who < 16 else Actor.service_account(f"sa-{who}", "CI")
     action = rng.choice(list(Action))
     at = datetime.fromtimestamp(start_ms / 1000, UTC)
     audit_id = _uuid7(rng, start_ms)
@@ -68,7 +84,8 @@ def _records(rng: random.Random, start_ms: int) -> tuple[list[tuple[bytes, bytes
                            started_at=at),
     )  # fmt: skip
     failed = rng.random() < 0.05
-    done = at + timedelta(milliseconds=rng.randrange(5, 900))
+    drawn = rng.randrange(5, 900)
+    done = at + timedelta(milliseconds=drawn if took_ms is None else took_ms)
     outcome = OutcomeEvent(
         id=_uuid7(rng, int(done.timestamp() * 1000)), source="bench", subject=start.subject, time=done,
         partitionkey=key,
@@ -90,7 +107,7 @@ def _records(rng: random.Random, start_ms: int) -> tuple[list[tuple[bytes, bytes
         event = ExecutionLogEvent(id=line.log_id, source="bench", time=logged, data=line)
         lines.append((audit_id.hex.encode(), encode(event), kafka_headers(event)))
     audit = [((key or "").encode(), encode(e), kafka_headers(e)) for e in (start, outcome)]
-    return audit, lines
+    return ActionRecords(audit_id, audit, lines)
 
 
 async def publish_mix(bootstrap: str, audit_topic: str, log_topic: str, actions: int) -> Published:
@@ -104,9 +121,10 @@ async def publish_mix(bootstrap: str, audit_topic: str, log_topic: str, actions:
     try:
         now_ms = int(datetime.now(UTC).timestamp() * 1000) - 3_600_000
         pending: list[asyncio.Future[object]] = []
-        first: tuple[bytes, bytes, list[tuple[str, bytes]]] | None = None
+        first: Record | None = None
         for i in range(actions):
-            audit, lines = _records(rng, now_ms + i * 3_600_000 // max(1, actions))
+            made = action_records(rng, now_ms + i * 3_600_000 // max(1, actions))
+            audit, lines = made.audit, made.lines
             first = first or audit[0]
             for k, v, h in audit:
                 pending.append(await producer.send(audit_topic, v, key=k, headers=h))
@@ -126,4 +144,4 @@ async def publish_mix(bootstrap: str, audit_topic: str, log_topic: str, actions:
     return Published(actions, audit_count + 2, log_count)
 
 
-__all__ = ["LINES_PER_ACTION", "SEED", "Published", "publish_mix"]
+__all__ = ["LINES_PER_ACTION", "SEED", "ActionRecords", "Published", "Record", "action_records", "publish_mix"]

@@ -73,12 +73,13 @@ def test_the_projectors_bench_runs_one_and_three_and_checks_the_rebalance(stack:
 
 
 @pytest.mark.postgres
-def test_the_lag_bench_runs_with_and_without_witnesses(stack: Stack, tmp_path: Path) -> None:
-    table, figures = _smoke("lag", stack, tmp_path / "lag.json", 300)
+def test_the_lag_bench_runs_with_and_without_witnesses_and_with_a_raw_load(stack: Stack, tmp_path: Path) -> None:
+    table, figures = _smoke("lag", stack, tmp_path / "lag.json", 400)
     assert "list p99 ms" in table
     assert "lost" in table
-    assert set(figures["variants"]) >= {"0", "2"}
-    for variant in ("0", "2"):
+    assert set(figures["variants"]) >= {"0", "2", "raw 0"}
+    for variant in ("0", "2", "raw 0"):
+        assert figures["variants"][variant]["never_seen"] == 0
         assert figures["variants"][variant]["steady"] > 0
         assert all(v > 0 for v in figures["variants"][variant]["list_p99"])
         assert figures["variants"][variant]["to_batch_p50"], "the projector's share of the lag is measured"
