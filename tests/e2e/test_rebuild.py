@@ -332,6 +332,25 @@ async def _position_scans(conn: asyncpg.Connection, schemas: list[str]) -> int:
     return int(await conn.fetchval(_BY_POSITION, schemas))
 
 
+async def _jit_compiled(admin_dsn: str, work: Any) -> tuple[int, int]:
+    """Run `work(conn)` on a superuser connection whose every statement is planned for JIT (its cost thresholds at
+    0) and logged with its plan (auto_explain, sent to this client): how many plans it ran, and how many compiled."""
+    conn = await asyncpg.connect(admin_dsn)
+    plans: list[str] = []
+    conn.add_log_listener(lambda _c, message: plans.append(message.message))
+    try:
+        await conn.execute(
+            "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; SET auto_explain.log_analyze = on; "
+            "SET auto_explain.log_nested_statements = on; SET client_min_messages = log; SET jit_above_cost = 0"
+        )
+        await work(conn)
+        await conn.execute("RESET client_min_messages")
+    finally:
+        await conn.close()
+    ran = [p for p in plans if "Query Text:" in p]
+    return len(ran), sum("JIT:" in p for p in ran)
+
+
 async def test_the_swaps_tail_comparison_reads_only_the_tail_and_still_finds_a_forgery_in_it(
     isolated: Isolated, audit: AuditProducer, projector: Any
 ) -> None:
@@ -359,6 +378,22 @@ async def test_the_swaps_tail_comparison_reads_only_the_tail_and_still_finds_a_f
         assert await _whole_scans(conn, schemas) == before
         # Through the B-tree, whose reads do not grow with the model (a block-range index is read whole).
         assert await _position_scans(conn, schemas) > by_position
+
+    # Never JIT-compiled: the planner's estimates for a tail grow with the model, and past the JIT thresholds each
+    # of its statements was compiled to read a few rows (the pause grew with the model). A bulk comparison may be.
+    async def compare_tail(c: asyncpg.Connection) -> None:
+        assert (await compare(c, isolated.name, shadow_name, bounds, since=since)).differences == []
+
+    async def checksum_all(c: asyncpg.Connection) -> None:
+        assert (await checksums(c, shadow_name, bounds)) != {}
+
+    admin = isolated.stack.admin_dsn
+    assert admin is not None
+    ran, compiled = await _jit_compiled(admin, compare_tail)
+    assert ran >= 10, ran  # every statement of the tail comparison was planned under those thresholds
+    assert compiled == 0, (ran, compiled)
+    assert (await _jit_compiled(admin, checksum_all))[1] > 0  # the check can fail: JIT is available here
+    async with isolated.owner() as conn:
         whole = await compare(conn, isolated.name, shadow_name, bounds)
         assert whole.differences == []
         assert await _whole_scans(conn, schemas) > before  # the counter is live: a full comparison scans

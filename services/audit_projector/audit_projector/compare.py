@@ -82,9 +82,11 @@ def _bounded(bounds: Bounds | None, first: int, since: Bounds | None = None) -> 
 
 async def _tail_only(conn: asyncpg.Connection, since: Bounds | None) -> None:
     """In a tail comparison, read by the position's index even when the statistics are stale (a model just rebuilt
-    has none yet, and the planner would scan it all)."""
+    has none yet, and the planner would scan it all), and never JIT-compile: the planner's estimates for a tail grow
+    with the table, and past its JIT thresholds each statement was compiled (~10 ms at 1 M records, more at 5 M,
+    with inlining and optimisation) to read a few rows — the part of the pause that grew with the model."""
     if since is not None:
-        await conn.execute("SET LOCAL enable_seqscan = off")
+        await conn.execute("SET LOCAL enable_seqscan = off; SET LOCAL jit = off")
 
 
 async def checksums(
