@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import NamedTuple
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -46,7 +46,7 @@ from audit_query.auth import new_secret, secret_hash
 from audit_query.repository import TokenAdmin
 from audit_schemas.checkpoint import NoteSigner, verifier_key_as
 from bench import figures as figures_out
-from bench.cpu import cpu_s, sample
+from bench.cpu import Cpu, cpu_s, sample
 from bench.mix import SEED, ActionRecords, action_records, publish_mix
 from bench.projector_vs_copy import BOOTSTRAP, OWNER, PROJECTOR
 
@@ -213,6 +213,14 @@ async def _capacity(conn: asyncpg.Connection, name: str, actions: int) -> float:
     return (done - at_start) / (time.perf_counter() - started)
 
 
+class _Baseline(NamedTuple):
+    """CPU seconds so far of the projector, the witnesses and the API; the shared sample; the monotonic clock."""
+
+    cpu: list[float]
+    shared: Cpu
+    wall: float
+
+
 Act = Callable[[int], Awaitable[tuple[UUID, float]]]
 """Runs action `i` (a probe when `i % PROBE_EVERY == 0`) until its outcome is acknowledged; its audit id and the
 wall-clock time it started at."""
@@ -250,20 +258,19 @@ async def _raw_load(name: str, rate: float, count: int) -> AsyncIterator[tuple[A
     acknowledged, then the three lines handed over, then the outcome acknowledged), every action encoded beforehand
     with the time it is due at. Not the library's load minus its CPU: the mix is wider (many more rollup rows a
     batch) and each line leaves on its own when the client is idle."""
-    rng = random.Random(SEED)
     probe = Actor.user(PROBE_ACTOR, "Lag probe")
 
-    def prepare(i: int, starts_at: float) -> ActionRecords:
+    def prepare(rng: random.Random, i: int, starts_at: float) -> ActionRecords:
         at_ms = int((starts_at + i / rate) * 1000)
         return action_records(rng, at_ms, actor=probe if i % PROBE_EVERY == 0 else None, took_ms=0)
 
-    began = time.perf_counter()
-    sample_n = min(count, 100)
-    [prepare(i, time.time()) for i in range(sample_n)]  # how long encoding takes here, to pick the start time
-    per_action = (time.perf_counter() - began) / max(1, sample_n)
-    rng = random.Random(SEED)
+    began, trial, tried = time.perf_counter(), random.Random(SEED), min(count, 100)
+    for i in range(tried):  # how long encoding takes here, to pick the start time
+        prepare(trial, i, time.time())
+    per_action = (time.perf_counter() - began) / max(1, tried)
     starts_at = time.time() + 2.0 + 2 * per_action * count
-    prepared = [prepare(i, starts_at) for i in range(count)]
+    rng = random.Random(SEED)
+    prepared = [prepare(rng, i, starts_at) for i in range(count)]
     gc.collect()
     gc.freeze()  # the prepared records are never garbage: no collection of this process walks them again
     producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", enable_idempotence=True, linger_ms=0)
@@ -297,10 +304,10 @@ async def _steady(
     rate: float,
     seconds: float,
     run: Run,
-    mark: Callable[[], None],
-) -> None:
+    baseline: Callable[[], _Baseline],
+) -> _Baseline:
     """Actions at `rate` actions/s for `seconds` (open loop), the probes among them read back through the API and
-    every one of them found stored at the end; `mark()` is called when the first action is due."""
+    every one of them found stored at the end; what `baseline()` took when the first action was due."""
     acked: dict[str, float] = {}  # probes only
     every: list[UUID] = []
     entry_seen: dict[str, float] = {}
@@ -366,7 +373,7 @@ async def _steady(
         tasks: list[asyncio.Task[None]] = []
         started = time.monotonic() + max(0.0, starts_at - time.time())
         await asyncio.sleep(max(0.0, started - time.monotonic()))
-        mark()
+        taken = baseline()
         for i in range(count):
             delay = started + i / rate - time.monotonic()
             if delay > 0:
@@ -388,6 +395,7 @@ async def _steady(
     run.actions = count
     run.achieved_rate = count / elapsed
     run.entry_lags = [entry_seen[a] - acked[a] for a in acked if a in entry_seen]
+    return taken
 
 
 async def one_run(
@@ -403,15 +411,13 @@ async def one_run(
                 capacity = await _capacity(conn, name, burst)
                 target = capacity * share / RECORDS_PER_ACTION
                 run = Run(witness_count, load, capacity, target * RECORDS_PER_ACTION, 0.0, 0)
-                marks: dict[str, Any] = {}
 
-                def mark() -> None:  # when the steady phase's first action is due (its load prepared)
-                    marks["cpu"] = [cpu_s(projector), sum(cpu_s(w.pid) for w in witnesses), cpu_s(api)]
-                    marks["shared"], marks["wall"] = sample(), time.monotonic()
+                def baseline() -> _Baseline:  # when the steady phase's first action is due (its load prepared)
+                    cpu = [cpu_s(projector), sum(cpu_s(w.pid) for w in witnesses), cpu_s(api)]
+                    return _Baseline(cpu, sample(), time.monotonic())
 
                 steady_from = datetime.now(UTC)
-                await _steady(name, base, secret, conn, target, seconds, run, mark)
-                cpu, shared, wall = marks["cpu"], marks["shared"], marks["wall"]
+                cpu, shared, wall = await _steady(name, base, secret, conn, target, seconds, run, baseline)
                 run.steady_s = time.monotonic() - wall
                 spent = sample() - shared
                 run.api_cpu_s = cpu_s(api) - cpu[2]

@@ -1,8 +1,8 @@
 -- The log position of entries, outcomes and log lines indexed by a B-tree (merkle_leaves and dead_letters have a
--- unique one), replacing the block-range indexes of 0020. A block-range index is read whole by every scan, so the
--- swap's tail comparison (one arm per partition, each table, both models) grew with the model: 47 ms at 1 M records,
--- 253 ms at 5 M. A B-tree reads the tail's rows and a few pages above them, whatever the model's size; it costs an
--- index write per row, measured by `bench.ingest` (bench/README.md). The swap no longer summarizes anything first.
+-- unique one), replacing the block-range indexes of 0020, which every scan reads whole: each arm of the swap's tail
+-- comparison (one per partition, each table, both models) cost a pass over every block range of the table. A B-tree
+-- reads the tail's rows and a few pages above them, whatever the model's size; it costs an index write per row,
+-- measured by `bench.ingest` (bench/README.md). The swap no longer summarizes anything first.
 DROP INDEX audit_entries_offset_range;
 DROP INDEX audit_outcomes_offset_range;
 DROP INDEX execution_logs_offset_range;
